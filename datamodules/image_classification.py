@@ -1,0 +1,172 @@
+"""What every image-classification DataModule shares: decoding with clear errors or counted skips,
+timm transforms, and the loaders. A subclass only says where its splits are."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+from PIL import Image
+from timm.data import create_transform
+from torch.utils.data import DataLoader, Dataset
+
+from core.data import DataFormatError, ensure_generated
+
+log = logging.getLogger(__name__)
+
+
+class SkipCounter:
+    """A count of skipped samples shared by the DataLoader worker processes."""
+
+    def __init__(self) -> None:
+        self._value = multiprocessing.Value("i", 0)
+
+    def add(self, n: int = 1) -> None:
+        with self._value.get_lock():
+            self._value.value += n
+
+    @property
+    def value(self) -> int:
+        return self._value.value
+
+
+class ImageDataset(Dataset):
+    """Images given as file paths (decoded with PIL) or as a uint8 array (N, H, W, 3), with labels.
+
+    A file that does not decode raises a DataFormatError naming it; with ``skip_corrupt`` it is
+    counted in ``skipped`` and replaced by the next sample, so a long run goes on."""
+
+    def __init__(
+        self,
+        images: Sequence[str | Path] | np.ndarray,
+        labels: Sequence[int],
+        transform: Optional[Callable] = None,
+        skip_corrupt: bool = False,
+    ) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = [int(v) for v in labels]
+        self.transform = transform
+        self.skip_corrupt = skip_corrupt
+        self.skipped = SkipCounter()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def load(self, index: int) -> Image.Image:
+        item = self.images[index]
+        if isinstance(item, np.ndarray):
+            return Image.fromarray(item)
+        try:
+            with Image.open(item) as image:
+                return image.convert("RGB")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{item}: image file listed in the data set does not exist") from None
+        except (OSError, ValueError, SyntaxError) as err:
+            raise DataFormatError(item, f"cannot decode image ({err})") from err
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        for attempt in range(len(self)):
+            i = (index + attempt) % len(self)
+            try:
+                image = self.load(i)
+            except (DataFormatError, FileNotFoundError) as err:
+                if not self.skip_corrupt:
+                    raise
+                self.skipped.add()
+                log.warning("skipping corrupt sample: %s", err)
+                continue
+            return (self.transform(image) if self.transform else image), self.labels[i]
+        raise RuntimeError("every sample in the data set failed to load")
+
+
+class ImageClassificationDataModule(pl.LightningDataModule):
+    """Train/val/test loaders over a subclass's splits, with timm's train and eval transforms.
+
+    ``augment`` holds keyword arguments for ``timm.data.create_transform`` when training (e.g.
+    ``hflip``, ``color_jitter``, ``auto_augment``, ``scale``, ``re_prob``)."""
+
+    def __init__(
+        self,
+        root: str,
+        num_classes: int,
+        image_size: int = 224,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        augment: Optional[dict] = None,
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+        crop_pct: float = 0.875,
+        skip_corrupt: bool = False,
+        generator: Optional[Callable[[Path], Any]] = None,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.num_classes = num_classes
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.augment = dict(augment or {})
+        self.mean, self.std, self.crop_pct = tuple(mean), tuple(std), crop_pct
+        self.skip_corrupt = skip_corrupt
+        self.generator = generator
+        self.class_names: list[str] = []
+        self.datasets: dict[str, ImageDataset] = {}
+
+    # --- what a subclass provides -------------------------------------------------------------
+    def read_split(self, split: str) -> tuple[Sequence[str | Path] | np.ndarray, Sequence[int]]:
+        """Return (images, labels) of ``split`` in {"train", "val", "test"}."""
+        raise NotImplementedError
+
+    def read_class_names(self) -> list[str]:
+        raise NotImplementedError
+
+    # --- Lightning hooks -----------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        ensure_generated(self.root, self.generator)
+
+    def transform(self, training: bool):
+        kwargs = self.augment if training else {}
+        return create_transform(
+            self.image_size, is_training=training, mean=self.mean, std=self.std,
+            crop_pct=self.crop_pct, **kwargs,
+        )
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.datasets:
+            return
+        ensure_generated(self.root, None)  # a clear error if the data set is missing
+        self.class_names = self.read_class_names()
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(
+                f"{self.root}: the data set has {len(self.class_names)} classes but the config says "
+                f"data.num_classes={self.num_classes}"
+            )
+        for split in ("train", "val", "test"):
+            images, labels = self.read_split(split)
+            self.datasets[split] = ImageDataset(images, labels, self.transform(split == "train"), self.skip_corrupt)
+
+    @property
+    def skipped_samples(self) -> int:
+        return sum(d.skipped.value for d in self.datasets.values())
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, drop_last=False,
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+            pin_memory=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

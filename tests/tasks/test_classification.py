@@ -1,0 +1,144 @@
+"""The classification task through the real configs, data readers and entry points."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+from core.training import evaluate, train
+from tasks.classification.module import ImageClassificationTask
+from tests.helpers import read_metrics, run_entry
+
+SMALL_SHAPES = [
+    "data.generator.train_per_class=12", "data.generator.val_per_class=4",
+    "data.generator.test_per_class=4", "data.image_size=32", "data.num_workers=0", "data.batch_size=16",
+]
+DATA_CASES = {
+    "shapes": ["data=shapes", *SMALL_SHAPES],
+    "imagefolder": ["data=imagefolder", "data.num_classes=10", "data.image_size=32", "data.num_workers=0",
+                    "data.batch_size=16", "data.generator=null"],
+    "cifar100": ["data=cifar100", "data.num_workers=0", "data.generator.train_per_class=3",
+                 "data.generator.test_per_class=1", "data.batch_size=32"],
+    "flowers102": ["data=flowers102", "data.num_workers=0", "data.image_size=32", "data.generator.train_per_class=1",
+                   "data.generator.val_per_class=1", "data.generator.test_per_class=1", "data.batch_size=32"],
+}
+
+
+@pytest.mark.parametrize("data", sorted(DATA_CASES))
+def test_fast_dev_run_every_data_set(data, cfg_train, shared_data_dir, tmp_path):
+    overrides = ["task=classification", "trainer=debug", "logger=csv", *DATA_CASES[data]]
+    if data == "imagefolder":  # the generic reader over a folder-layout copy
+        overrides.append(f"data.root={shared_data_dir / 'shapes_small'}")
+        from datamodules.synthetic.image_folder import write_image_folder
+        from core.data import ensure_generated
+        from functools import partial
+        ensure_generated(shared_data_dir / "shapes_small",
+                         partial(write_image_folder, train_per_class=12, val_per_class=4, test_per_class=4, image_size=32))
+    cfg = cfg_train(overrides)
+    metrics = train(cfg)
+    assert 0.0 <= metrics["test/acc_top1"] <= 1.0
+    record = read_metrics(tmp_path / "run")
+    assert record["monitor"]["metric"] == "val/acc_top1"
+    assert (tmp_path / "run" / "config_resolved.yaml").exists()
+    rows = (tmp_path / "run" / "predictions.csv").read_text().splitlines()
+    assert rows[0].startswith("index,target,predicted")
+    assert len(rows) - 1 == cfg.data.batch_size  # fast_dev_run tests one batch: one row per image
+
+
+def test_train_then_eval_same_metric(cfg_train, cfg_eval, tmp_path):
+    run = tmp_path / "run"
+    cfg = cfg_train(["data=shapes", *SMALL_SHAPES, "trainer.max_epochs=2", "logger=csv"], run_dir=run)
+    metrics = train(cfg)
+    best = read_metrics(run)["best_checkpoint"]
+    assert best and Path(best).exists() and (run / "checkpoints" / "last.ckpt").exists()
+    evaluated = evaluate(cfg_eval(["data=shapes", *SMALL_SHAPES, f"ckpt_path={best}"], run_dir=tmp_path / "eval"))
+    assert evaluated["test/acc_top1"] == pytest.approx(metrics["test/acc_top1"], abs=1e-6)
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["checkpoint"] == best
+
+
+def test_checkpoint_loads_alone(cfg_train, tmp_path):
+    cfg = cfg_train(["data=shapes", *SMALL_SHAPES, "trainer.max_epochs=1", "trainer.limit_train_batches=2"])
+    train(cfg)
+    task = ImageClassificationTask.load_from_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert task.hparams.backbone == cfg.task.backbone
+    assert task(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_resume_from_last_checkpoint_continues_epochs(cfg_train, tmp_path):
+    run = tmp_path / "run"
+    base = ["data=shapes", *SMALL_SHAPES, "trainer.limit_train_batches=2", "test=false"]
+    train(cfg_train([*base, "trainer.max_epochs=1"], run_dir=run))
+    first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert first["epoch"] == 0
+    # Same run directory, no ckpt_path: resumes from checkpoints/last.ckpt automatically.
+    train(cfg_train([*base, "trainer.max_epochs=2"], run_dir=run))
+    second = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert second["epoch"] == 1 and second["global_step"] == 2 * first["global_step"]
+
+
+def test_ckpt_path_last_requires_a_checkpoint(cfg_train):
+    cfg = cfg_train(["data=shapes", *SMALL_SHAPES, "ckpt_path=last"])
+    with pytest.raises(FileNotFoundError, match="last.ckpt does not exist"):
+        train(cfg)
+
+
+def test_wrong_number_of_classes_is_named(cfg_train):
+    cfg = cfg_train(["data=shapes", *SMALL_SHAPES, "task.num_classes=7", "trainer=debug"])
+    with pytest.raises(ValueError, match="task.num_classes=7 but the data set has 10 classes"):
+        train(cfg)
+
+
+def test_data_num_classes_checked_against_folders(cfg_train):
+    cfg = cfg_train(["data=shapes", *SMALL_SHAPES, "trainer=debug", "data.num_classes=12",
+                     "data.generator.num_classes=10"])
+    with pytest.raises(ValueError, match="has 10 classes but the config says data.num_classes=12"):
+        train(cfg)
+
+
+def test_unknown_config_key_is_rejected(cfg_train):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="task.learning_rate"):
+        cfg_train(["task.learning_rate=0.1"])
+
+
+def test_local_pretrained_weights_load_and_new_head_is_fresh(tmp_path, caplog):
+    source = timm.create_model("tinynet_e", num_classes=5)
+    torch.save({"state_dict": {f"model.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "w.ckpt")
+    task = ImageClassificationTask("tinynet_e", num_classes=10, image_size=32, pretrained_path=str(tmp_path / "w.ckpt"))
+    stem_src, stem_dst = source.conv_stem.weight, task.model.conv_stem.weight
+    assert torch.equal(stem_src, stem_dst)
+    assert task.model.classifier.weight.shape == (10, source.num_features)
+    assert "shape_mismatch" in caplog.text or "classifier" in caplog.text
+
+
+def test_pretrained_weights_missing_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        ImageClassificationTask("tinynet_e", 10, 32, pretrained_path=str(tmp_path / "nope.pth"))
+
+
+def test_wandb_offline_run_holds_metrics(cfg_train, tmp_path):
+    cfg = cfg_train(["data=shapes", *SMALL_SHAPES, "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                     "logger=wandb", "test=false"])
+    metrics = train(cfg)
+    import wandb
+
+    wandb.finish()
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, "W&B offline run folder missing"
+    summary = json.loads((runs[0] / "files" / "wandb-summary.json").read_text())
+    assert summary["val/acc_top1"] == pytest.approx(metrics["val/acc_top1"])
+    config_text = (runs[0] / "files" / "config.yaml").read_text()
+    assert "tinynet_e" in config_text and "label_smoothing" in config_text
+    assert any(key.startswith("val/samples") for key in summary), "sample images were not logged"
+
+
+def test_hydra_cli_help_and_cfg():
+    out = run_entry("train.py", ["--cfg", "job", "task=classification", "data=cifar100"]).stdout
+    assert "Cifar100DataModule" in out and "num_classes: ${data.num_classes}" in out
+    help_text = run_entry("train.py", ["--help"]).stdout
+    assert "== Configuration groups ==" in help_text and "classification" in help_text

@@ -1,0 +1,111 @@
+"""train.py / eval.py as a user runs them: sweeps, DDP on CPU, a killed run that resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.resolvers import PROJECT_ROOT
+from tests.helpers import read_metrics, run_entry
+
+TINY = [
+    "data.generator.train_per_class=12", "data.generator.val_per_class=4", "data.generator.test_per_class=4",
+    "data.image_size=32", "data.num_workers=0", "data.batch_size=16", "logger=csv",
+]
+
+
+def paths(tmp_path: Path, data_dir: Path) -> list[str]:
+    return [f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={data_dir}"]
+
+
+def test_basic_sweep_runs_every_job_into_the_sweep_folder(tmp_path, shared_data_dir):
+    sweep = tmp_path / "sweep"
+    run_entry("train.py", ["-m", *TINY, *paths(tmp_path, shared_data_dir), "trainer=debug",
+                           "task.optimizer.lr=0.001,0.01", f"hydra.sweep.dir={sweep}"])
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in jobs] == ["0", "1"]
+    lrs = {json.loads(json.dumps(read_metrics(j)))["metrics"].get("test/acc_top1") is not None for j in jobs}
+    assert lrs == {True}
+    configs = [(j / "config_resolved.yaml").read_text() for j in jobs]
+    assert "lr: 0.001" in configs[0] and "lr: 0.01" in configs[1]
+
+
+def test_optuna_sweep_reports_best_params(tmp_path, shared_data_dir):
+    sweep = tmp_path / "optuna"
+    run_entry("train.py", ["hparams_search=classification_optuna", *TINY, *paths(tmp_path, shared_data_dir),
+                           "trainer=debug", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
+                           f"hydra.sweep.dir={sweep}"])
+    best = (sweep / "optimization_results.yaml").read_text()
+    assert "best_params" in best and "task.optimizer.lr" in best
+    assert len(list(sweep.glob("*/metrics.json"))) == 2
+
+
+def test_multirun_refuses_lightning_spawned_ddp(tmp_path, shared_data_dir):
+    with pytest.raises(AssertionError, match="would make Lightning spawn processes"):
+        run_entry("train.py", ["-m", *TINY, *paths(tmp_path, shared_data_dir), "trainer=ddp_cpu",
+                               "trainer.fast_dev_run=true", f"hydra.sweep.dir={tmp_path / 's'}", "seed=1,2"])
+
+
+@pytest.mark.slow
+def test_ddp_cpu_metric_equals_single_process(tmp_path, shared_data_dir):
+    """2 gloo processes evaluate the same checkpoint to the same accuracy as one process."""
+    common = [*TINY, *paths(tmp_path, shared_data_dir)]
+    run_entry("train.py", [*common, "trainer.max_epochs=1", "test=false", "run_id=ddp_src"])
+    ckpt = next((tmp_path / "logs").glob("*/runs/ddp_src/checkpoints/last.ckpt"))
+    single = tmp_path / "single"
+    double = tmp_path / "double"
+    run_entry("eval.py", [*common, f"ckpt_path={ckpt}", f"hydra.run.dir={single}"])
+    out = run_entry("eval.py", [*common, f"ckpt_path={ckpt}", f"hydra.run.dir={double}", "trainer=ddp_cpu"])
+    assert "distributed_backend=gloo" in out.stdout + out.stderr
+    a, b = read_metrics(single)["metrics"], read_metrics(double)["metrics"]
+    assert b["test/acc_top1"] == pytest.approx(a["test/acc_top1"], abs=1e-7)
+    assert b["test/acc_top5"] == pytest.approx(a["test/acc_top5"], abs=1e-7)
+    # Both ranks' predictions were gathered into one file.
+    assert len((double / "predictions.csv").read_text().splitlines()) - 1 == 40
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_last_checkpoint(tmp_path, shared_data_dir):
+    """SIGKILL in the middle of epoch 2, run again with the same run_id: training completes all
+    epochs from the step checkpoint; the checkpoint left by the killed run is loadable."""
+    args = [*TINY, *paths(tmp_path, shared_data_dir), "run_id=killed", "trainer.max_epochs=3",
+            "trainer.limit_train_batches=6", "test=false", "+callbacks.model_checkpoint.every_n_train_steps=2",
+            "callbacks=[model_checkpoint]"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("VISIONLAB_RUN_ID", None)
+    proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=PROJECT_ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = None
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            found = list((tmp_path / "logs").glob("*/runs/killed/checkpoints/last.ckpt"))
+            if found:
+                last = found[0]
+                try:
+                    state = torch.load(last, weights_only=True)
+                except Exception:  # a rename in progress is fine; a torn file is not (checked below)
+                    continue
+                if state["global_step"] >= 8:  # inside epoch 2 (steps 7..12)
+                    break
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert last is not None, "no checkpoint appeared before the deadline"
+    killed_state = torch.load(last, weights_only=True)
+    assert 8 <= killed_state["global_step"] < 18
+    run_entry("train.py", args)
+    final = torch.load(last, weights_only=True)
+    assert final["epoch"] == 2
+    assert final["global_step"] == 18
+    metrics = read_metrics(last.parent.parent)["metrics"]
+    assert metrics["epoch"] == 2.0 and "val/acc_top1" in metrics
