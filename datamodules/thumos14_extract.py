@@ -101,11 +101,12 @@ class SnippetFeatureExtractor:
         frame_size: Optional[list[int]] = None,
         flow_method: str = "dis",
         flow_bound: float = 20.0,
-        backbone: str = "resnet18",
+        backbone: str = "test_resnet",
         rgb_weights: Optional[str] = None,
         flow_weights: Optional[str] = None,
         seed: int = 0,
         batch_size: int = 64,
+        num_threads: Optional[int] = 1,
     ):
         if num_frames < 2:
             raise ValueError("num_frames must be >= 2: the flow stream needs a frame pair")
@@ -114,6 +115,7 @@ class SnippetFeatureExtractor:
         self.flow_method, self.flow_bound = flow_method, float(flow_bound)
         self.backbone, self.seed, self.batch_size = backbone, int(seed), int(batch_size)
         self.weights = {"rgb": rgb_weights, "flow": flow_weights}
+        self.num_threads = num_threads  # small CPU batches run fastest single-threaded
         self._nets: Optional[dict[str, nn.Module]] = None
 
     def settings(self) -> dict:
@@ -165,6 +167,15 @@ class SnippetFeatureExtractor:
     @torch.no_grad()
     def extract_video(self, path: str | Path) -> np.ndarray:
         """Feature array (T, 2 * feature_dim) of one video: RGB half, then flow half."""
+        threads = torch.get_num_threads()
+        if self.num_threads:
+            torch.set_num_threads(self.num_threads)
+        try:
+            return self._extract_video(path)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _extract_video(self, path: str | Path) -> np.ndarray:
         rows = []
         for starts, frames in sample_snippets(path, self.fps, self.feat_stride, self.num_frames, self.frame_size):
             rgb, flow = self.snippet_inputs(starts, frames)

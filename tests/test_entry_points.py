@@ -105,7 +105,7 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path, shared_data_dir):
     assert 8 <= killed_state["global_step"] < 18
     run_entry("train.py", args)
     final = torch.load(last, weights_only=True)
-    assert final["epoch"] == 2
+    assert final["loops"]["fit_loop"]["epoch_progress"]["total"]["processed"] == 3
     assert final["global_step"] == 18
     metrics = read_metrics(last.parent.parent)["metrics"]
-    assert metrics["epoch"] == 2.0 and "val/acc_top1" in metrics
+    assert "val/acc_top1" in metrics

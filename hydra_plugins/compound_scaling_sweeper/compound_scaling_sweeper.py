@@ -61,6 +61,19 @@ ConfigStore.instance().store(
 )
 
 
+def _compound_resolution(*args: Any) -> int:
+    from tasks.efficientnet.resolvers import compound_resolution
+
+    return compound_resolution(*args)
+
+
+# Hydra imports every plugin before it composes a config, so registering the resolver here makes
+# ${compound_resolution:...} resolvable in any Hydra app (train.py, eval.py, tests' compose) without
+# importing the model code; tasks.efficientnet.resolvers registers the same function otherwise.
+if not OmegaConf.has_resolver("compound_resolution"):
+    OmegaConf.register_new_resolver("compound_resolution", _compound_resolution)
+
+
 class CompoundScalingSweeper(Sweeper):
     def __init__(
         self,
@@ -97,10 +110,14 @@ class CompoundScalingSweeper(Sweeper):
         self.launcher: Optional[Launcher] = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from hydra.core.hydra_config import HydraConfig
         from hydra.core.plugins import Plugins
 
         self.hydra_context = hydra_context
         self.config = config
+        # The sweep folder may interpolate ${hydra:runtime.choices...}, which needs HydraConfig;
+        # Hydra sets it per job only, so set it to the multirun config for the sweeper's own use.
+        HydraConfig.instance().set_config(config)
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )

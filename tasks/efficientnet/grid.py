@@ -42,12 +42,8 @@ class Candidate:
 
     def overrides(self, prefix: str = "scaling") -> list[str]:
         """Hydra overrides that select this candidate in a config with a ``scaling`` block."""
-        return [
-            f"{prefix}.phi={self.phi:g}",
-            f"{prefix}.alpha={self.alpha:.6g}",
-            f"{prefix}.beta={self.beta:.6g}",
-            f"{prefix}.gamma={self.gamma:.6g}",
-        ]
+        # repr keeps every digit, so sqrt(2) stays sqrt(2) and the FLOPs factor stays exact
+        return [f"{prefix}.{key}={float(getattr(self, key))!r}" for key in ("phi", "alpha", "beta", "gamma")]
 
 
 def grid_values(spec: GridSpec) -> list[float]:

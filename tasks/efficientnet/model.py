@@ -22,7 +22,7 @@ from timm.models._builder import build_model_with_cfg
 from timm.models._efficientnet_builder import decode_arch_def
 from timm.models._registry import generate_default_cfgs
 from timm.models.efficientnet import EfficientNet
-from timm.models.resnet import Bottleneck, ResNet
+from timm.models.resnet import Bottleneck, ResNet, downsample_conv
 
 from tasks.efficientnet.scaling import resolve_multipliers, round_filters, round_repeats
 
@@ -146,12 +146,15 @@ def compound_scaled_efficientnet(
     depth_multiplier: float = 1.0,
     drop_rate: float = 0.2,
     drop_path_rate: float = 0.2,
+    bn_momentum: float = 0.01,
+    bn_eps: float = 1e-3,
     **kwargs: Any,
 ) -> EfficientNet:
     """EfficientNet-B0 with baseline multipliers (B1-B7 settings) scaled further by alpha^phi, beta^phi.
 
     Swish, squeeze-excitation, stochastic depth (``drop_path_rate``, 0.2 in the paper), dropout
-    before the classifier (``drop_rate``), batch-norm momentum 0.99 / eps 1e-3 as in the paper."""
+    before the classifier (``drop_rate``). Batch norm as in the paper: decay 0.99 (PyTorch momentum
+    0.01), eps 1e-3; runs of a few hundred steps want momentum 0.1, or the running statistics lag."""
     width, depth = resolve_multipliers(phi, alpha, beta, width_multiplier, depth_multiplier)
     return _mobile_network(
         "compound_scaled_efficientnet",
@@ -159,7 +162,7 @@ def compound_scaled_efficientnet(
         width,
         depth,
         act_layer="swish",
-        norm_layer=partial(nn.BatchNorm2d, eps=1e-3, momentum=0.01),
+        norm_layer=partial(nn.BatchNorm2d, eps=bn_eps, momentum=bn_momentum),
         num_features=round_filters(1280, width),
         drop_rate=drop_rate,
         drop_path_rate=drop_path_rate,
@@ -209,15 +212,32 @@ def compound_scaled_resnet50(
     """ResNet-50 scaled like EfficientNet: blocks per stage rounded up, stem and bottleneck widths
     rounded to multiples of 8 (the paper's "scaling other networks", Table 3)."""
     width, depth = resolve_multipliers(phi, alpha, beta, width_multiplier, depth_multiplier)
-    return build_model_with_cfg(
+    model = build_model_with_cfg(
         ResNet,
         "compound_scaled_resnet50",
         pretrained=False,
         block=Bottleneck,
         layers=tuple(round_repeats(n, depth) for n in RESNET50_LAYERS),
         channels=tuple(round_filters(c, width) for c in RESNET50_PLANES),
-        stem_width=round_filters(64, width),
         drop_rate=drop_rate,
         drop_path_rate=drop_path_rate,
         **_drop_factory_args(kwargs),
     )
+    _widen_stem(model, round_filters(64, width))
+    return model
+
+
+def _widen_stem(model: ResNet, stem_width: int) -> None:
+    """Give the 7x7 stem ``stem_width`` channels. timm's ResNet fixes its plain stem at 64, so the
+    stem, the first bottleneck's input convolution and its projection shortcut are rebuilt for the
+    new width and initialized as timm initializes its ResNet."""
+    if stem_width == model.conv1.out_channels:
+        return
+    model.conv1 = nn.Conv2d(model.conv1.in_channels, stem_width, 7, stride=2, padding=3, bias=False)
+    model.bn1 = type(model.bn1)(stem_width)
+    first = model.layer1[0]
+    first.conv1 = nn.Conv2d(stem_width, first.conv1.out_channels, 1, bias=False)
+    first.downsample = downsample_conv(stem_width, first.conv3.out_channels, kernel_size=1)
+    model.feature_info[0]["num_chs"] = stem_width
+    for conv in (model.conv1, first.conv1, first.downsample[0]):
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")  # as timm's ResNet

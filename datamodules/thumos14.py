@@ -1,0 +1,234 @@
+"""THUMOS'14 as published: raw videos plus one temporal-annotation text file per class and split.
+
+Layout under ``root`` (the folders of the official zips)::
+
+    videos/validation/video_validation_0000051.mp4 ...
+    videos/test/video_test_0000004.mp4 ...
+    TH14_Temporal_annotations_validation/annotation/<Class>_val.txt   (20 classes + Ambiguous_val.txt)
+    TH14_Temporal_Annotations_Test/annotations/annotation/<Class>_test.txt
+
+Each annotation line is ``<video name> <start seconds> <end seconds>``. Only the videos named in the
+annotation files take part (200 validation, 213 test videos in the real set). ``prepare_data``
+extracts two-stream snippet features into ``<root>/<features_subdir>/`` (resumable) together with
+the JSON database of the pre-extracted form, which the features DataModule then reads."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from core.data import DataFormatError, ensure_generated, require_file
+from core.io import atomic_write_json
+from core.video import VideoDecodeError
+from datamodules.thumos14_extract import SnippetFeatureExtractor, video_duration
+from datamodules.thumos14_features import (
+    AMBIGUOUS,
+    THUMOS14_CLASSES,
+    Thumos14FeaturesDataModule,
+    annotation_database,
+)
+
+log = logging.getLogger(__name__)
+
+SPLITS = {
+    # split: (video folder, annotation folder, file suffix, database subset)
+    "validation": ("videos/validation", "TH14_Temporal_annotations_validation/annotation", "val", "Validation"),
+    "test": ("videos/test", "TH14_Temporal_Annotations_Test/annotations/annotation", "test", "Test"),
+}
+DATABASE_NAME = "thumos14.json"
+
+
+@dataclass(frozen=True)
+class AnnotatedSegment:
+    video: str
+    start: float
+    end: float
+    label: str
+    file: Path
+    line: int
+
+
+def parse_annotation_file(path: str | Path, label: str) -> list[AnnotatedSegment]:
+    """Parse one ``<Class>_<split>.txt``: lines ``video start end``; blank lines are allowed."""
+    path = require_file(path, f"the temporal annotation file of {label}")
+    segments = []
+    for number, text in enumerate(Path(path).read_text().splitlines(), start=1):
+        fields = text.split()
+        if not fields:
+            continue
+        if len(fields) != 3:
+            raise DataFormatError(path, f"expected 'video start end', got {text.strip()!r}", number)
+        try:
+            start, end = float(fields[1]), float(fields[2])
+        except ValueError:
+            raise DataFormatError(path, f"start/end are not numbers: {text.strip()!r}", number) from None
+        if not (np.isfinite(start) and np.isfinite(end)) or start < 0 or end < start:
+            raise DataFormatError(path, f"segment [{start}, {end}] is not a valid interval", number)
+        segments.append(AnnotatedSegment(fields[0], start, end, label, Path(path), number))
+    return segments
+
+
+def read_split_annotations(root: str | Path, split: str, classes: Sequence[str]) -> list[AnnotatedSegment]:
+    """All segments of a split: the class files and ``Ambiguous_<suffix>.txt``."""
+    _, folder, suffix, _ = SPLITS[split]
+    directory = Path(root) / folder
+    segments = []
+    for label in [*classes, AMBIGUOUS]:
+        segments += parse_annotation_file(directory / f"{label}_{suffix}.txt", label)
+    return segments
+
+
+def check_durations(segments: Sequence[AnnotatedSegment], duration: float, video: Path, tolerance: float) -> None:
+    """An annotation past the end of its video (beyond ``tolerance`` seconds) is a data error."""
+    for seg in segments:
+        if seg.end > duration + tolerance:
+            raise DataFormatError(
+                seg.file, f"segment ends at {seg.end:g} s but {video} lasts only {duration:.2f} s", seg.line
+            )
+
+
+class Thumos14DataModule(Thumos14FeaturesDataModule):
+    """THUMOS'14 from raw videos: validates the published layout, extracts snippet features once
+    (resumably), then serves them like the pre-extracted form."""
+
+    def __init__(
+        self,
+        root: str,
+        extractor: SnippetFeatureExtractor,
+        feature_dim: int,
+        num_classes: int = 20,
+        classes: Optional[list[str]] = None,
+        modalities: Sequence[str] = ("rgb", "flow"),
+        features_subdir: str = "features/test_resnet_random",
+        annotation_tolerance: float = 1.0,
+        val_subset: str = "Test",
+        batch_size: int = 4,
+        num_workers: int = 0,
+        generator: Optional[Callable[[Path], object]] = None,
+    ):
+        features_dir = Path(root) / features_subdir
+        super().__init__(
+            features_dir=str(features_dir), annotation_file=str(features_dir / DATABASE_NAME),
+            feature_dim=feature_dim, num_classes=num_classes, classes=classes, modalities=modalities,
+            feat_stride=extractor.feat_stride, num_frames=extractor.num_frames,
+            val_subset=val_subset, batch_size=batch_size, num_workers=num_workers,
+        )
+        self.root, self.extractor, self.generator = Path(root), extractor, generator
+        self.annotation_tolerance = annotation_tolerance
+        self.report = None
+        self.skipped_samples = 0
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        super().setup(stage)
+        report = self.features_dir / "extraction_report.json"
+        rank = getattr(self.trainer, "global_rank", 0) if self.trainer is not None else 0
+        if report.exists() and rank == 0:  # counted once, whatever the number of ranks
+            import json
+
+            self.skipped_samples = len(json.loads(report.read_text())["unreadable"])
+
+    def prepare_data(self) -> None:
+        ensure_generated(self.root, self.generator)
+        self.report = prepare_features(
+            self.root, self.features_dir, self.extractor, self.classes, self.annotation_tolerance
+        )
+        if self.extractor.feature_dim != self.feature_dim:
+            raise ValueError(
+                f"data.feature_dim={self.feature_dim} but the {self.extractor.backbone} extractor gives "
+                f"{self.extractor.feature_dim} features per stream"
+            )
+
+
+def prepare_features(
+    root: Path,
+    features_dir: Path,
+    extractor: SnippetFeatureExtractor,
+    classes: Sequence[str] = THUMOS14_CLASSES,
+    annotation_tolerance: float = 1.0,
+):
+    """Validate the raw layout, extract features of every annotated video that lacks them, and
+    write the JSON database and an extraction report into ``features_dir``."""
+    features_dir = Path(features_dir)
+    settings_file = features_dir / "extractor.json"
+    settings = extractor.settings()
+    if settings_file.exists():
+        import json
+
+        previous = json.loads(settings_file.read_text())
+        if previous != json.loads(json.dumps(settings)):
+            raise ValueError(
+                f"{settings_file}: features there were extracted with {previous}, not {settings}; "
+                "choose another data.features_subdir or delete that folder"
+            )
+    else:
+        atomic_write_json(settings_file, settings)
+    videos, paths = {}, {}
+    for split, (video_folder, _, _, subset) in SPLITS.items():
+        by_video: dict[str, list[AnnotatedSegment]] = {}
+        for seg in read_split_annotations(root, split, classes):
+            by_video.setdefault(seg.video, []).append(seg)
+        for name, segs in by_video.items():
+            path = require_file(root / video_folder / f"{name}.mp4", f"the video named in {segs[0].file}")
+            paths[name] = path
+            videos[name] = (subset, segs)
+    report = extractor.extract_videos(paths, features_dir)
+    index = {c: i for i, c in enumerate(classes)}
+    database = {}
+    for name, (subset, segs) in videos.items():
+        if name in report.unreadable:
+            continue
+        try:
+            duration = video_duration(paths[name])
+        except VideoDecodeError as err:
+            report.unreadable[name] = str(err)
+            continue
+        check_durations(segs, duration, paths[name], annotation_tolerance)
+        actions = [s for s in segs if s.label != AMBIGUOUS]
+        database[name] = {
+            "subset": subset, "duration": duration, "fps": extractor.fps,
+            "segments": np.array([[s.start, min(s.end, duration)] for s in actions]).reshape(-1, 2),
+            "labels": np.array([index[s.label] for s in actions], dtype=np.int64),
+            "ambiguous": np.array([[s.start, min(s.end, duration)] for s in segs if s.label == AMBIGUOUS]).reshape(-1, 2),
+        }
+    atomic_write_json(features_dir / DATABASE_NAME, annotation_database(database, classes, "thumos14-extracted"))
+    atomic_write_json(features_dir / "extraction_report.json", {
+        "extracted": len(report.extracted), "already_done": len(report.skipped_existing),
+        "unreadable": report.unreadable,
+    })
+    log.info("Feature extraction into %s: %s", features_dir, report.summary())
+    if report.unreadable:
+        warnings.warn(
+            f"{len(report.unreadable)} unreadable videos skipped (listed in "
+            f"{features_dir / 'extraction_report.json'})", stacklevel=2,
+        )
+    return report
+
+
+def main(argv: Sequence[str]) -> None:
+    """``python -m datamodules.thumos14 [data=thumos14] [data.root=...] ...``: run the (resumable)
+    extraction of a data config, the same one training would run first, and print its report."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    import core  # noqa: F401  (registers resolvers)
+    from core.resolvers import PROJECT_ROOT
+
+    overrides = list(argv)
+    if not any(o.startswith("data=") for o in overrides):
+        overrides.insert(0, "data=thumos14")
+    with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    logging.basicConfig(level=logging.INFO)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    print(f"{datamodule.features_dir}: {datamodule.report.summary()}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

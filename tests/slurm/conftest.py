@@ -1,0 +1,110 @@
+"""A real single-node SLURM cluster for the tests marked ``slurm``, started once per session.
+
+The session fixture starts munged, slurmctld and slurmd through slurm/start_local_cluster.sh, in a
+fresh state folder on free ports (so a cluster a user already runs is left alone), and stops exactly
+the daemons that script recorded. When the cluster cannot start, the tests fail with the reason
+under CI (the environment variable CI is set) and are skipped with it elsewhere."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from core.resolvers import PROJECT_ROOT
+
+SLURM_DIR = PROJECT_ROOT / "slurm"
+FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
+
+
+def cluster_unavailable(reason: str) -> None:
+    message = f"local SLURM cluster unavailable: {reason}"
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LocalCluster:
+    """What a test needs to talk to the cluster: its slurm.conf and an environment that uses it."""
+
+    state_dir: Path
+    conf: Path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {**os.environ, "SLURM_CONF": str(self.conf), "PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true"}
+        env.pop("VISIONLAB_RUN_ID", None)  # each job resolves its own run id (its SLURM job id)
+        env.update(extra)
+        return env
+
+    def run(self, *args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+        proc = subprocess.run(list(args), env=kwargs.pop("env", self.env()), capture_output=True, text=True,
+                              cwd=PROJECT_ROOT, **kwargs)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def job_info(self, job_id: str) -> dict[str, str]:
+        """``scontrol show job`` as a dict (accounting is off here, so no sacct)."""
+        out = self.run("scontrol", "-o", "show", "job", job_id).stdout
+        info = {}
+        for field in out.split():
+            key, _, value = field.partition("=")
+            info.setdefault(key, value)
+        return info
+
+    def wait_for(self, job_id: str, states: set[str], timeout: float) -> dict[str, str]:
+        """Poll until the job is in one of ``states``; raises with the job's state on timeout."""
+        deadline = time.monotonic() + timeout
+        info: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            info = self.job_info(job_id)
+            if info.get("JobState") in states:
+                return info
+            time.sleep(1.0)
+        raise AssertionError(f"job {job_id} not in {sorted(states)} after {timeout:.0f} s: {info.get('JobState')} "
+                             f"({info.get('Reason')})")
+
+    def wait_finished(self, job_id: str, timeout: float) -> dict[str, str]:
+        return self.wait_for(job_id, FINISHED, timeout)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> LocalCluster:
+    if os.geteuid() != 0:
+        cluster_unavailable("the SLURM daemons must run as root")
+    missing = [c for c in ("munged", "slurmctld", "slurmd", "sbatch", "scontrol")
+               if shutil.which(c) is None and not Path("/usr/sbin", c).exists()]
+    if missing:
+        cluster_unavailable(f"{', '.join(missing)} not installed; run: bash slurm/install_local_cluster.sh")
+    # Not under pytest's tmp folder: munged (user munge) must be able to reach its socket folder.
+    state = Path(tempfile.mkdtemp(prefix="visionlab-slurm-test-"))
+    env = {**os.environ, "SLURMCTLD_PORT": str(_free_port()), "SLURMD_PORT": str(_free_port())}
+    proc = subprocess.run(["bash", str(SLURM_DIR / "start_local_cluster.sh"), str(state)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    cluster: Optional[LocalCluster] = None
+    try:
+        if proc.returncode != 0:
+            cluster_unavailable(f"slurm/start_local_cluster.sh failed ({proc.returncode}): "
+                                f"{(proc.stdout + proc.stderr).strip()}")
+        cluster = LocalCluster(state_dir=state, conf=state / "slurm.conf")
+        yield cluster
+    finally:
+        stop = subprocess.run(["bash", str(SLURM_DIR / "stop_local_cluster.sh"), str(state)],
+                              capture_output=True, text=True, timeout=120)
+        if stop.returncode == 0 and not (state / "pids").exists():
+            shutil.rmtree(state, ignore_errors=True)

@@ -1,0 +1,108 @@
+"""Activation collection for the atlas: one random position per image into memory-mapped files,
+attribution by activation x gradient, resuming after an interruption, and layer lookup."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from tasks.atlas.collect import ActivationStore, collect_activations
+from tasks.atlas.network import LayerTap, find_layer, load_classifier, spatial_view
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a loaded 2-core machine two threads spin against each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class NoiseImages(Dataset):
+    """Seeded random images with labels; ``fail_from`` makes every later item raise (a crash)."""
+
+    def __init__(self, n: int = 22, size: int = 32, fail_from: int | None = None) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.images = torch.randn(n, 3, size, size, generator=g)
+        self.fail_from = fail_from
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        if self.fail_from is not None and i >= self.fail_from:
+            raise RuntimeError("simulated crash")
+        return self.images[i], i % 3
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    torch.manual_seed(0)
+    return load_classifier(backbone="test_efficientnet", num_classes=3)
+
+
+def test_rows_are_the_layer_output_at_the_stored_position(classifier, tmp_path):
+    data = NoiseImages()
+    store = collect_activations(classifier, "blocks.2", data, tmp_path, num_samples=10, batch_size=4,
+                                attribution_classes=0, seed=1)
+    assert store.activations.shape[0] == 10 and isinstance(store.activations, np.memmap)
+    assert len(set(store.indices.tolist())) == 10 and store.meta["complete"]
+    with torch.no_grad(), LayerTap(classifier.model, "blocks.2") as tap:
+        classifier.model(data.images[np.array(store.indices)])
+        full = spatial_view(tap.output)  # (10, C, P)
+    assert store.meta["spatial_positions"] == full.shape[2] > 1
+    expected = full[torch.arange(10), :, torch.from_numpy(np.asarray(store.positions))]
+    np.testing.assert_allclose(store.activations, expected.numpy(), rtol=1e-5, atol=1e-6)
+    assert store.labels.tolist() == [int(i) % 3 for i in store.indices]
+    assert len(set(store.positions.tolist())) > 1  # positions are drawn, not fixed
+
+
+def test_attribution_is_activation_times_logit_gradient(classifier, tmp_path):
+    # at the pooled features, logit_c = W_c . a + b_c, so the attribution to c is a . W_c exactly
+    store = collect_activations(classifier, "global_pool", NoiseImages(8), tmp_path, batch_size=3,
+                                attribution_classes=3, seed=0)
+    weight = classifier.model.get_classifier().weight.detach().numpy()
+    acts = np.asarray(store.activations)
+    for row in range(8):
+        for cls, value in zip(store.attr_classes[row], store.attr_values[row]):
+            assert value == pytest.approx(float(acts[row] @ weight[cls]), rel=1e-4, abs=1e-6)
+        assert sorted(store.attr_classes[row].tolist()) == [0, 1, 2]
+    np.testing.assert_allclose(store.class_attribution(1), acts @ weight[1], rtol=1e-4, atol=1e-6)
+
+
+def test_resume_after_a_crash_gives_the_uninterrupted_result(classifier, tmp_path):
+    settings = dict(num_samples=None, batch_size=4, attribution_classes=2, seed=3, flush_every=1)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        collect_activations(classifier, "blocks.3", NoiseImages(fail_from=5), tmp_path / "run", **settings)
+    marker = json.loads((tmp_path / "run" / "progress.json").read_text())
+    assert not marker["complete"] and 0 < marker["done"] < 22 and marker["done"] % 4 == 0
+    with pytest.raises(ValueError, match="incomplete"):
+        ActivationStore.open(tmp_path / "run")
+    resumed = collect_activations(classifier, "blocks.3", NoiseImages(), tmp_path / "run", **settings)
+    fresh = collect_activations(classifier, "blocks.3", NoiseImages(), tmp_path / "fresh", **settings)
+    for name in ("activations", "labels", "indices", "positions", "attr_classes", "attr_values"):
+        np.testing.assert_allclose(getattr(resumed, name), getattr(fresh, name), rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_other_settings_in_the_same_folder_are_refused(classifier, tmp_path):
+    collect_activations(classifier, "blocks.3", NoiseImages(6), tmp_path, batch_size=6, attribution_classes=0)
+    with pytest.raises(ValueError, match="layer"):
+        collect_activations(classifier, "blocks.2", NoiseImages(6), tmp_path, batch_size=6, attribution_classes=0)
+
+
+def test_wrong_layer_name_lists_near_names(classifier):
+    with pytest.raises(KeyError, match=r"'blocks\.9' not found.*blocks\.\d"):
+        find_layer(classifier.model, "blocks.9")
+    assert find_layer(classifier.model, "blocks.1") is dict(classifier.model.named_modules())["blocks.1"]
+
+
+def test_classifier_needs_a_source(tmp_path):
+    with pytest.raises(ValueError, match="ckpt_path"):
+        load_classifier()
+    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+        load_classifier(ckpt_path=str(tmp_path / "missing.ckpt"))

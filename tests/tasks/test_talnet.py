@@ -1,0 +1,150 @@
+"""TALNet geometry (anchors, receptive-field alignment, context, SoI pooling, NMS), the model's
+gradients, and the task end to end on generated raw videos: train, eval, fusion, scoring command."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.training import evaluate, train
+from tasks.talnet.model import (
+    ReceptiveFieldAlignedTower,
+    TALNetStream,
+    aligned_dilation,
+    soi_pool,
+    tower_receptive_field,
+)
+from tasks.talnet.postprocess import (
+    anchor_segments,
+    decode_segments,
+    encode_segments,
+    extend_with_context,
+    temporal_nms,
+)
+
+SMALL_DATA = [
+    "data=thumos14", "data.generator.num_validation_videos=4", "data.generator.num_test_videos=3",
+    "data.generator.min_duration=6", "data.generator.max_duration=9", "data.generator.size=32",
+    "data.batch_size=2",
+]
+
+
+def test_anchors_per_scale():
+    anchors = anchor_segments(5, [2, 8])
+    assert anchors.shape == (2, 5, 2)
+    torch.testing.assert_close(anchors[0, 0], torch.tensor([-0.5, 1.5]))
+    torch.testing.assert_close(anchors[1, 4], torch.tensor([0.5, 8.5]))  # centred on snippet 4
+
+
+@pytest.mark.parametrize("scale", [4, 8, 16, 32, 64, 128])
+def test_dilation_aligns_receptive_field_with_context_extended_anchor(scale):
+    ratio = 0.5
+    d = aligned_dilation(scale, ratio)
+    assert d == max(1, round(scale * 2 / 5))
+    assert abs(tower_receptive_field(d) - scale * (1 + 2 * ratio)) <= 2.5 or d == 1
+    # measure the receptive field: a spike at position p changes the centre output iff p is inside
+    tower = ReceptiveFieldAlignedTower(1, d)
+    for conv in (tower.conv1, tower.conv2):
+        torch.nn.init.constant_(conv.weight, 0.1)
+        torch.nn.init.zeros_(conv.bias)
+    rf = tower_receptive_field(d)
+    length = 4 * rf
+    x = torch.zeros(length, 1, length)
+    x[torch.arange(length), 0, torch.arange(length)] = 100.0  # item p: spike at p
+    with torch.no_grad():
+        moved = tower(x)[:, 0, length // 2] > 0
+    touched = torch.nonzero(moved).flatten()
+    assert int(touched.max() - touched.min() + 1) == rf == len(touched)
+
+
+def test_context_extension_and_boundary_encoding():
+    seg = torch.tensor([[10.0, 20.0]])
+    torch.testing.assert_close(extend_with_context(seg, 0.5), torch.tensor([[5.0, 25.0]]))
+    ref = torch.tensor([[8.0, 16.0]])
+    delta = encode_segments(seg, ref)
+    torch.testing.assert_close(delta, torch.tensor([[(15 - 12) / 8, torch.log(torch.tensor(10 / 8)).item()]]))
+    torch.testing.assert_close(decode_segments(delta, ref), seg)
+
+
+def test_temporal_nms_hand_worked():
+    segs = torch.tensor([[0.0, 10.0], [1.0, 11.0], [20.0, 30.0], [0.0, 4.0]])
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    # [1,11] overlaps [0,10] at 9/11 > 0.5: suppressed; [0,4] at 0.4: kept
+    assert temporal_nms(segs, scores, 0.5).tolist() == [0, 2, 3]
+    assert temporal_nms(segs, scores, 0.5, max_keep=2).tolist() == [0, 2]
+
+
+def test_soi_pooling_takes_the_max_of_each_bin():
+    features = torch.arange(10.0).view(1, 1, 10)  # snippet i holds value i (centre at i + 0.5)
+    pooled = soi_pool(features, torch.tensor([0]), torch.tensor([[2.0, 6.0]]), bins=2, samples_per_bin=2)
+    # samples at 2.5, 3.5 | 4.5, 5.5 -> snippet values 2, 3 | 4, 5
+    torch.testing.assert_close(pooled, torch.tensor([[[3.0, 5.0]]]))
+
+
+def test_stream_forward_backward_reaches_every_parameter():
+    from tasks.talnet.losses import classifier_loss, proposal_loss
+
+    torch.manual_seed(0)
+    stream = TALNetStream(16, num_classes=3, hidden_dim=8, anchor_scales=[2, 4], soi_bins=4, classifier_hidden=8)
+    x, mask = torch.randn(2, 16, 12), torch.ones(2, 12, dtype=torch.bool)
+    fmap = stream.temporal_features(x, mask)
+    logits, deltas = stream.spn(fmap)
+    anchors = anchor_segments(12, stream.anchor_scales)
+    gt = torch.tensor([[2.0, 6.0]])
+    spn = proposal_loss(logits[0], deltas[0], anchors, torch.ones(2, 12, dtype=torch.bool), gt)
+    cls_logits, cls_deltas = stream.classifier(fmap, torch.tensor([0, 1]), torch.tensor([[2.0, 6.0], [0.0, 3.0]]))
+    cls = classifier_loss(cls_logits, cls_deltas, torch.tensor([1, 3]), torch.zeros(2, 2), 3)
+    (spn.total + cls.total).backward()
+    missing = [n for n, p in stream.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+
+
+def test_fast_dev_run_from_raw_videos(cfg_train, tmp_path):
+    metrics = train(cfg_train(["task=talnet", *SMALL_DATA, "trainer=debug"]))
+    assert 0.0 <= metrics["test/mAP"] <= 1.0 and "test/AR@100" in metrics
+    run = tmp_path / "run"
+    results = json.loads((run / "detections_activitynet.json").read_text())
+    video, dets = next(iter(results["results"].items()))
+    assert video.startswith("video_test_") and {"label", "score", "segment"} <= set(dets[0])
+    assert (run / "timeline.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_stream_override_shape_splits_into_one_job_per_modality():
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(["task.modalities=[rgb],[flow]"])
+    jobs = BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
+    assert jobs == [["task.modalities=[rgb]"], ["task.modalities=[flow]"]]
+
+
+@pytest.mark.slow
+def test_separate_streams_fuse_from_checkpoints_and_eval_matches_train(cfg_train, cfg_eval, tmp_path):
+    quick = ["trainer.max_epochs=2", "trainer.num_sanity_val_steps=0", "callbacks.rich_progress_bar=null"]
+    ckpts = {}
+    for modality in ("rgb", "flow"):
+        run = tmp_path / modality
+        metrics = train(cfg_train(["task=talnet", *SMALL_DATA, *quick, f"task.modalities=[{modality}]"], run_dir=run))
+        ckpts[modality] = run / "checkpoints" / "last.ckpt"
+        assert ckpts[modality].exists()
+    # eval on the checkpoint reproduces the number train's test loop wrote for the same weights
+    again = evaluate(cfg_eval(["task=talnet", *SMALL_DATA, f"ckpt_path={ckpts['flow']}"], run_dir=tmp_path / "eval_flow"))
+    best = json.loads((tmp_path / "flow" / "metrics.json").read_text())
+    if best.get("best_checkpoint") == str(ckpts["flow"]).replace("last.ckpt", Path(best["best_checkpoint"]).name):
+        assert again["test/mAP"] == pytest.approx(metrics["test/mAP"])
+    fused = evaluate(cfg_eval([
+        "task=talnet_fusion", *SMALL_DATA, "ckpt_path=null",
+        f"task.stream_checkpoints.rgb={ckpts['rgb']}", f"task.stream_checkpoints.flow={ckpts['flow']}",
+    ], run_dir=tmp_path / "fusion"))
+    assert 0.0 <= fused["test/mAP"] <= 1.0
+    assert (tmp_path / "fusion" / "detections_activitynet.json").exists()
+
+
+def test_fusion_needs_a_checkpoint_per_named_stream(tmp_path):
+    from tasks.talnet.module import TALNetTask
+
+    with pytest.raises(FileNotFoundError, match="stream checkpoint for 'rgb'"):
+        TALNetTask(num_classes=20, feature_dim=8, stream_checkpoints={"rgb": str(tmp_path / "none.ckpt")})
+    with pytest.raises(ValueError, match="not among modalities"):
+        TALNetTask(num_classes=20, feature_dim=8, modalities=["rgb"], stream_checkpoints={"flow": "x"})

@@ -1,0 +1,280 @@
+"""Every task's metrics on 2 gloo processes equal the single-process value on the same data.
+
+Each case builds a task's metric and a list of ``update`` batches (variable-length lists where the
+metric gathers detections or rankings). Two real processes (``torch.distributed`` over gloo) share
+the batches as a DistributedSampler would (batch i on rank i % 2, so the shards are uneven) and every
+rank calls ``compute()``; the single-process value is computed here from all batches. Cases marked
+``padded`` also give the short rank a repeated batch, as DistributedSampler's padding does: metrics
+that claim to count repeated videos once must still agree.
+
+A new ``torchmetrics.Metric`` in ``tasks/*/metrics.py`` without a case here fails
+``test_every_task_metric_has_a_ddp_case``: add its case to ``CASES``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pytest
+import torch
+import torchmetrics
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+WORLD_SIZE = 2
+
+
+@dataclass
+class DDPCase:
+    """``make()`` builds the metric (or MetricCollection); ``batches()`` gives its update arguments."""
+
+    make: Callable[[], torchmetrics.Metric | torchmetrics.MetricCollection]
+    batches: Callable[[], list[tuple]]
+    covers: tuple[str, ...] = ()  # "module:Class" of the task metrics this case exercises
+    padded: bool = False
+    rel: float = 1e-6
+    notes: str = field(default="")
+
+
+# --- cases -------------------------------------------------------------------------------------------
+
+def _classification_metrics():
+    from tasks.classification.module import ImageClassificationTask
+
+    return ImageClassificationTask(backbone="test_efficientnet", num_classes=10, image_size=32).val_metrics
+
+
+def _classification_batches() -> list[tuple]:
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for n in (7, 5, 9, 3, 6):  # 5 batches: rank 0 gets 3 (22 samples), rank 1 gets 2 (8 samples)
+        out.append((torch.randn(n, 10, generator=g), torch.randint(0, 10, (n,), generator=g)))
+    return out
+
+
+def _segments(g: torch.Generator, n: int, duration: float = 100.0) -> torch.Tensor:
+    start = torch.rand(n, generator=g, dtype=torch.float64) * duration * 0.8
+    length = 2.0 + torch.rand(n, generator=g, dtype=torch.float64) * 15.0
+    return torch.stack([start, start + length], 1)
+
+
+def _talnet_detection_batches() -> list[tuple]:
+    """Per video: 0-7 detections (label, start, end, score) and 1-3 ground truths (label, start,
+    end), some detections near a ground truth so the AP is neither 0 nor 1."""
+    g = torch.Generator().manual_seed(1)
+    batches, video = [], 0
+    for videos_in_batch in (2, 3, 1, 2, 2):
+        ids, dets, gts = [], [], []
+        for _ in range(videos_in_batch):
+            m = int(torch.randint(1, 4, (1,), generator=g))
+            gt_seg = _segments(g, m)
+            gt_lab = torch.randint(0, 3, (m, 1), generator=g).double()
+            n = int(torch.randint(0, 8, (1,), generator=g))
+            near = gt_seg[torch.randint(0, m, (n,), generator=g)] + torch.randn(n, 2, generator=g, dtype=torch.float64) * 2
+            far = _segments(g, n)
+            use_near = torch.rand(n, 1, generator=g, dtype=torch.float64) < 0.6
+            seg = torch.where(use_near, near, far).sort(dim=1).values
+            lab = torch.where(use_near, gt_lab[torch.randint(0, m, (n,), generator=g)],
+                              torch.randint(0, 3, (n, 1), generator=g).double())
+            score = torch.rand(n, 1, generator=g, dtype=torch.float64)
+            ids.append(video)
+            dets.append(torch.cat([lab, seg, score], 1))
+            gts.append(torch.cat([gt_lab, gt_seg], 1))
+            video += 1
+        batches.append((ids, dets, gts))
+    return batches
+
+
+def _talnet_proposal_batches() -> list[tuple]:
+    """Per video: 0-12 class-agnostic proposals (start, end, score) and 1-3 ground truths (start, end)."""
+    return [
+        (ids, [d[:, 1:4] for d in dets], [gt[:, 1:3] for gt in gts])
+        for ids, dets, gts in _talnet_detection_batches()
+    ]
+
+
+def _talnet_map():
+    from tasks.talnet.metrics import TemporalActionDetectionMAP
+
+    return TemporalActionDetectionMAP(num_classes=3)
+
+
+def _talnet_ar():
+    from tasks.talnet.metrics import AverageRecallAtN
+
+    return AverageRecallAtN(max_proposals=(1, 3, 5))
+
+
+def _depth_batches() -> list[tuple]:
+    """(pred depth, ground truth with holes = 0, human mask) images of different batch sizes."""
+    g = torch.Generator().manual_seed(2)
+    out = []
+    for n in (2, 1, 3, 2, 1):
+        gt = 1.0 + 4.0 * torch.rand(n, 1, 12, 16, generator=g)
+        gt[torch.rand(n, 1, 12, 16, generator=g) < 0.2] = 0.0
+        pred = gt * torch.exp(0.3 * torch.randn(n, 1, 12, 16, generator=g)) + 0.05
+        human = torch.zeros(n, 1, 12, 16)
+        human[:, :, 3:9, 4:10] = 1.0
+        out.append((pred, gt, human))
+    return out
+
+
+def _depth_metric(region: str):
+    def make():
+        from tasks.people_depth.metrics import ScaleInvariantRMSE
+
+        return ScaleInvariantRMSE(region=region)
+
+    return make
+
+
+CASES: dict[str, DDPCase] = {
+    "classification/accuracy": DDPCase(_classification_metrics, _classification_batches),
+    "talnet/detection_mAP": DDPCase(_talnet_map, _talnet_detection_batches,
+                                    covers=("tasks.talnet.metrics:TemporalActionDetectionMAP",)),
+    "talnet/detection_mAP_padded": DDPCase(_talnet_map, _talnet_detection_batches, padded=True,
+                                           covers=("tasks.talnet.metrics:TemporalActionDetectionMAP",)),
+    "talnet/proposal_AR": DDPCase(_talnet_ar, _talnet_proposal_batches,
+                                  covers=("tasks.talnet.metrics:AverageRecallAtN",)),
+    "talnet/proposal_AR_padded": DDPCase(_talnet_ar, _talnet_proposal_batches, padded=True,
+                                         covers=("tasks.talnet.metrics:AverageRecallAtN",)),
+    **{
+        f"people_depth/si_{region}": DDPCase(_depth_metric(region), _depth_batches,
+                                             covers=("tasks.people_depth.metrics:ScaleInvariantRMSE",))
+        for region in ("full", "env", "hum", "intra", "inter")
+    },
+}
+
+
+# --- running a case ------------------------------------------------------------------------------------
+
+def shard(batches: Sequence[tuple], rank: int, world_size: int, padded: bool) -> list[tuple]:
+    """Batch i on rank i % world_size; with ``padded``, short ranks repeat batches from the start."""
+    mine = list(batches[rank::world_size])
+    if padded:
+        longest = math.ceil(len(batches) / world_size)
+        mine += list(batches[: longest - len(mine)])
+    return mine
+
+
+def as_numbers(value: Any, prefix: str = "") -> dict[str, float]:
+    """A compute() result (tensor, or nested dict of tensors) as flat {name: float}."""
+    if isinstance(value, dict):
+        out: dict[str, float] = {}
+        for key, item in value.items():
+            out.update(as_numbers(item, f"{prefix}{key}/" if isinstance(item, dict) else f"{prefix}{key}"))
+        return out
+    tensor = torch.as_tensor(value).detach().double().reshape(-1)
+    if tensor.numel() == 1:
+        return {prefix or "value": float(tensor)}
+    return {f"{prefix or 'value'}[{i}]": float(v) for i, v in enumerate(tensor)}
+
+
+def run_case(case: DDPCase, rank: int = 0, world_size: int = 1) -> dict[str, float]:
+    metric = case.make()
+    for batch in shard(case.batches(), rank, world_size, case.padded and world_size > 1):
+        metric.update(*batch)
+    return as_numbers(metric.compute())
+
+
+def _worker(rank: int, world_size: int, init_file: str, out: str) -> None:
+    """One DDP rank: every case, every rank computes; results (or the error) to ``out``."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size,
+                            timeout=timedelta(seconds=120))
+    results: dict[str, Any] = {}
+    for name, case in CASES.items():
+        try:
+            results[name] = run_case(case, rank, world_size)
+        except Exception as err:  # reported by the test of this case
+            results[name] = {"error": f"{type(err).__name__}: {err}"}
+        dist.barrier()
+    Path(out).write_text(json.dumps(results))
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def ddp_results(tmp_path_factory) -> list[dict[str, Any]]:
+    """Run all cases once on 2 real gloo processes; one result dict per rank."""
+    tmp = tmp_path_factory.mktemp("ddp_metrics")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.test_ddp_metrics", "--rank", str(r), "--world-size", str(WORLD_SIZE),
+             "--init-file", str(tmp / "init"), "--out", str(tmp / f"rank{r}.json")],
+            cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for r in range(WORLD_SIZE)
+    ]
+    logs = []
+    for p in procs:
+        try:
+            logs.append(p.communicate(timeout=300)[0])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+    for r, p in enumerate(procs):
+        assert p.returncode == 0, f"rank {r} failed ({p.returncode}):\n{logs[r][-4000:]}"
+    return [json.loads((tmp / f"rank{r}.json").read_text()) for r in range(WORLD_SIZE)]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_metric_on_two_gloo_processes_equals_one_process(name, ddp_results):
+    case = CASES[name]
+    single = run_case(case)
+    assert single, f"{name}: compute() returned nothing"
+    for rank, results in enumerate(ddp_results):
+        got = results[name]
+        assert "error" not in got, f"{name} on rank {rank}: {got.get('error')}"
+        assert got.keys() == single.keys()
+        for key, value in single.items():
+            assert got[key] == pytest.approx(value, rel=case.rel, abs=1e-9), f"{name} {key} on rank {rank}"
+
+
+def test_uneven_shards_are_really_uneven():
+    """The harness must exercise variable-length gathers: ranks get different amounts of data."""
+    batches = _talnet_detection_batches()
+    sizes = [sum(len(d) for _, dets, _ in shard(batches, r, WORLD_SIZE, False) for d in dets) for r in range(WORLD_SIZE)]
+    assert len(set(sizes)) == WORLD_SIZE, sizes
+    padded = shard(batches, 1, WORLD_SIZE, True)
+    assert len(padded) == len(shard(batches, 0, WORLD_SIZE, True)) and padded[-1] is batches[0]
+
+
+def task_metric_classes() -> list[str]:
+    """"module:Class" of every public torchmetrics.Metric defined in tasks/*/metrics.py."""
+    found = []
+    for path in sorted((PROJECT_ROOT / "tasks").glob("*/metrics.py")):
+        module = importlib.import_module(f"tasks.{path.parent.name}.metrics")
+        for name, obj in vars(module).items():
+            if (inspect.isclass(obj) and issubclass(obj, torchmetrics.Metric) and obj.__module__ == module.__name__
+                    and not name.startswith("_") and not inspect.isabstract(obj)):
+                found.append(f"{module.__name__}:{name}")
+    return found
+
+
+def test_every_task_metric_has_a_ddp_case():
+    covered = {c for case in CASES.values() for c in case.covers}
+    missing = [m for m in task_metric_classes() if m not in covered]
+    assert not missing, f"no DDP case for {missing}: add one to CASES in tests/test_ddp_metrics.py"
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="one rank of the DDP metric harness")
+    parser.add_argument("--rank", type=int, required=True)
+    parser.add_argument("--world-size", type=int, required=True)
+    parser.add_argument("--init-file", required=True)
+    parser.add_argument("--out", required=True)
+    a = parser.parse_args()
+    _worker(a.rank, a.world_size, a.init_file, a.out)
