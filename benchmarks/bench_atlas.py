@@ -14,7 +14,9 @@ icon-step too."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import operator
 import os
 import resource
 import subprocess
@@ -94,7 +96,7 @@ def stage(name: str, n: int, args) -> dict:
         base = rss_mb()
         start = time.perf_counter()
         grid = grid_cells(coords, memmap, 20, 3, labels, 10)
-        extra = {"cells": int(len(grid.cells))}
+        extra = {"cells": len(grid.cells)}
     elif name == "featurevis":
         from tasks.atlas.featurevis import FeatureVisualizer
         from tasks.atlas.network import load_classifier
@@ -118,7 +120,7 @@ def main() -> None:
     parser.add_argument("--stages", nargs="+", default=["collect", "umap", "grid", "featurevis"])
     parser.add_argument("--collect-max", type=int, default=10_000, help="largest N to collect for real")
     parser.add_argument("--layer", default="blocks.4")
-    parser.add_argument("--channels", type=int, default=112, help="width of synthetic activations (tinynet_e blocks.4)")
+    parser.add_argument("--channels", type=int, default=56, help="width of synthetic activations (tinynet_e blocks.4: 56)")
     parser.add_argument("--attribution-classes", type=int, default=5)
     parser.add_argument("--fit-size", type=int, default=None, help="UMAP fit subset (null: fit on all)")
     parser.add_argument("--icons", type=int, default=64)
@@ -138,7 +140,7 @@ def main() -> None:
                     print(f"{name:<11}{n:>8}{'skipped':>10}  (> --collect-max; scale the 10k rate)")
                     continue
                 cmd = [sys.executable, __file__, "--child", name, str(n), "--work", work,
-                       *sum([[f"--{k.replace('_', '-')}", str(v)] for k, v in vars(args).items()
+                       *functools.reduce(operator.iadd, [[f"--{k.replace('_', '-')}", str(v)] for k, v in vars(args).items()
                              if k in ("layer", "channels", "attribution_classes", "icons", "steps", "threads")
                              ], []), *(["--fit-size", str(args.fit_size)] if args.fit_size else [])]
                 proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)

@@ -24,6 +24,8 @@ class BuildActivationAtlas(pl.Callback):
         if not trainer.is_global_zero or trainer.fast_dev_run:
             return
         datamodule = trainer.datamodule
+        if datamodule is None:
+            raise ValueError("BuildActivationAtlas needs the images of a DataModule: pass datamodule= to fit()")
         network = copy.deepcopy(getattr(pl_module, "model", pl_module)).cpu()
         classifier = Classifier(network, tuple(getattr(datamodule, "mean", IMAGENET_MEAN)),
                                 tuple(getattr(datamodule, "std", IMAGENET_STD)))

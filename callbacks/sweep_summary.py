@@ -2,8 +2,8 @@
 
 Each job leaves ``<sweep dir>/<job num>/`` with ``.hydra/overrides.yaml``, ``.hydra/hydra.yaml``
 (``hydra.job.id``: the SLURM job id under the SLURM launcher) and, when it finished, ``metrics.json``
-(core.training). The summary lists every job with its overrides, status and metrics, and names the
-best job by ``monitor.metric`` / ``monitor.mode``:
+(core.training). The summary lists every job with its overrides, status, metrics and checkpoints,
+and names the best job by ``monitor.metric`` / ``monitor.mode``:
 
     python -m callbacks.sweep_summary <sweep dir> [<sweep dir> ...]     # any time, even mid-sweep
 
@@ -57,11 +57,16 @@ def read_job(folder: Path) -> dict[str, Any]:
         "monitor": None,
         "value": None,
         "metrics": {},
+        "best_checkpoint": None,
+        "last_checkpoint": None,
     }
     metrics_file = folder / "metrics.json"
     if metrics_file.exists():
         result = json.loads(metrics_file.read_text())
         record["metrics"] = result.get("metrics", {})
+        # What a later step reads, e.g. the late fusion of streams trained as jobs of one sweep.
+        record["best_checkpoint"] = result.get("best_checkpoint")
+        record["last_checkpoint"] = result.get("last_checkpoint")
         monitor = result.get("monitor") or {}
         record["monitor"] = monitor
         record["value"] = record["metrics"].get(monitor.get("metric"))
@@ -90,7 +95,9 @@ def summarize(sweep_dirs: Sequence[str | Path]) -> dict[str, Any]:
         "sweep_dirs": [str(d) for d in dirs],
         "num_jobs": len(jobs),
         "num_done": sum(j["status"] == "done" for j in jobs),
-        "best": None if best is None else {k: best[k] for k in ("job", "job_id", "overrides", "monitor", "value")},
+        "best": None if best is None else {
+            k: best[k] for k in ("job", "job_id", "dir", "overrides", "monitor", "value", "best_checkpoint")
+        },
         "jobs": jobs,
     }
 

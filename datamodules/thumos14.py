@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -38,8 +38,18 @@ log = logging.getLogger(__name__)
 
 SPLITS = {
     # split: (video folder, annotation folder, file suffix, database subset)
-    "validation": ("videos/validation", "TH14_Temporal_annotations_validation/annotation", "val", "Validation"),
-    "test": ("videos/test", "TH14_Temporal_Annotations_Test/annotations/annotation", "test", "Test"),
+    "validation": (
+        "videos/validation",
+        "TH14_Temporal_annotations_validation/annotation",
+        "val",
+        "Validation",
+    ),
+    "test": (
+        "videos/test",
+        "TH14_Temporal_Annotations_Test/annotations/annotation",
+        "test",
+        "Test",
+    ),
 }
 DATABASE_NAME = "thumos14.json"
 
@@ -67,14 +77,18 @@ def parse_annotation_file(path: str | Path, label: str) -> list[AnnotatedSegment
         try:
             start, end = float(fields[1]), float(fields[2])
         except ValueError:
-            raise DataFormatError(path, f"start/end are not numbers: {text.strip()!r}", number) from None
+            raise DataFormatError(
+                path, f"start/end are not numbers: {text.strip()!r}", number
+            ) from None
         if not (np.isfinite(start) and np.isfinite(end)) or start < 0 or end < start:
             raise DataFormatError(path, f"segment [{start}, {end}] is not a valid interval", number)
         segments.append(AnnotatedSegment(fields[0], start, end, label, Path(path), number))
     return segments
 
 
-def read_split_annotations(root: str | Path, split: str, classes: Sequence[str]) -> list[AnnotatedSegment]:
+def read_split_annotations(
+    root: str | Path, split: str, classes: Sequence[str]
+) -> list[AnnotatedSegment]:
     """All segments of a split: the class files and ``Ambiguous_<suffix>.txt``."""
     _, folder, suffix, _ = SPLITS[split]
     directory = Path(root) / folder
@@ -84,12 +98,16 @@ def read_split_annotations(root: str | Path, split: str, classes: Sequence[str])
     return segments
 
 
-def check_durations(segments: Sequence[AnnotatedSegment], duration: float, video: Path, tolerance: float) -> None:
+def check_durations(
+    segments: Sequence[AnnotatedSegment], duration: float, video: Path, tolerance: float
+) -> None:
     """An annotation past the end of its video (beyond ``tolerance`` seconds) is a data error."""
     for seg in segments:
         if seg.end > duration + tolerance:
             raise DataFormatError(
-                seg.file, f"segment ends at {seg.end:g} s but {video} lasts only {duration:.2f} s", seg.line
+                seg.file,
+                f"segment ends at {seg.end:g} s but {video} lasts only {duration:.2f} s",
+                seg.line,
             )
 
 
@@ -103,28 +121,35 @@ class Thumos14DataModule(Thumos14FeaturesDataModule):
         extractor: SnippetFeatureExtractor,
         feature_dim: int,
         num_classes: int = 20,
-        classes: Optional[list[str]] = None,
+        classes: list[str] | None = None,
         modalities: Sequence[str] = ("rgb", "flow"),
         features_subdir: str = "features/test_resnet_random",
         annotation_tolerance: float = 1.0,
         val_subset: str = "Test",
         batch_size: int = 4,
         num_workers: int = 0,
-        generator: Optional[Callable[[Path], object]] = None,
+        generator: Callable[[Path], object] | None = None,
     ):
         features_dir = Path(root) / features_subdir
         super().__init__(
-            features_dir=str(features_dir), annotation_file=str(features_dir / DATABASE_NAME),
-            feature_dim=feature_dim, num_classes=num_classes, classes=classes, modalities=modalities,
-            feat_stride=extractor.feat_stride, num_frames=extractor.num_frames,
-            val_subset=val_subset, batch_size=batch_size, num_workers=num_workers,
+            features_dir=str(features_dir),
+            annotation_file=str(features_dir / DATABASE_NAME),
+            feature_dim=feature_dim,
+            num_classes=num_classes,
+            classes=classes,
+            modalities=modalities,
+            feat_stride=extractor.feat_stride,
+            num_frames=extractor.num_frames,
+            val_subset=val_subset,
+            batch_size=batch_size,
+            num_workers=num_workers,
         )
         self.root, self.extractor, self.generator = Path(root), extractor, generator
         self.annotation_tolerance = annotation_tolerance
         self.report = None
         self.skipped_samples = 0
 
-    def setup(self, stage: Optional[str] = None) -> None:
+    def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
         report = self.features_dir / "extraction_report.json"
         rank = getattr(self.trainer, "global_rank", 0) if self.trainer is not None else 0
@@ -135,14 +160,14 @@ class Thumos14DataModule(Thumos14FeaturesDataModule):
 
     def prepare_data(self) -> None:
         ensure_generated(self.root, self.generator)
+        if self.extractor.feature_dim != self.feature_dim:
+            raise ValueError(
+                f"data.feature_dim={self.feature_dim} but the {self.extractor.backbone} extractor "
+                f"gives {self.extractor.feature_dim} features per stream"
+            )
         self.report = prepare_features(
             self.root, self.features_dir, self.extractor, self.classes, self.annotation_tolerance
         )
-        if self.extractor.feature_dim != self.feature_dim:
-            raise ValueError(
-                f"data.feature_dim={self.feature_dim} but the {self.extractor.backbone} extractor gives "
-                f"{self.extractor.feature_dim} features per stream"
-            )
 
 
 def prepare_features(
@@ -174,7 +199,9 @@ def prepare_features(
         for seg in read_split_annotations(root, split, classes):
             by_video.setdefault(seg.video, []).append(seg)
         for name, segs in by_video.items():
-            path = require_file(root / video_folder / f"{name}.mp4", f"the video named in {segs[0].file}")
+            path = require_file(
+                root / video_folder / f"{name}.mp4", f"the video named in {segs[0].file}"
+            )
             paths[name] = path
             videos[name] = (subset, segs)
     report = extractor.extract_videos(paths, features_dir)
@@ -191,21 +218,32 @@ def prepare_features(
         check_durations(segs, duration, paths[name], annotation_tolerance)
         actions = [s for s in segs if s.label != AMBIGUOUS]
         database[name] = {
-            "subset": subset, "duration": duration, "fps": extractor.fps,
+            "subset": subset,
+            "duration": duration,
+            "fps": extractor.fps,
             "segments": np.array([[s.start, min(s.end, duration)] for s in actions]).reshape(-1, 2),
             "labels": np.array([index[s.label] for s in actions], dtype=np.int64),
-            "ambiguous": np.array([[s.start, min(s.end, duration)] for s in segs if s.label == AMBIGUOUS]).reshape(-1, 2),
+            "ambiguous": np.array(
+                [[s.start, min(s.end, duration)] for s in segs if s.label == AMBIGUOUS]
+            ).reshape(-1, 2),
         }
-    atomic_write_json(features_dir / DATABASE_NAME, annotation_database(database, classes, "thumos14-extracted"))
-    atomic_write_json(features_dir / "extraction_report.json", {
-        "extracted": len(report.extracted), "already_done": len(report.skipped_existing),
-        "unreadable": report.unreadable,
-    })
+    atomic_write_json(
+        features_dir / DATABASE_NAME, annotation_database(database, classes, "thumos14-extracted")
+    )
+    atomic_write_json(
+        features_dir / "extraction_report.json",
+        {
+            "extracted": len(report.extracted),
+            "already_done": len(report.skipped_existing),
+            "unreadable": report.unreadable,
+        },
+    )
     log.info("Feature extraction into %s: %s", features_dir, report.summary())
     if report.unreadable:
         warnings.warn(
             f"{len(report.unreadable)} unreadable videos skipped (listed in "
-            f"{features_dir / 'extraction_report.json'})", stacklevel=2,
+            f"{features_dir / 'extraction_report.json'})",
+            stacklevel=2,
         )
     return report
 

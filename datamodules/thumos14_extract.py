@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -32,7 +32,9 @@ def resampled_frame_indices(num_source_frames: int, source_fps: float, fps: floa
     """Source frame index shown at each tick ``k / fps`` of the resampled video."""
     duration = num_source_frames / source_fps
     count = max(1, int(np.floor(duration * fps + 1e-6)))
-    return np.minimum(np.round(np.arange(count) * source_fps / fps).astype(np.int64), num_source_frames - 1)
+    return np.minimum(
+        np.round(np.arange(count) * source_fps / fps).astype(np.int64), num_source_frames - 1
+    )
 
 
 def snippet_starts(num_frames_resampled: int, feat_stride: int, num_frames: int) -> np.ndarray:
@@ -46,7 +48,7 @@ def sample_snippets(
     fps: float,
     feat_stride: int,
     num_frames: int,
-    frame_size: Optional[Sequence[int]] = None,
+    frame_size: Sequence[int] | None = None,
     chunk_snippets: int = 128,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Decode a video with decord in chunks; yield (snippet starts, frames (n, H, W, 3)) where the
@@ -60,7 +62,7 @@ def sample_snippets(
     ticks = resampled_frame_indices(len(reader), source_fps, fps)
     starts = snippet_starts(len(ticks), feat_stride, num_frames)
     for c in range(0, len(starts), chunk_snippets):
-        chunk = starts[c:c + chunk_snippets]
+        chunk = starts[c : c + chunk_snippets]
         lo, hi = int(chunk[0]), int(chunk[-1]) + num_frames
         wanted = ticks[np.minimum(np.arange(lo, hi), len(ticks) - 1)]
         unique, inverse = np.unique(wanted, return_inverse=True)
@@ -98,15 +100,15 @@ class SnippetFeatureExtractor:
         fps: float = 10.0,
         feat_stride: int = 2,
         num_frames: int = 5,
-        frame_size: Optional[list[int]] = None,
+        frame_size: list[int] | None = None,
         flow_method: str = "dis",
         flow_bound: float = 20.0,
         backbone: str = "test_resnet",
-        rgb_weights: Optional[str] = None,
-        flow_weights: Optional[str] = None,
+        rgb_weights: str | None = None,
+        flow_weights: str | None = None,
         seed: int = 0,
         batch_size: int = 64,
-        num_threads: Optional[int] = 1,
+        num_threads: int | None = 1,
     ):
         if num_frames < 2:
             raise ValueError("num_frames must be >= 2: the flow stream needs a frame pair")
@@ -116,15 +118,21 @@ class SnippetFeatureExtractor:
         self.backbone, self.seed, self.batch_size = backbone, int(seed), int(batch_size)
         self.weights = {"rgb": rgb_weights, "flow": flow_weights}
         self.num_threads = num_threads  # small CPU batches run fastest single-threaded
-        self._nets: Optional[dict[str, nn.Module]] = None
+        self._nets: dict[str, nn.Module] | None = None
 
     def settings(self) -> dict:
         """Everything that changes the features; a resumed extraction must match it."""
         return {
-            "fps": self.fps, "feat_stride": self.feat_stride, "num_frames": self.num_frames,
-            "frame_size": self.frame_size, "flow_method": self.flow_method,
-            "flow_bound": self.flow_bound, "backbone": self.backbone, "seed": self.seed,
-            "rgb_weights": self.weights["rgb"], "flow_weights": self.weights["flow"],
+            "fps": self.fps,
+            "feat_stride": self.feat_stride,
+            "num_frames": self.num_frames,
+            "frame_size": self.frame_size,
+            "flow_method": self.flow_method,
+            "flow_bound": self.flow_bound,
+            "backbone": self.backbone,
+            "seed": self.seed,
+            "rgb_weights": self.weights["rgb"],
+            "flow_weights": self.weights["flow"],
         }
 
     @property
@@ -138,7 +146,9 @@ class SnippetFeatureExtractor:
             with torch.random.fork_rng():
                 torch.manual_seed(self.seed)  # random-init features must be the same on resume
                 for stream, in_chans in (("rgb", 3), ("flow", 2 * (self.num_frames - 1))):
-                    net = timm.create_model(self.backbone, pretrained=False, num_classes=0, in_chans=in_chans)
+                    net = timm.create_model(
+                        self.backbone, pretrained=False, num_classes=0, in_chans=in_chans
+                    )
                     if self.weights[stream]:
                         load_pretrained(net, self.weights[stream])
                     nets[stream] = net.eval()
@@ -150,18 +160,25 @@ class SnippetFeatureExtractor:
         """Features per stream (the array holds 2x this)."""
         return int(self.nets["rgb"].num_features)
 
-    def snippet_inputs(self, starts: np.ndarray, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def snippet_inputs(
+        self, starts: np.ndarray, frames: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Network inputs for snippets starting at ``starts`` within ``frames``."""
-        flows = np.stack([
-            dense_flow(frames[j], frames[j + 1], method=self.flow_method) for j in range(len(frames) - 1)
-        ])  # (n-1, H, W, 2)
+        flows = np.stack(
+            [
+                dense_flow(frames[j], frames[j + 1], method=self.flow_method)
+                for j in range(len(frames) - 1)
+            ]
+        )  # (n-1, H, W, 2)
         flows = np.clip(flows, -self.flow_bound, self.flow_bound) / self.flow_bound
         centre = starts + self.num_frames // 2
         rgb = (frames[centre].astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
         rgb = torch.from_numpy(rgb).permute(0, 3, 1, 2).contiguous()
-        stack = np.stack([flows[s:s + self.num_frames - 1] for s in starts])  # (n, L, H, W, 2)
+        stack = np.stack([flows[s : s + self.num_frames - 1] for s in starts])  # (n, L, H, W, 2)
         n, length, h, w, _ = stack.shape
-        flow = torch.from_numpy(stack.transpose(0, 1, 4, 2, 3).reshape(n, 2 * length, h, w).astype(np.float32))
+        flow = torch.from_numpy(
+            stack.transpose(0, 1, 4, 2, 3).reshape(n, 2 * length, h, w).astype(np.float32)
+        )
         return rgb, flow
 
     @torch.no_grad()
@@ -177,12 +194,18 @@ class SnippetFeatureExtractor:
 
     def _extract_video(self, path: str | Path) -> np.ndarray:
         rows = []
-        for starts, frames in sample_snippets(path, self.fps, self.feat_stride, self.num_frames, self.frame_size):
+        for starts, frames in sample_snippets(
+            path, self.fps, self.feat_stride, self.num_frames, self.frame_size
+        ):
             rgb, flow = self.snippet_inputs(starts, frames)
             parts = []
             for stream, x in (("rgb", rgb), ("flow", flow)):
                 net = self.nets[stream]
-                parts.append(torch.cat([net(x[b:b + self.batch_size]) for b in range(0, len(x), self.batch_size)]))
+                parts.append(
+                    torch.cat(
+                        [net(x[b : b + self.batch_size]) for b in range(0, len(x), self.batch_size)]
+                    )
+                )
             rows.append(torch.cat(parts, dim=1))
         return torch.cat(rows).numpy().astype(np.float32)
 
@@ -202,9 +225,8 @@ class SnippetFeatureExtractor:
                 report.unreadable[name] = str(err)
                 warnings.warn(f"skipping unreadable video: {err}", stacklevel=2)
                 continue
-            with atomic_path(target) as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, array)
+            with atomic_path(target) as tmp, open(tmp, "wb") as f:
+                np.save(f, array)
             report.extracted.append(name)
             log.info("[%d/%d] %s: %d snippets", i + 1, len(videos), name, len(array))
         return report

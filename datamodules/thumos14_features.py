@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -59,9 +60,13 @@ def read_annotation_database(path: str | Path, classes: Sequence[str]) -> dict[s
             try:
                 label, (start, end) = ann["label"], (float(v) for v in ann["segment"])
             except (KeyError, TypeError, ValueError) as err:
-                raise DataFormatError(path, f'{where}.annotations[{k}] needs "label" and a 2-number "segment"') from err
+                raise DataFormatError(
+                    path, f'{where}.annotations[{k}] needs "label" and a 2-number "segment"'
+                ) from err
             if not 0 <= start <= end:
-                raise DataFormatError(path, f"{where}.annotations[{k}]: segment [{start}, {end}] is not ordered")
+                raise DataFormatError(
+                    path, f"{where}.annotations[{k}]: segment [{start}, {end}] is not ordered"
+                )
             if label == AMBIGUOUS:
                 ambiguous.append((start, end))
                 continue
@@ -80,7 +85,9 @@ def read_annotation_database(path: str | Path, classes: Sequence[str]) -> dict[s
     return videos
 
 
-def annotation_database(videos: dict[str, dict[str, Any]], classes: Sequence[str], version: str) -> dict:
+def annotation_database(
+    videos: dict[str, dict[str, Any]], classes: Sequence[str], version: str
+) -> dict:
     """The inverse of ``read_annotation_database``: a JSON-ready database."""
     database = {}
     for video, v in sorted(videos.items()):
@@ -88,8 +95,16 @@ def annotation_database(videos: dict[str, dict[str, Any]], classes: Sequence[str
             {"label": classes[int(c)], "segment": [float(s), float(e)], "label_id": int(c)}
             for (s, e), c in zip(v["segments"], v["labels"])
         ]
-        anns += [{"label": AMBIGUOUS, "segment": [float(s), float(e)], "label_id": -1} for s, e in v["ambiguous"]]
-        database[video] = {"subset": v["subset"], "duration": v["duration"], "fps": v["fps"], "annotations": anns}
+        anns += [
+            {"label": AMBIGUOUS, "segment": [float(s), float(e)], "label_id": -1}
+            for s, e in v["ambiguous"]
+        ]
+        database[video] = {
+            "subset": v["subset"],
+            "duration": v["duration"],
+            "fps": v["fps"],
+            "annotations": anns,
+        }
     return {"version": version, "database": database}
 
 
@@ -131,8 +146,9 @@ class SnippetFeatureDataset(Dataset):
         expected = self.feature_dim * len(self.modalities)
         if array.ndim != 2 or array.shape[1] != expected or array.shape[0] == 0:
             raise DataFormatError(
-                path, f"expected shape (T, {expected}) = {len(self.modalities)} modalities x "
-                f"{self.feature_dim}, got {array.shape}"
+                path,
+                f"expected shape (T, {expected}) = {len(self.modalities)} modalities x "
+                f"{self.feature_dim}, got {array.shape}",
             )
         v = self.videos[name]
         features = torch.from_numpy(np.ascontiguousarray(array.T, dtype=np.float32))
@@ -140,7 +156,8 @@ class SnippetFeatureDataset(Dataset):
             "video": name,
             "video_id": self.video_ids[name],
             "features": {
-                m: features[k * self.feature_dim:(k + 1) * self.feature_dim] for k, m in enumerate(self.modalities)
+                m: features[k * self.feature_dim : (k + 1) * self.feature_dim]
+                for k, m in enumerate(self.modalities)
             },
             "segments": torch.as_tensor(v["segments"], dtype=torch.float32),
             "labels": torch.as_tensor(v["labels"], dtype=torch.long),
@@ -167,7 +184,9 @@ def collate_videos(items: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("video", "segments", "labels"):
         batch[key] = [it[key] for it in items]
     for key in ("video_id", "duration", "t0", "dt"):
-        batch[key] = torch.tensor([it[key] for it in items], dtype=torch.float64 if key != "video_id" else torch.long)
+        batch[key] = torch.tensor(
+            [it[key] for it in items], dtype=torch.float64 if key != "video_id" else torch.long
+        )
     return batch
 
 
@@ -182,7 +201,7 @@ class Thumos14FeaturesDataModule(pl.LightningDataModule):
         annotation_file: str,
         feature_dim: int,
         num_classes: int = 20,
-        classes: Optional[list[str]] = None,
+        classes: list[str] | None = None,
         modalities: Sequence[str] = ("rgb", "flow"),
         feat_stride: int = 4,
         num_frames: int = 16,
@@ -205,7 +224,7 @@ class Thumos14FeaturesDataModule(pl.LightningDataModule):
         self.videos: dict[str, dict[str, Any]] = {}
         self.datasets: dict[str, SnippetFeatureDataset] = {}
 
-    def setup(self, stage: Optional[str] = None) -> None:
+    def setup(self, stage: str | None = None) -> None:
         self.videos = read_annotation_database(self.annotation_file, self.classes)
         self.video_ids = {name: i for i, name in enumerate(sorted(self.videos))}
         for key, subset in self.subsets.items():
@@ -213,14 +232,23 @@ class Thumos14FeaturesDataModule(pl.LightningDataModule):
             if not names:
                 raise DataFormatError(self.annotation_file, f'no video has subset "{subset}"')
             self.datasets[key] = SnippetFeatureDataset(
-                self.features_dir, self.videos, names, self.video_ids, self.modalities,
-                self.feature_dim, self.feat_stride, self.num_frames,
+                self.features_dir,
+                self.videos,
+                names,
+                self.video_ids,
+                self.modalities,
+                self.feature_dim,
+                self.feat_stride,
+                self.num_frames,
             )
 
     def _loader(self, key: str, shuffle: bool) -> DataLoader:
         return DataLoader(
-            self.datasets[key], batch_size=self.batch_size, shuffle=shuffle,
-            num_workers=self.num_workers, collate_fn=collate_videos,
+            self.datasets[key],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=collate_videos,
             persistent_workers=self.num_workers > 0,
         )
 

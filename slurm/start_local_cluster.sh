@@ -53,15 +53,18 @@ mkdir -p "$state/ctld" "$state/slurmd" "$state/munge"
 chmod 0755 "$state"
 
 # --- munge: our own munged with its own socket; the system's key when it has one ---------------
+chown munge:munge "$state/munge"
+# munged wants its socket folder owned by munge and passable by all (jobs' users reach the socket).
+chmod 0711 "$state/munge"
 key=/etc/munge/munge.key
 if [[ ! -r "$key" ]]; then
     key="$state/munge/munge.key"
-    [[ -f "$key" ]] || mungekey --create --keyfile="$key" >/dev/null
+    if [[ ! -f "$key" ]]; then
+        mungekey --create --keyfile="$key" >/dev/null
+        chown munge:munge "$key"
+        chmod 0600 "$key"
+    fi
 fi
-chown munge:munge "$state/munge" "$key"
-# munged wants its socket folder owned by munge and passable by all (jobs' users reach the socket).
-chmod 0711 "$state/munge"
-chmod 0600 "$key"
 socket="$state/munge/munge.socket"
 runuser -u munge -- munged --socket="$socket" --key-file="$key" \
     --pid-file="$state/munge/munged.pid" --log-file="$state/munge/munged.log" \

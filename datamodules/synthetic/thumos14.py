@@ -9,7 +9,6 @@ learns most classes and the late fusion of both streams all of them."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -19,12 +18,12 @@ from datamodules.thumos14_features import AMBIGUOUS, THUMOS14_CLASSES
 
 # (RGB colour, motion) per generated class; motions are (dx, dy) pixels per second or "spin".
 CLASS_LOOKS = (
-    ((230, 40, 40), (40, 0)),      # BaseballPitch: red, rightwards
-    ((230, 40, 40), (0, -40)),     # BasketballDunk: red, upwards      (same colour as above)
-    ((40, 200, 60), (-40, 0)),     # Billiards: green, leftwards
-    ((50, 80, 240), (-40, 0)),     # CleanAndJerk: blue, leftwards     (same motion as above)
-    ((240, 220, 40), (0, 40)),     # CliffDiving: yellow, downwards
-    ((220, 60, 220), (0, 40)),     # CricketBowling: magenta, downwards (same motion as above)
+    ((230, 40, 40), (40, 0)),  # BaseballPitch: red, rightwards
+    ((230, 40, 40), (0, -40)),  # BasketballDunk: red, upwards      (same colour as above)
+    ((40, 200, 60), (-40, 0)),  # Billiards: green, leftwards
+    ((50, 80, 240), (-40, 0)),  # CleanAndJerk: blue, leftwards     (same motion as above)
+    ((240, 220, 40), (0, 40)),  # CliffDiving: yellow, downwards
+    ((220, 60, 220), (0, 40)),  # CricketBowling: magenta, downwards (same motion as above)
 )
 
 
@@ -41,12 +40,16 @@ def _disk(size: int, radius: float, cx: float, cy: float) -> tuple[np.ndarray, n
 
 
 def _render_video(
-    rng: np.random.Generator, duration: float, fps: float, size: int, actions: list[tuple[int, float, float]]
+    rng: np.random.Generator,
+    duration: float,
+    fps: float,
+    size: int,
+    actions: list[tuple[int, float, float]],
 ) -> list[np.ndarray]:
     bg = _background(rng, size)
     frames = []
     radius = size / 7
-    for k in range(int(round(duration * fps))):
+    for k in range(round(duration * fps)):
         t = k / fps
         frame = bg + rng.normal(0, 3, bg.shape)  # sensor noise
         for cls, start, end in actions:
@@ -123,7 +126,7 @@ def write_thumos14(
     return root
 
 
-def write_corrupt_video(path: str | Path, source: Optional[str | Path] = None) -> Path:
+def write_corrupt_video(path: str | Path, source: str | Path | None = None) -> Path:
     """A truncated mp4 (the first bytes of a real one, or junk) for bad-input tests."""
     path = Path(path)
     data = Path(source).read_bytes()[:600] if source else b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64

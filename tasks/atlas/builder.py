@@ -6,8 +6,9 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -54,11 +55,11 @@ class ActivationAtlas:
         layer: str,
         featurevis: FeatureVisualizer,
         split: str = "train",
-        num_samples: Optional[int] = None,
+        num_samples: int | None = None,
         batch_size: int = 64,
         num_workers: int = 0,
         attribution_classes: int = 5,
-        umap: Optional[dict[str, Any]] = None,
+        umap: dict[str, Any] | None = None,
         grid_size: int = 20,
         min_count: int = 3,
         top_classes: int = 3,
@@ -119,8 +120,8 @@ class ActivationAtlas:
         knn = knn_accuracy(coords, labels, k=self.knn_k, seed=self.seed)
         chance = float(np.bincount(labels).max() / len(labels))
         summary: dict[str, Any] = {
-            "layer": self.layer, "num_activations": int(len(labels)), "channels": int(store.activations.shape[1]),
-            "grid_size": self.grid_size, "min_count": self.min_count, "num_cells": int(len(grid.cells)),
+            "layer": self.layer, "num_activations": len(labels), "channels": int(store.activations.shape[1]),
+            "grid_size": self.grid_size, "min_count": self.min_count, "num_cells": len(grid.cells),
             "knn_accuracy": knn, "knn_k": self.knn_k, "knn_chance": chance,
             "featurevis_objective": {"start_mean": float(icons.objective_start.mean()) if len(icons.objective_start) else None,
                                      "end_mean": float(icons.objective_end.mean()) if len(icons.objective_end) else None},

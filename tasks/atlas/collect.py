@@ -8,7 +8,6 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -42,7 +41,7 @@ class ActivationStore:
     meta: dict
 
     @classmethod
-    def open(cls, root: str | Path) -> "ActivationStore":
+    def open(cls, root: str | Path) -> ActivationStore:
         root = Path(root)
         marker = root / PROGRESS
         if not marker.exists():
@@ -60,7 +59,7 @@ class ActivationStore:
         return np.where(hit, self.attr_values, 0.0).sum(1).astype(np.float32)
 
 
-def _sample_plan(dataset_size: int, num_samples: Optional[int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _sample_plan(dataset_size: int, num_samples: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Which images, in which order, and a uniform number per image that fixes its position."""
     rng = np.random.default_rng(seed)
     n = dataset_size if num_samples is None else min(num_samples, dataset_size)
@@ -73,7 +72,7 @@ def collect_activations(
     layer: str,
     dataset: Dataset,
     out_dir: str | Path,
-    num_samples: Optional[int] = None,
+    num_samples: int | None = None,
     batch_size: int = 64,
     num_workers: int = 0,
     attribution_classes: int = 5,

@@ -6,8 +6,8 @@ together, one direction per image of a batch."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ class FourierImage(nn.Module):
     in a decorrelated colour space mapped to RGB and squashed by a sigmoid."""
 
     def __init__(self, batch: int, size: int, decay_power: float = 1.0, sd: float = 0.01,
-                 generator: Optional[torch.Generator] = None) -> None:
+                 generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.size = size
         fy = torch.fft.fftfreq(size)[:, None]
@@ -97,7 +97,7 @@ class FeatureVisualizer:
 
     def __init__(self, icon_size: int = 64, steps: int = 128, lr: float = 0.05, batch_size: int = 32,
                  decay_power: float = 1.0, cossim_pow: float = 1.0, transforms: bool = True,
-                 input_size: Optional[int] = None, seed: int = 0) -> None:
+                 input_size: int | None = None, seed: int = 0) -> None:
         self.icon_size = icon_size
         self.steps = steps
         self.lr = lr
@@ -115,8 +115,16 @@ class FeatureVisualizer:
         mean = torch.tensor(classifier.mean).view(1, 3, 1, 1)
         std = torch.tensor(classifier.std).view(1, 3, 1, 1)
         classifier.model((images - mean) / std)
-        acts = spatial_view(tap.output)
-        return direction_cossim(acts[:, :, acts.shape[2] // 2], directions, self.cossim_pow)
+        output = tap.output
+        if output.dim() == 4:  # (B, C, H, W): the centre pixel of the feature map
+            centre = output[:, :, output.shape[2] // 2, output.shape[3] // 2]
+        else:
+            acts = spatial_view(output)
+            centre = acts[:, :, acts.shape[2] // 2]
+        if centre.shape[1] != directions.shape[1]:
+            raise ValueError(f"directions have {directions.shape[1]} channels but layer {tap.layer_name!r} "
+                             f"has {centre.shape[1]}")
+        return direction_cossim(centre, directions, self.cossim_pow)
 
     def render(self, classifier: Classifier, layer: str, directions: np.ndarray | torch.Tensor) -> Icons:
         """Optimize one icon for each row of ``directions`` (M, C)."""

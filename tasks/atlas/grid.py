@@ -4,7 +4,6 @@ activations that fall in it, count them and tally their classes; sparse cells ar
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 from scipy import sparse
@@ -46,9 +45,9 @@ def grid_cells(
     activations: np.ndarray,
     grid_size: int,
     min_count: int = 1,
-    labels: Optional[np.ndarray] = None,
-    num_classes: Optional[int] = None,
-    weights: Optional[np.ndarray] = None,
+    labels: np.ndarray | None = None,
+    num_classes: int | None = None,
+    weights: np.ndarray | None = None,
     chunk_size: int = 65536,
 ) -> AtlasGrid:
     """Average ``activations`` (N, C; a memmap is read in chunks) per grid cell of ``coords``.

@@ -4,7 +4,6 @@ the unit square so a grid can be laid over it."""
 from __future__ import annotations
 
 import logging
-from typing import Optional
 
 import numpy as np
 
@@ -16,7 +15,7 @@ def umap_layout(
     n_neighbors: int = 20,
     min_dist: float = 0.01,
     metric: str = "cosine",
-    fit_size: Optional[int] = None,
+    fit_size: int | None = None,
     chunk_size: int = 65536,
     seed: int = 0,
 ) -> np.ndarray:

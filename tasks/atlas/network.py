@@ -4,13 +4,14 @@ with a local weights file, and one of its layers found by module path."""
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 import timm
 import torch
 from torch import nn
+from typing_extensions import Self
 
 from core.weights import load_pretrained
 
@@ -32,11 +33,11 @@ class Classifier:
 
 
 def load_classifier(
-    ckpt_path: Optional[str] = None,
-    backbone: Optional[str] = None,
-    weights_path: Optional[str] = None,
-    num_classes: Optional[int] = None,
-    backbone_kwargs: Optional[dict] = None,
+    ckpt_path: str | None = None,
+    backbone: str | None = None,
+    weights_path: str | None = None,
+    num_classes: int | None = None,
+    backbone_kwargs: dict | None = None,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> Classifier:
@@ -86,8 +87,8 @@ class LayerTap:
     def __init__(self, model: nn.Module, layer: str, grad_leaf: bool = False) -> None:
         self.layer_name = layer
         self.grad_leaf = grad_leaf
-        self.output: Optional[torch.Tensor] = None
-        self.leaf: Optional[torch.Tensor] = None
+        self.output: torch.Tensor | None = None
+        self.leaf: torch.Tensor | None = None
         self._handle = find_layer(model, layer).register_forward_hook(self._record)
 
     def _record(self, module, inputs, output):
@@ -105,7 +106,7 @@ class LayerTap:
     def remove(self) -> None:
         self._handle.remove()
 
-    def __enter__(self) -> "LayerTap":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

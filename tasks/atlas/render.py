@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -12,8 +12,8 @@ from PIL import Image
 from core.io import atomic_write_bytes
 
 
-def compose_atlas(grid_size: int, cells: np.ndarray, icons: np.ndarray, cell_px: Optional[int] = None,
-                  alpha: Optional[np.ndarray] = None, background: int = 255) -> Image.Image:
+def compose_atlas(grid_size: int, cells: np.ndarray, icons: np.ndarray, cell_px: int | None = None,
+                  alpha: np.ndarray | None = None, background: int = 255) -> Image.Image:
     """The atlas image: icon ``i`` (S, S, 3) drawn at cell ``cells[i]`` = (row, col) of a
     grid_size x grid_size canvas; empty cells stay ``background``. ``alpha`` (M,) in [0, 1] fades
     icons into the background (a class atlas shows attribution this way)."""

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -24,7 +24,12 @@ from datamodules.thumos14_features import AMBIGUOUS, THUMOS14_CLASSES, read_anno
 from tasks.talnet.metrics import evaluate_detections
 
 
-def load_ground_truth(path: str | Path, subset: str = "Test", suffix: str = "test", classes: Sequence[str] = THUMOS14_CLASSES):
+def load_ground_truth(
+    path: str | Path,
+    subset: str = "Test",
+    suffix: str = "test",
+    classes: Sequence[str] = THUMOS14_CLASSES,
+):
     """Video names and ground truth (M, 4: video index, label, start, end) of the evaluated set."""
     path = Path(path)
     rows, videos = [], []
@@ -34,18 +39,31 @@ def load_ground_truth(path: str | Path, subset: str = "Test", suffix: str = "tes
             segments += parse_annotation_file(path / f"{label}_{suffix}.txt", label)
         videos = sorted({s.video for s in segments})
         index = {v: i for i, v in enumerate(videos)}
-        rows = [(index[s.video], classes.index(s.label), s.start, s.end) for s in segments if s.label != AMBIGUOUS]
+        rows = [
+            (index[s.video], classes.index(s.label), s.start, s.end)
+            for s in segments
+            if s.label != AMBIGUOUS
+        ]
     else:
-        database = {k: v for k, v in read_annotation_database(path, classes).items() if v["subset"] == subset}
+        database = {
+            k: v
+            for k, v in read_annotation_database(path, classes).items()
+            if v["subset"] == subset
+        }
         if not database:
             raise DataFormatError(path, f'no video has subset "{subset}"')
         videos = sorted(database)
         for i, name in enumerate(videos):
-            rows += [(i, int(c), s, e) for (s, e), c in zip(database[name]["segments"], database[name]["labels"])]
+            rows += [
+                (i, int(c), s, e)
+                for (s, e), c in zip(database[name]["segments"], database[name]["labels"])
+            ]
     return videos, np.asarray(rows, dtype=np.float64).reshape(-1, 4)
 
 
-def load_results(path: str | Path, videos: Sequence[str], classes: Sequence[str] = THUMOS14_CLASSES):
+def load_results(
+    path: str | Path, videos: Sequence[str], classes: Sequence[str] = THUMOS14_CLASSES
+):
     """Detections (N, 5: video index, label, start, end, score) from an ActivityNet results JSON,
     and the number of detections on videos outside ``videos``."""
     path = require_file(path, "an ActivityNet-format results JSON")
@@ -64,7 +82,9 @@ def load_results(path: str | Path, videos: Sequence[str], classes: Sequence[str]
                 label, score = det["label"], float(det["score"])
                 start, end = (float(x) for x in det["segment"])
             except (KeyError, TypeError, ValueError) as err:
-                raise DataFormatError(path, f'results.{video}[{k}] needs "label", "score" and a 2-number "segment"') from err
+                raise DataFormatError(
+                    path, f'results.{video}[{k}] needs "label", "score" and a 2-number "segment"'
+                ) from err
             if label not in label_index:
                 raise DataFormatError(path, f"results.{video}[{k}]: unknown label {label!r}")
             if video not in index:
@@ -77,15 +97,24 @@ def load_results(path: str | Path, videos: Sequence[str], classes: Sequence[str]
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", help="ActivityNet-format results JSON")
-    parser.add_argument("--annotations", required=True, help="JSON database or folder of <Class>_<suffix>.txt")
+    parser.add_argument(
+        "--annotations", required=True, help="JSON database or folder of <Class>_<suffix>.txt"
+    )
     parser.add_argument("--subset", default="Test", help="subset of the JSON database to evaluate")
-    parser.add_argument("--suffix", default="test", help="file suffix in an annotation folder (val or test)")
+    parser.add_argument(
+        "--suffix", default="test", help="file suffix in an annotation folder (val or test)"
+    )
     parser.add_argument("--out", default=None, help="write the metrics JSON here")
     args = parser.parse_args(argv)
     videos, ground_truth = load_ground_truth(args.annotations, args.subset, args.suffix)
     detections, ignored = load_results(args.results, videos)
     result = evaluate_detections(detections, ground_truth, len(THUMOS14_CLASSES))
-    metrics = {**result.as_dict(), "videos": len(videos), "detections": len(detections), "ignored_detections": ignored}
+    metrics = {
+        **result.as_dict(),
+        "videos": len(videos),
+        "detections": len(detections),
+        "ignored_detections": ignored,
+    }
     for key, value in metrics.items():
         print(f"{key:>20s}  {value:.4f}" if isinstance(value, float) else f"{key:>20s}  {value}")
     if args.out:

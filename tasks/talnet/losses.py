@@ -22,7 +22,13 @@ class StageLoss:
         return self.classification + self.regression
 
 
-def balanced_sample(positive: torch.Tensor, negative: torch.Tensor, size: int, positive_fraction: float, generator=None):
+def balanced_sample(
+    positive: torch.Tensor,
+    negative: torch.Tensor,
+    size: int,
+    positive_fraction: float,
+    generator=None,
+):
     """Indices of at most ``size`` samples, at most ``positive_fraction`` of them positive."""
     pos = torch.nonzero(positive).flatten()
     neg = torch.nonzero(negative).flatten()
@@ -62,17 +68,28 @@ def proposal_loss(
     pos, neg = balanced_sample(positive, negative, sample_size, 0.5)
     picked = torch.cat([pos, neg])
     target = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).to(flat_logits)
-    cls = F.binary_cross_entropy_with_logits(flat_logits[picked], target) if len(picked) else flat_logits.sum() * 0
+    cls = (
+        F.binary_cross_entropy_with_logits(flat_logits[picked], target)
+        if len(picked)
+        else flat_logits.sum() * 0
+    )
     if len(pos):
-        reg = F.smooth_l1_loss(flat_deltas[pos], encode_segments(matched[pos], flat_anchors[pos]), beta=1 / 9)
+        reg = F.smooth_l1_loss(
+            flat_deltas[pos], encode_segments(matched[pos], flat_anchors[pos]), beta=1 / 9
+        )
     else:
         reg = flat_deltas.sum() * 0
     return StageLoss(cls, reg)
 
 
 def classifier_targets(
-    rois: torch.Tensor, gt: torch.Tensor, gt_labels: torch.Tensor, num_classes: int,
-    foreground_iou: float = 0.5, sample_size: int = 64, foreground_fraction: float = 0.25,
+    rois: torch.Tensor,
+    gt: torch.Tensor,
+    gt_labels: torch.Tensor,
+    num_classes: int,
+    foreground_iou: float = 0.5,
+    sample_size: int = 64,
+    foreground_fraction: float = 0.25,
 ):
     """Sample RoIs of one video and label them: the matched class where tIoU >= ``foreground_iou``,
     background (``num_classes``) otherwise. Returns (rois, labels, regression targets)."""
@@ -85,12 +102,20 @@ def classifier_targets(
     foreground = best >= foreground_iou
     pos, neg = balanced_sample(foreground, ~foreground, sample_size, foreground_fraction)
     keep = torch.cat([pos, neg])
-    labels = torch.where(foreground[keep], gt_labels[match[keep]], torch.full_like(match[keep], num_classes))
+    labels = torch.where(
+        foreground[keep], gt_labels[match[keep]], torch.full_like(match[keep], num_classes)
+    )
     targets = encode_segments(gt[match[keep]], rois[keep])
     return rois[keep], labels, targets
 
 
-def classifier_loss(logits: torch.Tensor, deltas: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor, num_classes: int) -> StageLoss:
+def classifier_loss(
+    logits: torch.Tensor,
+    deltas: torch.Tensor,
+    labels: torch.Tensor,
+    targets: torch.Tensor,
+    num_classes: int,
+) -> StageLoss:
     """Cross-entropy over actions + background; smooth L1 on the true class's deltas of foreground RoIs."""
     cls = F.cross_entropy(logits, labels) if len(labels) else logits.sum() * 0
     fg = labels < num_classes

@@ -3,8 +3,8 @@ average recall at N proposals (ActivityNet proposal protocol, fixed N per video)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +24,9 @@ def tiou(segment: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     a zero union (two points) gives 0."""
     candidates = np.asarray(candidates, dtype=np.float64).reshape(-1, 2)
     start, end = float(segment[0]), float(segment[1])
-    inter = np.clip(np.minimum(end, candidates[:, 1]) - np.maximum(start, candidates[:, 0]), 0.0, None)
+    inter = np.clip(
+        np.minimum(end, candidates[:, 1]) - np.maximum(start, candidates[:, 0]), 0.0, None
+    )
     union = (end - start) + (candidates[:, 1] - candidates[:, 0]) - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.where(union > 0, inter / union, 0.0)
@@ -103,7 +105,8 @@ class DetectionResult:
 
     def as_dict(self, prefix: str = "") -> dict[str, float]:
         out = {
-            f"{prefix}mAP@{t:g}": float(v) for t, v in zip(self.tiou_thresholds, self.map_per_threshold)
+            f"{prefix}mAP@{t:g}": float(v)
+            for t, v in zip(self.tiou_thresholds, self.map_per_threshold)
         }
         out[f"{prefix}mAP"] = self.average_map
         return out
@@ -123,7 +126,9 @@ def evaluate_detections(
     average = tuple(float(t) for t in average_thresholds)
     missing = [t for t in average if t not in thresholds]
     if missing:
-        raise ValueError(f"average thresholds {missing} are not among the tIoU thresholds {thresholds}")
+        raise ValueError(
+            f"average thresholds {missing} are not among the tIoU thresholds {thresholds}"
+        )
     detections = np.asarray(detections, dtype=np.float64).reshape(-1, 5)
     ground_truth = np.asarray(ground_truth, dtype=np.float64).reshape(-1, 4)
     if len(ground_truth) == 0:
@@ -164,9 +169,7 @@ def average_recall_at(
         overlaps = pairwise_tiou(ground_truth[g, 1:3], p[:, 1:3])  # (n_gt, n_prop)
         for n in max_proposals:
             best[n][g] = overlaps[:, :n].max(axis=1) if n > 0 else 0.0
-    return {
-        n: float(np.mean([(best[n] >= t).mean() for t in thresholds])) for n in max_proposals
-    }
+    return {n: float(np.mean([(best[n] >= t).mean() for t in thresholds])) for n in max_proposals}
 
 
 def _cat(state) -> torch.Tensor:
@@ -239,7 +242,7 @@ class TemporalActionDetectionMAP(_TaggedListMetric):
         self.average_thresholds = tuple(average_thresholds)
         self.add_state("detections", default=[], dist_reduce_fx="cat")
         self.add_state("ground_truth", default=[], dist_reduce_fx="cat")
-        self.result: Optional[DetectionResult] = None
+        self.result: DetectionResult | None = None
 
     def update(
         self,
@@ -253,7 +256,7 @@ class TemporalActionDetectionMAP(_TaggedListMetric):
         for vid, det, gt in zip(video_ids, detections, ground_truth):
             det = torch.as_tensor(det, dtype=torch.float64).reshape(-1, 4).cpu()
             gt = torch.as_tensor(gt, dtype=torch.float64).reshape(-1, 3).cpu()
-            col = lambda n, v: torch.full((n, 1), float(v), dtype=torch.float64)  # noqa: E731
+            col = lambda n, v: torch.full((n, 1), float(v), dtype=torch.float64)
             self.detections.append(torch.cat([col(len(det), int(vid)), det, col(len(det), tag)], 1))
             self.ground_truth.append(torch.cat([col(len(gt), int(vid)), gt, col(len(gt), tag)], 1))
 
@@ -294,13 +297,17 @@ class AverageRecallAtN(_TaggedListMetric):
         for vid, prop, gt in zip(video_ids, proposals, ground_truth):
             prop = torch.as_tensor(prop, dtype=torch.float64).reshape(-1, 3).cpu()
             gt = torch.as_tensor(gt, dtype=torch.float64).reshape(-1, 2).cpu()
-            col = lambda n, v: torch.full((n, 1), float(v), dtype=torch.float64)  # noqa: E731
-            self.proposals.append(torch.cat([col(len(prop), int(vid)), prop, col(len(prop), tag)], 1))
+            col = lambda n, v: torch.full((n, 1), float(v), dtype=torch.float64)
+            self.proposals.append(
+                torch.cat([col(len(prop), int(vid)), prop, col(len(prop), tag)], 1)
+            )
             self.ground_truth.append(torch.cat([col(len(gt), int(vid)), gt, col(len(gt), tag)], 1))
 
     def compute(self) -> dict[str, torch.Tensor]:
         prop = _cat(self.proposals).numpy().reshape(-1, 5)
         gt = _cat(self.ground_truth).numpy().reshape(-1, 4)
         prop, gt = _first_copy_only([prop, gt], tag_cols=[4, 3])
-        recalls = average_recall_at(prop[:, :4], gt[:, :3], self.max_proposals, self.tiou_thresholds)
+        recalls = average_recall_at(
+            prop[:, :4], gt[:, :3], self.max_proposals, self.tiou_thresholds
+        )
         return {f"AR@{n}": torch.tensor(v, dtype=torch.float32) for n, v in recalls.items()}

@@ -4,8 +4,10 @@ and writes the ActivityNet results JSON, per-class AP and a timeline plot into t
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -50,7 +52,7 @@ class TALNetTask(pl.LightningModule):
         proposal_source: str = "spn",
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
-        stream_checkpoints: Optional[dict[str, str]] = None,
+        stream_checkpoints: dict[str, str] | None = None,
         timeline_videos: int = 4,
     ):
         super().__init__()
@@ -59,12 +61,25 @@ class TALNetTask(pl.LightningModule):
             raise ValueError(f"proposal_source must be 'spn' or 'random', not {proposal_source!r}")
         unknown = set(stream_checkpoints or {}) - set(modalities)
         if unknown:
-            raise ValueError(f"stream_checkpoints names {sorted(unknown)}, not among modalities {list(modalities)}")
+            raise ValueError(
+                f"stream_checkpoints names {sorted(unknown)}, not among modalities {list(modalities)}"
+            )
         self.num_classes = num_classes
-        self.model = TALNet({
-            m: TALNetStream(feature_dim, num_classes, hidden_dim, anchor_scales, context_ratio, soi_bins, classifier_hidden, dropout)
-            for m in modalities
-        })
+        self.model = TALNet(
+            {
+                m: TALNetStream(
+                    feature_dim,
+                    num_classes,
+                    hidden_dim,
+                    anchor_scales,
+                    context_ratio,
+                    soi_bins,
+                    classifier_hidden,
+                    dropout,
+                )
+                for m in modalities
+            }
+        )
         for modality, path in (stream_checkpoints or {}).items():
             self.model.streams[modality] = load_stream(path, modality, num_classes)
         self.val_map = TemporalActionDetectionMAP(num_classes)
@@ -82,14 +97,23 @@ class TALNetTask(pl.LightningModule):
     def _to_seconds(segments: torch.Tensor, t0: float, dt: float, duration: float) -> torch.Tensor:
         return (segments * dt + (t0 - dt / 2)).clamp(0, duration)
 
-    def _propose(self, stream: TALNetStream, logits: torch.Tensor, deltas: torch.Tensor, mask: torch.Tensor, keep: int):
+    def _propose(
+        self,
+        stream: TALNetStream,
+        logits: torch.Tensor,
+        deltas: torch.Tensor,
+        mask: torch.Tensor,
+        keep: int,
+    ):
         """Per video: proposals (n, 2) in snippet units and objectness scores, after NMS."""
         anchors = anchor_segments(logits.shape[-1], stream.anchor_scales).to(logits)
         out = []
         for b in range(len(logits)):
             length = int(mask[b].sum())
             scores = logits[b, :, :length].sigmoid().reshape(-1)
-            segs = decode_segments(deltas[b, :, :length].reshape(-1, 2), anchors[:, :length].reshape(-1, 2))
+            segs = decode_segments(
+                deltas[b, :, :length].reshape(-1, 2), anchors[:, :length].reshape(-1, 2)
+            )
             segs = segs.clamp(0, length)
             ok = (segs[:, 1] - segs[:, 0]) > 0.5
             segs, scores = segs[ok], scores[ok]
@@ -98,10 +122,15 @@ class TALNetTask(pl.LightningModule):
             out.append((segs[kept], scores[kept]))
         return out
 
-    def _random_proposals(self, length: int, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _random_proposals(
+        self, length: int, n: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The random-proposal baseline: centres uniform over the video, lengths log-uniform over the anchor range."""
         scales = self.hparams.anchor_scales
-        lo, hi = torch.log(torch.tensor(float(min(scales)) / 2)), torch.log(torch.tensor(float(max(scales))))
+        lo, hi = (
+            torch.log(torch.tensor(float(min(scales)) / 2)),
+            torch.log(torch.tensor(float(max(scales)))),
+        )
         centre = torch.rand(n, generator=generator) * length
         size = torch.exp(lo + torch.rand(n, generator=generator) * (hi - lo))
         segs = torch.stack([centre - size / 2, centre + size / 2], 1).clamp(0, length)
@@ -113,36 +142,69 @@ class TALNetTask(pl.LightningModule):
         total = 0.0
         for modality, stream in self.model.streams.items():
             fmap = stream.temporal_features(batch["features"][modality], mask)
-            logits, deltas = stream.spn(fmap)
+            logits, deltas = stream.spn(fmap, mask)
             with torch.no_grad():
-                proposals = self._propose(stream, logits.detach(), deltas.detach(), mask, self.hparams.train_proposals)
+                proposals = self._propose(
+                    stream, logits.detach(), deltas.detach(), mask, self.hparams.train_proposals
+                )
             anchors = anchor_segments(fmap.shape[-1], stream.anchor_scales).to(fmap)
             spn_losses, rois, labels, targets, index = [], [], [], [], []
             for b in range(len(mask)):
-                gt = self._to_snippets(batch["segments"][b].to(fmap), float(batch["t0"][b]), float(batch["dt"][b]))
+                gt = self._to_snippets(
+                    batch["segments"][b].to(fmap), float(batch["t0"][b]), float(batch["dt"][b])
+                )
                 valid = mask[b][None].expand(len(stream.anchor_scales), -1)
-                spn_losses.append(proposal_loss(
-                    logits[b], deltas[b], anchors, valid, gt,
-                    self.hparams.spn_positive_iou, self.hparams.spn_negative_iou,
-                ))
+                spn_losses.append(
+                    proposal_loss(
+                        logits[b],
+                        deltas[b],
+                        anchors,
+                        valid,
+                        gt,
+                        self.hparams.spn_positive_iou,
+                        self.hparams.spn_negative_iou,
+                    )
+                )
                 candidates = torch.cat([proposals[b][0], gt])
-                r, lab, tgt = classifier_targets(candidates, gt, batch["labels"][b].to(self.device), self.num_classes)
-                rois.append(r), labels.append(lab), targets.append(tgt), index.append(torch.full((len(r),), b, device=fmap.device))
-            cls_logits, cls_deltas = stream.classifier(fmap, torch.cat(index), torch.cat(rois))
-            cls = classifier_loss(cls_logits, cls_deltas, torch.cat(labels), torch.cat(targets).to(fmap), self.num_classes)
+                r, lab, tgt = classifier_targets(
+                    candidates, gt, batch["labels"][b].to(self.device), self.num_classes
+                )
+                (
+                    rois.append(r),
+                    labels.append(lab),
+                    targets.append(tgt),
+                    index.append(torch.full((len(r),), b, device=fmap.device)),
+                )
+            cls_logits, cls_deltas = stream.classifier(
+                fmap, torch.cat(index), torch.cat(rois), mask.sum(1)
+            )
+            cls = classifier_loss(
+                cls_logits,
+                cls_deltas,
+                torch.cat(labels),
+                torch.cat(targets).to(fmap),
+                self.num_classes,
+            )
             spn_cls = torch.stack([s.classification for s in spn_losses]).mean()
             spn_reg = torch.stack([s.regression for s in spn_losses]).mean()
             loss = spn_cls + spn_reg + cls.total
-            self.log_dict({
-                f"train/{modality}/spn_cls": spn_cls, f"train/{modality}/spn_reg": spn_reg,
-                f"train/{modality}/cls": cls.classification, f"train/{modality}/reg": cls.regression,
-            }, batch_size=len(mask))
+            self.log_dict(
+                {
+                    f"train/{modality}/spn_cls": spn_cls,
+                    f"train/{modality}/spn_reg": spn_reg,
+                    f"train/{modality}/cls": cls.classification,
+                    f"train/{modality}/reg": cls.regression,
+                },
+                batch_size=len(mask),
+            )
             total = total + loss
         self.log("train/loss", total, prog_bar=True, batch_size=len(mask))
         return total
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        return torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -152,12 +214,20 @@ class TALNetTask(pl.LightningModule):
         stream's classifier scores every proposal and the class probabilities and boundary
         refinements are averaged over streams (late fusion)."""
         mask = batch["mask"]
-        fmaps = {m: s.temporal_features(batch["features"][m], mask) for m, s in self.model.streams.items()}
+        fmaps = {
+            m: s.temporal_features(batch["features"][m], mask)
+            for m, s in self.model.streams.items()
+        }
         keep = self.hparams.num_proposals
         generator = torch.Generator().manual_seed(0)
-        per_stream = {
-            m: self._propose(s, *s.spn(fmaps[m]), mask, keep) for m, s in self.model.streams.items()
-        } if self.hparams.proposal_source == "spn" else {}
+        per_stream = (
+            {
+                m: self._propose(s, *s.spn(fmaps[m], mask), mask, keep)
+                for m, s in self.model.streams.items()
+            }
+            if self.hparams.proposal_source == "spn"
+            else {}
+        )
         outputs = []
         for b in range(len(mask)):
             length = int(mask[b].sum())
@@ -172,14 +242,24 @@ class TALNetTask(pl.LightningModule):
             index = torch.full((len(segs),), b, dtype=torch.long, device=mask.device)
             probs, deltas = 0.0, 0.0
             for m, stream in self.model.streams.items():
-                logits, d = stream.classifier(fmaps[m], index, segs)
+                logits, d = stream.classifier(fmaps[m], index, segs, mask.sum(1))
                 probs, deltas = probs + logits.softmax(-1), deltas + d
             probs, deltas = probs / len(fmaps), deltas / len(fmaps)
-            t0, dt, duration = float(batch["t0"][b]), float(batch["dt"][b]), float(batch["duration"][b])
-            outputs.append({
-                "detections": self._class_detections(segs, probs[:, : self.num_classes], deltas, t0, dt, duration),
-                "proposals": torch.cat([self._to_seconds(segs, t0, dt, duration), scores[:, None]], 1).cpu(),
-            })
+            t0, dt, duration = (
+                float(batch["t0"][b]),
+                float(batch["dt"][b]),
+                float(batch["duration"][b]),
+            )
+            outputs.append(
+                {
+                    "detections": self._class_detections(
+                        segs, probs[:, : self.num_classes], deltas, t0, dt, duration
+                    ),
+                    "proposals": torch.cat(
+                        [self._to_seconds(segs, t0, dt, duration), scores[:, None]], 1
+                    ).cpu(),
+                }
+            )
         return outputs
 
     def _class_detections(self, rois, probs, deltas, t0, dt, duration) -> torch.Tensor:
@@ -194,16 +274,23 @@ class TALNetTask(pl.LightningModule):
         segs, scores, label = segs[ok], scores[ok], label[ok]
         # one NMS for all classes: shifting each class to its own stretch of time keeps them apart
         shifted = segs + (label.to(segs) * (duration + 1.0))[:, None]
-        kept = temporal_nms(shifted, scores, self.hparams.detection_nms_iou, self.hparams.max_detections)
+        kept = temporal_nms(
+            shifted, scores, self.hparams.detection_nms_iou, self.hparams.max_detections
+        )
         det = torch.cat([label[kept, None].to(segs), segs[kept], scores[kept, None]], 1)
         return det.cpu()
 
     def _evaluate_batch(self, batch, map_metric, recall_metric) -> list[dict[str, Any]]:
         outputs = self.detect(batch)
         ids = batch["video_id"].tolist()
-        gts = [torch.cat([lab[:, None].double(), seg.double()], 1) for lab, seg in zip(batch["labels"], batch["segments"])]
+        gts = [
+            torch.cat([lab[:, None].double(), seg.double()], 1)
+            for lab, seg in zip(batch["labels"], batch["segments"])
+        ]
         map_metric.update(ids, [o["detections"] for o in outputs], gts)
-        recall_metric.update(ids, [o["proposals"] for o in outputs], [seg for seg in batch["segments"]])
+        recall_metric.update(
+            ids, [o["proposals"] for o in outputs], [seg for seg in batch["segments"]]
+        )
         return outputs
 
     def _log_metrics(self, stage: str, map_metric, recall_metric) -> None:
@@ -221,11 +308,15 @@ class TALNetTask(pl.LightningModule):
     def test_step(self, batch, batch_idx):
         outputs = self._evaluate_batch(batch, self.test_map, self.test_recall)
         for b, out in enumerate(outputs):
-            self._test_outputs.append({
-                "video": batch["video"][b], "detections": out["detections"].numpy(),
-                "segments": batch["segments"][b].numpy(), "labels": batch["labels"][b].numpy(),
-                "duration": float(batch["duration"][b]),
-            })
+            self._test_outputs.append(
+                {
+                    "video": batch["video"][b],
+                    "detections": out["detections"].numpy(),
+                    "segments": batch["segments"][b].numpy(),
+                    "labels": batch["labels"][b].numpy(),
+                    "duration": float(batch["duration"][b]),
+                }
+            )
 
     def on_test_epoch_start(self):
         self._test_outputs = []
@@ -241,7 +332,11 @@ class TALNetTask(pl.LightningModule):
     def _class_names(self) -> list[str]:
         dm = getattr(self.trainer, "datamodule", None)
         names = list(getattr(dm, "classes", None) or THUMOS14_CLASSES)
-        return names if len(names) == self.num_classes else [f"class_{c}" for c in range(self.num_classes)]
+        return (
+            names
+            if len(names) == self.num_classes
+            else [f"class_{c}" for c in range(self.num_classes)]
+        )
 
     def _write_outputs(self, outputs: list[dict[str, Any]], result) -> None:
         from tasks.talnet.visualize import plot_timeline
@@ -255,11 +350,16 @@ class TALNetTask(pl.LightningModule):
         atomic_write_json(run_dir / RESULTS_FILE, activitynet_results(unique, names))
         if result is not None:
             per_class = {
-                names[c]: {f"{t:g}": (None if torch.isnan(torch.tensor(result.ap[i, c])) else float(result.ap[i, c]))
-                           for i, t in enumerate(result.tiou_thresholds)}
+                names[c]: {
+                    # null: the class has no ground truth in this set (left out of the mean)
+                    f"{t:g}": None if math.isnan(result.ap[i, c]) else float(result.ap[i, c])
+                    for i, t in enumerate(result.tiou_thresholds)
+                }
                 for c in range(self.num_classes)
             }
-            atomic_write_json(run_dir / DETECTION_METRICS_FILE, {**result.as_dict(), "per_class_ap": per_class})
+            atomic_write_json(
+                run_dir / DETECTION_METRICS_FILE, {**result.as_dict(), "per_class_ap": per_class}
+            )
         path = plot_timeline(unique[: self.hparams.timeline_videos], names, run_dir / TIMELINE_FILE)
         for logger in self.loggers:
             if type(logger).__name__ == "WandbLogger":
@@ -276,7 +376,11 @@ def activitynet_results(outputs: list[dict[str, Any]], class_names: Sequence[str
         ]
         for out in outputs
     }
-    return {"version": "THUMOS14", "results": results, "external_data": {"used": False, "details": ""}}
+    return {
+        "version": "THUMOS14",
+        "results": results,
+        "external_data": {"used": False, "details": ""},
+    }
 
 
 def load_stream(path: str, modality: str, num_classes: int) -> TALNetStream:
@@ -287,7 +391,9 @@ def load_stream(path: str, modality: str, num_classes: int) -> TALNetStream:
     if modality not in task.model.streams:
         raise ValueError(f"{path}: has streams {task.model.modalities}, not {modality!r}")
     if task.num_classes != num_classes:
-        raise ValueError(f"{path}: trained for {task.num_classes} classes, fusion expects {num_classes}")
+        raise ValueError(
+            f"{path}: trained for {task.num_classes} classes, fusion expects {num_classes}"
+        )
     log.info("Fusion: %s stream from %s", modality, path)
     return task.model.streams[modality]
 

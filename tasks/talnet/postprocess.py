@@ -4,7 +4,7 @@ temporal NMS. Segments are (start, end) in snippet units: snippet i covers [i, i
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -20,7 +20,9 @@ def anchor_segments(length: int, scales: Sequence[float]) -> torch.Tensor:
 def extend_with_context(segments: torch.Tensor, ratio: float) -> torch.Tensor:
     """Explicit context (TALNet Sec. 3.3): extend a segment by ``ratio`` of its length each side."""
     length = segments[..., 1] - segments[..., 0]
-    return torch.stack([segments[..., 0] - ratio * length, segments[..., 1] + ratio * length], dim=-1)
+    return torch.stack(
+        [segments[..., 0] - ratio * length, segments[..., 1] + ratio * length], dim=-1
+    )
 
 
 def encode_segments(segments: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -32,7 +34,9 @@ def encode_segments(segments: torch.Tensor, reference: torch.Tensor) -> torch.Te
     return torch.stack([(seg_ctr - ref_ctr) / ref_len, torch.log(seg_len / ref_len)], dim=-1)
 
 
-def decode_segments(deltas: torch.Tensor, reference: torch.Tensor, max_log_ratio: float = math.log(64.0)) -> torch.Tensor:
+def decode_segments(
+    deltas: torch.Tensor, reference: torch.Tensor, max_log_ratio: float = math.log(64.0)
+) -> torch.Tensor:
     """Inverse of ``encode_segments`` (the log ratio clamped so a wild prediction stays finite)."""
     ref_len = reference[..., 1] - reference[..., 0]
     ctr = (reference[..., 0] + reference[..., 1]) / 2 + deltas[..., 0] * ref_len
@@ -42,12 +46,16 @@ def decode_segments(deltas: torch.Tensor, reference: torch.Tensor, max_log_ratio
 
 def segment_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """tIoU matrix (N, M) of segments ``a`` (N, 2) and ``b`` (M, 2)."""
-    inter = (torch.minimum(a[:, None, 1], b[None, :, 1]) - torch.maximum(a[:, None, 0], b[None, :, 0])).clamp(min=0)
+    inter = (
+        torch.minimum(a[:, None, 1], b[None, :, 1]) - torch.maximum(a[:, None, 0], b[None, :, 0])
+    ).clamp(min=0)
     union = (a[:, 1] - a[:, 0])[:, None] + (b[:, 1] - b[:, 0])[None, :] - inter
     return torch.where(union > 0, inter / union.clamp(min=1e-9), torch.zeros_like(union))
 
 
-def temporal_nms(segments: torch.Tensor, scores: torch.Tensor, iou_threshold: float, max_keep: int | None = None) -> torch.Tensor:
+def temporal_nms(
+    segments: torch.Tensor, scores: torch.Tensor, iou_threshold: float, max_keep: int | None = None
+) -> torch.Tensor:
     """Greedy non-maximum suppression in time: indices of kept segments, best score first."""
     order = torch.argsort(scores, descending=True, stable=True)
     if len(order) == 0:

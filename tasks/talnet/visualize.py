@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,16 @@ def plot_timeline(
         dets = np.asarray(out["detections"]).reshape(-1, 4)[:top_k]
         for k, (lab, s, e, score) in enumerate(dets):
             y = 0.9 - (k % 4) * 0.22
-            ax.broken_barh([(s, e - s)], (y - 0.2, 0.18), color=colours[int(lab) % 20], alpha=float(np.clip(score, 0.15, 1)))
+            ax.broken_barh(
+                [(s, e - s)],
+                (y - 0.2, 0.18),
+                color=colours[int(lab) % 20],
+                alpha=float(np.clip(score, 0.15, 1)),
+            )
+            if k < 3:
+                ax.text(
+                    e, y - 0.2, f" {class_names[int(lab)]} {score:.2f}", fontsize=5, va="bottom"
+                )
         ax.set_xlim(0, out["duration"])
         ax.set_ylim(0, 2.6)
         ax.set_yticks([0.5, 1.5], ["detections", "ground truth"], fontsize=7)

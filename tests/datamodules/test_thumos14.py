@@ -31,7 +31,13 @@ from datamodules.thumos14_features import (
     read_annotation_database,
 )
 
-SMALL = dict(num_validation_videos=3, num_test_videos=2, min_duration=5.0, max_duration=7.0, size=32)
+SMALL = {
+    "num_validation_videos": 3,
+    "num_test_videos": 2,
+    "min_duration": 5.0,
+    "max_duration": 7.0,
+    "size": 32,
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,19 +45,33 @@ def raw_root(tmp_path_factory) -> Path:
     return write_thumos14(tmp_path_factory.mktemp("th14") / "thumos14", **SMALL)
 
 
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Small CPU models run fastest on one thread when the machine's cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_parse_annotation_file_real_format(tmp_path):
     f = tmp_path / "BaseballPitch_val.txt"
     f.write_text("video_validation_0000051  67.5 75.9\nvideo_validation_0000051  85.9 90.6\n\n")
     segs = parse_annotation_file(f, "BaseballPitch")
     assert [(s.video, s.start, s.end, s.line) for s in segs] == [
-        ("video_validation_0000051", 67.5, 75.9, 1), ("video_validation_0000051", 85.9, 90.6, 2)]
+        ("video_validation_0000051", 67.5, 75.9, 1),
+        ("video_validation_0000051", 85.9, 90.6, 2),
+    ]
 
 
-@pytest.mark.parametrize("line,problem", [
-    ("video_validation_0000051 67.5", "expected 'video start end'"),
-    ("video_validation_0000051 6x.5 75.9", "not numbers"),
-    ("video_validation_0000051 75.9 67.5", "not a valid interval"),
-])
+@pytest.mark.parametrize(
+    "line,problem",
+    [
+        ("video_validation_0000051 67.5", "expected 'video start end'"),
+        ("video_validation_0000051 6x.5 75.9", "not numbers"),
+        ("video_validation_0000051 75.9 67.5", "not a valid interval"),
+    ],
+)
 def test_parse_annotation_file_errors_name_file_and_line(tmp_path, line, problem):
     f = tmp_path / "Diving_test.txt"
     f.write_text(f"video_test_0000004  1.0 2.0\n{line}\n")
@@ -67,7 +87,11 @@ def test_generated_layout_has_every_class_file_and_decodable_videos(raw_root):
         segs = read_split_annotations(raw_root, split, THUMOS14_CLASSES)
         assert segs and all((raw_root / videos / f"{s.video}.mp4").exists() for s in segs)
     # the annotated action is visible: a pixel of the class colour appears mid-action only
-    seg = next(s for s in read_split_annotations(raw_root, "validation", THUMOS14_CLASSES) if s.label != "Ambiguous")
+    seg = next(
+        s
+        for s in read_split_annotations(raw_root, "validation", THUMOS14_CLASSES)
+        if s.label != "Ambiguous"
+    )
     reader = open_video(raw_root / "videos/validation" / f"{seg.video}.mp4")
     fps = reader.get_avg_fps()
     colour = np.array(CLASS_LOOKS[THUMOS14_CLASSES.index(seg.label)][0], float)
@@ -96,8 +120,9 @@ def test_decord_sampling_returns_the_right_frames(tmp_path):
 
 
 def test_corrupt_video_raises_naming_file_and_extraction_counts_it(tmp_path, raw_root):
-    bad = write_corrupt_video(tmp_path / "video_test_0000099.mp4",
-                              next((raw_root / "videos/test").glob("*.mp4")))
+    bad = write_corrupt_video(
+        tmp_path / "video_test_0000099.mp4", next((raw_root / "videos/test").glob("*.mp4"))
+    )
     with pytest.raises(VideoDecodeError, match="video_test_0000099.mp4"):
         open_video(bad)
     good = next((raw_root / "videos/test").glob("*.mp4"))
@@ -129,7 +154,11 @@ def test_prepare_features_writes_database_resumes_and_refuses_other_settings(tmp
     report = prepare_features(raw_root, out, extractor)
     assert len(report.extracted) == SMALL["num_validation_videos"] + SMALL["num_test_videos"]
     videos = read_annotation_database(out / "thumos14.json", THUMOS14_CLASSES)
-    segs = [s for s in read_split_annotations(raw_root, "test", THUMOS14_CLASSES) if s.label != "Ambiguous"]
+    segs = [
+        s
+        for s in read_split_annotations(raw_root, "test", THUMOS14_CLASSES)
+        if s.label != "Ambiguous"
+    ]
     first = videos[segs[0].video]
     assert first["subset"] == "Test" and first["fps"] == extractor.fps
     assert [segs[0].start, segs[0].end] in first["segments"].tolist()
@@ -167,15 +196,24 @@ def test_missing_video_and_missing_feature_file_are_named(tmp_path, raw_root):
     prepare_features(raw_root, tmp_path / "f2", SnippetFeatureExtractor())
     missing = next((tmp_path / "f2").glob("video_test_*.npy"))
     missing.unlink()
-    dm = Thumos14FeaturesDataModule(str(tmp_path / "f2"), str(tmp_path / "f2/thumos14.json"), feature_dim=96)
+    dm = Thumos14FeaturesDataModule(
+        str(tmp_path / "f2"), str(tmp_path / "f2/thumos14.json"), feature_dim=96
+    )
     with pytest.raises(FileNotFoundError, match=missing.name):
         dm.setup("fit")
 
 
 def test_database_round_trip_and_errors(tmp_path):
-    videos = {"video_test_0000004": {
-        "subset": "Test", "duration": 30.0, "fps": 30.0,
-        "segments": np.array([[1.0, 2.5]]), "labels": np.array([7]), "ambiguous": np.array([[0.2, 0.9]])}}
+    videos = {
+        "video_test_0000004": {
+            "subset": "Test",
+            "duration": 30.0,
+            "fps": 30.0,
+            "segments": np.array([[1.0, 2.5]]),
+            "labels": np.array([7]),
+            "ambiguous": np.array([[0.2, 0.9]]),
+        }
+    }
     path = tmp_path / "db.json"
     path.write_text(json.dumps(annotation_database(videos, THUMOS14_CLASSES, "v")))
     back = read_annotation_database(path, THUMOS14_CLASSES)["video_test_0000004"]
@@ -195,16 +233,26 @@ def test_raw_datamodule_generates_extracts_and_serves_batches(tmp_path):
     from functools import partial
 
     dm = Thumos14DataModule(
-        root=str(tmp_path / "thumos14"), extractor=SnippetFeatureExtractor(), feature_dim=96,
-        batch_size=2, generator=partial(write_thumos14, **SMALL),
+        root=str(tmp_path / "thumos14"),
+        extractor=SnippetFeatureExtractor(),
+        feature_dim=96,
+        batch_size=2,
+        generator=partial(write_thumos14, **SMALL),
     )
     dm.prepare_data()
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    assert set(batch["features"]) == {"rgb", "flow"} and batch["features"]["rgb"].shape[:2] == (2, 96)
+    assert set(batch["features"]) == {"rgb", "flow"} and batch["features"]["rgb"].shape[:2] == (
+        2,
+        96,
+    )
     assert batch["mask"].shape == (2, batch["features"]["rgb"].shape[-1])
-    assert batch["dt"][0].item() == pytest.approx(0.2) and batch["t0"][0].item() == pytest.approx(0.25)
+    assert batch["dt"][0].item() == pytest.approx(0.2) and batch["t0"][0].item() == pytest.approx(
+        0.25
+    )
     assert len(dm.datasets["fit"]) == SMALL["num_validation_videos"]
     assert len(dm.datasets["test"]) == SMALL["num_test_videos"]
     with pytest.raises(ValueError, match="feature_dim=512"):
-        Thumos14DataModule(root=str(tmp_path / "thumos14"), extractor=SnippetFeatureExtractor(), feature_dim=512).prepare_data()
+        Thumos14DataModule(
+            root=str(tmp_path / "thumos14"), extractor=SnippetFeatureExtractor(), feature_dim=512
+        ).prepare_data()

@@ -123,12 +123,13 @@ def test_sigusr1_requeues_and_resumes_without_losing_an_epoch(slurm_cluster, tmp
 
 
 def test_multirun_on_the_submitit_launcher_summarizes_every_job(slurm_cluster, tmp_path, data_dir):
-    """``python train.py -m hydra/launcher=slurm_cpu ...``: three SLURM jobs of one array, all in one
-    sweep folder, and a summary that lists each with its SLURM job id and metrics."""
+    """``python train.py -m hydra/launcher=slurm_cpu trainer.devices=2 ...``: three SLURM jobs of one
+    array, each a 2-task DDP run (tasks per node = trainer.devices), all in one sweep folder, and a
+    summary that lists each with its SLURM job id and metrics."""
     sweep = tmp_path / "sweep"
     proc = slurm_cluster.run(
         sys.executable, str(PROJECT_ROOT / "train.py"), "-m", "hydra/launcher=slurm_cpu", "trainer=slurm_cpu",
-        "trainer.devices=1", "hydra.launcher.timeout_min=15", "hydra.launcher.mem_gb=3",
+        "trainer.devices=2", "hydra.launcher.timeout_min=15", "hydra.launcher.mem_gb=4",
         "++hydra.callbacks.sweep_summary._target_=callbacks.sweep_summary.SweepSummary",
         *TINY, "data.batch_size=16", f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={data_dir}",
         "trainer.max_epochs=1", "seed=1,2,3", f"hydra.sweep.dir={sweep}",
@@ -144,7 +145,8 @@ def test_multirun_on_the_submitit_launcher_summarizes_every_job(slurm_cluster, t
     assert all(ids), [j["job_id"] for j in jobs]
     assert len({m.group(1) for m in ids}) == 1 and [m.group(2) for m in ids] == ["0", "1", "2"]
     for j in jobs:
-        assert (sweep / ".submitit" / j["job_id"]).is_dir()
+        logs = "".join(p.read_text() for p in (sweep / ".submitit" / j["job_id"]).glob("*.out"))
+        assert "GLOBAL_RANK: 0, MEMBER: 1/2" in logs and "GLOBAL_RANK: 1, MEMBER: 2/2" in logs, logs[-3000:]
         assert 0.0 <= j["metrics"]["val/acc_top1"] <= 1.0 and j["value"] == j["metrics"]["val/acc_top1"]
     assert summary["best"]["value"] == max(j["value"] for j in jobs)
     assert (sweep / "sweep_summary.csv").read_text().count("\n") == 4

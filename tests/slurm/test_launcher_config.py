@@ -136,7 +136,8 @@ def make_job(sweep: Path, num: int, job_id: str, overrides: list[str], metrics: 
     (folder / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides))
     (folder / ".hydra" / "hydra.yaml").write_text(OmegaConf.to_yaml({"hydra": {"job": {"id": job_id, "num": num}}}))
     if metrics is not None:
-        atomic_write_json(folder / "metrics.json", {"monitor": {"metric": "val/loss", "mode": mode}, "metrics": metrics})
+        atomic_write_json(folder / "metrics.json", {"monitor": {"metric": "val/loss", "mode": mode}, "metrics": metrics,
+                                                    "best_checkpoint": str(folder / "checkpoints" / "best.ckpt")})
 
 
 def test_summary_lists_every_job_and_the_best_by_its_mode(tmp_path):
@@ -151,7 +152,9 @@ def test_summary_lists_every_job_and_the_best_by_its_mode(tmp_path):
     assert [j["status"] for j in summary["jobs"]] == ["done", "done", "unfinished", "done"]
     assert (summary["num_jobs"], summary["num_done"]) == (4, 3)
     assert summary["best"]["job"] == "1" and summary["best"]["job_id"] == "7_1" and summary["best"]["value"] == 0.25
-    assert json.loads((sweep / SUMMARY_JSON).read_text())["best"]["overrides"] == ["lr=0.01"]
+    written = json.loads((sweep / SUMMARY_JSON).read_text())
+    assert written["best"]["overrides"] == ["lr=0.01"]
+    assert written["best"]["best_checkpoint"] == str((sweep / "1" / "checkpoints" / "best.ckpt").resolve())
     rows = (sweep / SUMMARY_CSV).read_text().splitlines()
     assert rows[0] == "job,job_id,status,overrides,monitor,value,test/acc,val/loss"
     assert rows[2] == "1,7_1,done,lr=0.01,val/loss,0.25,0.8,0.25"

@@ -76,7 +76,7 @@ def test_attribution_is_activation_times_logit_gradient(classifier, tmp_path):
 
 
 def test_resume_after_a_crash_gives_the_uninterrupted_result(classifier, tmp_path):
-    settings = dict(num_samples=None, batch_size=4, attribution_classes=2, seed=3, flush_every=1)
+    settings = {"num_samples": None, "batch_size": 4, "attribution_classes": 2, "seed": 3, "flush_every": 1}
     with pytest.raises(RuntimeError, match="simulated crash"):
         collect_activations(classifier, "blocks.3", NoiseImages(fail_from=5), tmp_path / "run", **settings)
     marker = json.loads((tmp_path / "run" / "progress.json").read_text())

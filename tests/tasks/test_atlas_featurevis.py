@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.atlas.featurevis import FeatureVisualizer, FourierImage, direction_cossim, robustness_transforms
+from tasks.atlas.featurevis import (
+    FeatureVisualizer,
+    FourierImage,
+    direction_cossim,
+    robustness_transforms,
+)
 from tasks.atlas.network import LayerTap, load_classifier, spatial_view
 
 

@@ -24,10 +24,23 @@ from tasks.talnet.postprocess import (
 )
 
 SMALL_DATA = [
-    "data=thumos14", "data.generator.num_validation_videos=4", "data.generator.num_test_videos=3",
-    "data.generator.min_duration=6", "data.generator.max_duration=9", "data.generator.size=32",
+    "data=thumos14",
+    "data.generator.num_validation_videos=4",
+    "data.generator.num_test_videos=3",
+    "data.generator.min_duration=6",
+    "data.generator.max_duration=9",
+    "data.generator.size=32",
     "data.batch_size=2",
 ]
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Small CPU models run fastest on one thread when the machine's cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_anchors_per_scale():
@@ -53,7 +66,7 @@ def test_dilation_aligns_receptive_field_with_context_extended_anchor(scale):
     x = torch.zeros(length, 1, length)
     x[torch.arange(length), 0, torch.arange(length)] = 100.0  # item p: spike at p
     with torch.no_grad():
-        moved = tower(x)[:, 0, length // 2] > 0
+        moved = tower(x, torch.ones(1, 1, length))[:, 0, length // 2] > 0
     touched = torch.nonzero(moved).flatten()
     assert int(touched.max() - touched.min() + 1) == rf == len(touched)
 
@@ -63,7 +76,9 @@ def test_context_extension_and_boundary_encoding():
     torch.testing.assert_close(extend_with_context(seg, 0.5), torch.tensor([[5.0, 25.0]]))
     ref = torch.tensor([[8.0, 16.0]])
     delta = encode_segments(seg, ref)
-    torch.testing.assert_close(delta, torch.tensor([[(15 - 12) / 8, torch.log(torch.tensor(10 / 8)).item()]]))
+    torch.testing.assert_close(
+        delta, torch.tensor([[(15 - 12) / 8, torch.log(torch.tensor(10 / 8)).item()]])
+    )
     torch.testing.assert_close(decode_segments(delta, ref), seg)
 
 
@@ -77,7 +92,9 @@ def test_temporal_nms_hand_worked():
 
 def test_soi_pooling_takes_the_max_of_each_bin():
     features = torch.arange(10.0).view(1, 1, 10)  # snippet i holds value i (centre at i + 0.5)
-    pooled = soi_pool(features, torch.tensor([0]), torch.tensor([[2.0, 6.0]]), bins=2, samples_per_bin=2)
+    pooled = soi_pool(
+        features, torch.tensor([0]), torch.tensor([[2.0, 6.0]]), bins=2, samples_per_bin=2
+    )
     # samples at 2.5, 3.5 | 4.5, 5.5 -> snippet values 2, 3 | 4, 5
     torch.testing.assert_close(pooled, torch.tensor([[[3.0, 5.0]]]))
 
@@ -86,28 +103,47 @@ def test_stream_forward_backward_reaches_every_parameter():
     from tasks.talnet.losses import classifier_loss, proposal_loss
 
     torch.manual_seed(0)
-    stream = TALNetStream(16, num_classes=3, hidden_dim=8, anchor_scales=[2, 4], soi_bins=4, classifier_hidden=8)
+    stream = TALNetStream(
+        16, num_classes=3, hidden_dim=8, anchor_scales=[2, 4], soi_bins=4, classifier_hidden=8
+    )
     x, mask = torch.randn(2, 16, 12), torch.ones(2, 12, dtype=torch.bool)
     fmap = stream.temporal_features(x, mask)
-    logits, deltas = stream.spn(fmap)
+    logits, deltas = stream.spn(fmap, mask)
     anchors = anchor_segments(12, stream.anchor_scales)
     gt = torch.tensor([[2.0, 6.0]])
     spn = proposal_loss(logits[0], deltas[0], anchors, torch.ones(2, 12, dtype=torch.bool), gt)
-    cls_logits, cls_deltas = stream.classifier(fmap, torch.tensor([0, 1]), torch.tensor([[2.0, 6.0], [0.0, 3.0]]))
+    cls_logits, cls_deltas = stream.classifier(
+        fmap, torch.tensor([0, 1]), torch.tensor([[2.0, 6.0], [0.0, 3.0]])
+    )
     cls = classifier_loss(cls_logits, cls_deltas, torch.tensor([1, 3]), torch.zeros(2, 2), 3)
     (spn.total + cls.total).backward()
-    missing = [n for n, p in stream.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    missing = [
+        n for n, p in stream.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0
+    ]
     assert not missing
 
 
 def test_fast_dev_run_from_raw_videos(cfg_train, tmp_path):
-    metrics = train(cfg_train(["task=talnet", *SMALL_DATA, "trainer=debug"]))
+    from tasks.talnet.evaluate import main as score
+
+    # one batch holds all 3 test videos, so fast_dev_run scores the whole test subset
+    cfg = cfg_train(["task=talnet", *SMALL_DATA, "trainer=debug", "data.batch_size=4"])
+    metrics = train(cfg)
     assert 0.0 <= metrics["test/mAP"] <= 1.0 and "test/AR@100" in metrics
     run = tmp_path / "run"
     results = json.loads((run / "detections_activitynet.json").read_text())
     video, dets = next(iter(results["results"].items()))
     assert video.startswith("video_test_") and {"label", "score", "segment"} <= set(dets[0])
     assert (run / "timeline.png").read_bytes()[:4] == b"\x89PNG"
+    # the scoring command gives the task's own number from the results JSON it wrote
+    database = Path(cfg.data.root) / cfg.data.features_subdir / "thumos14.json"
+    rescored = score([str(run / "detections_activitynet.json"), "--annotations", str(database)])
+    assert rescored["mAP"] == pytest.approx(metrics["test/mAP"], abs=1e-6)
+    assert rescored["videos"] == 3 and rescored["ignored_detections"] == 0
+    folder = Path(cfg.data.root) / "TH14_Temporal_Annotations_Test/annotations/annotation"
+    assert score([str(run / "detections_activitynet.json"), "--annotations", str(folder)])[
+        "mAP"
+    ] == pytest.approx(metrics["test/mAP"], abs=1e-6)
 
 
 def test_stream_override_shape_splits_into_one_job_per_modality():
@@ -120,31 +156,95 @@ def test_stream_override_shape_splits_into_one_job_per_modality():
 
 
 @pytest.mark.slow
-def test_separate_streams_fuse_from_checkpoints_and_eval_matches_train(cfg_train, cfg_eval, tmp_path):
-    quick = ["trainer.max_epochs=2", "trainer.num_sanity_val_steps=0", "callbacks.rich_progress_bar=null"]
+def test_separate_streams_fuse_from_checkpoints_and_eval_matches_train(
+    cfg_train, cfg_eval, tmp_path
+):
+    quick = [
+        "trainer.max_epochs=2",
+        "trainer.num_sanity_val_steps=0",
+        "callbacks.rich_progress_bar=null",
+    ]
     ckpts = {}
     for modality in ("rgb", "flow"):
         run = tmp_path / modality
-        metrics = train(cfg_train(["task=talnet", *SMALL_DATA, *quick, f"task.modalities=[{modality}]"], run_dir=run))
+        metrics = train(
+            cfg_train(
+                ["task=talnet", *SMALL_DATA, *quick, f"task.modalities=[{modality}]"], run_dir=run
+            )
+        )
         ckpts[modality] = run / "checkpoints" / "last.ckpt"
         assert ckpts[modality].exists()
-    # eval on the checkpoint reproduces the number train's test loop wrote for the same weights
-    again = evaluate(cfg_eval(["task=talnet", *SMALL_DATA, f"ckpt_path={ckpts['flow']}"], run_dir=tmp_path / "eval_flow"))
-    best = json.loads((tmp_path / "flow" / "metrics.json").read_text())
-    if best.get("best_checkpoint") == str(ckpts["flow"]).replace("last.ckpt", Path(best["best_checkpoint"]).name):
-        assert again["test/mAP"] == pytest.approx(metrics["test/mAP"])
-    fused = evaluate(cfg_eval([
-        "task=talnet_fusion", *SMALL_DATA, "ckpt_path=null",
-        f"task.stream_checkpoints.rgb={ckpts['rgb']}", f"task.stream_checkpoints.flow={ckpts['flow']}",
-    ], run_dir=tmp_path / "fusion"))
+    # eval on the checkpoint that train's test loop used reproduces its number
+    best = json.loads((tmp_path / "flow" / "metrics.json").read_text())["best_checkpoint"]
+    again = evaluate(
+        cfg_eval(["task=talnet", *SMALL_DATA, f"ckpt_path={best}"], run_dir=tmp_path / "eval_flow")
+    )
+    assert again["test/mAP"] == pytest.approx(metrics["test/mAP"])
+    assert again["test/AR@100"] == pytest.approx(metrics["test/AR@100"])
+    fused = evaluate(
+        cfg_eval(
+            [
+                "task=talnet_fusion",
+                *SMALL_DATA,
+                "ckpt_path=null",
+                f"task.stream_checkpoints.rgb={ckpts['rgb']}",
+                f"task.stream_checkpoints.flow={ckpts['flow']}",
+            ],
+            run_dir=tmp_path / "fusion",
+        )
+    )
     assert 0.0 <= fused["test/mAP"] <= 1.0
     assert (tmp_path / "fusion" / "detections_activitynet.json").exists()
+    assert (tmp_path / "fusion" / "timeline.png").exists()
+    # the fused model carries each stream exactly as its own run trained it
+    from tasks.talnet.module import TALNetTask
+
+    fusion = TALNetTask(
+        num_classes=20, feature_dim=96, stream_checkpoints={m: str(p) for m, p in ckpts.items()}
+    )
+    for modality, path in ckpts.items():
+        alone = TALNetTask.load_from_checkpoint(path).model.streams[modality].state_dict()
+        fused_stream = fusion.model.streams[modality].state_dict()
+        assert alone.keys() == fused_stream.keys()
+        assert all(torch.equal(alone[k], fused_stream[k]) for k in alone)
 
 
 def test_fusion_needs_a_checkpoint_per_named_stream(tmp_path):
     from tasks.talnet.module import TALNetTask
 
     with pytest.raises(FileNotFoundError, match="stream checkpoint for 'rgb'"):
-        TALNetTask(num_classes=20, feature_dim=8, stream_checkpoints={"rgb": str(tmp_path / "none.ckpt")})
+        TALNetTask(
+            num_classes=20, feature_dim=8, stream_checkpoints={"rgb": str(tmp_path / "none.ckpt")}
+        )
     with pytest.raises(ValueError, match="not among modalities"):
-        TALNetTask(num_classes=20, feature_dim=8, modalities=["rgb"], stream_checkpoints={"flow": "x"})
+        TALNetTask(
+            num_classes=20, feature_dim=8, modalities=["rgb"], stream_checkpoints={"flow": "x"}
+        )
+
+
+def test_detections_of_a_video_do_not_depend_on_its_batch():
+    from datamodules.thumos14_features import collate_videos
+    from tasks.talnet.module import TALNetTask
+
+    torch.manual_seed(0)
+    task = TALNetTask(num_classes=4, feature_dim=8, hidden_dim=8, anchor_scales=[2, 4, 8]).eval()
+
+    def video(length, vid):
+        feats = {m: torch.rand(8, length) for m in ("rgb", "flow")}
+        return {
+            "video": f"v{vid}",
+            "video_id": vid,
+            "features": feats,
+            "segments": torch.zeros(0, 2),
+            "labels": torch.zeros(0, dtype=torch.long),
+            "duration": length * 0.2,
+            "t0": 0.1,
+            "dt": 0.2,
+        }
+
+    short, long = video(20, 0), video(60, 1)
+    alone = task.detect(collate_videos([short]))[0]
+    padded = task.detect(collate_videos([short, long]))[0]
+    assert len(alone["detections"]) > 0
+    torch.testing.assert_close(alone["detections"], padded["detections"])
+    torch.testing.assert_close(alone["proposals"], padded["proposals"])

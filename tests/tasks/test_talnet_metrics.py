@@ -26,7 +26,9 @@ def test_tiou_hand_worked():
 
 
 def _ap(dets, gts, thresholds=(0.5,), num_classes=1):
-    res = evaluate_detections(np.array(dets, float), np.array(gts, float), num_classes, thresholds, thresholds)
+    res = evaluate_detections(
+        np.array(dets, float), np.array(gts, float), num_classes, thresholds, thresholds
+    )
     return res
 
 
@@ -54,8 +56,14 @@ def test_taken_ground_truth_falls_back_to_next_best():
     gts = [[0, 0, 0, 10], [0, 0, 5, 15]]
     dets = [[0, 0, 0, 10, 0.9], [0, 0, 1, 11, 0.8]]
     # second detection: tIoU 9/11 with the taken GT, 6/14 with the free one.
-    tp = match_detections(np.zeros(2), np.array([[0, 10], [1, 11]]), np.array([0.9, 0.8]),
-                          np.zeros(2), np.array([[0, 10], [5, 15]]), (0.4, 0.5))
+    tp = match_detections(
+        np.zeros(2),
+        np.array([[0, 10], [1, 11]]),
+        np.array([0.9, 0.8]),
+        np.zeros(2),
+        np.array([[0, 10], [5, 15]]),
+        (0.4, 0.5),
+    )
     np.testing.assert_array_equal(tp, [[True, True], [True, False]])
     res = _ap(dets, gts, thresholds=(0.4, 0.5))
     np.testing.assert_allclose(res.ap[:, 0], [1.0, 0.5])
@@ -86,7 +94,9 @@ def test_thumos_keys_and_average():
 
 
 def test_metric_matches_function_and_counts_repeated_video_once():
-    metric = TemporalActionDetectionMAP(num_classes=1, tiou_thresholds=(0.5,), average_thresholds=(0.5,))
+    metric = TemporalActionDetectionMAP(
+        num_classes=1, tiou_thresholds=(0.5,), average_thresholds=(0.5,)
+    )
     det_v0 = torch.tensor([[0, 0, 10, 0.9], [0, 0, 10, 0.8]])
     gt_v0 = torch.tensor([[0, 0, 10.0]])
     metric.update([0], [det_v0], [gt_v0])
@@ -123,13 +133,19 @@ def _ddp_worker(rank, world, port, queue):
 def _video(vid):
     g = torch.Generator().manual_seed(vid)
     gt = torch.tensor([[vid % 2, 10.0 * vid, 10.0 * vid + 5]])
-    det = torch.cat([torch.randint(0, 2, (5, 1), generator=g).double(),
-                     (10.0 * vid + torch.rand(5, 1, generator=g) * 4).double(),
-                     (10.0 * vid + 5 + torch.rand(5, 1, generator=g) * 3).double(),
-                     torch.rand(5, 1, generator=g).double()], 1)
+    det = torch.cat(
+        [
+            torch.randint(0, 2, (5, 1), generator=g).double(),
+            (10.0 * vid + torch.rand(5, 1, generator=g) * 4).double(),
+            (10.0 * vid + 5 + torch.rand(5, 1, generator=g) * 3).double(),
+            torch.rand(5, 1, generator=g).double(),
+        ],
+        1,
+    )
     return det, gt
 
 
+@pytest.mark.slow
 def test_metric_on_two_gloo_processes_equals_one_process():
     single = TemporalActionDetectionMAP(num_classes=2)
     for vid in range(6):
