@@ -26,10 +26,14 @@ def _signal_named(name: str) -> signal.Signals:
     try:
         return signal.Signals[key]
     except KeyError:
-        raise ValueError(f"requeue_signal={name!r} is not a signal name (e.g. SIGUSR1, SIGUSR2)") from None
+        raise ValueError(
+            f"requeue_signal={name!r} is not a signal name (e.g. SIGUSR1, SIGUSR2)"
+        ) from None
 
 
-def slurm_environment(auto_requeue: bool = True, requeue_signal: str = "SIGUSR1") -> SLURMEnvironment:
+def slurm_environment(
+    auto_requeue: bool = True, requeue_signal: str = "SIGUSR1"
+) -> SLURMEnvironment:
     """Lightning's SLURM cluster environment for a job started by srun (one task per device).
 
     Raises if the process is not a SLURM task, or if submitit would also handle ``requeue_signal``."""

@@ -20,8 +20,9 @@ import io
 import json
 import logging
 import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
@@ -36,8 +37,16 @@ SUMMARY_CSV = "sweep_summary.csv"
 
 
 def _job_folders(sweep_dirs: Iterable[Path]) -> list[Path]:
-    folders = {p.resolve() for d in sweep_dirs if d.is_dir() for p in d.iterdir() if (p / ".hydra").is_dir()}
-    return sorted(folders, key=lambda p: (0, int(p.name), str(p)) if p.name.isdigit() else (1, 0, str(p)))
+    folders = {
+        p.resolve()
+        for d in sweep_dirs
+        if d.is_dir()
+        for p in d.iterdir()
+        if (p / ".hydra").is_dir()
+    }
+    return sorted(
+        folders, key=lambda p: (0, int(p.name), str(p)) if p.name.isdigit() else (1, 0, str(p))
+    )
 
 
 def read_job(folder: Path) -> dict[str, Any]:
@@ -74,7 +83,7 @@ def read_job(folder: Path) -> dict[str, Any]:
     return record
 
 
-def best_job(jobs: Sequence[dict[str, Any]]) -> Optional[dict[str, Any]]:
+def best_job(jobs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """The finished job with the best monitored value (its own ``monitor.mode``), NaN ignored."""
     scored = [j for j in jobs if j["value"] is not None and not math.isnan(j["value"])]
     if not scored:
@@ -95,8 +104,11 @@ def summarize(sweep_dirs: Sequence[str | Path]) -> dict[str, Any]:
         "sweep_dirs": [str(d) for d in dirs],
         "num_jobs": len(jobs),
         "num_done": sum(j["status"] == "done" for j in jobs),
-        "best": None if best is None else {
-            k: best[k] for k in ("job", "job_id", "dir", "overrides", "monitor", "value", "best_checkpoint")
+        "best": None
+        if best is None
+        else {
+            k: best[k]
+            for k in ("job", "job_id", "dir", "overrides", "monitor", "value", "best_checkpoint")
         },
         "jobs": jobs,
     }
@@ -110,8 +122,17 @@ def to_csv(summary: dict[str, Any]) -> str:
     writer.writerow(["job", "job_id", "status", "overrides", "monitor", "value", *names])
     for j in summary["jobs"]:
         monitor = (j["monitor"] or {}).get("metric", "")
-        writer.writerow([j["job"], j["job_id"] or "", j["status"], " ".join(j["overrides"]), monitor,
-                         "" if j["value"] is None else j["value"], *[j["metrics"].get(n, "") for n in names]])
+        writer.writerow(
+            [
+                j["job"],
+                j["job_id"] or "",
+                j["status"],
+                " ".join(j["overrides"]),
+                monitor,
+                "" if j["value"] is None else j["value"],
+                *[j["metrics"].get(n, "") for n in names],
+            ]
+        )
     return out.getvalue()
 
 
@@ -125,10 +146,18 @@ def format_table(summary: dict[str, Any]) -> str:
     lines = [f"{'job':>4}  {'job id':<10} {'status':<10} {'value':>10}  swept overrides"]
     for j, swept in zip(summary["jobs"], swept_overrides(summary["jobs"])):
         value = "" if j["value"] is None else f"{j['value']:.4f}"
-        lines.append(f"{j['job']:>4}  {j['job_id'] or '':<10} {j['status']:<10} {value:>10}  {' '.join(swept)}")
+        lines.append(
+            f"{j['job']:>4}  {j['job_id'] or '':<10} {j['status']:<10} {value:>10}  {' '.join(swept)}"
+        )
     best = summary["best"]
-    lines.append(f"{summary['num_done']}/{summary['num_jobs']} jobs done"
-                 + ("" if best is None else f"; best: job {best['job']} ({best['monitor']['metric']}={best['value']:.4f})"))
+    lines.append(
+        f"{summary['num_done']}/{summary['num_jobs']} jobs done"
+        + (
+            ""
+            if best is None
+            else f"; best: job {best['job']} ({best['monitor']['metric']}={best['value']:.4f})"
+        )
+    )
     return "\n".join(lines)
 
 
@@ -149,7 +178,11 @@ def sweep_folders(config: DictConfig) -> list[Path]:
     run_id = OmegaConf.select(config, "run_id", default=None)
     log_dir = OmegaConf.select(config, "paths.log_dir", default=None)
     if run_id and log_dir:
-        dirs += sorted(p for p in Path(log_dir).glob(f"*/multiruns/{run_id}") if p.resolve() != primary.resolve())
+        dirs += sorted(
+            p
+            for p in Path(log_dir).glob(f"*/multiruns/{run_id}")
+            if p.resolve() != primary.resolve()
+        )
     return dirs
 
 
@@ -170,12 +203,18 @@ class SweepSummary(Callback):
         except FileNotFoundError as err:
             log.warning("sweep summary: %s", err)
             return
-        log.info("sweep summary (%s):\n%s", Path(summary["sweep_dirs"][0]) / SUMMARY_JSON, format_table(summary))
+        log.info(
+            "sweep summary (%s):\n%s",
+            Path(summary["sweep_dirs"][0]) / SUMMARY_JSON,
+            format_table(summary),
+        )
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dirs", nargs="+", help="sweep folder(s); the summary goes into the first")
+    parser.add_argument(
+        "sweep_dirs", nargs="+", help="sweep folder(s); the summary goes into the first"
+    )
     args = parser.parse_args(argv)
     print(format_table(write_summary(args.sweep_dirs)))
 

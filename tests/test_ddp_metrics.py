@@ -20,10 +20,11 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import pytest
 import torch
@@ -47,10 +48,13 @@ class DDPCase:
 
 # --- cases -------------------------------------------------------------------------------------------
 
+
 def _classification_metrics():
     from tasks.classification.module import ImageClassificationTask
 
-    return ImageClassificationTask(backbone="test_efficientnet", num_classes=10, image_size=32).val_metrics
+    return ImageClassificationTask(
+        backbone="test_efficientnet", num_classes=10, image_size=32
+    ).val_metrics
 
 
 def _classification_batches() -> list[tuple]:
@@ -79,12 +83,18 @@ def _talnet_detection_batches() -> list[tuple]:
             gt_seg = _segments(g, m)
             gt_lab = torch.randint(0, 3, (m, 1), generator=g).double()
             n = int(torch.randint(0, 8, (1,), generator=g))
-            near = gt_seg[torch.randint(0, m, (n,), generator=g)] + torch.randn(n, 2, generator=g, dtype=torch.float64) * 2
+            near = (
+                gt_seg[torch.randint(0, m, (n,), generator=g)]
+                + torch.randn(n, 2, generator=g, dtype=torch.float64) * 2
+            )
             far = _segments(g, n)
             use_near = torch.rand(n, 1, generator=g, dtype=torch.float64) < 0.6
             seg = torch.where(use_near, near, far).sort(dim=1).values
-            lab = torch.where(use_near, gt_lab[torch.randint(0, m, (n,), generator=g)],
-                              torch.randint(0, 3, (n, 1), generator=g).double())
+            lab = torch.where(
+                use_near,
+                gt_lab[torch.randint(0, m, (n,), generator=g)],
+                torch.randint(0, 3, (n, 1), generator=g).double(),
+            )
             score = torch.rand(n, 1, generator=g, dtype=torch.float64)
             ids.append(video)
             dets.append(torch.cat([lab, seg, score], 1))
@@ -139,23 +149,39 @@ def _depth_metric(region: str):
 
 CASES: dict[str, DDPCase] = {
     "classification/accuracy": DDPCase(_classification_metrics, _classification_batches),
-    "talnet/detection_mAP": DDPCase(_talnet_map, _talnet_detection_batches,
-                                    covers=("tasks.talnet.metrics:TemporalActionDetectionMAP",)),
-    "talnet/detection_mAP_padded": DDPCase(_talnet_map, _talnet_detection_batches, padded=True,
-                                           covers=("tasks.talnet.metrics:TemporalActionDetectionMAP",)),
-    "talnet/proposal_AR": DDPCase(_talnet_ar, _talnet_proposal_batches,
-                                  covers=("tasks.talnet.metrics:AverageRecallAtN",)),
-    "talnet/proposal_AR_padded": DDPCase(_talnet_ar, _talnet_proposal_batches, padded=True,
-                                         covers=("tasks.talnet.metrics:AverageRecallAtN",)),
+    "talnet/detection_mAP": DDPCase(
+        _talnet_map,
+        _talnet_detection_batches,
+        covers=("tasks.talnet.metrics:TemporalActionDetectionMAP",),
+    ),
+    "talnet/detection_mAP_padded": DDPCase(
+        _talnet_map,
+        _talnet_detection_batches,
+        padded=True,
+        covers=("tasks.talnet.metrics:TemporalActionDetectionMAP",),
+    ),
+    "talnet/proposal_AR": DDPCase(
+        _talnet_ar, _talnet_proposal_batches, covers=("tasks.talnet.metrics:AverageRecallAtN",)
+    ),
+    "talnet/proposal_AR_padded": DDPCase(
+        _talnet_ar,
+        _talnet_proposal_batches,
+        padded=True,
+        covers=("tasks.talnet.metrics:AverageRecallAtN",),
+    ),
     **{
-        f"people_depth/si_{region}": DDPCase(_depth_metric(region), _depth_batches,
-                                             covers=("tasks.people_depth.metrics:ScaleInvariantRMSE",))
+        f"people_depth/si_{region}": DDPCase(
+            _depth_metric(region),
+            _depth_batches,
+            covers=("tasks.people_depth.metrics:ScaleInvariantRMSE",),
+        )
         for region in ("full", "env", "hum", "intra", "inter")
     },
 }
 
 
 # --- running a case ------------------------------------------------------------------------------------
+
 
 def shard(batches: Sequence[tuple], rank: int, world_size: int, padded: bool) -> list[tuple]:
     """Batch i on rank i % world_size; with ``padded``, short ranks repeat batches from the start."""
@@ -171,7 +197,9 @@ def as_numbers(value: Any, prefix: str = "") -> dict[str, float]:
     if isinstance(value, dict):
         out: dict[str, float] = {}
         for key, item in value.items():
-            out.update(as_numbers(item, f"{prefix}{key}/" if isinstance(item, dict) else f"{prefix}{key}"))
+            out.update(
+                as_numbers(item, f"{prefix}{key}/" if isinstance(item, dict) else f"{prefix}{key}")
+            )
         return out
     tensor = torch.as_tensor(value).detach().double().reshape(-1)
     if tensor.numel() == 1:
@@ -191,13 +219,18 @@ def _worker(rank: int, world_size: int, init_file: str, out: str) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size,
-                            timeout=timedelta(seconds=120))
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=world_size,
+        timeout=timedelta(seconds=120),
+    )
     results: dict[str, Any] = {}
     for name, case in CASES.items():
         try:
             results[name] = run_case(case, rank, world_size)
-        except Exception as err:  # reported by the test of this case
+        except Exception as err:  # noqa: BLE001  (reported by the test of this case, not here)
             results[name] = {"error": f"{type(err).__name__}: {err}"}
         dist.barrier()
     Path(out).write_text(json.dumps(results))
@@ -208,12 +241,30 @@ def _worker(rank: int, world_size: int, init_file: str, out: str) -> None:
 def ddp_results(tmp_path_factory) -> list[dict[str, Any]]:
     """Run all cases once on 2 real gloo processes; one result dict per rank."""
     tmp = tmp_path_factory.mktemp("ddp_metrics")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.test_ddp_metrics", "--rank", str(r), "--world-size", str(WORLD_SIZE),
-             "--init-file", str(tmp / "init"), "--out", str(tmp / f"rank{r}.json")],
-            cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "tests.test_ddp_metrics",
+                "--rank",
+                str(r),
+                "--world-size",
+                str(WORLD_SIZE),
+                "--init-file",
+                str(tmp / "init"),
+                "--out",
+                str(tmp / f"rank{r}.json"),
+            ],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for r in range(WORLD_SIZE)
     ]
@@ -240,26 +291,36 @@ def test_metric_on_two_gloo_processes_equals_one_process(name, ddp_results):
         assert "error" not in got, f"{name} on rank {rank}: {got.get('error')}"
         assert got.keys() == single.keys()
         for key, value in single.items():
-            assert got[key] == pytest.approx(value, rel=case.rel, abs=1e-9), f"{name} {key} on rank {rank}"
+            assert got[key] == pytest.approx(value, rel=case.rel, abs=1e-9), (
+                f"{name} {key} on rank {rank}"
+            )
 
 
 def test_uneven_shards_are_really_uneven():
     """The harness must exercise variable-length gathers: ranks get different amounts of data."""
     batches = _talnet_detection_batches()
-    sizes = [sum(len(d) for _, dets, _ in shard(batches, r, WORLD_SIZE, False) for d in dets) for r in range(WORLD_SIZE)]
+    sizes = [
+        sum(len(d) for _, dets, _ in shard(batches, r, WORLD_SIZE, False) for d in dets)
+        for r in range(WORLD_SIZE)
+    ]
     assert len(set(sizes)) == WORLD_SIZE, sizes
     padded = shard(batches, 1, WORLD_SIZE, True)
     assert len(padded) == len(shard(batches, 0, WORLD_SIZE, True)) and padded[-1] is batches[0]
 
 
 def task_metric_classes() -> list[str]:
-    """"module:Class" of every public torchmetrics.Metric defined in tasks/*/metrics.py."""
+    """ "module:Class" of every public torchmetrics.Metric defined in tasks/*/metrics.py."""
     found = []
     for path in sorted((PROJECT_ROOT / "tasks").glob("*/metrics.py")):
         module = importlib.import_module(f"tasks.{path.parent.name}.metrics")
         for name, obj in vars(module).items():
-            if (inspect.isclass(obj) and issubclass(obj, torchmetrics.Metric) and obj.__module__ == module.__name__
-                    and not name.startswith("_") and not inspect.isabstract(obj)):
+            if (
+                inspect.isclass(obj)
+                and issubclass(obj, torchmetrics.Metric)
+                and obj.__module__ == module.__name__
+                and not name.startswith("_")
+                and not inspect.isabstract(obj)
+            ):
                 found.append(f"{module.__name__}:{name}")
     return found
 

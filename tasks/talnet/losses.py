@@ -32,8 +32,12 @@ def balanced_sample(
     """Indices of at most ``size`` samples, at most ``positive_fraction`` of them positive."""
     pos = torch.nonzero(positive).flatten()
     neg = torch.nonzero(negative).flatten()
-    pos = pos[torch.randperm(len(pos), generator=generator)[: int(size * positive_fraction)]]
-    neg = neg[torch.randperm(len(neg), generator=generator)[: size - len(pos)]]
+    pos = pos[
+        torch.randperm(len(pos), generator=generator).to(pos.device)[
+            : int(size * positive_fraction)
+        ]
+    ]
+    neg = neg[torch.randperm(len(neg), generator=generator).to(neg.device)[: size - len(pos)]]
     return pos, neg
 
 
@@ -94,9 +98,9 @@ def classifier_targets(
     """Sample RoIs of one video and label them: the matched class where tIoU >= ``foreground_iou``,
     background (``num_classes``) otherwise. Returns (rois, labels, regression targets)."""
     if len(gt) == 0:
-        labels = torch.full((len(rois),), num_classes, dtype=torch.long)
-        keep = torch.randperm(len(rois))[:sample_size]
-        return rois[keep], labels[keep], torch.zeros(len(keep), 2)
+        keep = torch.randperm(len(rois), device=rois.device)[:sample_size]
+        labels = torch.full((len(keep),), num_classes, dtype=torch.long, device=rois.device)
+        return rois[keep], labels, rois.new_zeros(len(keep), 2)
     iou = segment_iou(rois, gt)
     best, match = iou.max(dim=1)
     foreground = best >= foreground_iou

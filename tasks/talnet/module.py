@@ -169,19 +169,17 @@ class TALNetTask(pl.LightningModule):
                 r, lab, tgt = classifier_targets(
                     candidates, gt, batch["labels"][b].to(self.device), self.num_classes
                 )
-                (
-                    rois.append(r),
-                    labels.append(lab),
-                    targets.append(tgt),
-                    index.append(torch.full((len(r),), b, device=fmap.device)),
-                )
+                rois.append(r)
+                labels.append(lab)
+                targets.append(tgt)
+                index.append(torch.full((len(r),), b, device=fmap.device))
             cls_logits, cls_deltas = stream.classifier(
                 fmap, torch.cat(index), torch.cat(rois), mask.sum(1)
             )
             cls = classifier_loss(
                 cls_logits,
                 cls_deltas,
-                torch.cat(labels),
+                torch.cat(labels).to(fmap.device),
                 torch.cat(targets).to(fmap),
                 self.num_classes,
             )

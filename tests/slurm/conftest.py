@@ -15,14 +15,23 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import pytest
 
 from core.resolvers import PROJECT_ROOT
 
 SLURM_DIR = PROJECT_ROOT / "slurm"
-FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
+FINISHED = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "PREEMPTED",
+}
 
 
 def cluster_unavailable(reason: str) -> None:
@@ -46,16 +55,30 @@ class LocalCluster:
     conf: Path
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {**os.environ, "SLURM_CONF": str(self.conf), "PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true"}
+        env = {
+            **os.environ,
+            "SLURM_CONF": str(self.conf),
+            "PYTHONUNBUFFERED": "1",
+            "WANDB_SILENT": "true",
+        }
         env.pop("VISIONLAB_RUN_ID", None)  # each job resolves its own run id (its SLURM job id)
         env.update(extra)
         return env
 
     def run(self, *args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-        proc = subprocess.run(list(args), env=kwargs.pop("env", self.env()), capture_output=True, text=True,
-                              cwd=PROJECT_ROOT, **kwargs)
+        proc = subprocess.run(
+            list(args),
+            env=kwargs.pop("env", self.env()),
+            capture_output=True,
+            text=True,
+            cwd=PROJECT_ROOT,
+            check=False,
+            **kwargs,
+        )
         if check and proc.returncode != 0:
-            raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+            raise AssertionError(
+                f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+            )
         return proc
 
     def job_info(self, job_id: str) -> dict[str, str]:
@@ -76,8 +99,10 @@ class LocalCluster:
             if info.get("JobState") in states:
                 return info
             time.sleep(1.0)
-        raise AssertionError(f"job {job_id} not in {sorted(states)} after {timeout:.0f} s: {info.get('JobState')} "
-                             f"({info.get('Reason')})")
+        raise AssertionError(
+            f"job {job_id} not in {sorted(states)} after {timeout:.0f} s: {info.get('JobState')} "
+            f"({info.get('Reason')})"
+        )
 
     def wait_finished(self, job_id: str, timeout: float) -> dict[str, str]:
         return self.wait_for(job_id, FINISHED, timeout)
@@ -87,24 +112,42 @@ class LocalCluster:
 def slurm_cluster() -> LocalCluster:
     if os.geteuid() != 0:
         cluster_unavailable("the SLURM daemons must run as root")
-    missing = [c for c in ("munged", "slurmctld", "slurmd", "sbatch", "scontrol")
-               if shutil.which(c) is None and not Path("/usr/sbin", c).exists()]
+    missing = [
+        c
+        for c in ("munged", "slurmctld", "slurmd", "sbatch", "scontrol")
+        if shutil.which(c) is None and not Path("/usr/sbin", c).exists()
+    ]
     if missing:
-        cluster_unavailable(f"{', '.join(missing)} not installed; run: bash slurm/install_local_cluster.sh")
+        cluster_unavailable(
+            f"{', '.join(missing)} not installed; run: bash slurm/install_local_cluster.sh"
+        )
     # Not under pytest's tmp folder: munged (user munge) must be able to reach its socket folder.
     state = Path(tempfile.mkdtemp(prefix="visionlab-slurm-test-"))
     env = {**os.environ, "SLURMCTLD_PORT": str(_free_port()), "SLURMD_PORT": str(_free_port())}
-    proc = subprocess.run(["bash", str(SLURM_DIR / "start_local_cluster.sh"), str(state)], env=env,
-                          capture_output=True, text=True, timeout=120)
-    cluster: Optional[LocalCluster] = None
+    proc = subprocess.run(
+        ["bash", str(SLURM_DIR / "start_local_cluster.sh"), str(state)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    cluster: LocalCluster | None = None
     try:
         if proc.returncode != 0:
-            cluster_unavailable(f"slurm/start_local_cluster.sh failed ({proc.returncode}): "
-                                f"{(proc.stdout + proc.stderr).strip()}")
+            cluster_unavailable(
+                f"slurm/start_local_cluster.sh failed ({proc.returncode}): "
+                f"{(proc.stdout + proc.stderr).strip()}"
+            )
         cluster = LocalCluster(state_dir=state, conf=state / "slurm.conf")
         yield cluster
     finally:
-        stop = subprocess.run(["bash", str(SLURM_DIR / "stop_local_cluster.sh"), str(state)],
-                              capture_output=True, text=True, timeout=120)
+        stop = subprocess.run(
+            ["bash", str(SLURM_DIR / "stop_local_cluster.sh"), str(state)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         if stop.returncode == 0 and not (state / "pids").exists():
             shutil.rmtree(state, ignore_errors=True)

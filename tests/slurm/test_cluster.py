@@ -17,9 +17,14 @@ from core.resolvers import PROJECT_ROOT
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(900)]
 
 TINY = [
-    "data.generator.train_per_class=12", "data.generator.val_per_class=4", "data.generator.test_per_class=4",
-    "data.image_size=32", "data.num_workers=0", "task.backbone=test_efficientnet",
-    "callbacks.rich_progress_bar=null", "logger=csv",
+    "data.generator.train_per_class=12",
+    "data.generator.val_per_class=4",
+    "data.generator.test_per_class=4",
+    "data.image_size=32",
+    "data.num_workers=0",
+    "task.backbone=test_efficientnet",
+    "callbacks.rich_progress_bar=null",
+    "logger=csv",
 ]
 TRAIN_IMAGES = 10 * 12
 
@@ -32,8 +37,16 @@ def data_dir(tmp_path_factory) -> Path:
 def submit(cluster, tmp_path: Path, sbatch_args: list[str], train_args: list[str]) -> str:
     """sbatch slurm/train_ddp.sbatch on CPU (no GPUs requested); returns the job id."""
     out = cluster.run(
-        "sbatch", "--parsable", "--gpus-per-node=0", "--cpus-per-task=1", "--mem=3G", "--time=20",
-        f"--output={tmp_path}/%j.out", *sbatch_args, str(PROJECT_ROOT / "slurm" / "train_ddp.sbatch"), *train_args,
+        "sbatch",
+        "--parsable",
+        "--gpus-per-node=0",
+        "--cpus-per-task=1",
+        "--mem=3G",
+        "--time=20",
+        f"--output={tmp_path}/%j.out",
+        *sbatch_args,
+        str(PROJECT_ROOT / "slurm" / "train_ddp.sbatch"),
+        *train_args,
         env=cluster.env(VISIONLAB_TRAINER="slurm_cpu", VISIONLAB_PYTHON=sys.executable),
     ).stdout
     return out.strip().split(";")[0]
@@ -44,16 +57,29 @@ def read_journal(path: Path) -> list[dict]:
 
 
 def journal_args(path: Path) -> list[str]:
-    return ["+callbacks.journal._target_=tests.slurm.epoch_journal.EpochJournal", f"+callbacks.journal.path={path}"]
+    return [
+        "+callbacks.journal._target_=tests.slurm.epoch_journal.EpochJournal",
+        f"+callbacks.journal.path={path}",
+    ]
 
 
 def test_sbatch_template_trains_with_two_ddp_ranks(slurm_cluster, tmp_path, data_dir):
     """2 tasks on one node: both ranks train every epoch in one gloo group, each on half the data."""
     journal = tmp_path / "journal.jsonl"
     batch_size = 16
-    job = submit(slurm_cluster, tmp_path, ["--nodes=1", "--ntasks-per-node=2"], [
-        *TINY, f"data.batch_size={batch_size}", f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={data_dir}",
-        "trainer.max_epochs=2", *journal_args(journal)])
+    job = submit(
+        slurm_cluster,
+        tmp_path,
+        ["--nodes=1", "--ntasks-per-node=2"],
+        [
+            *TINY,
+            f"data.batch_size={batch_size}",
+            f"paths.log_dir={tmp_path / 'logs'}",
+            f"paths.data_dir={data_dir}",
+            "trainer.max_epochs=2",
+            *journal_args(journal),
+        ],
+    )
     info = slurm_cluster.wait_finished(job, timeout=600)
     log = (tmp_path / f"{job}.out").read_text()
     assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", log[-3000:]
@@ -65,7 +91,9 @@ def test_sbatch_template_trains_with_two_ddp_ranks(slurm_cluster, tmp_path, data
     assert {r["world_size"] for r in records} == {2}
     # Each rank sees half of the 120 training images: ceil(60 / 16) = 4 steps per epoch, not 8.
     steps_per_epoch = -(-TRAIN_IMAGES // 2 // batch_size)
-    assert {r["global_step"] for r in records if r["event"] == "end" and r["epoch"] == 1} == {2 * steps_per_epoch}
+    assert {r["global_step"] for r in records if r["event"] == "end" and r["epoch"] == 1} == {
+        2 * steps_per_epoch
+    }
 
     run_dir = next((tmp_path / "logs").glob(f"*/runs/slurm{job}"))
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
@@ -79,10 +107,22 @@ def test_sigusr1_requeues_and_resumes_without_losing_an_epoch(slurm_cluster, tmp
     last checkpoint must be written for epochs that are not the best."""
     journal = tmp_path / "journal.jsonl"
     max_epochs = 4
-    job = submit(slurm_cluster, tmp_path, ["--nodes=1", "--ntasks-per-node=1"], [
-        *TINY, "data.batch_size=8", f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={data_dir}",
-        f"trainer.max_epochs={max_epochs}", "test=false", *journal_args(journal),
-        "callbacks.model_checkpoint.monitor=epoch", "callbacks.model_checkpoint.mode=min"])
+    job = submit(
+        slurm_cluster,
+        tmp_path,
+        ["--nodes=1", "--ntasks-per-node=1"],
+        [
+            *TINY,
+            "data.batch_size=8",
+            f"paths.log_dir={tmp_path / 'logs'}",
+            f"paths.data_dir={data_dir}",
+            f"trainer.max_epochs={max_epochs}",
+            "test=false",
+            *journal_args(journal),
+            "callbacks.model_checkpoint.monitor=epoch",
+            "callbacks.model_checkpoint.mode=min",
+        ],
+    )
 
     # Wait for two finished epochs (each writes last.ckpt), then signal while training.
     slurm_cluster.wait_for(job, {"RUNNING"}, timeout=300)
@@ -90,7 +130,9 @@ def test_sigusr1_requeues_and_resumes_without_losing_an_epoch(slurm_cluster, tmp
     while time.monotonic() - start < 600:
         if journal.exists() and sum(r["event"] == "end" for r in read_journal(journal)) >= 2:
             break
-        assert slurm_cluster.job_info(job)["JobState"] == "RUNNING", (tmp_path / f"{job}.out").read_text()[-3000:]
+        assert slurm_cluster.job_info(job)["JobState"] == "RUNNING", (
+            tmp_path / f"{job}.out"
+        ).read_text()[-3000:]
         time.sleep(0.5)
     slurm_cluster.run("scancel", "--signal=USR1", job)
 
@@ -104,7 +146,10 @@ def test_sigusr1_requeues_and_resumes_without_losing_an_epoch(slurm_cluster, tmp
 
     run_dir = next((tmp_path / "logs").glob(f"*/runs/slurm{job}"))
     assert "Requeued SLURM job" in log
-    assert f"Restoring states from the checkpoint path at {run_dir / 'checkpoints' / 'last.ckpt'}" in log
+    assert (
+        f"Restoring states from the checkpoint path at {run_dir / 'checkpoints' / 'last.ckpt'}"
+        in log
+    )
 
     records = read_journal(journal)
     first = [r for r in records if r["attempt"] == 0]
@@ -128,25 +173,47 @@ def test_multirun_on_the_submitit_launcher_summarizes_every_job(slurm_cluster, t
     summary that lists each with its SLURM job id and metrics."""
     sweep = tmp_path / "sweep"
     proc = slurm_cluster.run(
-        sys.executable, str(PROJECT_ROOT / "train.py"), "-m", "hydra/launcher=slurm_cpu", "trainer=slurm_cpu",
-        "trainer.devices=2", "hydra.launcher.timeout_min=15", "hydra.launcher.mem_gb=4",
+        sys.executable,
+        str(PROJECT_ROOT / "train.py"),
+        "-m",
+        "hydra/launcher=slurm_cpu",
+        "trainer=slurm_cpu",
+        "trainer.devices=2",
+        "hydra.launcher.timeout_min=15",
+        "hydra.launcher.mem_gb=4",
         "++hydra.callbacks.sweep_summary._target_=callbacks.sweep_summary.SweepSummary",
-        *TINY, "data.batch_size=16", f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={data_dir}",
-        "trainer.max_epochs=1", "seed=1,2,3", f"hydra.sweep.dir={sweep}",
+        *TINY,
+        "data.batch_size=16",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"paths.data_dir={data_dir}",
+        "trainer.max_epochs=1",
+        "seed=1,2,3",
+        f"hydra.sweep.dir={sweep}",
         timeout=840,
     )
     summary = json.loads((sweep / "sweep_summary.json").read_text())
-    assert summary["num_jobs"] == 3 and summary["num_done"] == 3, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert summary["num_jobs"] == 3 and summary["num_done"] == 3, (
+        proc.stdout[-3000:] + proc.stderr[-3000:]
+    )
     jobs = sorted(summary["jobs"], key=lambda j: int(j["job"]))
     assert [j["job"] for j in jobs] == ["0", "1", "2"]
-    assert [next(o for o in j["overrides"] if o.startswith("seed=")) for j in jobs] == ["seed=1", "seed=2", "seed=3"]
+    assert [next(o for o in j["overrides"] if o.startswith("seed=")) for j in jobs] == [
+        "seed=1",
+        "seed=2",
+        "seed=3",
+    ]
     # One SLURM job array: <array id>_<index> for each job, each with submitit's log folder.
     ids = [re.fullmatch(r"(\d+)_(\d+)", j["job_id"] or "") for j in jobs]
     assert all(ids), [j["job_id"] for j in jobs]
     assert len({m.group(1) for m in ids}) == 1 and [m.group(2) for m in ids] == ["0", "1", "2"]
     for j in jobs:
         logs = "".join(p.read_text() for p in (sweep / ".submitit" / j["job_id"]).glob("*.out"))
-        assert "GLOBAL_RANK: 0, MEMBER: 1/2" in logs and "GLOBAL_RANK: 1, MEMBER: 2/2" in logs, logs[-3000:]
-        assert 0.0 <= j["metrics"]["val/acc_top1"] <= 1.0 and j["value"] == j["metrics"]["val/acc_top1"]
+        assert "GLOBAL_RANK: 0, MEMBER: 1/2" in logs and "GLOBAL_RANK: 1, MEMBER: 2/2" in logs, (
+            logs[-3000:]
+        )
+        assert (
+            0.0 <= j["metrics"]["val/acc_top1"] <= 1.0
+            and j["value"] == j["metrics"]["val/acc_top1"]
+        )
     assert summary["best"]["value"] == max(j["value"] for j in jobs)
     assert (sweep / "sweep_summary.csv").read_text().count("\n") == 4

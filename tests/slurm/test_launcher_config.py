@@ -19,7 +19,13 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import OmegaConf
 
 from callbacks.requeue import slurm_environment
-from callbacks.sweep_summary import SUMMARY_CSV, SUMMARY_JSON, format_table, summarize, write_summary
+from callbacks.sweep_summary import (
+    SUMMARY_CSV,
+    SUMMARY_JSON,
+    format_table,
+    summarize,
+    write_summary,
+)
 from core.io import atomic_write_json
 from core.resolvers import PROJECT_ROOT
 
@@ -36,27 +42,62 @@ def sbatch_text(launcher_cfg, folder: Path) -> str:
     """The sbatch file submitit writes for these launcher settings (as the launcher maps them)."""
     launcher = instantiate(launcher_cfg)
     params = dict(launcher.params)
-    executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=params.pop("max_num_timeout"))
+    executor = submitit.AutoExecutor(
+        folder=folder, cluster="slurm", slurm_max_num_timeout=params.pop("max_num_timeout")
+    )
     params.pop("submitit_folder")
-    base = {"timeout_min", "cpus_per_task", "gpus_per_node", "tasks_per_node", "mem_gb", "nodes", "name", "stderr_to_stdout"}
+    base = {
+        "timeout_min",
+        "cpus_per_task",
+        "gpus_per_node",
+        "tasks_per_node",
+        "mem_gb",
+        "nodes",
+        "name",
+        "stderr_to_stdout",
+    }
     executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
     return executor._executor._make_submission_file_text("python -m submitit.core._submit x", "uid")
 
 
 def test_slurm_launcher_runs_one_task_per_device(tmp_path):
-    cfg = compose_train(["hydra/launcher=slurm", "trainer=slurm", "trainer.devices=4", "trainer.num_nodes=2",
-                         "hydra.launcher.partition=gpu", f"hydra.sweep.dir={tmp_path}"])
+    cfg = compose_train(
+        [
+            "hydra/launcher=slurm",
+            "trainer=slurm",
+            "trainer.devices=4",
+            "trainer.num_nodes=2",
+            "hydra.launcher.partition=gpu",
+            f"hydra.sweep.dir={tmp_path}",
+        ]
+    )
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert (launcher["tasks_per_node"], launcher["nodes"], launcher["gpus_per_node"]) == (4, 2, 4)
     text = sbatch_text(cfg.hydra.launcher, tmp_path)
-    for line in ("--ntasks-per-node=4", "--nodes=2", "--gpus-per-node=4", "--partition=gpu",
-                 "--signal=USR1@120", "--requeue", "--open-mode=append"):
+    for line in (
+        "--ntasks-per-node=4",
+        "--nodes=2",
+        "--gpus-per-node=4",
+        "--partition=gpu",
+        "--signal=USR1@120",
+        "--requeue",
+        "--open-mode=append",
+    ):
         assert f"#SBATCH {line}\n" in text, line
-    assert "USR2" not in text  # submitit's own preemption signal is never sent: Lightning owns requeue
+    assert (
+        "USR2" not in text
+    )  # submitit's own preemption signal is never sent: Lightning owns requeue
 
 
 def test_slurm_cpu_launcher_asks_for_no_gpus(tmp_path):
-    cfg = compose_train(["hydra/launcher=slurm_cpu", "trainer=slurm_cpu", "trainer.devices=2", f"hydra.sweep.dir={tmp_path}"])
+    cfg = compose_train(
+        [
+            "hydra/launcher=slurm_cpu",
+            "trainer=slurm_cpu",
+            "trainer.devices=2",
+            f"hydra.sweep.dir={tmp_path}",
+        ]
+    )
     text = sbatch_text(cfg.hydra.launcher, tmp_path)
     assert "#SBATCH --ntasks-per-node=2\n" in text and "--cpus-per-task=1\n" in text
     assert "gpus" not in text and "gres" not in text
@@ -70,7 +111,9 @@ def test_local_launcher_is_one_process_per_job(tmp_path):
 
 
 def _template_signal() -> str:
-    match = re.search(r"^#SBATCH --signal=(?:B:)?(\w+)@(\d+)$", SBATCH_TEMPLATE.read_text(), re.M)
+    match = re.search(
+        r"^#SBATCH --signal=(?:B:)?(\w+)@(\d+)$", SBATCH_TEMPLATE.read_text(), re.MULTILINE
+    )
     assert match, "slurm/train_ddp.sbatch has no #SBATCH --signal line"
     return match.group(1)
 
@@ -78,19 +121,31 @@ def _template_signal() -> str:
 @pytest.mark.parametrize("trainer", ["slurm", "slurm_cpu"])
 def test_every_requeue_setting_names_the_same_signal(trainer, tmp_path):
     """The signal SLURM sends (sbatch template, launcher) is the one Lightning requeues on."""
-    cfg = compose_train([f"trainer={trainer}", "hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path}"])
+    cfg = compose_train(
+        [f"trainer={trainer}", "hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path}"]
+    )
     plugin = cfg.trainer.plugins[0]
     assert plugin._target_ == "callbacks.requeue.slurm_environment" and plugin.auto_requeue is True
     lightning = signal.Signals[plugin.requeue_signal]
-    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)["additional_parameters"]["signal"]
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)["additional_parameters"][
+        "signal"
+    ]
     assert signal.Signals["SIG" + launcher.split("@")[0]] == lightning
     assert signal.Signals["SIG" + _template_signal()] == lightning
     assert "#SBATCH --requeue" in SBATCH_TEMPLATE.read_text()
 
 
-SLURM_TASK = {"SLURM_JOB_ID": "41", "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "SLURM_NODEID": "0",
-              "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_JOB_NAME": "train",
-              "SLURM_NODELIST": "vm", "SLURM_JOB_NUM_NODES": "1"}
+SLURM_TASK = {
+    "SLURM_JOB_ID": "41",
+    "SLURM_PROCID": "1",
+    "SLURM_LOCALID": "1",
+    "SLURM_NODEID": "0",
+    "SLURM_NTASKS": "2",
+    "SLURM_NTASKS_PER_NODE": "2",
+    "SLURM_JOB_NAME": "train",
+    "SLURM_NODELIST": "vm",
+    "SLURM_JOB_NUM_NODES": "1",
+}
 
 
 def test_slurm_environment_from_the_trainer_config(monkeypatch, tmp_path):
@@ -130,14 +185,30 @@ def test_sbatch_template_is_valid_bash():
 
 # --- sweep summary -------------------------------------------------------------------------------------
 
-def make_job(sweep: Path, num: int, job_id: str, overrides: list[str], metrics: dict | None, mode: str = "max"):
+
+def make_job(
+    sweep: Path,
+    num: int,
+    job_id: str,
+    overrides: list[str],
+    metrics: dict | None,
+    mode: str = "max",
+):
     folder = sweep / str(num)
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides))
-    (folder / ".hydra" / "hydra.yaml").write_text(OmegaConf.to_yaml({"hydra": {"job": {"id": job_id, "num": num}}}))
+    (folder / ".hydra" / "hydra.yaml").write_text(
+        OmegaConf.to_yaml({"hydra": {"job": {"id": job_id, "num": num}}})
+    )
     if metrics is not None:
-        atomic_write_json(folder / "metrics.json", {"monitor": {"metric": "val/loss", "mode": mode}, "metrics": metrics,
-                                                    "best_checkpoint": str(folder / "checkpoints" / "best.ckpt")})
+        atomic_write_json(
+            folder / "metrics.json",
+            {
+                "monitor": {"metric": "val/loss", "mode": mode},
+                "metrics": metrics,
+                "best_checkpoint": str(folder / "checkpoints" / "best.ckpt"),
+            },
+        )
 
 
 def test_summary_lists_every_job_and_the_best_by_its_mode(tmp_path):
@@ -151,10 +222,16 @@ def test_summary_lists_every_job_and_the_best_by_its_mode(tmp_path):
     assert [j["job"] for j in summary["jobs"]] == ["0", "1", "2", "10"]
     assert [j["status"] for j in summary["jobs"]] == ["done", "done", "unfinished", "done"]
     assert (summary["num_jobs"], summary["num_done"]) == (4, 3)
-    assert summary["best"]["job"] == "1" and summary["best"]["job_id"] == "7_1" and summary["best"]["value"] == 0.25
+    assert (
+        summary["best"]["job"] == "1"
+        and summary["best"]["job_id"] == "7_1"
+        and summary["best"]["value"] == 0.25
+    )
     written = json.loads((sweep / SUMMARY_JSON).read_text())
     assert written["best"]["overrides"] == ["lr=0.01"]
-    assert written["best"]["best_checkpoint"] == str((sweep / "1" / "checkpoints" / "best.ckpt").resolve())
+    assert written["best"]["best_checkpoint"] == str(
+        (sweep / "1" / "checkpoints" / "best.ckpt").resolve()
+    )
     rows = (sweep / SUMMARY_CSV).read_text().splitlines()
     assert rows[0] == "job,job_id,status,overrides,monitor,value,test/acc,val/loss"
     assert rows[2] == "1,7_1,done,lr=0.01,val/loss,0.25,0.8,0.25"
@@ -167,15 +244,26 @@ def test_summary_of_max_mode_and_of_several_folders(tmp_path):
     summary = summarize([tmp_path / "a", tmp_path / "b"])
     assert summary["best"]["job"] == "1" and summary["num_jobs"] == 2
     table = format_table(summary).splitlines()
-    assert table[1].split() == ["0", "3_0", "done", "0.2000", "task=x"]  # only what the sweep varied
+    assert table[1].split() == [
+        "0",
+        "3_0",
+        "done",
+        "0.2000",
+        "task=x",
+    ]  # only what the sweep varied
     assert table[-1] == "2/2 jobs done; best: job 1 (val/loss=0.9000)"
 
 
 def test_summary_of_an_empty_folder_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="no job folders"):
         summarize([tmp_path])
-    out = subprocess.run([sys.executable, "-m", "callbacks.sweep_summary", str(tmp_path)], cwd=PROJECT_ROOT,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "callbacks.sweep_summary", str(tmp_path)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode != 0 and "no job folders" in out.stderr
 
 
@@ -185,13 +273,28 @@ def test_local_launcher_sweep_into_the_default_sweep_folder(tmp_path):
     the launching process thanks to SweepSummary), summarized when the jobs are back."""
     from tests.helpers import run_entry
 
-    run_entry("train.py", [
-        "-m", "hydra/launcher=local", "trainer=debug", "hydra.launcher.timeout_min=10",
-        "++hydra.callbacks.sweep_summary._target_=callbacks.sweep_summary.SweepSummary",
-        "data.generator.train_per_class=12", "data.generator.val_per_class=4", "data.generator.test_per_class=4",
-        "data.image_size=32", "data.num_workers=0", "data.batch_size=16", "task.backbone=test_efficientnet",
-        "logger=csv", f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={tmp_path / 'data'}", "seed=1,2",
-    ], timeout=600)
+    run_entry(
+        "train.py",
+        [
+            "-m",
+            "hydra/launcher=local",
+            "trainer=debug",
+            "hydra.launcher.timeout_min=10",
+            "++hydra.callbacks.sweep_summary._target_=callbacks.sweep_summary.SweepSummary",
+            "data.generator.train_per_class=12",
+            "data.generator.val_per_class=4",
+            "data.generator.test_per_class=4",
+            "data.image_size=32",
+            "data.num_workers=0",
+            "data.batch_size=16",
+            "task.backbone=test_efficientnet",
+            "logger=csv",
+            f"paths.log_dir={tmp_path / 'logs'}",
+            f"paths.data_dir={tmp_path / 'data'}",
+            "seed=1,2",
+        ],
+        timeout=600,
+    )
     sweep = next((tmp_path / "logs" / "classification-shapes" / "multiruns").iterdir())
     summary = json.loads((sweep / SUMMARY_JSON).read_text())
     assert (summary["num_jobs"], summary["num_done"]) == (2, 2)

@@ -248,3 +248,33 @@ def test_detections_of_a_video_do_not_depend_on_its_batch():
     assert len(alone["detections"]) > 0
     torch.testing.assert_close(alone["detections"], padded["detections"])
     torch.testing.assert_close(alone["proposals"], padded["proposals"])
+
+
+def test_fast_dev_run_from_pre_extracted_features(cfg_train, tmp_path):
+    from hydra.utils import instantiate
+
+    raw = cfg_train(["task=talnet", *SMALL_DATA])
+    instantiate(raw.data).prepare_data()  # generate + extract once (shared with the test above)
+    features = Path(raw.data.root) / raw.data.features_subdir
+    cfg = cfg_train(
+        [
+            "task=talnet",
+            "data=thumos14_features",
+            f"data.features_dir={features}",
+            f"data.annotation_file={features / 'thumos14.json'}",
+            "data.feature_dim=96",
+            "data.feat_stride=2",
+            "data.num_frames=5",
+            "data.batch_size=4",
+            "trainer=debug",
+        ],
+        run_dir=tmp_path / "features_run",
+    )
+    metrics = train(cfg)
+    assert 0.0 <= metrics["test/mAP"] <= 1.0
+    results = json.loads((tmp_path / "features_run" / "detections_activitynet.json").read_text())
+    assert sorted(results["results"]) == [
+        "video_test_0000001",
+        "video_test_0000002",
+        "video_test_0000003",
+    ]
