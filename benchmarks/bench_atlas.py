@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--fit-size", type=int, default=None, help="UMAP fit subset (null: fit on all)")
     parser.add_argument("--icons", type=int, default=64)
     parser.add_argument("--steps", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)))
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     parser.add_argument("--child", nargs=2, metavar=("STAGE", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--work", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -143,7 +143,7 @@ def main() -> None:
                        *functools.reduce(operator.iadd, [[f"--{k.replace('_', '-')}", str(v)] for k, v in vars(args).items()
                              if k in ("layer", "channels", "attribution_classes", "icons", "steps", "threads")
                              ], []), *(["--fit-size", str(args.fit_size)] if args.fit_size else [])]
-                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
                 lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
                 if proc.returncode != 0 or not lines:
                     print(f"{name:<11}{n:>8}    failed: {proc.stderr[-800:]}")

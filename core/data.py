@@ -23,6 +23,10 @@ class DataFormatError(ValueError):
         self.line = line
         self.problem = problem
 
+    def __reduce__(self):
+        # Picklable with its own arguments: a job's error travels back through submitit/multiprocessing.
+        return (type(self), (self.path, self.problem, self.line))
+
 
 def require_file(path: str | Path, what: str = "file") -> Path:
     """Return ``path`` if it exists, else raise a FileNotFoundError that says what was expected."""

@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
+from pytorch_lightning.callbacks import LearningRateMonitor
 from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -93,6 +94,8 @@ def write_metrics(cfg: DictConfig, trainer: pl.Trainer, metrics: dict[str, float
 def build_trainer(cfg: DictConfig, with_callbacks: bool = True) -> pl.Trainer:
     callbacks = instantiate_group(cfg.get("callbacks")) if with_callbacks else []
     loggers = instantiate_group(cfg.get("logger"))
+    if not loggers:  # nothing to report learning rates to (logger=none): Lightning would refuse
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 

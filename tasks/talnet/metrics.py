@@ -63,26 +63,33 @@ def match_detections(
     thresholds = np.asarray(tiou_thresholds, dtype=np.float64)
     order = np.argsort(-np.asarray(det_scores, dtype=np.float64), kind="stable")
     tp = np.zeros((len(thresholds), len(order)), dtype=bool)
-    gt_by_video: dict[int, np.ndarray] = {}
-    for video in np.unique(gt_videos):
-        gt_by_video[int(video)] = np.flatnonzero(gt_videos == video)
     taken = np.zeros((len(thresholds), len(gt_videos)), dtype=bool)
-    for rank, d in enumerate(order):
-        candidates = gt_by_video.get(int(det_videos[d]))
-        if candidates is None:
+    ranked_videos = np.asarray(det_videos)[order]
+    ranked_segments = np.asarray(det_segments, dtype=np.float64).reshape(-1, 2)[order]
+    # per video, all overlaps at once: row r holds detection r's ground truths by descending tIoU
+    candidates_of: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+    for video in np.unique(ranked_videos):
+        ranks = np.flatnonzero(ranked_videos == video)
+        candidates = np.flatnonzero(gt_videos == video)
+        if len(candidates) == 0:
             continue
-        overlaps = tiou(det_segments[d], gt_segments[candidates])
-        by_overlap = np.argsort(-overlaps, kind="stable")
-        for t, threshold in enumerate(thresholds):
-            for j in by_overlap:
-                if overlaps[j] < threshold:
+        overlaps = pairwise_tiou(ranked_segments[ranks], gt_segments[candidates])
+        by_overlap = np.argsort(-overlaps, axis=1, kind="stable")
+        sorted_overlaps = np.take_along_axis(overlaps, by_overlap, axis=1)
+        candidates_of[int(video)] = (ranks, candidates, by_overlap, sorted_overlaps)
+    for ranks, candidates, by_overlap, sorted_overlaps in candidates_of.values():
+        for row, rank in enumerate(ranks.tolist()):
+            ordered = candidates[by_overlap[row]].tolist()
+            overlaps = sorted_overlaps[row].tolist()
+            for t, threshold in enumerate(thresholds.tolist()):
+                for g, overlap in zip(ordered, overlaps):
+                    if overlap < threshold:
+                        break
+                    if taken[t, g]:
+                        continue
+                    taken[t, g] = True
+                    tp[t, rank] = True
                     break
-                g = candidates[j]
-                if taken[t, g]:
-                    continue
-                taken[t, g] = True
-                tp[t, rank] = True
-                break
     return tp
 
 

@@ -278,3 +278,15 @@ def test_fast_dev_run_from_pre_extracted_features(cfg_train, tmp_path):
         "video_test_0000002",
         "video_test_0000003",
     ]
+
+
+@pytest.mark.parametrize("experiment", ["talnet_thumos14", "talnet_demo"])
+def test_experiment_configs_compose_and_build(experiment, cfg_train):
+    from hydra.utils import instantiate
+
+    cfg = cfg_train([f"experiment={experiment}"])
+    task = instantiate(cfg.task, _convert_="all")
+    assert cfg.monitor.metric == "val/mAP" and task.hparams.feature_dim == cfg.data.feature_dim
+    # every anchor scale gets its own tower, dilated for its (context-extended) length
+    dilations = [tower.dilation for tower in task.model.streams["rgb"].spn.towers]
+    assert len(dilations) == len(cfg.task.anchor_scales) and dilations == sorted(dilations)
