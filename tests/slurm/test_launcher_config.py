@@ -300,3 +300,15 @@ def test_local_launcher_sweep_into_the_default_sweep_folder(tmp_path):
     assert (summary["num_jobs"], summary["num_done"]) == (2, 2)
     assert [o[-1] for o in (j["overrides"] for j in summary["jobs"])] == ["seed=1", "seed=2"]
     assert all((sweep / ".submitit" / j["job_id"]).is_dir() for j in summary["jobs"])
+
+
+def test_a_job_error_survives_the_trip_back_from_the_cluster():
+    """submitit pickles a failed job's exception; a DataFormatError must unpickle with its fields
+    (it once failed to, hiding the job's real error behind a TypeError in the launcher)."""
+    import pickle
+
+    from core.data import DataFormatError
+
+    err = pickle.loads(pickle.dumps(DataFormatError("/data/gt.csv", "expected 4 columns", 7)))
+    assert str(err) == "/data/gt.csv:7: expected 4 columns"
+    assert (err.path, err.problem, err.line) == (Path("/data/gt.csv"), "expected 4 columns", 7)
