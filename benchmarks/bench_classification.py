@@ -21,7 +21,7 @@ from tasks.classification.module import ImageClassificationTask
 
 def plain_loop(task: ImageClassificationTask, batches: list) -> float:
     model, criterion = task.model, task.criterion
-    optimizer = task.configure_optimizers()["optimizer"]
+    optimizer = task.configure_optimizers()  # lr_schedule="constant": the optimizer alone
     model.train()
     start = time.perf_counter()
     for images, targets in batches:

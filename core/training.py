@@ -118,7 +118,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update(_scalars(trainer.callback_metrics))
         if trainer.checkpoint_callback is not None:
             extra["best_checkpoint"] = trainer.checkpoint_callback.best_model_path or None
-            extra["last_checkpoint"] = getattr(trainer.checkpoint_callback, "last_model_path", None) or None
+        last = Path(cfg.paths.output_dir) / LAST_CHECKPOINT
+        extra["last_checkpoint"] = str(last) if last.exists() else None
     if cfg.get("test"):
         best = extra.get("best_checkpoint")
         if not cfg.get("train") or not best:
