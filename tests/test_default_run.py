@@ -14,8 +14,8 @@ def test_default_run_trains_far_above_chance(tmp_path):
     (run_dir,) = (tmp_path / "logs").glob("classification-shapes/runs/default")
     metrics = read_metrics(run_dir)["metrics"]
     chance = 1 / 10
-    assert metrics["val/acc_top1"] >= 5 * chance
-    assert metrics["test/acc_top1"] >= 5 * chance
+    assert metrics["val/acc_top1"] >= 6 * chance  # about 0.88 measured
+    assert metrics["test/acc_top1"] >= 6 * chance
     assert (run_dir / "checkpoints" / "last.ckpt").exists() and (run_dir / "predictions.csv").exists()
 
 
