@@ -84,6 +84,7 @@ def test_experiment_configs_compose(experiment, cfg_train):
 @pytest.mark.slow  # W&B's offline run start-up takes tens of seconds on a busy machine
 def test_side_by_side_video_is_logged_to_wandb(cfg_train, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
-    train(cfg_train([*TINY, "trainer=debug", "logger=wandb"]))
+    # not trainer=debug: fast_dev_run swaps every logger for a dummy
+    train(cfg_train([*TINY, "trainer.max_epochs=1", "+trainer.limit_train_batches=1", "logger=wandb"]))
     videos = list((tmp_path / "run").glob("wandb/offline-run-*/files/media/videos/test/side_by_side_*.mp4"))
     assert len(videos) == 1 and (tmp_path / "run" / VIDEO_NAME).exists()
