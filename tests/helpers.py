@@ -26,3 +26,43 @@ def run_entry(script: str, args: list[str], timeout: float = 600, env: dict | No
 
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "metrics.json").read_text())
+
+
+def read_wandb_run(path: Path) -> tuple[dict[str, list], dict]:
+    """The metric history and config of an offline W&B run file (``run-<id>.wandb``).
+
+    The file is a W&B header (':W&B', magic, version: 7 bytes) then LevelDB-log style chunks in
+    32 KiB blocks (crc32, little-endian length, type FULL/FIRST/MIDDLE/LAST) holding protobuf
+    Records; offline runs keep their metrics only there until ``wandb sync``."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data = Path(path).read_bytes()
+    assert data[:4] == b":W&B", f"{path}: not a W&B run file"
+    block, pos, pending, records = 32768, 7, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # too little room left for a chunk header: next block
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind == 0 and length == 0:
+            break
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+    history: dict[str, list] = {}
+    config: dict = {}
+    for record in records:
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            for item in record.history.item:
+                history.setdefault(item.key or "/".join(item.nested_key), []).append(json.loads(item.value_json))
+        elif kind == "config":
+            for item in record.config.update:
+                config[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return history, config

@@ -11,7 +11,7 @@ import torch
 
 from core.training import evaluate, train
 from tasks.classification.module import ImageClassificationTask
-from tests.helpers import read_metrics, run_entry
+from tests.helpers import read_metrics, read_wandb_run, run_entry
 
 SMALL_SHAPES = [
     "data.generator.train_per_class=12", "data.generator.val_per_class=4",
@@ -129,13 +129,14 @@ def test_wandb_offline_run_holds_metrics(cfg_train, tmp_path):
     import wandb
 
     wandb.finish()
-    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1, "W&B offline run folder missing"
-    summary = json.loads((runs[0] / "files" / "wandb-summary.json").read_text())
-    assert summary["val/acc_top1"] == pytest.approx(metrics["val/acc_top1"])
-    config_text = (runs[0] / "files" / "config.yaml").read_text()
-    assert "tinynet_e" in config_text and "label_smoothing" in config_text
-    assert any(key.startswith("val/samples") for key in summary), "sample images were not logged"
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1, "W&B offline run file missing"
+    history, config = read_wandb_run(runs[0])
+    assert history["val/acc_top1"][-1] == pytest.approx(metrics["val/acc_top1"])
+    assert "train/loss_epoch" in history
+    assert "tinynet_e" in json.dumps(config) and "label_smoothing" in json.dumps(config)
+    images = list(runs[0].parent.glob("files/media/images/val/samples_*.png"))
+    assert images, "sample images were not logged"
 
 
 def test_hydra_cli_help_and_cfg():
