@@ -61,3 +61,15 @@ def cfg_eval(tmp_path, shared_data_dir) -> Callable[..., DictConfig]:
         return compose_config("eval", overrides, run_dir or tmp_path / "eval", data_dir or shared_data_dir)
 
     return make
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for small CPU models: on a loaded 2-core machine two threads spin against
+    each other (measured 6-20x slower). Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -45,13 +45,7 @@ def raw_root(tmp_path_factory) -> Path:
     return write_thumos14(tmp_path_factory.mktemp("th14") / "thumos14", **SMALL)
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Small CPU models run fastest on one thread when the machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_parse_annotation_file_real_format(tmp_path):

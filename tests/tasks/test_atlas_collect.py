@@ -14,13 +14,7 @@ from tasks.atlas.collect import ActivationStore, collect_activations
 from tasks.atlas.network import LayerTap, find_layer, load_classifier, spatial_view
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a loaded 2-core machine two threads spin against each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class NoiseImages(Dataset):

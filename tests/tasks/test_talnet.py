@@ -34,13 +34,7 @@ SMALL_DATA = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Small CPU models run fastest on one thread when the machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_anchors_per_scale():
