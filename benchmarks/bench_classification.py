@@ -21,7 +21,7 @@ from tasks.classification.module import ImageClassificationTask
 
 def plain_loop(task: ImageClassificationTask, batches: list) -> float:
     model, criterion = task.model, task.criterion
-    optimizer = task.configure_optimizers()  # lr_schedule="constant": the optimizer alone
+    optimizer = task.configure_optimizers()  # scheduler=None (constant): the optimizer alone
     model.train()
     start = time.perf_counter()
     for images, targets in batches:
@@ -66,7 +66,7 @@ def main() -> None:
         (torch.randn(args.batch_size, 3, args.image_size, args.image_size), torch.randint(0, 10, (args.batch_size,)))
         for _ in range(args.steps)
     ]
-    base = ImageClassificationTask(args.backbone, 10, args.image_size, lr_schedule="constant",
+    base = ImageClassificationTask(args.backbone, 10, args.image_size, scheduler=None,
                                    optimizer={"opt": "adamw", "lr": 1e-3})
     plain_loop(copy.deepcopy(base), batches[:3])  # warm-up (allocator, kernels)
     plain, light = [], []

@@ -82,7 +82,7 @@ def through_task(args, images, targets, sync) -> float:
     task = ImageClassificationTask(
         backbone="compound_scaled_efficientnet", num_classes=1000, image_size=args.image_size,
         drop_rate=0.2, drop_path_rate=0.2, label_smoothing=0.1, optimizer=OPTIMIZER,
-        lr_schedule="constant", channels_last=args.channels_last,
+        scheduler=None, channels_last=args.channels_last,
     )
     timer = StepTimer(args.warmup, sync)
     accelerator = "gpu" if args.device.startswith("cuda") else "cpu"

@@ -38,7 +38,7 @@ def random_detections(
     annotation_file: Path, out: Path, per_video: int = 200, seed: int = 0
 ) -> Path:
     """Chance floor: uniformly random segments, classes and scores, in the ActivityNet format."""
-    from datamodules.thumos14_features import THUMOS14_CLASSES
+    from datamodules.thumos14_annotations import THUMOS14_CLASSES
 
     rng = np.random.default_rng(seed)
     database = json.loads(annotation_file.read_text())["database"]

@@ -27,8 +27,14 @@ class BuildActivationAtlas(pl.Callback):
         if datamodule is None:
             raise ValueError("BuildActivationAtlas needs the images of a DataModule: pass datamodule= to fit()")
         network = copy.deepcopy(getattr(pl_module, "model", pl_module)).cpu()
-        classifier = Classifier(network, tuple(getattr(datamodule, "mean", IMAGENET_MEAN)),
-                                tuple(getattr(datamodule, "std", IMAGENET_STD)))
+        classifier = Classifier(
+            network, tuple(getattr(datamodule, "mean", IMAGENET_MEAN)), tuple(getattr(datamodule, "std", IMAGENET_STD))
+        )
         dataset = atlas_dataset(datamodule, self.atlas.split)
-        self.atlas.build(classifier, dataset, Path(trainer.default_root_dir) / self.output_subdir,
-                         getattr(datamodule, "class_names", ()), trainer.loggers)
+        self.atlas.build(
+            classifier,
+            dataset,
+            Path(trainer.default_root_dir) / self.output_subdir,
+            getattr(datamodule, "class_names", ()),
+            trainer.loggers,
+        )

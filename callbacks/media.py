@@ -1,29 +1,10 @@
-"""Send sample images to the experiment loggers that can show them (W&B, TensorBoard)."""
+"""Log sample validation images with their captions (through core.media, to any logger)."""
 
 from __future__ import annotations
 
-import torch
 import pytorch_lightning as pl
-from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
-from torchvision.utils import make_grid
 
-
-def to_displayable(images: torch.Tensor) -> torch.Tensor:
-    """Min-max scale each (normalized) image to [0, 1] for display."""
-    flat = images.detach().float().flatten(1)
-    low, high = flat.min(1).values, flat.max(1).values
-    scale = (high - low).clamp_min(1e-6)
-    return ((images.detach().float() - low[:, None, None, None]) / scale[:, None, None, None]).clamp(0, 1)
-
-
-def log_images(trainer: pl.Trainer, key: str, images: torch.Tensor, captions: list[str]) -> None:
-    """Log a batch of (C, H, W) images to every logger that takes images."""
-    images = to_displayable(images.cpu())
-    for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
-            logger.log_image(key=key, images=list(images), caption=captions, step=trainer.global_step)
-        elif isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_image(key, make_grid(images, nrow=8), global_step=trainer.global_step)
+from core.media import log_image, to_displayable
 
 
 class LogSampleImages(pl.Callback):
@@ -39,4 +20,5 @@ class LogSampleImages(pl.Callback):
         if not hasattr(pl_module, "sample_images") or not trainer.loggers:
             return
         images, captions = pl_module.sample_images(batch)
-        log_images(trainer, "val/samples", images[: self.max_images], captions[: self.max_images])
+        images = to_displayable(images[: self.max_images].cpu())
+        log_image(trainer, "val/samples", images, captions=list(captions[: self.max_images]))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 from filelock import FileLock
 
@@ -28,12 +30,70 @@ class DataFormatError(ValueError):
         return (type(self), (self.path, self.problem, self.line))
 
 
+@runtime_checkable
+class CountsSkippedSamples(Protocol):
+    """The contract of a DataModule that can skip bad samples instead of failing: it has
+    ``skipped_samples``, the number skipped so far (all splits, all DataLoader workers of this
+    process), which callbacks.skipped_samples.ReportSkippedSamples logs and warns about each epoch.
+    A DataModule that never skips has no such attribute."""
+
+    skipped_samples: int
+
+
 def require_file(path: str | Path, what: str = "file") -> Path:
     """Return ``path`` if it exists, else raise a FileNotFoundError that says what was expected."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: expected {what}, but it does not exist")
     return path
+
+
+def read_json(path: str | Path, what: str = "JSON file") -> Any:
+    """Parse a JSON data file. A missing file raises FileNotFoundError saying what was expected;
+    unreadable bytes or invalid JSON raise DataFormatError with the file, line and column."""
+    path = require_file(path, what)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataFormatError(path, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise DataFormatError(path, f"cannot read {what} ({err.strerror or err})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataFormatError(path, f"not valid JSON: {err.msg} (column {err.colno})", err.lineno) from None
+
+
+def resolve_inside(root: str | Path, name: str, file: str | Path, line: Optional[int] = None, suffix: str = "") -> Path:
+    """``root / (name + suffix)`` for a ``name`` read from a data file, refusing any name that would
+    leave ``root`` (``..``, an absolute path, a symlinked escape): a data file never acts outside
+    its folder. The error names ``file`` and ``line``."""
+    root = Path(root)
+    text = str(name)
+    if not text or "\x00" in text or Path(text).is_absolute() or text.startswith("~"):
+        raise DataFormatError(file, f"name {text!r} is empty or an absolute path, not a name inside {root}; refused", line)
+    if ".." in Path(text).parts:
+        raise DataFormatError(file, f"name {text!r} steps out of {root} with '..'; refused", line)
+    candidate = root / (text + suffix)
+    try:
+        candidate.resolve().relative_to(root.resolve())
+    except ValueError:
+        raise DataFormatError(file, f"name {text!r} resolves outside {root}; refused", line) from None
+    return candidate
+
+
+def line_of_key(path: str | Path, key: str) -> Optional[int]:
+    """The first line of a JSON file that holds ``"key"``, to name it in an error (None if absent)."""
+    import json
+
+    needle = json.dumps(key)
+    try:
+        for number, text in enumerate(Path(path).read_text().splitlines(), start=1):
+            if needle in text:
+                return number
+    except (OSError, UnicodeDecodeError):
+        return None
+    return None
 
 
 def ensure_generated(root: str | Path, generator: Optional[Callable[[Path], object]]) -> Path:
@@ -55,6 +115,7 @@ def ensure_generated(root: str | Path, generator: Optional[Callable[[Path], obje
         if root.exists():
             return root
         tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; a shared data folder must follow the umask
         try:
             log.info("Generating data set into %s", root)
             generator(tmp)
@@ -63,3 +124,9 @@ def ensure_generated(root: str | Path, generator: Optional[Callable[[Path], obje
             if tmp.exists():
                 shutil.rmtree(tmp)
     return root
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -6,6 +6,7 @@ import os
 import time
 import uuid
 from pathlib import Path
+from typing import Optional
 
 from omegaconf import OmegaConf
 
@@ -31,10 +32,42 @@ def unique_run_id() -> str:
     return os.environ[RUN_ID_ENV]
 
 
+def _multirun_job_num() -> Optional[int]:
+    """This job's number within a multirun (any launcher), or None outside a multirun."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    return int(hydra_cfg.job.num)
+
+
+def job_run_id(run_id: str) -> str:
+    """The id of one job's own experiment-logger run (W&B ``id``): ``run_id`` for a single run,
+    ``<run_id>-<job num>`` for a job of a multirun, whose jobs share ``run_id`` (the sweep id).
+    Stable across a requeue or a resumed run, so the job continues its own W&B run."""
+    num = _multirun_job_num()
+    return str(run_id) if num is None else f"{run_id}-{num}"
+
+
+def sweep_group(run_id: str) -> str:
+    """The W&B ``group`` of a job: the sweep id (``run_id``) in a multirun, empty for a single run."""
+    return str(run_id) if _multirun_job_num() is not None else ""
+
+
 def register_resolvers() -> None:
-    for name, fn in {
+    from core.registry import RESOLVERS, lazy_function
+
+    resolvers = {
         "unique_run_id": unique_run_id,
         "project_root": lambda: str(PROJECT_ROOT),
-    }.items():
+        "job_run_id": job_run_id,
+        "sweep_group": sweep_group,
+    }
+    resolvers.update({name: lazy_function(target) for name, target in RESOLVERS.items()})
+    for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

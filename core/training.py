@@ -10,15 +10,29 @@ from typing import Any, Optional
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.plugins import CheckpointIO
 from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from core.io import atomic_write_json, atomic_write_text
+from core.checkpoint import AtomicCheckpointIO, CheckpointError, read_checkpoint
+from core.config_check import check_config_types
+from core.guards import guards
+from core.io import atomic_write_json, atomic_write_text, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+RUN_CONFIG = "config_resolved.yaml"
+# The config groups that define a run's model and data: a run directory holds one such run.
+RUN_DEFINING_KEYS = ("task", "data")
+# Keys that may differ between attempts of one run (they change speed, not results).
+RUN_NEUTRAL_KEYS = {"data.num_workers"}
+
+
+class RunMismatchError(RuntimeError):
+    """The run directory belongs to a run with another model or data config."""
 
 
 def instantiate_group(group: Optional[DictConfig]) -> list[Any]:
@@ -52,17 +66,64 @@ def resume_checkpoint(cfg: DictConfig) -> Optional[str]:
     last = Path(cfg.paths.output_dir) / LAST_CHECKPOINT
     requested = cfg.get("ckpt_path")
     if requested is None:
-        return str(last) if last.exists() else None
-    if requested == "last":
+        chosen = last if last.exists() else None
+    elif requested == "last":
         if not last.exists():
             raise FileNotFoundError(
                 f"ckpt_path=last: {last} does not exist. Pass the run_id of the run to resume "
                 "(run_id=<folder name under runs/>) or a checkpoint path."
             )
-        return str(last)
-    if not Path(requested).exists():
+        chosen = last
+    elif not Path(requested).exists():
         raise FileNotFoundError(f"ckpt_path={requested}: no such checkpoint file")
-    return str(requested)
+    else:
+        chosen = Path(requested)
+    if chosen is None:
+        return None
+    read_checkpoint(chosen, get_class(cfg.task._target_))  # whole, and saved by this task
+    return str(chosen)
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: node}
+
+
+def run_config_difference(previous: dict, current: dict) -> list[str]:
+    """``key: there -> here`` for every run-defining key whose value differs."""
+    old = {k: v for g in RUN_DEFINING_KEYS for k, v in _flatten(previous.get(g) or {}, g).items()}
+    new = {k: v for g in RUN_DEFINING_KEYS for k, v in _flatten(current.get(g) or {}, g).items()}
+    missing = object()
+    return [
+        f"{key}: {old.get(key, '<unset>')!s} there, {new.get(key, '<unset>')!s} here"
+        for key in sorted(set(old) | set(new))
+        if key not in RUN_NEUTRAL_KEYS and old.get(key, missing) != new.get(key, missing)
+    ]
+
+
+def check_same_run(cfg: DictConfig) -> None:
+    """Refuse to train in a run directory that holds another run (its config differs in the keys
+    that define the model and data). Two jobs of one SLURM allocation share ``SLURM_JOB_ID`` and so
+    the run directory; without this one would resume, or overwrite, the other's checkpoints."""
+    previous_file = Path(cfg.paths.output_dir) / RUN_CONFIG
+    if not previous_file.exists():
+        return
+    previous = OmegaConf.to_container(OmegaConf.load(previous_file), resolve=False)
+    current = OmegaConf.to_container(cfg, resolve=True)
+    difference = run_config_difference(previous, current)
+    if difference:
+        shown = "; ".join(difference[:5]) + (f"; and {len(difference) - 5} more" if len(difference) > 5 else "")
+        slurm, step = os.environ.get("SLURM_JOB_ID"), os.environ.get("SLURM_STEP_ID")
+        why = f" (both runs have SLURM_JOB_ID={slurm})" if slurm else ""
+        example = f"run_id=slurm{slurm}_step{step}" if slurm and step else "run_id=<new id>"
+        raise RunMismatchError(
+            f"{cfg.paths.output_dir} holds another run{why} whose config differs: {shown}. Refusing to "
+            f"resume or overwrite it: give this run its own folder ({example})."
+        )
 
 
 def log_run_config(cfg: DictConfig, trainer: pl.Trainer) -> None:
@@ -92,25 +153,58 @@ def write_metrics(cfg: DictConfig, trainer: pl.Trainer, metrics: dict[str, float
 
 
 def build_trainer(cfg: DictConfig, with_callbacks: bool = True) -> pl.Trainer:
+    """The Trainer of the config, plus what every run gets: atomic checkpoint writes and the
+    core.guards checks (finite loss, class count / feature width, task stamp in checkpoints)."""
     callbacks = instantiate_group(cfg.get("callbacks")) if with_callbacks else []
     loggers = instantiate_group(cfg.get("logger"))
     if not loggers:  # nothing to report learning rates to (logger=none): Lightning would refuse
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    plugins = [instantiate(p) for p in (cfg.trainer.get("plugins") or [])]
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())
+    return instantiate(
+        cfg.trainer, callbacks=[*guards(), *callbacks], logger=loggers or False, plugins=plugins
+    )
+
+
+def finish_loggers(trainer: pl.Trainer, failed: bool = False) -> None:
+    """Finish each W&B logger's run (``exit_code`` 1 on failure); Lightning finalizes the other
+    loggers itself. An open run would be reused by the next job of an in-process multirun."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            run = getattr(logger, "_experiment", None)  # None: no run was started, nothing to end
+            if run is not None and hasattr(run, "finish"):
+                run.finish(exit_code=1 if failed else 0)
+                logger._experiment = None
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit and/or test the task on the data set; return the final metrics (also in metrics.json)."""
     check_launch(cfg)
+    check_config_types(cfg)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
+    check_same_run(cfg)
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0:
+        remove_stale_temporaries(cfg.paths.output_dir, recursive=True)
 
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
     task: pl.LightningModule = instantiate(cfg.task, _convert_="all")
     trainer = build_trainer(cfg)
-    log_run_config(cfg, trainer)
+    try:
+        metrics = _fit_and_test(cfg, trainer, datamodule, task)
+    except BaseException:
+        finish_loggers(trainer, failed=True)
+        raise
+    finish_loggers(trainer)
+    return metrics
 
+
+def _fit_and_test(
+    cfg: DictConfig, trainer: pl.Trainer, datamodule: pl.LightningDataModule, task: pl.LightningModule
+) -> dict[str, float]:
+    log_run_config(cfg, trainer)
     metrics: dict[str, float] = {}
     extra: dict[str, Any] = {}
     if cfg.get("train"):
@@ -136,22 +230,44 @@ def load_task(cfg: DictConfig) -> pl.LightningModule:
         path = Path(cfg.ckpt_path)
         if not path.exists():
             raise FileNotFoundError(f"ckpt_path={path}: no such checkpoint file")
-        return get_class(cfg.task._target_).load_from_checkpoint(path, map_location="cpu")
+        task_class = get_class(cfg.task._target_)
+        read_checkpoint(path, task_class)
+        try:
+            return task_class.load_from_checkpoint(path, map_location="cpu")
+        except (TypeError, KeyError) as err:
+            raise CheckpointError(path, f"does not fit {cfg.task._target_} ({err})") from None
     return instantiate(cfg.task, _convert_="all")
+
+
+def require_ckpt_path(cfg: DictConfig) -> None:
+    """eval.py scores a checkpoint: leaving ``ckpt_path`` out is an error, not an untrained model."""
+    if OmegaConf.is_missing(cfg, "ckpt_path") or "ckpt_path" not in cfg:
+        raise ValueError(
+            "eval.py needs the checkpoint to score: pass ckpt_path=<file>.ckpt. A task that builds "
+            "itself from other checkpoints (task=talnet_fusion with task.stream_checkpoints.*) "
+            "takes ckpt_path=null explicitly."
+        )
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test a checkpoint on the data set's test split; write metrics.json and the task's outputs."""
+    require_ckpt_path(cfg)
+    check_config_types(cfg)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
     datamodule = instantiate(cfg.data)
     task = load_task(cfg)
     trainer = build_trainer(cfg, with_callbacks=False)
-    log_run_config(cfg, trainer)
-    trainer.test(task, datamodule=datamodule)
-    metrics = _scalars(trainer.callback_metrics)
-    write_metrics(cfg, trainer, metrics, {"checkpoint": cfg.get("ckpt_path")})
+    try:
+        log_run_config(cfg, trainer)
+        trainer.test(task, datamodule=datamodule)
+        metrics = _scalars(trainer.callback_metrics)
+        write_metrics(cfg, trainer, metrics, {"checkpoint": cfg.get("ckpt_path")})
+    except BaseException:
+        finish_loggers(trainer, failed=True)
+        raise
+    finish_loggers(trainer)
     return metrics
 
 

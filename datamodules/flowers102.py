@@ -26,7 +26,25 @@ def load_mat(path: Path, keys: list[str]) -> dict[str, np.ndarray]:
     missing = [k for k in keys if k not in mat]
     if missing:
         raise DataFormatError(path, f"missing variables {missing}")
-    return {k: np.asarray(mat[k]).reshape(-1).astype(np.int64) for k in keys}
+    return {k: integer_values(path, k, mat[k]) for k in keys}
+
+
+def integer_values(path: Path, key: str, value) -> np.ndarray:
+    """A MATLAB variable as int64, refusing what is not a whole number (MATLAB stores the official
+    labels and ids as doubles, so integral floats are fine; 1.7 is not a class)."""
+    array = np.asarray(value)
+    if array.dtype.kind in "iu":
+        return array.reshape(-1).astype(np.int64)
+    if array.dtype.kind != "f":
+        raise DataFormatError(path, f"variable '{key}' must hold integers, found {array.dtype}")
+    flat = array.reshape(-1)
+    bad = np.flatnonzero(~np.isfinite(flat) | (flat != np.round(flat)))
+    if bad.size:
+        raise DataFormatError(
+            path, f"variable '{key}' must hold whole numbers; {key}[{bad[0]}] = {flat[bad[0]]!r} "
+            f"({bad.size} such values)"
+        )
+    return flat.astype(np.int64)
 
 
 class Flowers102DataModule(ImageClassificationDataModule):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -20,25 +21,30 @@ log = logging.getLogger(__name__)
 
 
 class SkipCounter:
-    """A count of skipped samples shared by the DataLoader worker processes."""
+    """Which samples failed to load, shared by the DataLoader worker processes: one flag per
+    sample, so a bad file counts once however many epochs (and workers) meet it."""
 
-    def __init__(self) -> None:
-        self._value = multiprocessing.Value("i", 0)
+    def __init__(self, size: int) -> None:
+        self._flags = multiprocessing.RawArray("b", max(size, 1))
 
-    def add(self, n: int = 1) -> None:
-        with self._value.get_lock():
-            self._value.value += n
+    def add(self, index: int) -> None:
+        self._flags[index] = 1
+
+    def __contains__(self, index: int) -> bool:
+        return bool(self._flags[index])
 
     @property
     def value(self) -> int:
-        return self._value.value
+        return int(np.frombuffer(self._flags, dtype=np.int8).sum())
 
 
 class ImageDataset(Dataset):
     """Images given as file paths (decoded with PIL) or as a uint8 array (N, H, W, 3), with labels.
 
-    A file that does not decode raises a DataFormatError naming it; with ``skip_corrupt`` it is
-    counted in ``skipped`` and replaced by the next sample, so a long run goes on."""
+    A file that does not decode (or is over PIL's decompression-bomb limit) raises a
+    DataFormatError naming it; with ``skip_corrupt`` it is counted once in ``skipped`` and replaced
+    by the next sample, so a long run goes on. ``description`` (e.g. "the train split of <root>")
+    names the split in the error when every sample fails."""
 
     def __init__(
         self,
@@ -46,6 +52,7 @@ class ImageDataset(Dataset):
         labels: Sequence[int],
         transform: Optional[Callable] = None,
         skip_corrupt: bool = False,
+        description: str = "the data set",
     ) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
@@ -53,7 +60,8 @@ class ImageDataset(Dataset):
         self.labels = [int(v) for v in labels]
         self.transform = transform
         self.skip_corrupt = skip_corrupt
-        self.skipped = SkipCounter()
+        self.description = description
+        self.skipped = SkipCounter(len(self.labels))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -63,26 +71,39 @@ class ImageDataset(Dataset):
         if isinstance(item, np.ndarray):
             return Image.fromarray(item)
         try:
-            with Image.open(item) as image:
-                return image.convert("RGB")
+            with warnings.catch_warnings():
+                # over MAX_IMAGE_PIXELS PIL only warns (an error from twice that): refuse both
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(item) as image:
+                    return image.convert("RGB")
         except FileNotFoundError:
             raise FileNotFoundError(f"{item}: image file listed in the data set does not exist") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise DataFormatError(
+                item, f"image is over PIL's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} pixels "
+                f"({err}); raise PIL.Image.MAX_IMAGE_PIXELS if it is genuine"
+            ) from None
         except (OSError, ValueError, SyntaxError) as err:
             raise DataFormatError(item, f"cannot decode image ({err})") from err
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         for attempt in range(len(self)):
             i = (index + attempt) % len(self)
+            if i in self.skipped:  # failed before: not decoded (nor counted) again
+                continue
             try:
                 image = self.load(i)
             except (DataFormatError, FileNotFoundError) as err:
                 if not self.skip_corrupt:
                     raise
-                self.skipped.add()
+                self.skipped.add(i)
                 log.warning("skipping corrupt sample: %s", err)
                 continue
             return (self.transform(image) if self.transform else image), self.labels[i]
-        raise RuntimeError("every sample in the data set failed to load")
+        raise RuntimeError(
+            f"every sample of {self.description} failed to load ({len(self)} files, all skipped as "
+            "corrupt; see the warnings above for each file's problem)"
+        )
 
 
 class ImageClassificationDataModule(pl.LightningDataModule):
@@ -104,6 +125,7 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         crop_pct: float = 0.875,
         skip_corrupt: bool = False,
         generator: Optional[Callable[[Path], Any]] = None,
+        interpolation: str = "bilinear",
     ) -> None:
         super().__init__()
         self.root = Path(root)
@@ -113,6 +135,8 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.augment = dict(augment or {})
         self.mean, self.std, self.crop_pct = tuple(mean), tuple(std), crop_pct
+        # Resizing filter of the train crop and the evaluation resize (EfficientNet's recipe: bicubic).
+        self.interpolation = interpolation
         self.skip_corrupt = skip_corrupt
         self.generator = generator
         self.class_names: list[str] = []
@@ -126,6 +150,10 @@ class ImageClassificationDataModule(pl.LightningDataModule):
     def read_class_names(self) -> list[str]:
         raise NotImplementedError
 
+    def split_folder(self, split: str) -> Path:
+        """The folder (or file) ``split`` is read from, for messages."""
+        return self.root
+
     # --- Lightning hooks -----------------------------------------------------------------------
     def prepare_data(self) -> None:
         ensure_generated(self.root, self.generator)
@@ -134,7 +162,7 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         kwargs = self.augment if training else {}
         return create_transform(
             self.image_size, is_training=training, mean=self.mean, std=self.std,
-            crop_pct=self.crop_pct, **kwargs,
+            crop_pct=self.crop_pct, **{"interpolation": self.interpolation, **kwargs},
         )
 
     def setup(self, stage: Optional[str] = None) -> None:
@@ -149,10 +177,15 @@ class ImageClassificationDataModule(pl.LightningDataModule):
             )
         for split in ("train", "val", "test"):
             images, labels = self.read_split(split)
-            self.datasets[split] = ImageDataset(images, labels, self.transform(split == "train"), self.skip_corrupt)
+            self.datasets[split] = ImageDataset(
+                images, labels, self.transform(split == "train"), self.skip_corrupt,
+                description=f"the {split} split of {self.split_folder(split)}",
+            )
+        self.data_facts = {"num_classes": len(self.class_names), "source": f"{len(self.class_names)} classes in {self.root}"}
 
     @property
     def skipped_samples(self) -> int:
+        """Corrupt images skipped so far (core.data.CountsSkippedSamples)."""
         return sum(d.skipped.value for d in self.datasets.values())
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:

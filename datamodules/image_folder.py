@@ -23,6 +23,9 @@ class ImageFolderDataModule(ImageClassificationDataModule):
             raise FileNotFoundError(f"{folder}: expected a folder of class sub-folders ({split} split)")
         return folder
 
+    def split_folder(self, split: str) -> Path:
+        return self.split_dir(split)
+
     def read_class_names(self) -> list[str]:
         classes, _ = find_classes(str(self.split_dir("train")))
         names = {}

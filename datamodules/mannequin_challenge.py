@@ -13,9 +13,19 @@ and this reader expects them beside the trajectory file, named by timestamp::
     <root>/<split>/<clip>/frames/<timestamp>.png|.jpg   RGB frame
     <root>/<split>/<clip>/depth/<timestamp>.npy         float32 z-depth (MVS), 0 = unknown
     <root>/<split>/<clip>/masks/<timestamp>.png         uint8 human mask, > 0 = human
+    <root>/<split>/<clip>/keypoints/<timestamp>_keypoints.json   OpenPose output (IDCMK only)
+
+The keypoint file is what OpenPose writes per image (``--write_json``): ``{"people": [{"pose_keypoints_2d":
+[x0, y0, c0, x1, y1, c1, ...]}, ...]}`` in the frame's pixel coordinates, 18 COCO keypoints (54 values)
+or BODY_25 (75 values, mapped to the COCO 18); a keypoint with c <= 0 was not detected. The
+reader rasterizes them as the network's K channel: a disc of ``keypoint_radius`` pixels per
+keypoint holding its COCO index + 1 (0 = none), divided by 18 (the public loader's
+``keypoints_factor``). The public code's own rasterization is not released, so an IDCMK checkpoint
+of the paper's expects its images, not necessarily these.
 
 A sample is a frame and its reference frame ``reference_offset`` frames later (earlier at the
-clip's end); the dataset computes the parallax inputs (flow, triangulated depth, confidence)."""
+clip's end); the dataset computes the parallax inputs (flow, masked triangulated depth, confidence)
+and the centred input log depth (datamodules/mannequin_geometry.py)."""
 
 from __future__ import annotations
 
@@ -31,15 +41,20 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from core.data import DataFormatError, ensure_generated
-from tasks.people_depth.geometry import intrinsics_matrix
-from tasks.people_depth.parallax import parallax_inputs
+from core.data import DataFormatError, ensure_generated, read_json
+from datamodules.mannequin_geometry import centred_log_depth, intrinsics_matrix, parallax_inputs
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 FRAME_COLUMNS = 19
 FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg")
+COCO_KEYPOINTS = 18
+KEYPOINTS_FACTOR = 18.0  # the public loader divides the keypoint image by 18
+# COCO-18 index -> BODY_25 index (BODY_25 adds MidHip at 8 and six foot points at 19-24).
+BODY25_TO_COCO = (0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18)
+# Left/right COCO-18 pairs, swapped when a frame is mirrored.
+COCO_FLIP_PAIRS = ((2, 5), (3, 6), (4, 7), (8, 11), (9, 12), (10, 13), (14, 15), (16, 17))
 
 
 @dataclass
@@ -138,6 +153,50 @@ def read_mask(path: Path) -> np.ndarray:
     return mask
 
 
+def read_keypoints(path: Path) -> np.ndarray:
+    """The people of one OpenPose ``_keypoints.json`` as a (P, 18, 3) float array (x, y, c) in COCO
+    order; errors name the file and the problem."""
+    record = read_json(path, "an OpenPose keypoint file")
+    if not isinstance(record, dict) or not isinstance(record.get("people"), list):
+        raise DataFormatError(path, 'expected an OpenPose object with a "people" list')
+    people = []
+    for number, person in enumerate(record["people"]):
+        values = person.get("pose_keypoints_2d") if isinstance(person, dict) else None
+        if not isinstance(values, list) or len(values) not in (3 * COCO_KEYPOINTS, 75):
+            raise DataFormatError(path, f'person {number}: "pose_keypoints_2d" must hold 54 (COCO-18) or 75 '
+                                  f"(BODY_25) numbers, got {len(values) if isinstance(values, list) else values!r}")
+        try:
+            points = np.asarray(values, dtype=np.float64).reshape(-1, 3)
+        except (TypeError, ValueError):
+            raise DataFormatError(path, f'person {number}: non-numeric "pose_keypoints_2d" value')
+        if not np.isfinite(points).all():
+            raise DataFormatError(path, f"person {number}: keypoint values must be finite")
+        people.append(points[list(BODY25_TO_COCO)] if len(points) == 25 else points)
+    return np.array(people, dtype=np.float64).reshape(-1, COCO_KEYPOINTS, 3)
+
+
+def keypoint_image(people: np.ndarray, height: int, width: int, scale: tuple[float, float] = (1.0, 1.0),
+                   radius: int = 2) -> np.ndarray:
+    """uint8 (H, W) map: a disc of ``radius`` px at each detected keypoint (c > 0) holding its COCO
+    index + 1, 0 elsewhere. ``scale`` = (sx, sy) maps the file's pixel coordinates to this size."""
+    image = np.zeros((height, width), dtype=np.uint8)
+    for person in people:
+        for k, (x, y, c) in enumerate(person):
+            if c <= 0:
+                continue
+            centre = (int(round((x + 0.5) * scale[0] - 0.5)), int(round((y + 0.5) * scale[1] - 0.5)))
+            cv2.circle(image, centre, int(radius), int(k + 1), thickness=-1)
+    return image
+
+
+def flip_keypoint_labels(labels: np.ndarray) -> np.ndarray:
+    """Swap left and right COCO labels (for a mirrored frame)."""
+    table = np.arange(COCO_KEYPOINTS + 1, dtype=labels.dtype)
+    for a, b in COCO_FLIP_PAIRS:
+        table[a + 1], table[b + 1] = b + 1, a + 1
+    return table[labels]
+
+
 @dataclass
 class FramePair:
     clip: int
@@ -149,13 +208,17 @@ class MannequinChallengeClips(Dataset):
     """Frame + reference-frame samples of one split, with parallax inputs and supervision.
 
     Each item is a dict of float tensors: ``image`` (3, H, W) in [0, 1], ``human_mask``,
-    ``parallax_depth`` (0 where unknown or human), ``confidence``, ``depth`` (supervision, 0 where
-    unknown), each (1, H, W), and the integer ``clip`` and ``frame`` indices. Frames lacking an
-    image, depth or mask are skipped and counted in ``skipped`` (warned once). With ``cache`` the
-    parallax inputs (two optical flows per sample) are computed once per process and kept."""
+    ``parallax_depth`` (0 where invalid or human), ``confidence``, ``input_log_depth`` (log parallax
+    depth centred on the median of its valid values, or on a random 40-60th percentile with
+    ``random_percentile``), ``depth`` (supervision, 0 where unknown), with ``keypoints`` also
+    ``keypoints`` (the K channel), each (1, H, W); and the integer ``clip``, ``frame`` and
+    ``index`` (position in this data set). Frames lacking a file are skipped and counted in
+    ``skipped`` (warned once). With ``cache`` the parallax inputs (two optical flows per sample) are
+    computed once per process and kept."""
 
     def __init__(self, split_dir: str | Path, image_size: Sequence[int] = (96, 128), reference_offset: int = 2,
-                 frame_stride: int = 1, flow_method: str = "dis", hflip: bool = False, cache: bool = True):
+                 frame_stride: int = 1, flow_method: str = "dis", hflip: bool = False, cache: bool = True,
+                 keypoints: bool = False, keypoint_radius: int = 2, random_percentile: bool = False):
         self.split_dir = Path(split_dir)
         self.cache = {} if cache else None
         if not self.split_dir.is_dir():
@@ -163,6 +226,9 @@ class MannequinChallengeClips(Dataset):
         self.height, self.width = int(image_size[0]), int(image_size[1])
         self.flow_method = flow_method
         self.hflip = hflip
+        self.keypoints = keypoints
+        self.keypoint_radius = keypoint_radius
+        self.random_percentile = random_percentile
         self.trajectories = [read_trajectory(p) for p in sorted(self.split_dir.glob("*.txt"))]
         if not self.trajectories:
             raise FileNotFoundError(f"{self.split_dir}: no <clip>.txt trajectory files")
@@ -178,13 +244,14 @@ class MannequinChallengeClips(Dataset):
                     self.samples.append(FramePair(c, i, ref))
                 else:
                     self.skipped += 1
+        needed = "a frame image, depth, mask" + (", keypoint file" if keypoints else "")
         if self.skipped:
-            warnings.warn(f"{self.split_dir}: skipped {self.skipped} frames lacking a frame image, depth, "
-                          "mask or reference frame")
+            warnings.warn(f"{self.split_dir}: skipped {self.skipped} frames lacking {needed} or reference frame")
         if not self.samples:
             raise FileNotFoundError(
                 f"{self.split_dir}: no usable frames; expected <clip>/frames/<timestamp>.png|.jpg, "
-                "<clip>/depth/<timestamp>.npy and <clip>/masks/<timestamp>.png beside each <clip>.txt")
+                "<clip>/depth/<timestamp>.npy and <clip>/masks/<timestamp>.png"
+                + (" and <clip>/keypoints/<timestamp>_keypoints.json" if keypoints else "") + " beside each <clip>.txt")
 
     def clip_dir(self, traj: Trajectory) -> Path:
         return self.split_dir / traj.name
@@ -193,13 +260,18 @@ class MannequinChallengeClips(Dataset):
         folder = self.clip_dir(traj)
         return (_frame_path(folder / "frames", timestamp) is not None
                 and (folder / "depth" / f"{timestamp}.npy").exists()
-                and (folder / "masks" / f"{timestamp}.png").exists())
+                and (folder / "masks" / f"{timestamp}.png").exists()
+                and (not self.keypoints or (folder / "keypoints" / f"{timestamp}_keypoints.json").exists()))
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def load_frame(self, clip: int, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """RGB, depth and mask of one frame, resized to the data set's image size."""
+        image, depth, mask, _ = self._load(clip, index, keypoints=False)
+        return image, depth, mask
+
+    def _load(self, clip: int, index: int, keypoints: bool):
         traj = self.trajectories[clip]
         folder, ts = self.clip_dir(traj), int(traj.timestamps[index])
         image = _read_rgb(_frame_path(folder / "frames", ts))
@@ -208,25 +280,35 @@ class MannequinChallengeClips(Dataset):
         if depth.shape != image.shape[:2] or mask.shape != image.shape[:2]:
             raise DataFormatError(folder, f"frame {ts}: image {image.shape[:2]}, depth {depth.shape} and "
                                   f"mask {mask.shape} differ in size")
+        labels = None
+        if keypoints:
+            scale = (self.width / image.shape[1], self.height / image.shape[0])
+            labels = keypoint_image(read_keypoints(folder / "keypoints" / f"{ts}_keypoints.json"),
+                                    self.height, self.width, scale, self.keypoint_radius)
         size = (self.width, self.height)
         if image.shape[:2] != (self.height, self.width):
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
             depth = cv2.resize(depth, size, interpolation=cv2.INTER_NEAREST)
             mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
-        return image, depth, mask
+        return image, depth, mask, labels
 
-    def sample_arrays(self, index: int) -> tuple[np.ndarray, list[np.ndarray]]:
-        """RGB and [parallax depth, confidence, depth, human mask] of one sample, unflipped."""
+    def sample_arrays(self, index: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """RGB and the per-pixel maps of one sample, unflipped: ``parallax_depth``, ``confidence``,
+        ``depth``, ``human_mask`` and, with keypoints, ``keypoint_labels`` (uint8)."""
         if self.cache is not None and index in self.cache:
             return self.cache[index]
         pair = self.samples[index]
         traj = self.trajectories[pair.clip]
-        image, depth, mask = self.load_frame(pair.clip, pair.frame)
+        image, depth, mask, labels = self._load(pair.clip, pair.frame, self.keypoints)
         reference, _, _ = self.load_frame(pair.clip, pair.reference)
         K = intrinsics_matrix(traj.intrinsics[pair.frame], self.width, self.height)
         parallax = parallax_inputs(image, reference, K, traj.poses[pair.frame], traj.poses[pair.reference],
                                    human_mask=mask, flow_method=self.flow_method)
-        arrays = image, [parallax.depth, parallax.confidence, depth, (mask > 0).astype(np.float32)]
+        maps = {"parallax_depth": parallax.depth, "confidence": parallax.confidence, "depth": depth,
+                "human_mask": (mask > 0).astype(np.float32)}
+        if labels is not None:
+            maps["keypoint_labels"] = labels
+        arrays = image, maps
         if self.cache is not None:
             self.cache[index] = arrays
         return arrays
@@ -236,21 +318,28 @@ class MannequinChallengeClips(Dataset):
         image, maps = self.sample_arrays(index)
         if self.hflip and torch.rand(()) < 0.5:
             image = image[:, ::-1]
-            maps = [m[:, ::-1] for m in maps]
-        p_depth, confidence, depth, human = (torch.from_numpy(np.ascontiguousarray(m))[None] for m in maps)
-        return {
-            "image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0,
-            "human_mask": human, "parallax_depth": p_depth, "confidence": confidence, "depth": depth,
-            "clip": pair.clip, "frame": pair.frame,
-        }
+            maps = {k: m[:, ::-1] for k, m in maps.items()}
+            if "keypoint_labels" in maps:
+                maps["keypoint_labels"] = flip_keypoint_labels(maps["keypoint_labels"])
+        percentile = float(40.0 + 20.0 * torch.rand(())) if self.random_percentile else 50.0
+        maps = dict(maps, input_log_depth=centred_log_depth(maps["parallax_depth"], percentile))
+        labels = maps.pop("keypoint_labels", None)
+        if labels is not None:
+            maps["keypoints"] = labels.astype(np.float32) / KEYPOINTS_FACTOR
+        item = {k: torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32))[None] for k, m in maps.items()}
+        item["image"] = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+        item.update(clip=pair.clip, frame=pair.frame, index=index)
+        return item
 
 
 class MannequinChallengeDataModule(pl.LightningDataModule):
-    """Train on ``train/`` (frozen people), validate on ``validation/``, test on ``test/``."""
+    """Train on ``train/`` (frozen people), validate on ``validation/``, test on ``test/``. With
+    ``keypoints`` every frame needs its OpenPose keypoint file (the IDCMK model's K channel)."""
 
     def __init__(self, root: str, image_size: Sequence[int] = (96, 128), reference_offset: int = 2,
                  frame_stride: int = 1, flow_method: str = "dis", hflip: bool = True, batch_size: int = 8,
-                 num_workers: int = 0, generator: Optional[Callable[[Path], object]] = None):
+                 num_workers: int = 0, keypoints: bool = False, keypoint_radius: int = 2,
+                 generator: Optional[Callable[[Path], object]] = None):
         super().__init__()
         self.root = Path(root)
         self.image_size = [int(s) for s in image_size]
@@ -260,17 +349,26 @@ class MannequinChallengeDataModule(pl.LightningDataModule):
         self.hflip = hflip
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.keypoints = keypoints
+        self.keypoint_radius = keypoint_radius
         self.generator = generator  # a callable: never saved as a hyper-parameter
         self.datasets: dict[str, MannequinChallengeClips] = {}
 
     def prepare_data(self) -> None:
         ensure_generated(self.root, self.generator)
 
+    @property
+    def skipped_samples(self) -> int:
+        """Frames skipped for lacking a file, over the splits read so far (core.data.CountsSkippedSamples)."""
+        return sum(d.skipped for d in self.datasets.values())
+
     def split(self, name: str) -> MannequinChallengeClips:
         if name not in self.datasets:
+            train = name == "train"
             self.datasets[name] = MannequinChallengeClips(
                 self.root / name, self.image_size, self.reference_offset,
-                self.frame_stride if name == "train" else 1, self.flow_method, hflip=self.hflip and name == "train")
+                self.frame_stride if train else 1, self.flow_method, hflip=self.hflip and train,
+                keypoints=self.keypoints, keypoint_radius=self.keypoint_radius, random_percentile=train)
         return self.datasets[name]
 
     def setup(self, stage: Optional[str] = None) -> None:

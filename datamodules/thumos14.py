@@ -18,21 +18,22 @@ import logging
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from core.data import DataFormatError, ensure_generated, require_file
+from core.data import DataFormatError, ensure_generated, require_file, resolve_inside
 from core.io import atomic_write_json
 from core.video import VideoDecodeError
-from datamodules.thumos14_extract import SnippetFeatureExtractor, video_duration
-from datamodules.thumos14_features import (
+from datamodules.thumos14_annotations import (  # re-exported: the published formats
     AMBIGUOUS,
     THUMOS14_CLASSES,
-    Thumos14FeaturesDataModule,
+    AnnotatedSegment,
     annotation_database,
+    parse_annotation_file,
 )
+from datamodules.thumos14_extract import SnippetFeatureExtractor, video_duration
+from datamodules.thumos14_features import Thumos14FeaturesDataModule
 
 log = logging.getLogger(__name__)
 
@@ -52,38 +53,6 @@ SPLITS = {
     ),
 }
 DATABASE_NAME = "thumos14.json"
-
-
-@dataclass(frozen=True)
-class AnnotatedSegment:
-    video: str
-    start: float
-    end: float
-    label: str
-    file: Path
-    line: int
-
-
-def parse_annotation_file(path: str | Path, label: str) -> list[AnnotatedSegment]:
-    """Parse one ``<Class>_<split>.txt``: lines ``video start end``; blank lines are allowed."""
-    path = require_file(path, f"the temporal annotation file of {label}")
-    segments = []
-    for number, text in enumerate(Path(path).read_text().splitlines(), start=1):
-        fields = text.split()
-        if not fields:
-            continue
-        if len(fields) != 3:
-            raise DataFormatError(path, f"expected 'video start end', got {text.strip()!r}", number)
-        try:
-            start, end = float(fields[1]), float(fields[2])
-        except ValueError:
-            raise DataFormatError(
-                path, f"start/end are not numbers: {text.strip()!r}", number
-            ) from None
-        if not (np.isfinite(start) and np.isfinite(end)) or start < 0 or end < start:
-            raise DataFormatError(path, f"segment [{start}, {end}] is not a valid interval", number)
-        segments.append(AnnotatedSegment(fields[0], start, end, label, Path(path), number))
-    return segments
 
 
 def read_split_annotations(
@@ -121,14 +90,17 @@ class Thumos14DataModule(Thumos14FeaturesDataModule):
         extractor: SnippetFeatureExtractor,
         feature_dim: int,
         num_classes: int = 20,
-        classes: list[str] | None = None,
+        class_names: list[str] | None = None,
         modalities: Sequence[str] = ("rgb", "flow"),
         features_subdir: str = "features/test_resnet_random",
         annotation_tolerance: float = 1.0,
-        val_subset: str = "Test",
+        val_subset: str | None = None,
         batch_size: int = 4,
         num_workers: int = 0,
         generator: Callable[[Path], object] | None = None,
+        val_fraction: float = 0.2,
+        split_seed: int = 0,
+        allow_test_selection: bool = False,
     ):
         features_dir = Path(root) / features_subdir
         super().__init__(
@@ -136,13 +108,16 @@ class Thumos14DataModule(Thumos14FeaturesDataModule):
             annotation_file=str(features_dir / DATABASE_NAME),
             feature_dim=feature_dim,
             num_classes=num_classes,
-            classes=classes,
+            class_names=class_names,
             modalities=modalities,
             feat_stride=extractor.feat_stride,
             num_frames=extractor.num_frames,
             val_subset=val_subset,
             batch_size=batch_size,
             num_workers=num_workers,
+            val_fraction=val_fraction,
+            split_seed=split_seed,
+            allow_test_selection=allow_test_selection,
         )
         self.root, self.extractor, self.generator = Path(root), extractor, generator
         self.annotation_tolerance = annotation_tolerance
@@ -166,7 +141,7 @@ class Thumos14DataModule(Thumos14FeaturesDataModule):
                 f"gives {self.extractor.feature_dim} features per stream"
             )
         self.report = prepare_features(
-            self.root, self.features_dir, self.extractor, self.classes, self.annotation_tolerance
+            self.root, self.features_dir, self.extractor, self.class_names, self.annotation_tolerance
         )
 
 
@@ -200,7 +175,8 @@ def prepare_features(
             by_video.setdefault(seg.video, []).append(seg)
         for name, segs in by_video.items():
             path = require_file(
-                root / video_folder / f"{name}.mp4", f"the video named in {segs[0].file}"
+                resolve_inside(root / video_folder, name, segs[0].file, segs[0].line, ".mp4"),
+                f"the video named in {segs[0].file}",
             )
             paths[name] = path
             videos[name] = (subset, segs)

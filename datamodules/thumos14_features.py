@@ -11,7 +11,6 @@ Snippet ``i`` starts at frame ``i * feat_stride`` (at the database's ``fps``) an
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,90 +21,13 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from core.data import DataFormatError, require_file
+from core.data import DataFormatError, line_of_key, resolve_inside
+from datamodules.thumos14_annotations import (  # re-exported: the published formats
+    THUMOS14_CLASSES,
+    read_annotation_database,
+)
 
 log = logging.getLogger(__name__)
-
-THUMOS14_CLASSES = (
-    "BaseballPitch", "BasketballDunk", "Billiards", "CleanAndJerk", "CliffDiving",
-    "CricketBowling", "CricketShot", "Diving", "FrisbeeCatch", "GolfSwing", "HammerThrow",
-    "HighJump", "JavelinThrow", "LongJump", "PoleVault", "Shotput", "SoccerPenalty",
-    "TennisSwing", "ThrowDiscus", "VolleyballSpiking",
-)  # fmt: skip
-AMBIGUOUS = "Ambiguous"
-
-
-def read_annotation_database(path: str | Path, classes: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Parse and validate the JSON database; returns video -> {subset, duration, fps, segments
-    (m, 2) seconds, labels (m,) class indices, ambiguous (k, 2)}."""
-    path = require_file(path, "the JSON annotation database")
-    try:
-        data = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as err:
-        raise DataFormatError(path, f"not valid JSON ({err.msg})", err.lineno) from err
-    if not isinstance(data, dict) or not isinstance(data.get("database"), dict):
-        raise DataFormatError(path, 'expected a top-level object with a "database" object')
-    index = {name: i for i, name in enumerate(classes)}
-    videos: dict[str, dict[str, Any]] = {}
-    for video, entry in data["database"].items():
-        where = f"database.{video}"
-        for key in ("subset", "duration", "fps", "annotations"):
-            if key not in entry:
-                raise DataFormatError(path, f'{where} has no "{key}"')
-        duration, fps = float(entry["duration"]), float(entry["fps"])
-        if duration <= 0 or fps <= 0:
-            raise DataFormatError(path, f"{where}: duration and fps must be positive")
-        segments, labels, ambiguous = [], [], []
-        for k, ann in enumerate(entry["annotations"]):
-            try:
-                label, (start, end) = ann["label"], (float(v) for v in ann["segment"])
-            except (KeyError, TypeError, ValueError) as err:
-                raise DataFormatError(
-                    path, f'{where}.annotations[{k}] needs "label" and a 2-number "segment"'
-                ) from err
-            if not 0 <= start <= end:
-                raise DataFormatError(
-                    path, f"{where}.annotations[{k}]: segment [{start}, {end}] is not ordered"
-                )
-            if label == AMBIGUOUS:
-                ambiguous.append((start, end))
-                continue
-            if label not in index:
-                raise DataFormatError(path, f"{where}.annotations[{k}]: unknown label {label!r}")
-            segments.append((start, end))
-            labels.append(index[label])
-        videos[video] = {
-            "subset": str(entry["subset"]),
-            "duration": duration,
-            "fps": fps,
-            "segments": np.asarray(segments, dtype=np.float64).reshape(-1, 2),
-            "labels": np.asarray(labels, dtype=np.int64),
-            "ambiguous": np.asarray(ambiguous, dtype=np.float64).reshape(-1, 2),
-        }
-    return videos
-
-
-def annotation_database(
-    videos: dict[str, dict[str, Any]], classes: Sequence[str], version: str
-) -> dict:
-    """The inverse of ``read_annotation_database``: a JSON-ready database."""
-    database = {}
-    for video, v in sorted(videos.items()):
-        anns = [
-            {"label": classes[int(c)], "segment": [float(s), float(e)], "label_id": int(c)}
-            for (s, e), c in zip(v["segments"], v["labels"])
-        ]
-        anns += [
-            {"label": AMBIGUOUS, "segment": [float(s), float(e)], "label_id": -1}
-            for s, e in v["ambiguous"]
-        ]
-        database[video] = {
-            "subset": v["subset"],
-            "duration": v["duration"],
-            "fps": v["fps"],
-            "annotations": anns,
-        }
-    return {"version": version, "database": database}
 
 
 class SnippetFeatureDataset(Dataset):
@@ -190,10 +112,29 @@ def collate_videos(items: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
+def held_out_videos(names: Sequence[str], fraction: float, seed: int) -> list[str]:
+    """A seeded, by-video hold-out: ``round(fraction * len(names))`` of ``names`` (at least one
+    when ``fraction > 0`` and at least two videos exist), the same on every machine and rank."""
+    names = sorted(names)
+    count = round(fraction * len(names))
+    if fraction > 0 and len(names) >= 2:
+        count = min(max(count, 1), len(names) - 1)
+    order = np.random.default_rng(seed).permutation(len(names))
+    return sorted(names[i] for i in order[:count])
+
+
+class TestSelectionError(ValueError):
+    """The validation loop (which checkpoints and early stopping select on) would score the test
+    split."""
+
+
 class Thumos14FeaturesDataModule(pl.LightningDataModule):
-    """THUMOS'14 from pre-extracted two-stream features and the JSON database. As in the
-    literature, the Validation subset trains and the Test subset evaluates (``val_subset`` is the
-    subset the validation loop scores; the literature uses Test)."""
+    """THUMOS'14 from pre-extracted two-stream features and the JSON database. The Validation
+    subset trains and the Test subset is scored once, at the end. Model selection (checkpoint,
+    early stopping) uses ``val_fraction`` of the training videos, held out by video with
+    ``split_seed``; ``val_subset`` names another subset instead, and naming the test subset there
+    is refused unless ``allow_test_selection`` is true (numbers selected on the test split are
+    biased upward)."""
 
     def __init__(
         self,
@@ -201,20 +142,33 @@ class Thumos14FeaturesDataModule(pl.LightningDataModule):
         annotation_file: str,
         feature_dim: int,
         num_classes: int = 20,
-        classes: list[str] | None = None,
+        class_names: list[str] | None = None,
         modalities: Sequence[str] = ("rgb", "flow"),
         feat_stride: int = 4,
         num_frames: int = 16,
         train_subset: str = "Validation",
-        val_subset: str = "Test",
+        val_subset: str | None = None,
         test_subset: str = "Test",
         batch_size: int = 4,
         num_workers: int = 0,
+        val_fraction: float = 0.2,
+        split_seed: int = 0,
+        allow_test_selection: bool = False,
     ):
         super().__init__()
-        self.classes = tuple(classes) if classes else THUMOS14_CLASSES
-        if num_classes != len(self.classes):
-            raise ValueError(f"num_classes={num_classes} but {len(self.classes)} classes are named")
+        if val_subset is not None and val_subset == test_subset and not allow_test_selection:
+            raise TestSelectionError(
+                f"data.val_subset={val_subset!r} is the test subset: checkpoints and early "
+                "stopping would be selected on the test split. Leave data.val_subset=null to "
+                f"hold out data.val_fraction of the {train_subset!r} videos for selection, or set "
+                "data.allow_test_selection=true to do it anyway (the test numbers are then biased)"
+            )
+        if val_subset is None and not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        self.val_fraction, self.split_seed = float(val_fraction), int(split_seed)
+        self.class_names = tuple(class_names) if class_names else THUMOS14_CLASSES
+        if num_classes != len(self.class_names):
+            raise ValueError(f"num_classes={num_classes} but {len(self.class_names)} classes are named")
         self.features_dir, self.annotation_file = Path(features_dir), Path(annotation_file)
         self.feature_dim, self.num_classes = feature_dim, num_classes
         self.modalities = list(modalities)
@@ -225,12 +179,31 @@ class Thumos14FeaturesDataModule(pl.LightningDataModule):
         self.datasets: dict[str, SnippetFeatureDataset] = {}
 
     def setup(self, stage: str | None = None) -> None:
-        self.videos = read_annotation_database(self.annotation_file, self.classes)
+        self.videos = read_annotation_database(self.annotation_file, self.class_names)
+        for name in self.videos:  # a database key names a file inside features_dir, nothing else
+            resolve_inside(self.features_dir, name, self.annotation_file, line_of_key(self.annotation_file, name), ".npy")
         self.video_ids = {name: i for i, name in enumerate(sorted(self.videos))}
+        splits = {}
         for key, subset in self.subsets.items():
+            if subset is None:
+                continue
             names = sorted(n for n, v in self.videos.items() if v["subset"] == subset)
             if not names:
                 raise DataFormatError(self.annotation_file, f'no video has subset "{subset}"')
+            splits[key] = names
+        if self.subsets["validate"] is None:  # by-video hold-out of the training subset
+            held = held_out_videos(splits["fit"], self.val_fraction, self.split_seed)
+            splits["validate"] = held
+            splits["fit"] = [n for n in splits["fit"] if n not in set(held)]
+        self.splits = splits
+        # what the files hold, for core.guards.DataContractCheck: class count and width per stream
+        first = self.features_dir / f"{splits['fit'][0]}.npy"
+        width = np.load(first, mmap_mode="r").shape[-1] if first.exists() else None
+        self.data_facts = {"num_classes": len(self.class_names), "source": str(self.annotation_file)}
+        if width is not None and width % len(self.modalities) == 0:
+            self.data_facts["feature_dim"] = width // len(self.modalities)
+            self.data_facts["feature_dim_source"] = f"{first} has {width} columns for {len(self.modalities)} streams"
+        for key, names in splits.items():
             self.datasets[key] = SnippetFeatureDataset(
                 self.features_dir,
                 self.videos,

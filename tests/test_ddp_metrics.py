@@ -7,8 +7,9 @@ rank calls ``compute()``; the single-process value is computed here from all bat
 ``padded`` also give the short rank a repeated batch, as DistributedSampler's padding does: metrics
 that claim to count repeated videos once must still agree.
 
-A new ``torchmetrics.Metric`` in ``tasks/*/metrics.py`` without a case here fails
-``test_every_task_metric_has_a_ddp_case``: add its case to ``CASES``."""
+A new ``torchmetrics.Metric`` in ``tasks/*/metrics.py`` or ``core/metrics.py`` without a case here
+fails ``test_every_task_metric_has_a_ddp_case``: add its case to ``CASES``. The base class of ranked
+metrics, ``core.metrics.PerSampleMetric``, has its own case (a minimal subclass below)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ from typing import Any
 import pytest
 import torch
 import torchmetrics
+
+from core.metrics import PerSampleMetric
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WORLD_SIZE = 2
@@ -52,9 +55,7 @@ class DDPCase:
 def _classification_metrics():
     from tasks.classification.module import ImageClassificationTask
 
-    return ImageClassificationTask(
-        backbone="test_efficientnet", num_classes=10, image_size=32
-    ).val_metrics
+    return ImageClassificationTask(backbone="test_efficientnet", num_classes=10, image_size=32).val_metrics
 
 
 def _classification_batches() -> list[tuple]:
@@ -84,8 +85,7 @@ def _talnet_detection_batches() -> list[tuple]:
             gt_lab = torch.randint(0, 3, (m, 1), generator=g).double()
             n = int(torch.randint(0, 8, (1,), generator=g))
             near = (
-                gt_seg[torch.randint(0, m, (n,), generator=g)]
-                + torch.randn(n, 2, generator=g, dtype=torch.float64) * 2
+                gt_seg[torch.randint(0, m, (n,), generator=g)] + torch.randn(n, 2, generator=g, dtype=torch.float64) * 2
             )
             far = _segments(g, n)
             use_near = torch.rand(n, 1, generator=g, dtype=torch.float64) < 0.6
@@ -107,8 +107,7 @@ def _talnet_detection_batches() -> list[tuple]:
 def _talnet_proposal_batches() -> list[tuple]:
     """Per video: 0-12 class-agnostic proposals (start, end, score) and 1-3 ground truths (start, end)."""
     return [
-        (ids, [d[:, 1:4] for d in dets], [gt[:, 1:3] for gt in gts])
-        for ids, dets, gts in _talnet_detection_batches()
+        (ids, [d[:, 1:4] for d in dets], [gt[:, 1:3] for gt in gts]) for ids, dets, gts in _talnet_detection_batches()
     ]
 
 
@@ -147,7 +146,136 @@ def _depth_metric(region: str):
     return make
 
 
+def _fgvc_scores_batches() -> list[tuple]:
+    """(scores (n, 12), labels (n,)) of different sizes, for the FGVC6 single-label graders."""
+    g = torch.Generator().manual_seed(3)
+    out = []
+    for n in (7, 5, 9, 3, 6):
+        labels = torch.randint(0, 12, (n,), generator=g)
+        scores = torch.randn(n, 12, generator=g) + 2.0 * torch.nn.functional.one_hot(labels, 12)
+        out.append((scores, labels))
+    return out
+
+
+def _fgvc_multilabel_batches() -> list[tuple]:
+    """(probabilities (n, 9), multi-hot targets (n, 9)) for iMet's sample-averaged F2."""
+    g = torch.Generator().manual_seed(4)
+    out = []
+    for n in (6, 4, 8, 3, 5):
+        targets = (torch.rand(n, 9, generator=g) < 0.3).float()
+        targets[:, 0] = 1.0
+        probs = (0.5 * targets + 0.6 * torch.rand(n, 9, generator=g)).clamp(0, 1)
+        out.append((probs, targets))
+    return out
+
+
+def _fgvc_metric(name: str):
+    def make():
+        from tasks.fgvc import metrics
+
+        return {
+            "top1": lambda: metrics.TopKError(1),
+            "top3": lambda: metrics.TopKError(3),
+            "accuracy": metrics.CategorizationAccuracy,
+            "macro_f1": lambda: metrics.MacroF1(12),
+            "f2_tuned": metrics.SampleF2,
+            "f2_fixed": lambda: metrics.SampleF2(threshold=0.4),
+        }[name]()
+
+    return make
+
+
+_FGVC_COVERS = {
+    "top1": "TopKError",
+    "top3": "TopKError",
+    "accuracy": "CategorizationAccuracy",
+    "macro_f1": "MacroF1",
+    "f2_tuned": "SampleF2",
+    "f2_fixed": "SampleF2",
+}
+
+
+class SampleRows(PerSampleMetric):
+    """The smallest PerSampleMetric: how many samples and rows were collected, and their sum.
+    Each sample's rows must count once, however the batches were sharded or padded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_table("rows", width=2)
+
+    def update(self, sample_ids: Sequence[int], rows: Sequence[torch.Tensor]) -> None:
+        tag = self.new_tag()
+        for sample, r in zip(sample_ids, rows):
+            self.append_rows("rows", sample, r, tag)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        (table,) = self.tables("rows")
+        return {
+            "samples": torch.tensor(float(len(set(table[:, 0].tolist())))),
+            "rows": torch.tensor(float(len(table))),
+            "sum": torch.tensor(float(table[:, 1:].sum()), dtype=torch.float64),
+        }
+
+
+def _sample_rows_batches() -> list[tuple]:
+    """Per batch: sample ids and (n, 2) rows per sample, n from 0 to 3; 11 samples in 5 batches."""
+    g = torch.Generator().manual_seed(5)
+    out, sample = [], 0
+    for size in (3, 2, 1, 3, 2):
+        ids = list(range(sample, sample + size))
+        sample += size
+        out.append((ids, [torch.rand(int(torch.randint(0, 4, (1,), generator=g)), 2, generator=g) for _ in ids]))
+    return out
+
+
+
+def _facemesh_nme_batches() -> list[tuple]:
+    """(pred points, true points, annotated-point mask) of 2-4 faces of 12 points per batch."""
+    g = torch.Generator().manual_seed(5)
+    out = []
+    for n in (3, 2, 4, 1, 2):
+        target = torch.rand(n, 12, 3, generator=g) * 100
+        pred = target + torch.randn(n, 12, 3, generator=g) * 3
+        mask = torch.rand(n, 12, generator=g) < 0.7
+        mask[:, 0] = True
+        out.append((pred, target, mask))
+    return out
+
+
+def _facemesh_box_batches() -> list[tuple]:
+    """Detector outputs and ground truths (torchmetrics' list-of-dicts format) of 1-3 images."""
+    g = torch.Generator().manual_seed(6)
+    out = []
+    for n in (2, 3, 1, 2):
+        preds, targets = [], []
+        for _ in range(n):
+            m = int(torch.randint(0, 3, (1,), generator=g))
+            xy = torch.rand(m, 2, generator=g) * 80
+            gt = torch.cat([xy, xy + 20 + torch.rand(m, 2, generator=g) * 20], 1)
+            k = int(torch.randint(0, 4, (1,), generator=g))
+            near = gt[torch.randint(0, max(m, 1), (k,), generator=g)] if m else torch.zeros(k, 4)
+            boxes = near + torch.randn(k, 4, generator=g) * 6
+            boxes[:, 2:] = torch.maximum(boxes[:, 2:], boxes[:, :2] + 1)
+            preds.append({"boxes": boxes, "scores": torch.rand(k, generator=g), "labels": torch.zeros(k, dtype=torch.long)})
+            targets.append({"boxes": gt, "labels": torch.zeros(m, dtype=torch.long)})
+        out.append((preds, targets))
+    return out
+
+
+def _facemesh_nme():
+    from tasks.facemesh.metrics import InterOcularNME
+
+    return InterOcularNME(eye_corners=(0, 5))
+
+
+def _facemesh_ap50():
+    from tasks.facemesh.metrics import detector_ap50
+
+    return detector_ap50()
+
 CASES: dict[str, DDPCase] = {
+    "core/per_sample_base": DDPCase(SampleRows, _sample_rows_batches),
+    "core/per_sample_base_padded": DDPCase(SampleRows, _sample_rows_batches, padded=True),
     "classification/accuracy": DDPCase(_classification_metrics, _classification_batches),
     "talnet/detection_mAP": DDPCase(
         _talnet_map,
@@ -177,6 +305,18 @@ CASES: dict[str, DDPCase] = {
         )
         for region in ("full", "env", "hum", "intra", "inter")
     },
+    **{
+        f"fgvc/{name}": DDPCase(
+            _fgvc_metric(name),
+            _fgvc_multilabel_batches if name.startswith("f2") else _fgvc_scores_batches,
+            covers=(f"tasks.fgvc.metrics:{cls}",),
+        )
+        for name, cls in _FGVC_COVERS.items()
+    },
+    "facemesh/nme": DDPCase(
+        _facemesh_nme, _facemesh_nme_batches, covers=("tasks.facemesh.metrics:InterOcularNME",)
+    ),
+    "facemesh/ap50": DDPCase(_facemesh_ap50, _facemesh_box_batches),
 }
 
 
@@ -197,9 +337,7 @@ def as_numbers(value: Any, prefix: str = "") -> dict[str, float]:
     if isinstance(value, dict):
         out: dict[str, float] = {}
         for key, item in value.items():
-            out.update(
-                as_numbers(item, f"{prefix}{key}/" if isinstance(item, dict) else f"{prefix}{key}")
-            )
+            out.update(as_numbers(item, f"{prefix}{key}/" if isinstance(item, dict) else f"{prefix}{key}"))
         return out
     tensor = torch.as_tensor(value).detach().double().reshape(-1)
     if tensor.numel() == 1:
@@ -291,17 +429,14 @@ def test_metric_on_two_gloo_processes_equals_one_process(name, ddp_results):
         assert "error" not in got, f"{name} on rank {rank}: {got.get('error')}"
         assert got.keys() == single.keys()
         for key, value in single.items():
-            assert got[key] == pytest.approx(value, rel=case.rel, abs=1e-9), (
-                f"{name} {key} on rank {rank}"
-            )
+            assert got[key] == pytest.approx(value, rel=case.rel, abs=1e-9), f"{name} {key} on rank {rank}"
 
 
 def test_uneven_shards_are_really_uneven():
     """The harness must exercise variable-length gathers: ranks get different amounts of data."""
     batches = _talnet_detection_batches()
     sizes = [
-        sum(len(d) for _, dets, _ in shard(batches, r, WORLD_SIZE, False) for d in dets)
-        for r in range(WORLD_SIZE)
+        sum(len(d) for _, dets, _ in shard(batches, r, WORLD_SIZE, False) for d in dets) for r in range(WORLD_SIZE)
     ]
     assert len(set(sizes)) == WORLD_SIZE, sizes
     padded = shard(batches, 1, WORLD_SIZE, True)
@@ -309,10 +444,14 @@ def test_uneven_shards_are_really_uneven():
 
 
 def task_metric_classes() -> list[str]:
-    """ "module:Class" of every public torchmetrics.Metric defined in tasks/*/metrics.py."""
+    """ "module:Class" of every public torchmetrics.Metric defined in tasks/*/metrics.py and
+    core/metrics.py (abstract bases excluded)."""
     found = []
-    for path in sorted((PROJECT_ROOT / "tasks").glob("*/metrics.py")):
-        module = importlib.import_module(f"tasks.{path.parent.name}.metrics")
+    modules = ["core.metrics"] + [
+        f"tasks.{path.parent.name}.metrics" for path in sorted((PROJECT_ROOT / "tasks").glob("*/metrics.py"))
+    ]
+    for module_name in modules:
+        module = importlib.import_module(module_name)
         for name, obj in vars(module).items():
             if (
                 inspect.isclass(obj)

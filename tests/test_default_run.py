@@ -9,8 +9,11 @@ from tests.helpers import read_metrics, run_entry
 
 @pytest.mark.slow
 def test_default_run_trains_far_above_chance(tmp_path):
-    run_entry("train.py", [f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={tmp_path / 'data'}",
-                           "run_id=default"], timeout=1200)
+    run_entry(
+        "train.py",
+        [f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={tmp_path / 'data'}", "run_id=default"],
+        timeout=1200,
+    )
     (run_dir,) = (tmp_path / "logs").glob("classification-shapes/runs/default")
     metrics = read_metrics(run_dir)["metrics"]
     chance = 1 / 10
@@ -19,13 +22,20 @@ def test_default_run_trains_far_above_chance(tmp_path):
     assert (run_dir / "checkpoints" / "last.ckpt").exists() and (run_dir / "predictions.csv").exists()
 
 
-def test_ema_callback_averages_weights(cfg_train, tmp_path):
+def test_ema_callback_averages_weights(cfg_train, small_data, tmp_path):
     import torch
 
-    cfg = cfg_train(["data.generator.train_per_class=12", "data.generator.val_per_class=4",
-                     "data.generator.test_per_class=4", "data.image_size=32", "data.num_workers=0",
-                     "data.batch_size=16", "callbacks=[model_checkpoint,ema]", "callbacks.ema.decay=0.5",
-                     "trainer.max_epochs=1", "trainer.limit_train_batches=3", "test=false", "logger=none"])
+    cfg = cfg_train(
+        [
+            *small_data("shapes"),
+            "callbacks=[model_checkpoint,ema]",
+            "callbacks.ema.decay=0.5",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=3",
+            "test=false",
+            "logger=none",
+        ]
+    )
     from core.training import train
 
     train(cfg)

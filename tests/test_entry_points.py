@@ -14,22 +14,24 @@ import pytest
 import torch
 
 from core.resolvers import PROJECT_ROOT
-from tests.helpers import read_metrics, run_entry
+from tests.helpers import read_metrics, read_wandb_run, read_wandb_run_info, run_entry
 
-TINY = [
-    "data.generator.train_per_class=12", "data.generator.val_per_class=4", "data.generator.test_per_class=4",
-    "data.image_size=32", "data.num_workers=0", "data.batch_size=16", "logger=csv",
-]
+
+@pytest.fixture
+def tiny(small_data) -> list[str]:
+    """The small shapes data set and the CSV logger."""
+    return [*small_data("shapes"), "logger=csv"]
 
 
 def paths(tmp_path: Path, data_dir: Path) -> list[str]:
     return [f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={data_dir}"]
 
 
-def test_basic_sweep_runs_every_job_into_the_sweep_folder(tmp_path, shared_data_dir):
+def test_basic_sweep_runs_every_job_into_the_sweep_folder(tmp_path, shared_data_dir, tiny):
     """No hydra.sweep.dir given: the sweep lands in logs/<task>-<data>/multiruns/<run id>/."""
-    run_entry("train.py", ["-m", *TINY, *paths(tmp_path, shared_data_dir), "trainer=debug",
-                           "task.optimizer.lr=0.001,0.01"])
+    run_entry(
+        "train.py", ["-m", *tiny, *paths(tmp_path, shared_data_dir), "trainer=debug", "task.optimizer.lr=0.001,0.01"]
+    )
     (sweep,) = (tmp_path / "logs").glob("classification-shapes/multiruns/*")
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert [p.name for p in jobs] == ["0", "1"]
@@ -40,26 +42,73 @@ def test_basic_sweep_runs_every_job_into_the_sweep_folder(tmp_path, shared_data_
     assert len(summary["jobs"]) == 2
 
 
-def test_optuna_sweep_reports_best_params(tmp_path, shared_data_dir):
-    sweep = tmp_path / "optuna"
-    run_entry("train.py", ["hparams_search=classification_optuna", *TINY, *paths(tmp_path, shared_data_dir),
-                           "trainer=debug", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
-                           f"hydra.sweep.dir={sweep}"])
-    best = (sweep / "optimization_results.yaml").read_text()
-    assert "best_params" in best and "task.optimizer.lr" in best
-    assert len(list(sweep.glob("*/metrics.json"))) == 2
+def test_every_job_of_a_multirun_gets_its_own_finished_wandb_run(tmp_path, shared_data_dir, tiny):
+    """2 jobs, logger=wandb: two offline runs with ids <sweep id>-<job>, grouped by the sweep id,
+    each finished and holding its own job's metrics."""
+    tiny_wandb = [o for o in tiny if not o.startswith("logger=")] + ["logger=wandb"]
+    run_entry(
+        "train.py",
+        [
+            "-m",
+            *tiny_wandb,
+            *paths(tmp_path, shared_data_dir),
+            "run_id=wbsweep",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2",
+            "test=false",
+            "callbacks=model_checkpoint",
+            "task.optimizer.lr=0.001,0.01",
+        ],
+    )
+    sweep = tmp_path / "logs" / "classification-shapes" / "multiruns" / "wbsweep"
+    seen = set()
+    for job, lr in (("0", 0.001), ("1", 0.01)):
+        files = list((sweep / job / "wandb").glob("offline-run-*/run-*.wandb"))
+        assert len(files) == 1, f"job {job}: {files}"
+        info = read_wandb_run_info(files[0])
+        assert info["id"] == f"wbsweep-{job}" and info["group"] == "wbsweep"
+        assert info["exit_code"] == 0, f"job {job}: the W&B run was not finished"
+        history, config = read_wandb_run(files[0])
+        metrics = read_metrics(sweep / job)["metrics"]
+        assert history["val/acc_top1"][-1] == pytest.approx(metrics["val/acc_top1"])
+        assert config["task"]["optimizer"]["lr"] == lr
+        seen.add(info["id"])
+    assert len(seen) == 2
 
 
-def test_multirun_refuses_lightning_spawned_ddp(tmp_path, shared_data_dir):
+def test_optuna_search_space_names_real_config_keys(cfg_train):
+    """Every parameter the Optuna search varies is a key of the composed config (Hydra's sweeper
+    itself is Hydra's to test)."""
+    from omegaconf import OmegaConf
+
+    cfg = cfg_train(["hparams_search=classification_optuna"])
+    params = cfg.hydra.sweeper.params
+    assert params, "the search space is empty"
+    for key in params:
+        assert OmegaConf.select(cfg, key, throw_on_missing=False) is not None, key
+    assert cfg.hydra.sweeper.direction == ("maximize" if cfg.monitor.mode == "max" else "minimize")
+
+
+def test_multirun_refuses_lightning_spawned_ddp(tmp_path, shared_data_dir, tiny):
     with pytest.raises(AssertionError, match="would make Lightning spawn processes"):
-        run_entry("train.py", ["-m", *TINY, *paths(tmp_path, shared_data_dir), "trainer=ddp_cpu",
-                               "trainer.fast_dev_run=true", f"hydra.sweep.dir={tmp_path / 's'}", "seed=1,2"])
+        run_entry(
+            "train.py",
+            [
+                "-m",
+                *tiny,
+                *paths(tmp_path, shared_data_dir),
+                "trainer=ddp_cpu",
+                "trainer.fast_dev_run=true",
+                f"hydra.sweep.dir={tmp_path / 's'}",
+                "seed=1,2",
+            ],
+        )
 
 
 @pytest.mark.slow
-def test_ddp_cpu_metric_equals_single_process(tmp_path, shared_data_dir):
+def test_ddp_cpu_metric_equals_single_process(tmp_path, shared_data_dir, tiny):
     """2 gloo processes evaluate the same checkpoint to the same accuracy as one process."""
-    common = [*TINY, *paths(tmp_path, shared_data_dir)]
+    common = [*tiny, *paths(tmp_path, shared_data_dir)]
     run_entry("train.py", [*common, "trainer.max_epochs=1", "test=false", "run_id=ddp_src"])
     ckpt = next((tmp_path / "logs").glob("*/runs/ddp_src/checkpoints/last.ckpt"))
     single = tmp_path / "single"
@@ -75,16 +124,28 @@ def test_ddp_cpu_metric_equals_single_process(tmp_path, shared_data_dir):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_from_last_checkpoint(tmp_path, shared_data_dir):
+def test_killed_run_resumes_from_last_checkpoint(tmp_path, shared_data_dir, tiny):
     """SIGKILL in the middle of epoch 2, run again with the same run_id: training completes all
     epochs from the step checkpoint; the checkpoint left by the killed run is loadable."""
-    args = [*TINY, *paths(tmp_path, shared_data_dir), "run_id=killed", "trainer.max_epochs=3",
-            "trainer.limit_train_batches=6", "test=false", "callbacks=model_checkpoint",
-            "callbacks.last_checkpoint.every_n_train_steps=2"]
+    args = [
+        *tiny,
+        *paths(tmp_path, shared_data_dir),
+        "run_id=killed",
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=6",
+        "test=false",
+        "callbacks=model_checkpoint",
+        "callbacks.last_checkpoint.every_n_train_steps=2",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("VISIONLAB_RUN_ID", None)
-    proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=PROJECT_ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     last = None
     deadline = time.time() + 300
     try:

@@ -5,7 +5,9 @@ figures (spheres chained into head, torso, arms and legs) seen by a camera that 
 with a slight yaw. Train clips hold their people frozen, as in the mannequin videos; validation
 and test clips make them walk and swing their limbs. Every frame comes with its exact z-depth
 (standing in for MVS depth) and human mask, so the depth of people is learnable from context
-(where a figure meets the floor) and the environment's depth from parallax.
+(where a figure meets the floor) and the environment's depth from parallax. Each frame also gets
+the figures' 18 COCO keypoints as OpenPose writes them (visible joints only, c = 0.9), for the
+IDCMK model.
 
 Written layout (see datamodules/mannequin_challenge.py)::
 
@@ -13,10 +15,12 @@ Written layout (see datamodules/mannequin_challenge.py)::
     <root>/<split>/<clip>/frames/<timestamp>.png    # RGB frame
     <root>/<split>/<clip>/depth/<timestamp>.npy     # float32 z-depth in metres, 0 = unknown
     <root>/<split>/<clip>/masks/<timestamp>.png     # uint8, 255 = human
+    <root>/<split>/<clip>/keypoints/<timestamp>_keypoints.json   # OpenPose JSON, COCO-18
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -64,6 +68,27 @@ def _figure_spheres(base: np.ndarray, height: float, phase: float, swing: float)
     return np.array([[*c, r] for c, r in spheres])
 
 
+def _figure_joints(base: np.ndarray, height: float, phase: float, swing: float) -> np.ndarray:
+    """The 18 COCO keypoints (18, 3) of the figure ``_figure_spheres`` builds, facing the camera
+    (-z), so its right side is at -x: nose, neck, R shoulder/elbow/wrist, L shoulder/elbow/wrist,
+    R hip/knee/ankle, L hip/knee/ankle, R/L eye, R/L ear."""
+    s = height / 1.75
+    up = np.array([0.0, -1.0, 0.0])
+    head, hip, shoulder = base + up * 1.63 * s, base + up * 0.9 * s, base + up * 1.45 * s
+    joints = {0: head + np.array([0.0, 0.0, -0.12 * s]), 1: shoulder}
+    for side, (sh, el, wr, hp, kn, an, eye, ear) in ((-1.0, (2, 3, 4, 8, 9, 10, 14, 16)),
+                                                     (1.0, (5, 6, 7, 11, 12, 13, 15, 17))):
+        leg, arm = swing * np.sin(phase) * side, -swing * np.sin(phase) * side
+        s_point = shoulder + np.array([0.24 * s * side, 0.0, 0.0])
+        h_point = hip + np.array([0.11 * s * side, 0.0, 0.0])
+        arm_dir, leg_dir = np.array([0.0, np.cos(arm), np.sin(arm)]), np.array([0.0, np.cos(leg), np.sin(leg)])
+        joints.update({sh: s_point, el: s_point + 0.325 * s * arm_dir, wr: s_point + 0.65 * s * arm_dir,
+                       hp: h_point, kn: h_point + 0.45 * s * leg_dir, an: h_point + 0.9 * s * leg_dir,
+                       eye: head + np.array([0.045 * s * side, -0.03 * s, -0.1 * s]),
+                       ear: head + np.array([0.12 * s * side, 0.0, 0.0])})
+    return np.array([joints[k] for k in range(18)])
+
+
 class _Scene:
     """A random room with static objects and people; renders colour, z-depth and human masks."""
 
@@ -103,6 +128,14 @@ class _Scene:
             spheres.append(s)
             owner += [i] * len(s)
         return np.concatenate(spheres), np.array(owner)
+
+    def people_joints(self, frame: int) -> np.ndarray:
+        """(people, 18, 3) world positions of every figure's COCO keypoints at ``frame``."""
+        out = []
+        for p in self.people:
+            base = np.array([p["x"] + p["velocity"][0] * frame, self.floor_y, p["z"] + p["velocity"][1] * frame])
+            out.append(_figure_joints(base, p["height"], p["phase"] + p["gait"] * frame, p["swing"]))
+        return np.array(out)
 
     def _plane_texture(self, plane: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         f, ph = self.plane_freq[plane], self.plane_phase[plane]
@@ -189,6 +222,29 @@ def render_frame(scene: _Scene, K: np.ndarray, cam_to_world: np.ndarray, centre:
     return image, depth.astype(np.float32), mask
 
 
+def openpose_keypoints(scene: _Scene, K: np.ndarray, world_to_cam: np.ndarray, depth: np.ndarray,
+                       mask: np.ndarray, frame: int) -> dict:
+    """The OpenPose JSON record of one frame: each figure with a visible joint, its 18 COCO keypoints
+    as (x, y, c) in pixel coordinates (pixel centres at integers), c = 0.9 where the joint projects
+    into the image onto a human pixel no more than 0.3 m behind the visible surface, else 0, 0, 0."""
+    h, w = depth.shape
+    people = []
+    for joints in scene.people_joints(frame):
+        cam = (world_to_cam[:, :3] @ joints.T + world_to_cam[:, 3:]).T
+        values, seen = [], False
+        for x, y, z in cam:
+            u, v = (K @ np.array([x, y, z]))[:2] / z if z > 1e-6 else (-1.0, -1.0)
+            col, row = int(np.floor(u)), int(np.floor(v))
+            visible = (z > 1e-6 and 0 <= col < w and 0 <= row < h and mask[row, col] > 0
+                       and z - depth[row, col] < 0.3)
+            values += [round(float(u) - 0.5, 3), round(float(v) - 0.5, 3), 0.9] if visible else [0.0, 0.0, 0.0]
+            seen |= visible
+        if seen:
+            people.append({"person_id": [-1], "pose_keypoints_2d": values, "face_keypoints_2d": [],
+                           "hand_left_keypoints_2d": [], "hand_right_keypoints_2d": []})
+    return {"version": 1.3, "people": people}
+
+
 def _write_png(path: Path, image: np.ndarray) -> None:
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
@@ -226,6 +282,8 @@ def write_clip(folder: Path, name: str, rng: np.random.Generator, moving: bool, 
                 np.save(f, depth)
         _write_png(folder / name / "masks" / f"{timestamp}.png", mask)
         pose = np.concatenate([rotation, translation[:, None]], axis=1)
+        record = openpose_keypoints(scene, K, pose, depth, mask, i)
+        atomic_write_text(folder / name / "keypoints" / f"{timestamp}_keypoints.json", json.dumps(record))
         values = [str(timestamp), *(f"{v:.9f}" for v in intrinsics), "0.0", "0.0", *(f"{v:.9f}" for v in pose.ravel())]
         lines.append(" ".join(values))
     atomic_write_text(folder / f"{name}.txt", "\n".join(lines) + "\n")

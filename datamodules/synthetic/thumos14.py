@@ -14,7 +14,7 @@ import numpy as np
 
 from core.video import write_video
 from datamodules.thumos14 import SPLITS
-from datamodules.thumos14_features import AMBIGUOUS, THUMOS14_CLASSES
+from datamodules.thumos14_annotations import AMBIGUOUS, THUMOS14_CLASSES
 
 # (RGB colour, motion) per generated class; motions are (dx, dy) pixels per second or "spin".
 CLASS_LOOKS = (

@@ -61,17 +61,8 @@ ConfigStore.instance().store(
 )
 
 
-def _compound_resolution(*args: Any) -> int:
-    from tasks.efficientnet.resolvers import compound_resolution
-
-    return compound_resolution(*args)
-
-
-# Hydra imports every plugin before it composes a config, so registering the resolver here makes
-# ${compound_resolution:...} resolvable in any Hydra app (train.py, eval.py, tests' compose) without
-# importing the model code; tasks.efficientnet.resolvers registers the same function otherwise.
-if not OmegaConf.has_resolver("compound_resolution"):
-    OmegaConf.register_new_resolver("compound_resolution", _compound_resolution)
+# The ${compound_resolution:...} resolver the configs use is registered by core.resolvers (from the
+# explicit list in core.registry), not by this plugin.
 
 
 class CompoundScalingSweeper(Sweeper):

@@ -1,20 +1,36 @@
-"""Class activation atlases (the paper's "red fox" and "great white shark" views): the part of the
-atlas whose activations push one class's logit, by activation x gradient attribution."""
+"""Class activation atlases as the "class-activation-atlas" notebook draws them: keep the samples
+whose attribution favours one class (its winners, and its top positive attributions), lay those out
+with a fresh UMAP, and grid that layout on its own, smaller grid."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from tasks.atlas.grid import AtlasGrid, grid_cells
+from tasks.atlas.layout import umap_layout
 
 
-def top_attributed_class(attr_classes: np.ndarray, attr_values: np.ndarray) -> np.ndarray:
-    """Per activation, the class its attribution favours most (-1 when no attribution is positive)."""
-    best = np.argmax(attr_values, axis=1)
-    rows = np.arange(len(attr_values))
-    return np.where(attr_values[rows, best] > 0, attr_classes[rows, best], -1)
+def winning_indices(attributions: np.ndarray, class_index: int) -> np.ndarray:
+    """Rows whose largest attribution goes to ``class_index`` (the notebook's
+    ``get_winning_indices``: ``class_id in argsort(-attr)[0:1]``)."""
+    return np.flatnonzero(np.argmax(np.asarray(attributions), axis=1) == class_index)
+
+
+def top_indices(attributions: np.ndarray, class_index: int, n: int = 3000) -> np.ndarray:
+    """The ``n`` rows with the highest attribution to ``class_index``, keeping the positive ones
+    (``get_top_indices``)."""
+    column = np.asarray(attributions[:, class_index])
+    order = np.argsort(-column, kind="stable")[:n]
+    return order[column[order] > 0]
+
+
+def class_sample_indices(attributions: np.ndarray, class_index: int, top_n: int = 3000) -> np.ndarray:
+    """``concatenate((top_indices, winning_indices))`` as in the notebook: a row that is both
+    appears twice, so it weighs twice in the layout and in its cell's average."""
+    return np.concatenate([top_indices(attributions, class_index, top_n), winning_indices(attributions, class_index)])
 
 
 def cell_attribution(grid: AtlasGrid, attribution: np.ndarray) -> np.ndarray:
@@ -26,33 +42,43 @@ def cell_attribution(grid: AtlasGrid, attribution: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ClassAtlas:
-    """The cells of one class's atlas, strongest attribution first, with the mean attribution of
-    each (``attribution``) and the grid restricted to that class's activations (``grid``)."""
+    """One class's atlas: the rows it was built from (``indices``, duplicates included), their own
+    layout (``coords``), its grid and the mean attribution to the class of each kept cell."""
 
     class_index: int
+    indices: np.ndarray
+    coords: np.ndarray
     grid: AtlasGrid
     attribution: np.ndarray
 
+    def enrichment(self, labels: np.ndarray) -> dict[str, float]:
+        """How much the class atlas is about its class: the share of its samples (in kept cells)
+        whose image has the class's label (``purity``), that share over all collected samples
+        (``base_rate``), and their ratio (``enrichment``; 1 = no better than chance)."""
+        labels = np.asarray(labels)
+        kept = self.indices[self.grid.cell_of_sample >= 0]
+        purity = float((labels[kept] == self.class_index).mean()) if len(kept) else 0.0
+        base = float((labels == self.class_index).mean()) if len(labels) else 0.0
+        return {"purity": purity, "base_rate": base, "enrichment": purity / base if base > 0 else 0.0,
+                "num_samples": int(len(self.indices)), "num_in_cells": int(len(kept))}
 
-def class_atlas(coords: np.ndarray, activations: np.ndarray, labels: np.ndarray, attr_classes: np.ndarray,
-                attr_values: np.ndarray, class_index: int, grid_size: int, min_count: int = 1,
-                max_cells: int | None = None, num_classes: int | None = None) -> ClassAtlas:
-    """Keep the activations whose strongest attribution goes to ``class_index`` and grid them on
-    the full atlas's layout; cells are sorted by mean attribution to the class (top ``max_cells``)."""
-    hit = attr_classes == class_index
-    attribution = np.where(hit, attr_values, 0.0).sum(1)
-    selected = (top_attributed_class(attr_classes, attr_values) == class_index).astype(np.float64)
-    grid = grid_cells(coords, activations, grid_size, min_count, labels, num_classes, weights=selected)
-    strength = cell_attribution(grid, attribution * selected)
-    order = np.argsort(-strength, kind="stable")[:max_cells]
-    remap = np.full(len(grid.cells), -1, np.int64)
-    remap[order] = np.arange(len(order))
-    cell_of_sample = np.full_like(grid.cell_of_sample, -1)
-    kept = grid.cell_of_sample >= 0
-    cell_of_sample[kept] = remap[grid.cell_of_sample[kept]]
-    grid = AtlasGrid(grid.grid_size, grid.cells[order], grid.counts[order], grid.means[order],
-                     grid.class_counts[order], cell_of_sample)
-    return ClassAtlas(class_index, grid, strength[order])
+
+def class_atlas(activations: np.ndarray, attributions: np.ndarray, labels: np.ndarray, class_index: int,
+                top_n: int = 3000, grid_size: int = 8, min_count: int = 5, umap: dict[str, Any] | None = None,
+                num_classes: int | None = None, seed: int = 0) -> ClassAtlas:
+    """The notebook's single-class atlas: samples of ``class_sample_indices``, a fresh UMAP of their
+    activations (``umap``: keyword arguments of ``umap_layout``, normalized by ``normalize_layout``),
+    a ``grid_size`` grid keeping cells with at least ``min_count`` samples (notebook: more than 4)."""
+    indices = class_sample_indices(attributions, class_index, top_n)
+    if len(indices) < 3:
+        raise ValueError(f"class {class_index}: only {len(indices)} samples attribute to it; a class atlas needs 3")
+    acts = np.asarray(activations[np.sort(np.unique(indices))], dtype=np.float32)
+    rows = np.searchsorted(np.sort(np.unique(indices)), indices)
+    acts = acts[rows]  # in the notebook's order, duplicates included
+    coords = umap_layout(acts, seed=seed, **(umap or {}))
+    grid = grid_cells(coords, acts, grid_size, min_count, np.asarray(labels)[indices], num_classes)
+    strength = cell_attribution(grid, np.asarray(attributions[indices, class_index], dtype=np.float64))
+    return ClassAtlas(class_index, indices, coords, grid, strength)
 
 
 def attribution_agreement(grid: AtlasGrid, labels: np.ndarray, attribution: np.ndarray, class_index: int,

@@ -1,6 +1,14 @@
-"""Collect one layer's activations over many images: one random spatial position per image, as in
-the paper, streamed into memory-mapped ``.npy`` files so memory stays flat up to millions of
-images, and resumable from an atomically written progress marker."""
+"""Collect one layer's activations over many images: one random spatial position per image, drawn
+as the collection notebook draws it, with its attribution to the logits, streamed into
+memory-mapped ``.npy`` files so memory stays flat up to millions of images, and resumable from an
+atomically written progress marker.
+
+The published collection (lucid ``notebooks/activation-atlas/activation-atlas-collect.ipynb``)
+takes, per image, ``n_x = randint(1, H)``, ``n_y = randint(1, W)`` ("one random position in the
+image, minus the edges": row and column 0 are never drawn), keeps ``vec[0, n_x, n_y]``, and gets
+its attribution to every logit (``softmax2_pre_activation``) as a forward-mode derivative: the
+change of the logits when the layer moves by the activation at that one position,
+``d_logit = J @ a_pos`` (the pushforward through ``tf.gradients`` twice, ``fwd_gradients``)."""
 
 from __future__ import annotations
 
@@ -19,7 +27,7 @@ from tasks.atlas.network import Classifier, LayerTap, spatial_view
 log = logging.getLogger(__name__)
 
 PROGRESS = "progress.json"
-ARRAYS = ("activations", "labels", "indices", "positions", "attr_classes", "attr_values")
+ARRAYS = ("activations", "labels", "indices", "positions", "attributions")
 
 
 @dataclass
@@ -27,17 +35,18 @@ class ActivationStore:
     """The collected arrays of one atlas (memory-mapped, read-only) and what produced them.
 
     ``activations`` (N, C) float32; ``labels`` (N,); ``indices`` (N,) dataset index of each row;
-    ``positions`` (N,) the flat spatial position taken; ``attr_classes`` / ``attr_values`` (N, K):
-    the K classes with the highest logits and the activation x gradient attribution of the
-    activation vector to each of those logits (one column of class -1 when attribution is off)."""
+    ``positions`` (N,) the flat spatial position taken (row * W + col); ``attributions`` (N, K):
+    the attribution of the activation vector to each logit (K = the number of classes), i.e. the
+    logits' directional derivative along the activation at that position (activation x gradient).
+    With ``attribution_classes`` k > 0 only each row's k highest logits are attributed and the
+    other columns are 0; with 0 there is one column of zeros."""
 
     root: Path
     activations: np.ndarray
     labels: np.ndarray
     indices: np.ndarray
     positions: np.ndarray
-    attr_classes: np.ndarray
-    attr_values: np.ndarray
+    attributions: np.ndarray
     meta: dict
 
     @classmethod
@@ -53,18 +62,37 @@ class ActivationStore:
         return cls(root=root, meta=meta, **arrays)
 
     def class_attribution(self, class_index: int) -> np.ndarray:
-        """Attribution of every row to ``class_index`` (0 where that class was not among the
-        row's top-K logits, i.e. its logit was too low to matter)."""
-        hit = self.attr_classes == class_index
-        return np.where(hit, self.attr_values, 0.0).sum(1).astype(np.float32)
+        """Attribution of every row to ``class_index`` (0 where it was not attributed)."""
+        if class_index >= self.attributions.shape[1]:
+            return np.zeros(len(self.attributions), np.float32)
+        return np.asarray(self.attributions[:, class_index], dtype=np.float32)
 
 
 def _sample_plan(dataset_size: int, num_samples: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Which images, in which order, and a uniform number per image that fixes its position."""
+    """Which images, in which order, and two uniform numbers per image that fix its position."""
     rng = np.random.default_rng(seed)
     n = dataset_size if num_samples is None else min(num_samples, dataset_size)
     indices = rng.permutation(dataset_size)[:n] if n < dataset_size else np.arange(dataset_size)
-    return indices.astype(np.int64), rng.random(n)
+    return indices.astype(np.int64), rng.random((n, 2))
+
+
+def notebook_positions(uniform: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Flat positions ``row * width + col`` with row uniform in 1..height-1 and col in 1..width-1
+    (the notebook's ``randint(1, H)``, ``randint(1, W)``); a side of length 1 gives 0."""
+    def draw(u: np.ndarray, size: int) -> np.ndarray:
+        if size <= 1:
+            return np.zeros(len(u), np.int64)
+        return 1 + np.minimum((u * (size - 1)).astype(np.int64), size - 2)
+
+    return draw(uniform[:, 0], height) * width + draw(uniform[:, 1], width)
+
+
+def _grid_shape(output: torch.Tensor) -> tuple[int, int]:
+    """(H, W) of a layer output: a feature map's, a token sequence as one row, a vector as 1x1."""
+    if output.dim() == 4:
+        return int(output.shape[2]), int(output.shape[3])
+    positions = spatial_view(output).shape[2]
+    return 1, int(positions)
 
 
 def collect_activations(
@@ -75,22 +103,23 @@ def collect_activations(
     num_samples: int | None = None,
     batch_size: int = 64,
     num_workers: int = 0,
-    attribution_classes: int = 5,
+    attribution_classes: int | None = None,
     seed: int = 0,
     flush_every: int = 20,
 ) -> ActivationStore:
     """Run ``dataset`` (yielding ``(image, label)``) through the network and keep, for each image,
-    the activation vector of ``layer`` at one random spatial position.
+    the activation vector of ``layer`` at one random position (``notebook_positions``).
 
-    With ``attribution_classes`` K > 0 the K highest logits are each differentiated with respect
-    to that activation vector, and activation x gradient is stored (for class atlases). A second
-    call with the same arguments resumes after the last flushed batch."""
+    ``attribution_classes``: ``None`` attributes every logit, as the notebook (one forward-mode
+    derivative per batch, the double-backward form of ``fwd_gradients``); k > 0 only the k highest
+    logits of each image (k backward passes; the other columns stay 0); 0 none. A second call
+    with the same arguments resumes after the last flushed batch."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     indices, uniform = _sample_plan(len(dataset), num_samples, seed)
     n = len(indices)
     signature = {"layer": layer, "seed": seed, "num_samples": n, "dataset_size": len(dataset),
-                 "attribution_classes": attribution_classes}
+                 "attribution_classes": attribution_classes, "positions": "notebook"}
     marker = out_dir / PROGRESS
     done = 0
     arrays: dict[str, np.ndarray] = {}
@@ -108,37 +137,29 @@ def collect_activations(
             log.info("resuming activation collection at %d/%d", done, n)
 
     model = classifier.model.eval()
-    k = min(attribution_classes, classifier.num_classes or attribution_classes)
+    attribute = attribution_classes is None or attribution_classes > 0
     loader = DataLoader(Subset(dataset, indices[done:].tolist()), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers)
-    tap = LayerTap(model, layer, grad_leaf=k > 0)
+    tap = LayerTap(model, layer, grad_leaf=attribute)
     try:
         for step, (images, labels) in enumerate(loader):
             rows = slice(done, done + len(labels))
-            with torch.set_grad_enabled(k > 0):
+            with torch.set_grad_enabled(attribute):
                 logits = model(images)
-                acts = spatial_view(tap.leaf if k > 0 else tap.output)  # (B, C, P)
-                pos = torch.from_numpy((uniform[rows] * acts.shape[2]).astype(np.int64))
-                pos = pos.clamp_max(acts.shape[2] - 1)
-                picked = acts[torch.arange(len(pos)), :, pos]  # (B, C)
-                attr_classes = np.full((len(labels), max(k, 1)), -1, np.int64)
-                attr_values = np.zeros((len(labels), max(k, 1)), np.float32)
-                if k > 0:
-                    top = logits.topk(k, dim=1).indices
-                    for j in range(k):
-                        grad, = torch.autograd.grad(logits.gather(1, top[:, j:j + 1]).sum(), tap.leaf,
-                                                    retain_graph=j < k - 1)
-                        g = spatial_view(grad)[torch.arange(len(pos)), :, pos]
-                        attr_values[:, j] = (picked * g).sum(1).detach().numpy()
-                    attr_classes[:] = top.numpy()
+                output = tap.leaf if attribute else tap.output
+                acts = spatial_view(output)  # (B, C, P)
+                pos = torch.from_numpy(notebook_positions(uniform[rows], *_grid_shape(output)))
+                batch = torch.arange(len(pos))
+                picked = acts[batch, :, pos]  # (B, C)
+                attributions = (logit_attribution(logits, output, batch, pos, attribution_classes)
+                                if attribute else torch.zeros(len(pos), 1))
             if not arrays:
-                arrays = _create_arrays(out_dir, n, picked.shape[1], k)
+                arrays = _create_arrays(out_dir, n, picked.shape[1], attributions.shape[1])
             arrays["activations"][rows] = picked.detach().float().numpy()
             arrays["labels"][rows] = np.asarray(labels)
             arrays["indices"][rows] = indices[rows]
             arrays["positions"][rows] = pos.numpy()
-            arrays["attr_classes"][rows] = attr_classes
-            arrays["attr_values"][rows] = attr_values
+            arrays["attributions"][rows] = attributions.detach().float().numpy()
             done = rows.stop
             if (step + 1) % flush_every == 0 or done == n:
                 _flush(arrays)
@@ -151,10 +172,35 @@ def collect_activations(
     return ActivationStore.open(out_dir)
 
 
-def _create_arrays(out_dir: Path, n: int, channels: int, k: int) -> dict[str, np.ndarray]:
+def logit_attribution(logits: torch.Tensor, leaf: torch.Tensor, batch: torch.Tensor, pos: torch.Tensor,
+                      top_k: int | None = None) -> torch.Tensor:
+    """(B, K) attribution of the activation at ``pos`` (one per image) to each logit: the
+    directional derivative of the logits along that activation, ``J_c . a_pos`` = activation x
+    gradient summed over channels. ``leaf`` is the layer output the logits were computed from
+    (requires grad). ``top_k`` None: all logits at once, by the forward-mode trick of the notebook
+    (``g = J^T v`` with a dummy ``v``, then the gradient of ``g . t`` with respect to ``v`` is
+    ``J t``); k: the k highest logits of each image, by k backward passes, 0 elsewhere."""
+    tangent = torch.zeros_like(leaf)
+    flat = spatial_view(tangent)  # a view: writing it writes the tangent
+    flat[batch, :, pos] = spatial_view(leaf)[batch, :, pos].detach()
+    if top_k is None:
+        dummy = torch.zeros_like(logits, requires_grad=True)
+        pulled, = torch.autograd.grad(logits, leaf, grad_outputs=dummy, create_graph=True)
+        pushed, = torch.autograd.grad(pulled, dummy, grad_outputs=tangent)
+        return pushed
+    k = min(top_k, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    out = torch.zeros(logits.shape)
+    for j in range(k):
+        grad, = torch.autograd.grad(logits.gather(1, top[:, j:j + 1]).sum(), leaf, retain_graph=True)
+        out[batch, top[:, j]] = (grad * tangent).flatten(1).sum(1).detach()
+    return out
+
+
+def _create_arrays(out_dir: Path, n: int, channels: int, num_logits: int) -> dict[str, np.ndarray]:
     spec = {"activations": ((n, channels), np.float32), "labels": ((n,), np.int64),
             "indices": ((n,), np.int64), "positions": ((n,), np.int64),
-            "attr_classes": ((n, max(k, 1)), np.int64), "attr_values": ((n, max(k, 1)), np.float32)}
+            "attributions": ((n, num_logits), np.float32)}
     return {name: np.lib.format.open_memmap(out_dir / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
             for name, (shape, dtype) in spec.items()}
 

@@ -1,5 +1,6 @@
 """The 2D layout of the activations: UMAP with the cosine metric, as in the paper, normalized to
-the unit square so a grid can be laid over it."""
+the unit square as the atlas notebooks do (``normalize_layout``), so a grid can be laid over it;
+and the whitening matrix of the activations that the icons are rendered with."""
 
 from __future__ import annotations
 
@@ -41,17 +42,46 @@ def umap_layout(
         for start in range(0, n, chunk_size):
             stop = min(n, start + chunk_size)
             coords[start:stop] = reducer.transform(np.asarray(activations[start:stop], dtype=np.float32))
-    return normalize_unit_square(coords)
+    return normalize_layout(coords)
 
 
-def normalize_unit_square(coords: np.ndarray, quantile: float = 0.0) -> np.ndarray:
-    """Scale (N, 2) coordinates into [0, 1] per axis; with ``quantile`` > 0 the extreme points
-    beyond that quantile are clipped first, so a few outliers do not squeeze the grid."""
-    coords = np.asarray(coords, dtype=np.float64)
-    low = np.quantile(coords, quantile, axis=0) if quantile else coords.min(0)
-    high = np.quantile(coords, 1 - quantile, axis=0) if quantile else coords.max(0)
-    span = np.where(high - low > 0, high - low, 1.0)
-    return np.clip((coords - low) / span, 0.0, 1.0).astype(np.float32)
+def normalize_layout(layout: np.ndarray, min_percentile: float = 1, max_percentile: float = 99,
+                     relative_margin: float = 0.1) -> np.ndarray:
+    """The notebooks' ``normalize_layout``: per axis, take the 1st and 99th percentiles, widen them
+    by a 10 % margin (``mins -= m * (maxs - mins)``, then ``maxs += m * (maxs - mins)`` with the
+    already-lowered ``mins``), clip every point into that range, and scale the clipped points to
+    [0, 1] by their own minimum and maximum. Outliers land on the border instead of squeezing the
+    grid."""
+    layout = np.asarray(layout, dtype=np.float64)
+    mins = np.percentile(layout, min_percentile, axis=0)
+    maxs = np.percentile(layout, max_percentile, axis=0)
+    mins = mins - relative_margin * (maxs - mins)
+    maxs = maxs + relative_margin * (maxs - mins)
+    clipped = np.clip(layout, mins, maxs)
+    clipped = clipped - clipped.min(axis=0)
+    span = clipped.max(axis=0)
+    return (clipped / np.where(span > 0, span, 1.0)).astype(np.float32)
+
+
+def whitening_matrix(activations: np.ndarray, chunk_size: int = 65536) -> np.ndarray:
+    """S = inv(A^T A / N), the notebooks' ``whiten``: the inverse of the (uncentred) second-moment
+    matrix of the activations (N, C; a memmap is read in chunks). An icon is rendered for S v, not
+    v, so directions that are common in the data count less. A singular matrix (a channel that is
+    never active) falls back to the pseudo-inverse, with a warning."""
+    n, channels = activations.shape
+    gram = np.zeros((channels, channels), np.float64)
+    for start in range(0, n, chunk_size):
+        block = np.asarray(activations[start:start + chunk_size], dtype=np.float64)
+        gram += block.T @ block
+    correlation = (gram / max(n, 1)).astype(np.float32)
+    try:
+        if np.linalg.matrix_rank(correlation) < channels:
+            raise np.linalg.LinAlgError("rank deficient")
+        return np.linalg.inv(correlation).astype(np.float32)
+    except np.linalg.LinAlgError:
+        log.warning("the activations' second-moment matrix (%d channels) is singular; whitening with its "
+                    "pseudo-inverse", channels)
+        return np.linalg.pinv(correlation).astype(np.float32)
 
 
 def knn_accuracy(coords: np.ndarray, labels: np.ndarray, k: int = 5, max_points: int = 20000, seed: int = 0) -> float:

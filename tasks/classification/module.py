@@ -4,41 +4,28 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytorch_lightning as pl
 import timm
 import torch
-from timm.optim import create_optimizer_v2
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-import tasks.efficientnet  # noqa: F401  (registers the compound-scaled families with timm)
 from core.io import atomic_write_text
+from core.optim import check_scheduler, configure_optimizers
+from core.registry import register_models
 from core.weights import load_pretrained
-
-
-def cosine_with_warmup(total_steps: int, warmup_steps: int, min_factor: float = 0.0):
-    """LR factor per step: linear warm-up, then half a cosine down to ``min_factor``."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
 
 
 class ImageClassificationTask(pl.LightningModule):
     """Cross-entropy training of ``timm.create_model(backbone)`` with top-1/top-5 accuracy.
 
-    ``optimizer`` holds keyword arguments of ``timm.optim.create_optimizer_v2`` (``opt``, ``lr``,
-    ``weight_decay``, ...); ``lr_schedule`` is ``cosine`` (per step, after ``warmup_epochs``) or
-    ``constant``. ``pretrained_path`` is a local weights file (timm, torchvision or a checkpoint of
+    ``optimizer`` and ``scheduler`` follow the shared contract of core.optim (timm's
+    ``create_optimizer_v2`` arguments; ``{name: cosine, warmup_epochs}`` or constant).
+    ``pretrained_path`` is a local weights file (timm, torchvision or a checkpoint of
     this task); a classifier of another size is left newly initialized, for transfer learning."""
 
     def __init__(
@@ -46,23 +33,26 @@ class ImageClassificationTask(pl.LightningModule):
         backbone: str,
         num_classes: int,
         image_size: int,
-        backbone_kwargs: Optional[dict[str, Any]] = None,
-        pretrained_path: Optional[str] = None,
+        backbone_kwargs: dict[str, Any] | None = None,
+        pretrained_path: str | None = None,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         label_smoothing: float = 0.0,
-        optimizer: Optional[dict[str, Any]] = None,
-        lr_schedule: str = "cosine",
-        warmup_epochs: float = 0.0,
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
         channels_last: bool = False,
     ) -> None:
         super().__init__()
-        if lr_schedule not in ("cosine", "constant"):
-            raise ValueError(f"task.lr_schedule={lr_schedule!r}: choose 'cosine' or 'constant'")
+        check_scheduler(scheduler)
         self.save_hyperparameters()
+        register_models()  # the project's own timm models (core.registry), so any of them builds by name
         self.model = timm.create_model(
-            backbone, pretrained=False, num_classes=num_classes, drop_rate=drop_rate,
-            drop_path_rate=drop_path_rate, **(backbone_kwargs or {}),
+            backbone,
+            pretrained=False,
+            num_classes=num_classes,
+            drop_rate=drop_rate,
+            drop_path_rate=drop_path_rate,
+            **(backbone_kwargs or {}),
         )
         if pretrained_path:
             load_pretrained(self.model, pretrained_path)
@@ -70,10 +60,12 @@ class ImageClassificationTask(pl.LightningModule):
             self.model = self.model.to(memory_format=torch.channels_last)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         top_k = min(5, num_classes)
-        metrics = MetricCollection({
-            "acc_top1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
-            f"acc_top{top_k}": MulticlassAccuracy(num_classes, top_k=top_k, average="micro"),
-        })
+        metrics = MetricCollection(
+            {
+                "acc_top1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
+                f"acc_top{top_k}": MulticlassAccuracy(num_classes, top_k=top_k, average="micro"),
+            }
+        )
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self._test_rows: list[torch.Tensor] = []
@@ -133,6 +125,24 @@ class ImageClassificationTask(pl.LightningModule):
             writer.writerow([i, int(target), int(predicted), name, f"{confidence:.6f}"])
         atomic_write_text(Path(self.trainer.default_root_dir) / "predictions.csv", buffer.getvalue())
 
+    def predict_step(self, batch: dict, batch_idx: int) -> list[torch.Tensor]:
+        """predict.py: class probabilities per image of ``batch["image"]``
+        (tasks/classification/predict.py writes them)."""
+        if not batch["inputs"]:  # every file of the batch was unreadable
+            return []
+        return list(self(batch["image"]).float().softmax(-1).cpu())
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep the data set's class names and evaluation transform, so predict.py needs only the checkpoint."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if getattr(datamodule, "class_names", None):
+            checkpoint["predict_preprocessing"] = {
+                "class_names": [str(n) for n in datamodule.class_names],
+                "mean": [float(v) for v in datamodule.mean],
+                "std": [float(v) for v in datamodule.std],
+                "crop_pct": float(datamodule.crop_pct),
+            }
+
     def sample_images(self, batch) -> tuple[torch.Tensor, list[str]]:
         """Images and captions (target / prediction) for the media-logging callback."""
         images, targets = batch
@@ -142,11 +152,4 @@ class ImageClassificationTask(pl.LightningModule):
         return images, captions
 
     def configure_optimizers(self):
-        optimizer = create_optimizer_v2(self.model, **(self.hparams.optimizer or {"opt": "adamw", "lr": 1e-3}))
-        if self.hparams.lr_schedule == "constant":
-            return optimizer
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        per_epoch = total / max(1, self.trainer.max_epochs or 1)
-        schedule = cosine_with_warmup(total, int(self.hparams.warmup_epochs * per_epoch))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure_optimizers(self, self.hparams.optimizer, self.hparams.scheduler, model=self.model)

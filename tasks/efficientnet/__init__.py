@@ -1,6 +1,6 @@
-"""EfficientNet compound scaling: the scaling rule, scaled baselines registered with timm, the
-parameter/FLOP table and the (alpha, beta, gamma) grid search. Importing this package registers
-``compound_scaled_{efficientnet,mobilenetv2,resnet50}`` with timm and the ``compound_resolution``
-OmegaConf resolver."""
+"""EfficientNet (Tan & Le, ICML 2019): the compound-scaling rule, scaled baselines and the B0-B7
+variants as timm models, the published ImageNet training recipe (TF RMSProp, staircase exponential
+decay, TF-style weight EMA), the parameter/FLOP table and the (alpha, beta, gamma) grid search.
 
-from tasks.efficientnet import model, resolvers  # noqa: F401  (registration side effects)
+Importing this package registers nothing: ``core.registry`` names ``tasks.efficientnet.model`` (the
+timm models) and the resolvers of ``tasks.efficientnet.resolvers``, and imports them explicitly."""

@@ -50,7 +50,9 @@ def count_macs(model: torch.nn.Module, image_size: int, in_chans: int = 3) -> in
 
 def measure_backbone(backbone: str, image_size: int, **backbone_kwargs) -> Complexity:
     """Build ``timm.create_model(backbone, **backbone_kwargs)`` on the meta device and count it."""
-    import tasks.efficientnet  # noqa: F401  (registers the compound-scaled models)
+    from core.registry import register_models
+
+    register_models()
 
     with torch.device("meta"):
         model = timm.create_model(backbone, **backbone_kwargs)

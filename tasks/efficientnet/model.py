@@ -24,7 +24,13 @@ from timm.models._registry import generate_default_cfgs
 from timm.models.efficientnet import EfficientNet
 from timm.models.resnet import Bottleneck, ResNet, downsample_conv
 
-from tasks.efficientnet.scaling import resolve_multipliers, round_filters, round_repeats
+from tasks.efficientnet.scaling import (
+    EFFICIENTNET_FAMILY,
+    EfficientNetSetting,
+    resolve_multipliers,
+    round_filters,
+    round_repeats,
+)
 
 # timm's create_model hands these to every entrypoint; none applies to a model built from scratch.
 _TIMM_FACTORY_ARGS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
@@ -45,11 +51,19 @@ def _cfg(**kwargs: Any) -> dict:
     }
 
 
+def _variant_cfg(setting: EfficientNetSetting) -> dict:
+    """B0-B7 default config: native resolution, the reference evaluation crop, bicubic resizing."""
+    size = setting.resolution
+    return _cfg(input_size=(3, size, size), pool_size=(-(-size // 32),) * 2, crop_pct=round(setting.crop_pct, 4),
+                first_conv="conv_stem", classifier="classifier")
+
+
 default_cfgs = generate_default_cfgs(
     {
         "compound_scaled_efficientnet": _cfg(first_conv="conv_stem", classifier="classifier"),
         "compound_scaled_mobilenetv2": _cfg(first_conv="conv_stem", classifier="classifier"),
         "compound_scaled_resnet50": _cfg(first_conv="conv1", classifier="fc"),
+        **{f"compound_scaled_efficientnet_{name}": _variant_cfg(s) for name, s in EFFICIENTNET_FAMILY.items()},
     }
 )
 
@@ -168,6 +182,26 @@ def compound_scaled_efficientnet(
         drop_path_rate=drop_path_rate,
         **_drop_factory_args(kwargs),
     )
+
+
+def _efficientnet_variant(name: str, setting: EfficientNetSetting):
+    """The timm entrypoint of EfficientNet-``name``: B0 at the variant's width and depth multipliers,
+    with its dropout; everything else as ``compound_scaled_efficientnet``."""
+
+    def build(drop_rate: float = setting.dropout, **kwargs: Any) -> EfficientNet:
+        kwargs = {"width_multiplier": setting.width, "depth_multiplier": setting.depth, **kwargs}
+        model = compound_scaled_efficientnet(drop_rate=drop_rate, **kwargs)
+        model.pretrained_cfg = model.default_cfg = default_cfgs[f"compound_scaled_efficientnet_{name}"].default.to_dict()
+        return model
+
+    build.__name__ = build.__qualname__ = f"compound_scaled_efficientnet_{name}"
+    build.__doc__ = (f"EfficientNet-{name.upper()} (width {setting.width}, depth {setting.depth}, "
+                     f"{setting.resolution} px, dropout {setting.dropout}).")
+    return register_model(build)
+
+
+for _name, _setting in EFFICIENTNET_FAMILY.items():
+    globals()[f"compound_scaled_efficientnet_{_name}"] = _efficientnet_variant(_name, _setting)
 
 
 @register_model

@@ -1,14 +1,15 @@
-"""The ``compound_resolution`` OmegaConf resolver: the input size the scaling rule picks.
+"""OmegaConf resolvers of the EfficientNet configs (registered lazily by ``core.resolvers`` from the
+list in ``core.registry``; importing this module registers nothing).
 
-Configs write ``data.image_size: ${compound_resolution:${scaling.base_resolution},${scaling.gamma},
-${scaling.phi}}`` so the resolution reaches the data and the task from one place. Importing this
-module (done by ``tasks.efficientnet`` and, for train.py, by ``core.resolvers``) registers it."""
+- ``${compound_resolution:base,gamma,phi}``: the input size the scaling rule picks, so the resolution
+  reaches the data and the task from one place.
+- ``${efficientnet_variant:b3,resolution}``: a fact of a B0-B7 variant (``width``, ``depth``,
+  ``resolution``, ``dropout``, ``crop_pct``) from ``scaling.EFFICIENTNET_FAMILY``, the one place
+  those facts live; the timm-registered ``compound_scaled_efficientnet_b*`` read the same table."""
 
 from __future__ import annotations
 
-from omegaconf import OmegaConf
-
-from tasks.efficientnet.scaling import RESOLUTION_DIVISOR, round_resolution
+from tasks.efficientnet.scaling import EFFICIENTNET_FAMILY, RESOLUTION_DIVISOR, round_resolution
 
 
 def compound_resolution(
@@ -18,9 +19,12 @@ def compound_resolution(
     return round_resolution(int(base_resolution), float(gamma) ** float(phi), int(divisor))
 
 
-def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("compound_resolution"):
-        OmegaConf.register_new_resolver("compound_resolution", compound_resolution)
-
-
-register_resolvers()
+def efficientnet_variant(variant: str, key: str) -> float | int:
+    """``key`` of EfficientNet-``variant`` (b0..b7): width, depth, resolution, dropout or crop_pct."""
+    name = str(variant).lower().removeprefix("efficientnet_").removeprefix("efficientnet-")
+    if name not in EFFICIENTNET_FAMILY:
+        raise KeyError(f"efficientnet variant {variant!r}: choose one of {sorted(EFFICIENTNET_FAMILY)}")
+    setting = EFFICIENTNET_FAMILY[name]
+    if not hasattr(setting, key):
+        raise KeyError(f"efficientnet variant facts have no {key!r}; choose width, depth, resolution, dropout, crop_pct")
+    return getattr(setting, key)

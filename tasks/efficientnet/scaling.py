@@ -91,6 +91,10 @@ def resolve_multipliers(
     return float(width_multiplier) * rule.width_multiplier, float(depth_multiplier) * rule.depth_multiplier
 
 
+# Centre-crop fraction of the reference code's evaluation preprocessing (preprocessing.py).
+EVAL_CROP_FRACTION = 0.875
+
+
 @dataclass(frozen=True)
 class EfficientNetSetting:
     """One row of the EfficientNet family: multipliers, native resolution, dropout, and Table 2's figures."""
@@ -101,6 +105,14 @@ class EfficientNetSetting:
     dropout: float
     paper_params_m: float
     paper_gmacs: float
+
+    @property
+    def crop_pct(self) -> float:
+        """Share of the shorter side the evaluation centre crop keeps. The reference preprocessing
+        pads the crop by round(size * (1 / 0.875 - 1)) pixels (``CROP_FRACTION = 0.875``): 224 of
+        256 for B0, 600 of 686 for B7."""
+        padding = round(self.resolution * (1 / EVAL_CROP_FRACTION - 1))
+        return self.resolution / (self.resolution + padding)
 
 
 # (width, depth, resolution, dropout) from the authors' reference code; params and multiply-adds

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import logging
 import math
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, Optional, Sequence
 from omegaconf import OmegaConf
 
 from core.io import atomic_path, atomic_write_json, atomic_write_text
+from core.sweeps import job_folders, read_job
 from tasks.efficientnet.complexity import measure_backbone
 from tasks.efficientnet.grid import Candidate
 
@@ -62,12 +62,12 @@ def read_run(run_dir: Path) -> Optional[dict[str, Any]]:
         "test_accuracy": None,
         "status": "pending",
     }
-    metrics_file = run_dir / "metrics.json"
-    if metrics_file.exists():
-        record = json.loads(metrics_file.read_text())
-        metric = record["monitor"]["metric"]
-        metrics = record["metrics"]
+    job = read_job(run_dir)  # the sweep-folder reader every summary shares (core.sweeps)
+    if job["status"] == "done":
+        metric = job["monitor"]["metric"]
+        metrics = job["metrics"]
         row["monitor"] = metric
+        row["mode"] = job["monitor"].get("mode", "max")
         row["val_accuracy"] = metrics.get(metric)
         row["test_accuracy"] = metrics.get(metric.replace("val/", "test/", 1))
         row["status"] = "done" if row["val_accuracy"] is not None else "no-metric"
@@ -79,10 +79,7 @@ def collect_runs(sweep_dir: str | Path) -> list[dict[str, Any]]:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir}: sweep folder does not exist")
-    folders = sorted(
-        (p for p in sweep_dir.iterdir() if p.is_dir()),
-        key=lambda p: (0, int(p.name), "") if p.name.isdigit() else (1, 0, p.name),
-    )
+    folders = job_folders([sweep_dir])
     rows = [row for row in (read_run(p) for p in folders) if row is not None]
     if not rows:
         raise FileNotFoundError(
@@ -96,7 +93,8 @@ def best_run(rows: Sequence[dict], dimension: str = "compound", phi: Optional[fl
     """The finished run of ``dimension`` (at ``phi``) with the highest validation accuracy."""
     done = [r for r in rows if r["status"] == "done" and r["dimension"] == dimension
             and (phi is None or math.isclose(r["phi"], phi))]
-    return max(done, key=lambda r: r["val_accuracy"]) if done else None
+    # the task's monitor.mode: "min" for a monitored error, "max" for an accuracy
+    return max(done, key=lambda r: -r["val_accuracy"] if r.get("mode") == "min" else r["val_accuracy"]) if done else None
 
 
 def compare_dimensions(rows: Sequence[dict]) -> list[dict]:

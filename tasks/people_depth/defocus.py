@@ -2,15 +2,11 @@
 
 A thin lens focused at depth f blurs a point at depth d into a disc whose radius grows with
 |1/f - 1/d|; here r(d) = aperture * |1 - f / d| pixels, clipped at ``max_radius``. Pixels with
-r < 0.5 (blur below half a pixel) are in focus and keep their exact values.
-
-    python -m tasks.people_depth.defocus --checkpoint run/checkpoints/last.ckpt \\
-        --root data/mannequin_challenge --split test --clip <clip> --out bokeh.mp4
-"""
+r < 0.5 (blur below half a pixel) are in focus and keep their exact values. The command that
+renders a clip with a trained model is ``python -m tasks.people_depth.video``."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Optional
 
@@ -88,36 +84,3 @@ def write_effect_video(path: str | Path, images, depths, masks, focus_depth: Opt
               for im, d in zip(images, depths)]
     return write_video(path, frames, fps=fps)
 
-
-def main(argv: Optional[list[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description="Defocus a clip with depth from a trained people-depth model.")
-    parser.add_argument("--checkpoint", required=True, help="a PeopleDepthTask checkpoint (.ckpt)")
-    parser.add_argument("--root", required=True, help="Mannequin Challenge layout root")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--clip", default=None, help="clip name (the .txt stem); default: the first")
-    parser.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
-                        help="default: the size the model was trained at")
-    parser.add_argument("--focus-depth", type=float, default=None, help="default: on the people")
-    parser.add_argument("--aperture", type=float, default=6.0)
-    parser.add_argument("--max-radius", type=float, default=8.0)
-    parser.add_argument("--fps", type=float, default=10.0)
-    parser.add_argument("--out", required=True, help="output .mp4")
-    args = parser.parse_args(argv)
-
-    from datamodules.mannequin_challenge import MannequinChallengeClips
-    from tasks.people_depth.module import PeopleDepthTask
-
-    task = PeopleDepthTask.load_from_checkpoint(args.checkpoint, map_location="cpu")
-    size = args.image_size or task.hparams.image_size
-    dataset = MannequinChallengeClips(Path(args.root) / args.split, image_size=size)
-    names = [t.name for t in dataset.trajectories]
-    if args.clip is not None and args.clip not in names:
-        raise SystemExit(f"clip {args.clip!r} not in {Path(args.root) / args.split} (have {names[:5]}...)")
-    clip = names.index(args.clip) if args.clip else 0
-    out = task.render_clip_video(dataset, clip, args.out, focus_depth=args.focus_depth,
-                                 aperture=args.aperture, max_radius=args.max_radius, fps=args.fps)
-    print(out)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,7 @@
 """LightningModule for "Learning the Depths of Moving People by Watching Frozen People" (Li et al.,
-CVPR 2019): trains the hourglass on Mannequin Challenge frames, evaluates si-RMSE by region, and
-writes a defocus video of the first test clip into the run directory (and to W&B when logging there)."""
+CVPR 2019): trains the paper's hourglass on Mannequin Challenge frames with the public code's
+objective, evaluates Table 2's errors (si-full, si-env, si-hum, si-intra, si-inter, RMSE, Rel) and
+writes a defocus video of the first test clip into the run directory (tasks/people_depth/video.py)."""
 
 from __future__ import annotations
 
@@ -8,79 +9,118 @@ import logging
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from timm.optim import create_optimizer_v2
 
-from tasks.people_depth.defocus import write_effect_video
-from tasks.people_depth.losses import edge_aware_smoothness, gradient_loss, scale_invariant_loss
-from tasks.people_depth.metrics import REGIONS, ScaleInvariantRMSE
-from tasks.people_depth.model import hourglass, network_inputs
+from core.weights import read_state_dict
+from tasks.people_depth.losses import ground_truth_mask, joint_loss
+from tasks.people_depth.metrics import REGIONS, ScaleAlignedRel, ScaleAlignedRMSE, ScaleInvariantRMSE
+from tasks.people_depth.model import depth_network, is_public_state_dict, network_inputs, public_state_dict_to_ours
+from tasks.people_depth.video import VIDEO_NAME, log_video, render_clip_video
 
 log = logging.getLogger(__name__)
 
-VIDEO_NAME = "people_depth_side_by_side.mp4"
+METRIC_NAMES = tuple(f"si_{r}" for r in REGIONS) + ("rmse", "rel")
 
 
 class PeopleDepthTask(pl.LightningModule):
-    """Depth of people and scene from RGB + masked parallax depth (``inputs: full``) or from RGB
-    alone (``inputs: rgb``, the single-frame baseline).
+    """Depth of people and scene for Table 2's models: ``inputs`` I (RGB), IDCM (RGB, human mask,
+    input log depth, confidence) or IDCMK (+ keypoints).
 
-    Loss = scale-invariant MSE + ``gradient_weight`` * multi-scale gradient loss +
-    ``smoothness_weight`` * edge-aware smoothness. With ``loss_weighting: confidence`` the
-    supervision of environment pixels is weighted by the parallax confidence (human pixels by 1),
-    as the paper weights by its confidence map; ``valid`` weights every pixel with depth by 1."""
+    Loss (``tasks/people_depth/losses.py``): 1.5 MSE_M on the ground-truth mask (or, with
+    ``human_data_term``, MSE_M + 0.5 x the human pair term), 0.75 x the gradient term at 5 scales,
+    and edge-aware smoothness 0.075 (first order) and 0.1 (Laplacian) halved per coarser scale.
+    ``loss_weighting: confidence`` instead weights environment pixels by the input confidence (an
+    option kept from earlier versions; the public code uses the ground-truth mask).
+    ``lr_decay_epochs`` halves the learning rate every N epochs (the public step policy).
+    ``pretrained_path``: a local weights file, the public checkpoints
+    (``best_depth_Ours_Bilinear_inc_{3,6,7}_net_G.pth`` for I, IDCM, IDCMK) included."""
 
     def __init__(
         self,
-        inputs: str = "full",
-        widths: Sequence[int] = (32, 64, 128, 256),
-        gradient_weight: float = 0.5,
-        smoothness_weight: float = 0.05,
-        gradient_scales: int = 4,
-        loss_weighting: str = "confidence",
+        inputs: str = "IDCM",
+        network: str = "hourglass",
+        width: float = 1.0,
+        unet_widths: Sequence[int] = (32, 64, 128, 256),
+        human_data_term: bool = False,
+        loss_weighting: str = "gt_mask",
+        gradient_weight: float = 0.75,
+        first_order_weight: float = 0.075,
+        second_order_weight: float = 0.1,
+        loss_scales: int = 5,
         optimizer: Optional[dict[str, Any]] = None,
+        lr_decay_epochs: Optional[int] = None,
+        pretrained_path: Optional[str] = None,
         image_size: Sequence[int] = (96, 128),
         video_frames: int = 16,
         video_aperture: float = 6.0,
         video_fps: float = 10.0,
     ):
         super().__init__()
-        if loss_weighting not in ("confidence", "valid"):
-            raise ValueError(f"loss_weighting must be 'confidence' or 'valid', got {loss_weighting!r}")
+        if loss_weighting not in ("gt_mask", "confidence"):
+            raise ValueError(f"loss_weighting must be 'gt_mask' or 'confidence', got {loss_weighting!r}")
         self.save_hyperparameters()
-        self.model = hourglass(inputs, widths)
-        self.optimizer_kwargs = dict(optimizer or {"opt": "adamw", "lr": 1e-3, "weight_decay": 1e-4})
+        self.model = depth_network(network, inputs, width, unet_widths)
+        self.optimizer_kwargs = dict(optimizer or {"opt": "adam", "lr": 4e-4})
         for stage in ("val", "test"):
             for region in REGIONS:
                 setattr(self, f"{stage}_si_{region}", ScaleInvariantRMSE(region))
+            setattr(self, f"{stage}_rmse", ScaleAlignedRMSE())
+            setattr(self, f"{stage}_rel", ScaleAlignedRel())
+        if pretrained_path:
+            self.load_weights(pretrained_path)
+
+    def load_weights(self, path: str | Path) -> dict[str, list[str]]:
+        """Load a local weights file into the network: the public hourglass checkpoints (their key
+        names mapped), a state dict of this network, or a checkpoint of this task. Logs and returns
+        missing / unexpected keys; raises when no tensor matches or a shape differs."""
+        state = read_state_dict(path)
+        if is_public_state_dict(state):
+            if self.hparams.network != "hourglass":
+                raise ValueError(f"{path}: the public checkpoint is an hourglass, but task.network={self.hparams.network}")
+            state = public_state_dict_to_ours(state)
+        for prefix in ("model.", "module."):
+            if state and all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+        own = self.model.state_dict()
+        mismatched = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+                      if k in own and own[k].shape != v.shape]
+        if mismatched:
+            raise ValueError(f"{path}: shapes differ from task.inputs={self.hparams.inputs}, "
+                             f"task.width={self.hparams.width}: {mismatched[:3]}")
+        result = self.model.load_state_dict(state, strict=False)
+        report = {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys)}
+        if len(report["unexpected"]) == len(state):
+            raise ValueError(f"{path}: no tensor matched the network; is it the right architecture?")
+        log.info("Loaded %d tensors from %s", len(state) - len(report["unexpected"]), path)
+        for kind, keys in report.items():
+            if keys:
+                log.warning("%s: %d %s keys, e.g. %s", path, len(keys), kind, keys[:5])
+        return report
 
     def forward(self, batch: dict) -> torch.Tensor:
         """Predicted log depth (B, 1, H, W)."""
         return self.model(network_inputs(batch, self.hparams.inputs))
 
-    def loss_weight(self, batch: dict) -> torch.Tensor:
-        if self.hparams.loss_weighting == "valid":
-            return torch.ones_like(batch["depth"])
-        return torch.where(batch["human_mask"] > 0.5, torch.ones_like(batch["confidence"]), batch["confidence"])
+    def loss_mask(self, batch: dict) -> torch.Tensor:
+        mask = ground_truth_mask(batch["depth"])
+        if self.hparams.loss_weighting == "confidence":
+            human = batch["human_mask"] > 0.5
+            mask = mask * torch.where(human, torch.ones_like(batch["confidence"]), batch["confidence"])
+        return mask
 
     def losses(self, pred_log: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
-        weight = self.loss_weight(batch)
-        parts = {
-            "si": scale_invariant_loss(pred_log, batch["depth"], weight),
-            "gradient": gradient_loss(pred_log, batch["depth"], weight, self.hparams.gradient_scales),
-            "smoothness": edge_aware_smoothness(pred_log, batch["image"], self.hparams.gradient_scales),
-        }
-        parts["total"] = (parts["si"] + self.hparams.gradient_weight * parts["gradient"]
-                          + self.hparams.smoothness_weight * parts["smoothness"])
-        return parts
+        h = self.hparams
+        return joint_loss(pred_log, batch["depth"], batch["image"], self.loss_mask(batch), batch["human_mask"],
+                          h.human_data_term, h.loss_scales, h.gradient_weight, h.first_order_weight,
+                          h.second_order_weight)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         parts = self.losses(self(batch), batch)
-        self.log_dict({f"train/loss_{k}": v for k, v in parts.items()}, prog_bar=False,
-                      batch_size=batch["image"].shape[0])
-        self.log("train/loss", parts["total"], prog_bar=True, batch_size=batch["image"].shape[0])
+        n = batch["image"].shape[0]
+        self.log_dict({f"train/loss_{k}": v for k, v in parts.items() if k != "total"}, batch_size=n)
+        self.log("train/loss", parts["total"], prog_bar=True, batch_size=n)
         return parts["total"]
 
     def _evaluate(self, batch: dict, stage: str) -> None:
@@ -88,10 +128,11 @@ class PeopleDepthTask(pl.LightningModule):
         n = batch["image"].shape[0]
         self.log(f"{stage}/loss", self.losses(pred_log, batch)["total"], batch_size=n, sync_dist=True)
         pred = torch.exp(pred_log)
-        for region in REGIONS:
-            metric = getattr(self, f"{stage}_si_{region}")
-            metric.update(pred, batch["depth"], batch["human_mask"])
-            self.log(f"{stage}/si_{region}", metric, batch_size=n, prog_bar=region in ("full", "hum"))
+        ids = batch.get("index")
+        for name in METRIC_NAMES:
+            metric = getattr(self, f"{stage}_{name}")
+            metric.update(pred, batch["depth"], batch["human_mask"], ids)
+            self.log(f"{stage}/{name}", metric, batch_size=n, prog_bar=name in ("si_full", "si_hum"))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "val")
@@ -109,39 +150,29 @@ class PeopleDepthTask(pl.LightningModule):
         finally:
             self.train(was_training)
 
-    def render_clip_video(self, dataset, clip: int, path: str | Path, focus_depth: Optional[float] = None,
-                          aperture: Optional[float] = None, max_radius: float = 8.0,
-                          fps: Optional[float] = None, max_frames: Optional[int] = None) -> Path:
-        """Predict depth for the frames of ``clip`` in ``dataset`` and write input | depth | defocus."""
-        indices = [i for i, s in enumerate(dataset.samples) if s.clip == clip][: max_frames or None]
-        if not indices:
-            raise ValueError(f"clip {clip} has no samples")
-        images, depths, masks = [], [], []
-        for start in range(0, len(indices), 8):
-            items = [dataset[i] for i in indices[start:start + 8]]
-            batch = {k: torch.stack([it[k] for it in items]).to(self.device)
-                     for k in ("image", "human_mask", "parallax_depth", "confidence")}
-            depth = self.predict_depth(batch).cpu().numpy()[:, 0]
-            for it, d in zip(items, depth):
-                images.append((it["image"].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
-                depths.append(d)
-                masks.append(it["human_mask"][0].numpy())
-        return write_effect_video(path, images, depths, masks, focus_depth=focus_depth,
-                                  aperture=aperture if aperture is not None else self.hparams.video_aperture,
-                                  max_radius=max_radius, fps=fps or self.hparams.video_fps)
+    def predict_step(self, batch: dict, batch_idx: int, chunk: int = 16) -> list[torch.Tensor]:
+        """predict.py: depth (T, H, W) up to scale per video of the batch, whose frames lie end to end
+        (``lengths``); tasks/people_depth/predict.py writes the videos and arrays."""
+        if not batch["inputs"]:  # every video of the batch was unreadable
+            return []
+        keys = [k for k in ("image", "human_mask", "input_log_depth", "confidence") if k in batch]
+        depth = torch.cat([self.predict_depth({k: batch[k][i:i + chunk] for k in keys})[:, 0].cpu()
+                           for i in range(0, len(batch["image"]), chunk)])
+        return list(depth.split(batch["lengths"]))
 
     def on_test_epoch_end(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if not self.trainer.is_global_zero or datamodule is None or not hasattr(datamodule, "split"):
             return
         path = Path(self.trainer.default_root_dir) / VIDEO_NAME
-        self.render_clip_video(datamodule.split("test"), 0, path, max_frames=self.hparams.video_frames)
+        render_clip_video(self, datamodule.split("test"), 0, path, max_frames=self.hparams.video_frames)
         log.info("Wrote defocus video %s", path)
-        for logger in self.loggers:
-            if isinstance(logger, pl.loggers.WandbLogger):
-                import wandb
-
-                logger.experiment.log({"test/side_by_side": wandb.Video(str(path), format="mp4")})
+        log_video(self.loggers, "test/side_by_side", path)
 
     def configure_optimizers(self):
-        return create_optimizer_v2(self.model, **self.optimizer_kwargs)
+        optimizer = create_optimizer_v2(self.model, **self.optimizer_kwargs)
+        if not self.hparams.lr_decay_epochs:
+            return optimizer
+        # The public code's lr_policy=step: the learning rate halves every lr_decay_epoch epochs.
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=int(self.hparams.lr_decay_epochs), gamma=0.5)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from tasks.talnet.postprocess import encode_segments, segment_iou
+from core.metrics import temporal_iou
+from tasks.talnet.anchors import encode_segments
 
 
 @dataclass
@@ -61,7 +62,7 @@ def proposal_loss(
         negative = flat_valid.clone()
         matched = flat_anchors
     else:
-        iou = segment_iou(flat_anchors, gt)
+        iou = temporal_iou(flat_anchors, gt)
         iou[~flat_valid] = -1
         best, match = iou.max(dim=1)
         positive = best >= positive_iou
@@ -101,7 +102,7 @@ def classifier_targets(
         keep = torch.randperm(len(rois), device=rois.device)[:sample_size]
         labels = torch.full((len(keep),), num_classes, dtype=torch.long, device=rois.device)
         return rois[keep], labels, rois.new_zeros(len(keep), 2)
-    iou = segment_iou(rois, gt)
+    iou = temporal_iou(rois, gt)
     best, match = iou.max(dim=1)
     foreground = best >= foreground_iou
     pos, neg = balanced_sample(foreground, ~foreground, sample_size, foreground_fraction)

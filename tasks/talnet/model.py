@@ -1,7 +1,8 @@
 """TALNet (Chao et al., "Rethinking the Faster R-CNN Architecture for Temporal Action
 Localization", CVPR 2018): per modality, a 1D temporal feature map, a multi-tower segment proposal
 network whose towers' receptive fields match their anchor scales (with context), and a segment
-classifier over SoI-pooled, context-extended features. Modalities are fused late."""
+classifier over SoI-pooled, context-extended features. Modalities are fused late (the paper's
+scheme and a proposal-union variant, in ``module.py``) or early (one stream over both)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tasks.talnet.postprocess import extend_with_context
+from tasks.talnet.anchors import extend_with_context
+
+DILATION_RULES = ("exact", "paper")
 
 
-def aligned_dilation(scale: float, context_ratio: float) -> int:
-    """Dilation d of a tower for anchor length ``scale``: the tower (a stride-1 max pool of
-    kernel d, then two k=3 convolutions dilated by d) sees 5d snippets, matched to the anchor
-    extended by its context on both sides, ``scale * (1 + 2 * context_ratio)`` (Sec. 3.2-3.3)."""
+def aligned_dilation(scale: float, context_ratio: float, rule: str = "exact") -> int:
+    """Dilation d of the SPN tower for anchors of ``scale`` snippets (TALNet Sec. 3.1-3.2).
+
+    The tower is a stride-1 max pool of kernel d (it fills the holes of the dilated convolutions)
+    then two k=3 convolutions dilated by d: its receptive field is 5d snippets. The paper ties the
+    dilation rate to the anchor scale and doubles it when context is used, so that the receptive
+    field covers the anchor plus its context (s/2 on each side, i.e. 2s). Its rate is s/6 without
+    context and 2s/6 with it (``rule="paper"``: 5s/6 and 5s/3, about 17 % short of s and 2s);
+    ``rule="exact"`` (the default) picks d = round(s (1 + 2 context_ratio) / 5), so that 5d equals
+    the context-extended anchor. NOTE: the paper's text could not be re-read where this was written
+    (only its abstract was reachable); the s/6 rate is quoted from memory of Sec. 3.1."""
+    if rule not in DILATION_RULES:
+        raise ValueError(f"dilation rule must be one of {DILATION_RULES}, not {rule!r}")
+    if rule == "paper":
+        return max(1, round(scale * (2 if context_ratio > 0 else 1) / 6))
     return max(1, round(scale * (1 + 2 * context_ratio) / 5))
 
 
 def tower_receptive_field(dilation: int) -> int:
+    """Receptive field in snippets of one tower: pool kernel d, plus 2d for each dilated conv."""
     return 5 * dilation
 
 
@@ -50,11 +65,17 @@ class SegmentProposalNetwork(nn.Module):
     """Multi-tower SPN: tower k scores the anchor of scale ``scales[k]`` at every snippet
     (objectness logit) and regresses its centre and length."""
 
-    def __init__(self, channels: int, scales: Sequence[float], context_ratio: float):
+    def __init__(
+        self,
+        channels: int,
+        scales: Sequence[float],
+        context_ratio: float,
+        dilation_rule: str = "exact",
+    ):
         super().__init__()
         self.scales = [float(s) for s in scales]
         self.towers = nn.ModuleList(
-            ReceptiveFieldAlignedTower(channels, aligned_dilation(s, context_ratio))
+            ReceptiveFieldAlignedTower(channels, aligned_dilation(s, context_ratio, dilation_rule))
             for s in self.scales
         )
         self.heads = nn.ModuleList(nn.Conv1d(channels, 3, 1) for _ in self.scales)
@@ -156,6 +177,7 @@ class TALNetStream(nn.Module):
         soi_bins: int = 8,
         classifier_hidden: int = 256,
         dropout: float = 0.3,
+        dilation_rule: str = "exact",
     ):
         super().__init__()
         self.anchor_scales = [float(s) for s in anchor_scales]
@@ -166,7 +188,7 @@ class TALNetStream(nn.Module):
             ]
         )
         self.input_norm = nn.BatchNorm1d(in_dim, affine=False)  # random-init features vary in scale
-        self.spn = SegmentProposalNetwork(hidden_dim, anchor_scales, context_ratio)
+        self.spn = SegmentProposalNetwork(hidden_dim, anchor_scales, context_ratio, dilation_rule)
         self.classifier = SegmentClassifier(
             hidden_dim, num_classes, soi_bins, context_ratio, classifier_hidden, dropout
         )
@@ -181,7 +203,8 @@ class TALNetStream(nn.Module):
 
 
 class TALNet(nn.Module):
-    """Late fusion over modalities: one ``TALNetStream`` per modality."""
+    """One ``TALNetStream`` per input: per modality (late fusion) or one over the concatenated
+    modalities (early fusion)."""
 
     def __init__(self, streams: dict[str, TALNetStream]):
         super().__init__()

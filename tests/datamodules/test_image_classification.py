@@ -26,8 +26,9 @@ def folder_root(tmp_path_factory):
 
 
 def folder_dm(root, **kw):
-    return ImageFolderDataModule(str(root), num_classes=kw.pop("num_classes", 4), image_size=32, batch_size=4,
-                                 num_workers=0, crop_pct=1.0, **kw)
+    return ImageFolderDataModule(
+        str(root), num_classes=kw.pop("num_classes", 4), image_size=32, batch_size=4, num_workers=0, crop_pct=1.0, **kw
+    )
 
 
 def test_image_folder_reads_splits_and_synset_names(folder_root):
@@ -76,7 +77,9 @@ def test_generation_is_atomic_and_happens_once(tmp_path):
 
 def test_cifar100_reads_official_pickles(tmp_path):
     write_cifar100(tmp_path, train_per_class=2, test_per_class=1)
-    dm = Cifar100DataModule(str(tmp_path), num_classes=100, image_size=32, num_workers=0, crop_pct=1.0, val_fraction=0.25)
+    dm = Cifar100DataModule(
+        str(tmp_path), num_classes=100, image_size=32, num_workers=0, crop_pct=1.0, val_fraction=0.25
+    )
     dm.setup()
     assert [len(dm.datasets[s]) for s in ("train", "val", "test")] == [150, 50, 100]
     assert dm.class_names[:2] == ["circle_0", "square_0"]
@@ -107,6 +110,8 @@ def test_flowers102_reads_mat_files(tmp_path):
 
 def test_flowers102_bad_setid_is_named(tmp_path):
     write_flowers102(tmp_path, num_classes=2, train_per_class=1, val_per_class=1, test_per_class=1, image_size=32)
-    savemat(str(tmp_path / "setid.mat"), {"trnid": np.array([[1, 99]]), "valid": np.array([[2]]), "tstid": np.array([[3]])})
+    savemat(
+        str(tmp_path / "setid.mat"), {"trnid": np.array([[1, 99]]), "valid": np.array([[2]]), "tstid": np.array([[3]])}
+    )
     with pytest.raises(DataFormatError, match=r"setid.mat: trnid has ids outside 1..6: \[99\]"):
         Flowers102DataModule(str(tmp_path), num_classes=2, num_workers=0).setup()

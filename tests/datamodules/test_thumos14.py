@@ -18,18 +18,18 @@ from datamodules.thumos14 import (
     prepare_features,
     read_split_annotations,
 )
+from datamodules.thumos14_annotations import (
+    THUMOS14_CLASSES,
+    annotation_database,
+    read_annotation_database,
+)
 from datamodules.thumos14_extract import (
     SnippetFeatureExtractor,
     resampled_frame_indices,
     sample_snippets,
     snippet_starts,
 )
-from datamodules.thumos14_features import (
-    THUMOS14_CLASSES,
-    Thumos14FeaturesDataModule,
-    annotation_database,
-    read_annotation_database,
-)
+from datamodules.thumos14_features import Thumos14FeaturesDataModule
 
 SMALL = {
     "num_validation_videos": 3,
@@ -81,11 +81,7 @@ def test_generated_layout_has_every_class_file_and_decodable_videos(raw_root):
         segs = read_split_annotations(raw_root, split, THUMOS14_CLASSES)
         assert segs and all((raw_root / videos / f"{s.video}.mp4").exists() for s in segs)
     # the annotated action is visible: a pixel of the class colour appears mid-action only
-    seg = next(
-        s
-        for s in read_split_annotations(raw_root, "validation", THUMOS14_CLASSES)
-        if s.label != "Ambiguous"
-    )
+    seg = next(s for s in read_split_annotations(raw_root, "validation", THUMOS14_CLASSES) if s.label != "Ambiguous")
     reader = open_video(raw_root / "videos/validation" / f"{seg.video}.mp4")
     fps = reader.get_avg_fps()
     colour = np.array(CLASS_LOOKS[THUMOS14_CLASSES.index(seg.label)][0], float)
@@ -114,9 +110,7 @@ def test_decord_sampling_returns_the_right_frames(tmp_path):
 
 
 def test_corrupt_video_raises_naming_file_and_extraction_counts_it(tmp_path, raw_root):
-    bad = write_corrupt_video(
-        tmp_path / "video_test_0000099.mp4", next((raw_root / "videos/test").glob("*.mp4"))
-    )
+    bad = write_corrupt_video(tmp_path / "video_test_0000099.mp4", next((raw_root / "videos/test").glob("*.mp4")))
     with pytest.raises(VideoDecodeError, match="video_test_0000099.mp4"):
         open_video(bad)
     good = next((raw_root / "videos/test").glob("*.mp4"))
@@ -148,11 +142,7 @@ def test_prepare_features_writes_database_resumes_and_refuses_other_settings(tmp
     report = prepare_features(raw_root, out, extractor)
     assert len(report.extracted) == SMALL["num_validation_videos"] + SMALL["num_test_videos"]
     videos = read_annotation_database(out / "thumos14.json", THUMOS14_CLASSES)
-    segs = [
-        s
-        for s in read_split_annotations(raw_root, "test", THUMOS14_CLASSES)
-        if s.label != "Ambiguous"
-    ]
+    segs = [s for s in read_split_annotations(raw_root, "test", THUMOS14_CLASSES) if s.label != "Ambiguous"]
     first = videos[segs[0].video]
     assert first["subset"] == "Test" and first["fps"] == extractor.fps
     assert [segs[0].start, segs[0].end] in first["segments"].tolist()
@@ -190,9 +180,7 @@ def test_missing_video_and_missing_feature_file_are_named(tmp_path, raw_root):
     prepare_features(raw_root, tmp_path / "f2", SnippetFeatureExtractor())
     missing = next((tmp_path / "f2").glob("video_test_*.npy"))
     missing.unlink()
-    dm = Thumos14FeaturesDataModule(
-        str(tmp_path / "f2"), str(tmp_path / "f2/thumos14.json"), feature_dim=96
-    )
+    dm = Thumos14FeaturesDataModule(str(tmp_path / "f2"), str(tmp_path / "f2/thumos14.json"), feature_dim=96)
     with pytest.raises(FileNotFoundError, match=missing.name):
         dm.setup("fit")
 
@@ -241,12 +229,68 @@ def test_raw_datamodule_generates_extracts_and_serves_batches(tmp_path):
         96,
     )
     assert batch["mask"].shape == (2, batch["features"]["rgb"].shape[-1])
-    assert batch["dt"][0].item() == pytest.approx(0.2) and batch["t0"][0].item() == pytest.approx(
-        0.25
-    )
-    assert len(dm.datasets["fit"]) == SMALL["num_validation_videos"]
-    assert len(dm.datasets["test"]) == SMALL["num_test_videos"]
+    assert batch["dt"][0].item() == pytest.approx(0.2) and batch["t0"][0].item() == pytest.approx(0.25)
+    # model selection on a by-video hold-out of the validation videos; test only at the end
+    fit, held, test = (dm.datasets[k].names for k in ("fit", "validate", "test"))
+    assert len(held) == 1 and len(fit) + len(held) == SMALL["num_validation_videos"]
+    assert not set(fit) & set(held)
+    assert all(n.startswith("video_validation_") for n in fit + held)
+    assert len(test) == SMALL["num_test_videos"] and all(n.startswith("video_test_") for n in test)
     with pytest.raises(ValueError, match="feature_dim=512"):
         Thumos14DataModule(
             root=str(tmp_path / "thumos14"), extractor=SnippetFeatureExtractor(), feature_dim=512
         ).prepare_data()
+
+
+def _features_db(tmp_path, n_validation=10, n_test=3):
+    videos = {}
+    for split, subset, n in (("validation", "Validation", n_validation), ("test", "Test", n_test)):
+        for i in range(n):
+            name = f"video_{split}_{i:07d}"
+            videos[name] = {
+                "subset": subset,
+                "duration": 10.0,
+                "fps": 10.0,
+                "segments": np.array([[1.0, 3.0]]),
+                "labels": np.array([0]),
+                "ambiguous": np.zeros((0, 2)),
+            }
+            np.save(tmp_path / f"{name}.npy", np.zeros((20, 8), np.float32))
+    db = tmp_path / "db.json"
+    db.write_text(json.dumps(annotation_database(videos, THUMOS14_CLASSES, "v")))
+    return db
+
+
+def test_selection_on_the_test_split_is_refused_unless_allowed(tmp_path, cfg_train):
+    from datamodules.thumos14_features import TestSelectionError
+
+    db = _features_db(tmp_path)
+    kwargs = dict(features_dir=str(tmp_path), annotation_file=str(db), feature_dim=4)
+    with pytest.raises(TestSelectionError, match="allow_test_selection=true"):
+        Thumos14FeaturesDataModule(**kwargs, val_subset="Test")
+    allowed = Thumos14FeaturesDataModule(**kwargs, val_subset="Test", allow_test_selection=True)
+    allowed.setup("fit")
+    assert allowed.datasets["validate"].names == allowed.datasets["test"].names
+    # the shipped configs, raw-video and pre-extracted, refuse it at instantiation
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    for data in ("thumos14", "thumos14_features"):
+        cfg = cfg_train(["task=talnet", f"data={data}", "data.val_subset=Test"])
+        with pytest.raises(InstantiationException, match="selected on the test split"):
+            instantiate(cfg.data)
+
+
+def test_validation_hold_out_is_seeded_by_video_and_disjoint_from_training(tmp_path):
+    db = _features_db(tmp_path)
+    kwargs = dict(features_dir=str(tmp_path), annotation_file=str(db), feature_dim=4)
+
+    def splits(seed):
+        dm = Thumos14FeaturesDataModule(**kwargs, val_fraction=0.3, split_seed=seed)
+        dm.setup("fit")
+        return {k: dm.datasets[k].names for k in ("fit", "validate", "test")}
+
+    a, b, c = splits(0), splits(0), splits(1)
+    assert a == b and a["validate"] != c["validate"]
+    assert len(a["validate"]) == 3 and len(a["fit"]) == 7 and not set(a["fit"]) & set(a["validate"])
+    assert all(n.startswith("video_test_") for n in a["test"]) and len(a["test"]) == 3

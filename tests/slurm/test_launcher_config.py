@@ -18,8 +18,8 @@ from hydra.utils import instantiate
 from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import OmegaConf
 
-from callbacks.requeue import slurm_environment
-from callbacks.sweep_summary import (
+from core.cluster import slurm_environment
+from core.sweeps import (
     SUMMARY_CSV,
     SUMMARY_JSON,
     format_table,
@@ -128,7 +128,7 @@ def test_every_requeue_setting_names_the_same_signal(trainer, tmp_path):
         [f"trainer={trainer}", "hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path}"]
     )
     plugin = cfg.trainer.plugins[0]
-    assert plugin._target_ == "callbacks.requeue.slurm_environment" and plugin.auto_requeue is True
+    assert plugin._target_ == "core.cluster.slurm_environment" and plugin.auto_requeue is True
     lightning = signal.Signals[plugin.requeue_signal]
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)["additional_parameters"][
         "signal"
@@ -261,7 +261,7 @@ def test_summary_of_an_empty_folder_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="no job folders"):
         summarize([tmp_path])
     out = subprocess.run(
-        [sys.executable, "-m", "callbacks.sweep_summary", str(tmp_path)],
+        [sys.executable, "-m", "core.sweeps", str(tmp_path)],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
@@ -283,7 +283,7 @@ def test_local_launcher_sweep_into_the_default_sweep_folder(tmp_path):
             "hydra/launcher=local",
             "trainer=debug",
             "hydra.launcher.timeout_min=10",
-            "++hydra.callbacks.sweep_summary._target_=callbacks.sweep_summary.SweepSummary",
+            "++hydra.core.sweeps._target_=core.sweeps.SweepSummary",
             "data.generator.train_per_class=12",
             "data.generator.val_per_class=4",
             "data.generator.test_per_class=4",

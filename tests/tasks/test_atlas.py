@@ -13,16 +13,14 @@ from PIL import Image
 
 from core.training import train
 from tasks.atlas.run import build_atlas
-from tests.conftest import compose_config
+from tests.conftest import SMALL_DATA, compose_config
 from tests.helpers import read_metrics, run_entry
 
-SMALL_SHAPES = [
-    "data=shapes", "data.generator.train_per_class=12", "data.generator.val_per_class=4",
-    "data.generator.test_per_class=4", "data.image_size=32", "data.num_workers=0", "data.batch_size=16",
-]
+SMALL_SHAPES = SMALL_DATA["shapes"]
 SMALL_ATLAS = [
     "layer=blocks.3", "grid_size=4", "min_count=2", "umap.n_neighbors=8", "featurevis.icon_size=16",
-    "featurevis.steps=2", "featurevis.batch_size=8", "class_atlases=[0,square_0]", "attribution_classes=3",
+    "featurevis.steps=2", "featurevis.batch_size=8", "featurevis.transforms=standard", "class_atlases=[0,square_0]",
+    "class_grid_size=3", "class_min_count=1", "class_top_n=20", "class_attempts=2",
 ]
 
 
@@ -44,12 +42,16 @@ def check_atlas_folder(folder: Path, num_images: int) -> dict:
     row, col = cells[0]
     assert np.array_equal(pixels[row * 16:(row + 1) * 16, col * 16:(col + 1) * 16], layout["icons"][0])
     assert set(summary["class_atlases"]) == {"circle_0", "square_0"}
-    for entry in summary["class_atlases"].values():
-        assert (folder / entry["png"]).exists()
-        attributions = [c["attribution"] for c in entry["cells"]]
-        assert attributions == sorted(attributions, reverse=True)
-        assert 0 <= entry["top_attribution_cells_of_full_atlas"]["purity"] <= 1
     labels = layout["labels"]
+    assert summary["whitened"] and layout["whitening"].shape == (summary["channels"],) * 2
+    for entry in summary["class_atlases"].values():
+        assert Image.open(folder / entry["png"]).size == (3 * 16, 3 * 16)
+        c = entry["class"]
+        indices = layout[f"class_{c}_indices"]
+        assert len(indices) == entry["num_samples"] and len(layout[f"class_{c}_coords"]) == len(indices)
+        assert entry["base_rate"] == pytest.approx(float((labels == c).mean()))
+        assert entry["enrichment"] == pytest.approx(entry["purity"] / entry["base_rate"])
+        assert len(layout[f"class_{c}_icons"]) == len(entry["cells"]) == len(layout[f"class_{c}_cells"])
     assert summary["knn_chance"] == pytest.approx(np.bincount(labels).max() / len(labels))
     assert 0 <= summary["knn_accuracy"] <= 1
     return summary
@@ -62,9 +64,12 @@ def test_atlas_command_on_a_timm_model(shared_data_dir, tmp_path):
                          tmp_path / "out", shared_data_dir)
     summary = build_atlas(cfg)
     assert summary == check_atlas_folder(tmp_path / "out", num_images=80)
-    # a second run finds the finished collection and reuses it
+    # a second run finds the finished collection and reuses it: its arrays are not written again
+    collected = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*.npy")}
+    assert collected, "no collected activation arrays"
     again = build_atlas(cfg)
-    assert again["cells"] == summary["cells"] and again["timings"]["collect_s"] < summary["timings"]["collect_s"]
+    assert again["cells"] == summary["cells"]
+    assert {p: p.stat().st_mtime_ns for p in collected} == collected
 
 
 @pytest.mark.slow

@@ -6,9 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.atlas.class_atlas import attribution_agreement, class_atlas, top_attributed_class
+from tasks.atlas.class_atlas import (
+    attribution_agreement,
+    class_atlas,
+    class_sample_indices,
+    top_indices,
+    winning_indices,
+)
 from tasks.atlas.grid import cell_index, grid_cells
-from tasks.atlas.layout import knn_accuracy, normalize_unit_square
+from tasks.atlas.layout import knn_accuracy, normalize_layout, whitening_matrix
 from tasks.atlas.render import compose_atlas
 
 # Seven points on a 2 x 2 grid: (x, y) -> (row = y cell, col = x cell).
@@ -51,9 +57,29 @@ def test_grid_rejects_mismatched_lengths():
         grid_cells(COORDS, ACTS[:6], 2)
 
 
-def test_normalize_unit_square():
-    out = normalize_unit_square(np.array([[-2.0, 10.0], [2.0, 30.0], [0.0, 20.0]]))
-    np.testing.assert_allclose(out, [[0, 0], [1, 1], [0.5, 0.5]])
+def test_normalize_layout_clips_to_the_percentiles_with_the_notebook_margin():
+    # x = 0..100 (101 points): 1st / 99th percentiles 1 and 99; mins -= 0.1 * 98 -> -8.8; then
+    # maxs += 0.1 * (99 - (-8.8)) -> 109.78: nothing is clipped, x / 100 after the shift by 0.
+    x = np.arange(101, dtype=np.float64)
+    # y: 100 points at 0..99 and one outlier at 10000: percentiles 0.99 / 99.01 (numpy's linear
+    # interpolation), range widened to [-8.812, 109.822]; the outlier is clipped to 109.822.
+    y = np.concatenate([np.arange(100, dtype=np.float64), [10000.0]])
+    out = normalize_layout(np.stack([x, y], 1))
+    np.testing.assert_allclose(out[:, 0], x / 100, atol=1e-6)
+    lo, hi = np.percentile(y, 1), np.percentile(y, 99)
+    lo_m = lo - 0.1 * (hi - lo)
+    hi_m = hi + 0.1 * (hi - lo_m)
+    assert out[-1, 1] == pytest.approx(1.0)
+    assert out[50, 1] == pytest.approx((50 - 0) / (hi_m - 0), rel=1e-5)  # min of the clipped y is 0
+    assert lo_m < 0 and 109 < hi_m < 110
+
+
+def test_whitening_is_the_inverse_second_moment_matrix():
+    # A^T A / N by hand for four rows: [[ (4+0+1+1)/4, (0+0+1-1)/4 ], [., (0+4+1+1)/4 ]] = 1.5 I
+    acts = np.array([[2.0, 0.0], [0.0, 2.0], [1.0, 1.0], [1.0, -1.0]], np.float32)
+    np.testing.assert_allclose(whitening_matrix(acts, chunk_size=3), np.eye(2) / 1.5, rtol=1e-6)
+    skewed = np.array([[1.0, 1.0], [1.0, 0.0], [0.0, 0.0]], np.float32)  # A^T A / 3 = [[2, 1], [1, 1]] / 3
+    np.testing.assert_allclose(whitening_matrix(skewed), 3 * np.array([[1.0, -1.0], [-1.0, 2.0]]), rtol=1e-5)
 
 
 def test_knn_accuracy_on_separated_and_mixed_clusters():
@@ -67,17 +93,31 @@ def test_knn_accuracy_on_separated_and_mixed_clusters():
     assert knn_accuracy(coords, labels, k=5) == pytest.approx(89 / 90)
 
 
-def test_class_atlas_keeps_top_attributed_rows_sorted_by_attribution():
-    # attribution columns: (class, value) pairs for the top-2 logits of each activation
-    attr_classes = np.array([[0, 1], [0, 1], [1, 0], [1, 0], [0, 2], [2, 0], [1, 0]])
-    attr_values = np.array([[2.0, 1.0], [1.0, 0.5], [3.0, 0.0], [1.0, 0.2], [4.0, 1.0], [1.0, 0.1], [-1.0, -2.0]])
-    assert top_attributed_class(attr_classes, attr_values).tolist() == [0, 0, 1, 1, 0, 2, -1]
-    atlas = class_atlas(COORDS, ACTS, LABELS, attr_classes, attr_values, class_index=0, grid_size=2)
-    # class 0 tops rows 0, 1 (cell (0, 0), mean attribution 1.5) and row 4 (cell (1, 1), 4.0)
-    assert atlas.grid.cells.tolist() == [[1, 1], [0, 0]]
-    np.testing.assert_allclose(atlas.attribution, [4.0, 1.5])
-    np.testing.assert_allclose(atlas.grid.means, [[2, 2], [2, 1]])
-    assert atlas.grid.cell_of_sample.tolist() == [1, 1, -1, -1, 0, -1, -1]
+# attributions (7 samples x 3 classes): winners of class 0 are rows 0, 1, 4
+ATTRIBUTIONS = np.array([[2.0, 1.0, 0.0], [1.0, 0.5, 0.0], [0.0, 3.0, 0.0], [0.2, 1.0, 0.0],
+                         [4.0, 1.0, 0.0], [0.1, 0.0, 1.0], [-1.0, -2.0, -3.0]])
+
+
+def test_class_samples_are_top_positive_attributions_then_winners_with_duplicates():
+    assert winning_indices(ATTRIBUTIONS, 0).tolist() == [0, 1, 4, 6]  # row 6: all negative, argmax is class 0
+    assert top_indices(ATTRIBUTIONS, 0, n=3).tolist() == [4, 0, 1]
+    assert top_indices(ATTRIBUTIONS, 0, n=10).tolist() == [4, 0, 1, 3, 5]  # the 0.0 and -1.0 rows are dropped
+    assert class_sample_indices(ATTRIBUTIONS, 2, top_n=3).tolist() == [5, 5]  # top positive + winner
+
+
+def test_class_atlas_lays_out_its_own_samples_on_its_own_grid():
+    rng = np.random.default_rng(0)
+    acts = np.concatenate([rng.normal(0, 1, (20, 4)) + [5, 0, 0, 0], rng.normal(0, 1, (20, 4)) + [0, 5, 0, 0]])
+    labels = np.repeat([0, 1], 20)
+    attributions = np.stack([acts[:, 0], acts[:, 1]], 1)  # class c is attributed by channel c
+    atlas = class_atlas(acts, attributions, labels, 0, top_n=5, grid_size=2, min_count=1,
+                        umap={"n_neighbors": 5}, num_classes=2)
+    expected = class_sample_indices(attributions, 0, top_n=5)
+    assert atlas.indices.tolist() == expected.tolist() and len(expected) == 25  # 5 top + 20 winners
+    assert atlas.coords.shape == (25, 2) and atlas.grid.grid_size == 2
+    assert atlas.grid.counts.sum() == 25
+    result = atlas.enrichment(labels)
+    assert result["purity"] == 1.0 and result["base_rate"] == 0.5 and result["enrichment"] == 2.0
 
 
 def test_attribution_agreement_counts_the_class_in_the_top_cells():
@@ -98,9 +138,6 @@ def test_compose_atlas_places_icons_and_fades_with_alpha():
     assert (image[0:4, 0:4] == 255).all()       # an empty cell stays white
 
 
-def test_class_atlas_of_a_class_no_activation_favours_is_empty():
-    attr_classes = np.zeros((7, 1), np.int64)
-    attr_values = np.ones((7, 1))
-    atlas = class_atlas(COORDS, ACTS, LABELS, attr_classes, attr_values, class_index=2, grid_size=2)
-    assert len(atlas.grid.cells) == 0 and len(atlas.attribution) == 0
-    assert (atlas.grid.cell_of_sample == -1).all()
+def test_class_atlas_of_a_class_nothing_attributes_to_is_refused():
+    with pytest.raises(ValueError, match="class 2: only 0 samples"):
+        class_atlas(ACTS, np.ones((7, 3)) * [1, 0, -1], LABELS, 2, grid_size=2)

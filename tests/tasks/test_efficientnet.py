@@ -9,7 +9,7 @@ import pytest
 import timm
 import torch
 
-import tasks.efficientnet  # noqa: F401  (registers the models and the resolver)
+import core  # noqa: F401  (registers the config resolvers, core.registry)
 from tasks.efficientnet import table
 from tasks.efficientnet.complexity import count_macs, measure_backbone
 from tasks.efficientnet.grid import Candidate, compound_candidates, grid_values, sweep_candidates

@@ -12,7 +12,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-import tasks.efficientnet  # noqa: F401  (registers the models and the resolver)
+import core  # noqa: F401  (registers the config resolvers, core.registry)
 from core.training import train
 from tasks.classification.module import ImageClassificationTask
 from tasks.efficientnet.complexity import count_params

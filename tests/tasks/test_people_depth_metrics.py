@@ -1,36 +1,54 @@
-"""si-RMSE by region (Li et al. 2019) against hand-worked cases, and the DDP reduction."""
+"""Table 2's errors (public compute_si_rmse / rmse / rel) against hand-worked frames and brute force."""
 
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
-from tasks.people_depth.metrics import REGIONS, ScaleInvariantRMSE, scale_invariant_rmse
+from tasks.people_depth.metrics import (
+    REGIONS, ScaleAlignedRel, ScaleAlignedRMSE, ScaleInvariantRMSE, scale_aligned_errors, scale_invariant_rmse,
+)
 
 
-def _case():
-    """One 1x4 image: log errors R = [0, 0, 1, 1], the last two pixels human."""
+def _frame():
+    """One 1x4 frame: log errors d = [0, 0, 1, 1] (gt 1 everywhere), the last two pixels human."""
     target = torch.ones(1, 1, 1, 4)
     pred = torch.exp(torch.tensor([0.0, 0.0, 1.0, 1.0])).view(1, 1, 1, 4)
     human = torch.tensor([0.0, 0.0, 1.0, 1.0]).view(1, 1, 1, 4)
     return pred, target, human
 
 
-# full: std of R = 0.5. env and intra: R constant -> 0. inter: 4 ordered pairs, each (1)^2 ->
-# sqrt(4 / 8). hum: (h,h) pairs sum 0 over 4, (h,e)+(e,h) sum 8 over 8 -> sqrt(8 / 24).
-EXPECTED = {"full": 0.5, "env": 0.0, "intra": 0.0, "inter": math.sqrt(0.5), "hum": math.sqrt(1 / 3)}
+# Worked by hand from the definitions (N = 4, |H| = |E| = 2; the 1e-6 terms are below 1e-6 here):
+# full: MSE_M = 2/4 - (2/4)^2 = 0.25 -> sqrt(2 * 0.25) = sqrt(0.5).
+# env, intra: d constant on the region -> 0.
+# hum: pairs (i in H, j in P): each human pixel differs from the 2 environment pixels by 1 ->
+#      sum = 2 * 2 = 4 over |H| |P| = 8 -> sqrt(0.5).
+# inter: pairs (i in H, j in E): 4 pairs, each 1 -> sum 4 over 4 -> 1.
+EXPECTED = {"full": math.sqrt(0.5), "env": 0.0, "intra": 0.0, "hum": math.sqrt(0.5), "inter": 1.0}
 
 
 @pytest.mark.parametrize("region", REGIONS)
-def test_hand_worked_image(region):
+def test_hand_worked_frame(region):
     metric = ScaleInvariantRMSE(region)
-    metric.update(*_case())
+    metric.update(*_frame())
     assert metric.compute().item() == pytest.approx(EXPECTED[region], abs=1e-6)
+
+
+def test_second_hand_worked_frame_with_a_hole():
+    """d = [0, 2, 1, *, 3] with the 4th pixel unknown, pixels 3 and 5 human (H = {1, 3}, E = {0, 2})."""
+    target = torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0]).view(1, 1, 1, 5)
+    pred = torch.exp(torch.tensor([0.0, 2.0, 1.0, 5.0, 3.0])).view(1, 1, 1, 5)
+    human = torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0]).view(1, 1, 1, 5)
+    # full: d = 0, 2, 1, 3: sum 6, squares 14 -> MSE_M = 14/4 - 9/4 = 1.25 -> sqrt(2.5).
+    # env: d = 0, 2 -> MSE_M = 2 - 1 = 1 -> sqrt(2). intra: d = 1, 3 -> 5 - 4 = 1 -> sqrt(2).
+    # hum: i = 1: (1-0)^2 + (1-2)^2 + 0 + (1-3)^2 = 6; i = 3: 9 + 1 + 4 + 0 = 14 -> 20 / 8 -> sqrt(2.5).
+    # inter: i = 1: 1 + 1 = 2; i = 3: 9 + 1 = 10 -> 12 / 4 -> sqrt(3).
+    expected = {"full": math.sqrt(2.5), "env": math.sqrt(2.0), "intra": math.sqrt(2.0), "hum": math.sqrt(2.5),
+                "inter": math.sqrt(3.0)}
+    for region, value in expected.items():
+        assert scale_invariant_rmse(pred, target, human, region)[0].item() == pytest.approx(value, rel=1e-6), region
 
 
 def test_pixel_pairs_by_brute_force():
@@ -39,69 +57,72 @@ def test_pixel_pairs_by_brute_force():
     pred = torch.rand(1, 1, 5, 6, generator=g) + 0.5
     target[0, 0, 0, :2] = 0  # unknown depth
     human = (torch.rand(1, 1, 5, 6, generator=g) > 0.6).float()
-    r = (pred.log() - target.clamp_min(1e-9).log()).flatten()
+    d = (pred.log() - target.clamp_min(1e-9).log()).flatten().double()
     valid = target.flatten() > 0
     h = human.flatten() > 0.5
-    members = {"full": (valid, valid), "env": (valid & ~h, valid & ~h), "intra": (valid & h, valid & h),
-               "inter": (valid & h, valid & ~h)}
-    for region, (a, b) in members.items():
-        diffs = (r[a][:, None] - r[b][None, :]) ** 2
-        expected = math.sqrt(diffs.sum().item() / (2 * diffs.numel()))
-        assert scale_invariant_rmse(pred, target, human, region)[0].item() == pytest.approx(expected, rel=1e-6)
-    pairs = [(i, j) for i in range(30) for j in range(30) if valid[i] and valid[j] and (h[i] or h[j])]
-    expected = math.sqrt(sum((r[i] - r[j]).item() ** 2 for i, j in pairs) / (2 * len(pairs)))
-    assert scale_invariant_rmse(pred, target, human, "hum")[0].item() == pytest.approx(expected, rel=1e-6)
+    # si-full/env/intra = sqrt(2 MSE_M) = sqrt(mean over ordered pairs of M x M of (d_i - d_j)^2).
+    pairs = {"full": (valid, valid, 1.0), "env": (valid & ~h, valid & ~h, 1.0), "intra": (valid & h, valid & h, 1.0),
+             "hum": (valid & h, valid, 1.0), "inter": (valid & h, valid & ~h, 1.0)}
+    for region, (a, b, _) in pairs.items():
+        diffs = (d[a][:, None] - d[b][None, :]) ** 2
+        expected = math.sqrt(diffs.sum().item() / diffs.numel())
+        got = scale_invariant_rmse(pred, target, human, region)[0].item()
+        assert got == pytest.approx(expected, rel=1e-5), region
 
 
-def test_scale_invariant_and_averaged_per_image():
-    pred, target, human = _case()
+def test_scale_invariance_and_frames_averaged():
+    pred, target, human = _frame()
     metric = ScaleInvariantRMSE("full")
-    metric.update(pred * 40.0, target, human)  # a global scale changes nothing: 0.5
-    metric.update(target * 3.0, target, human)  # a perfect prediction up to scale: 0
-    assert metric.compute().item() == pytest.approx(0.25)
+    metric.update(pred * 7.0, target, human)  # a global scale changes nothing
+    metric.update(target.clone(), target, human)  # a perfect frame: 0
+    assert metric.compute().item() == pytest.approx(math.sqrt(0.5) / 2, abs=1e-6)
 
 
-def test_images_without_people_are_left_out_of_human_regions_and_none_raises():
-    pred, target, human = _case()
-    metric = ScaleInvariantRMSE("hum")
-    metric.update(pred, target, torch.zeros_like(human))
-    with pytest.raises(ValueError, match="si-hum: no image"):
-        metric.compute()
-    metric.update(pred, target, human)
-    assert metric.compute().item() == pytest.approx(EXPECTED["hum"], abs=1e-6)
+def test_frame_without_people_counts_as_zero_like_the_public_code_or_is_skipped():
+    pred, target, human = _frame()
+    no_people = torch.zeros_like(human)
+    public = ScaleInvariantRMSE("inter")
+    public.update(pred, target, human)
+    public.update(pred, target, no_people)
+    assert public.compute().item() == pytest.approx(0.5, abs=1e-6)  # (1 + 0) / 2 frames
+    skipping = ScaleInvariantRMSE("inter", skip_empty_frames=True)
+    skipping.update(pred, target, human)
+    skipping.update(pred, target, no_people)
+    assert skipping.compute().item() == pytest.approx(1.0, abs=1e-6)
+    empty = ScaleInvariantRMSE("hum", skip_empty_frames=True)
+    empty.update(pred, target, no_people)
+    with pytest.raises(ValueError, match="si-hum: no frame"):
+        empty.compute()
 
 
-def _ddp_worker(rank: int, world: int, port: int, queue) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    metric = ScaleInvariantRMSE("hum")
-    pred, target, human = _shard(rank)
-    metric.update(pred, target, human)
-    value = metric.compute().item()
-    if rank == 0:
-        queue.put(value)
-    dist.destroy_process_group()
+def test_rmse_and_rel_after_least_squares_scale():
+    """gt = [1, 2, 4], pred = [1, 1, 2] (4th pixel unknown): s = (1 + 2 + 8) / (1 + 1 + 4) = 11/6."""
+    target = torch.tensor([1.0, 2.0, 4.0, 0.0]).view(1, 1, 1, 4)
+    pred = torch.tensor([1.0, 1.0, 2.0, 9.0]).view(1, 1, 1, 4)
+    s = 11.0 / 6.0
+    residuals = [1 - s, 2 - s, 4 - 2 * s]
+    expected_rmse = math.sqrt(sum(r * r for r in residuals) / 3)
+    expected_rel = (abs(residuals[0]) / 1 + abs(residuals[1]) / 2 + abs(residuals[2]) / 4) / 3
+    rmse, rel, has = scale_aligned_errors(pred, target)
+    assert rmse.item() == pytest.approx(expected_rmse, rel=1e-6) and rel.item() == pytest.approx(expected_rel, rel=1e-6)
+    assert has.item()
+    for cls, value in ((ScaleAlignedRMSE, expected_rmse), (ScaleAlignedRel, expected_rel)):
+        metric = cls()
+        metric.update(pred * 3.0, target, torch.zeros_like(target))  # scale-aligned: a scale changes nothing
+        metric.update(target.clone(), target, torch.zeros_like(target))  # perfect: 0
+        assert metric.compute().item() == pytest.approx(value / 2, rel=1e-6)
 
 
-def _shard(rank: int):
-    g = torch.Generator().manual_seed(10 + rank)
-    target = torch.rand(3 - rank, 1, 6, 7, generator=g) + 0.5
-    pred = torch.rand(3 - rank, 1, 6, 7, generator=g) + 0.5
-    human = (torch.rand(3 - rank, 1, 6, 7, generator=g) > 0.5).float()
-    return pred, target, human
+def test_repeated_sample_ids_count_once():
+    """A frame a DistributedSampler repeats (same data-set index) is averaged once."""
+    pred, target, human = _frame()
+    metric = ScaleInvariantRMSE("full")
+    metric.update(pred, target, human, torch.tensor([0]))
+    metric.update(target.clone(), target, human, torch.tensor([1]))
+    metric.update(pred, target, human, torch.tensor([0]))  # padding repeat
+    assert metric.compute().item() == pytest.approx(math.sqrt(0.5) / 2, abs=1e-6)
 
 
-@pytest.mark.slow  # two spawned processes importing torch: ~10 s idle, over a minute on a busy machine
-def test_two_gloo_processes_equal_one_process():
-    single = ScaleInvariantRMSE("hum")
-    for rank in range(2):
-        single.update(*_shard(rank))
-    ctx = mp.get_context("spawn")
-    queue = ctx.SimpleQueue()
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.start_processes(_ddp_worker, args=(2, port, queue), nprocs=2, start_method="spawn", join=True)
-    assert queue.get() == pytest.approx(single.compute().item(), rel=1e-6)
+def test_unknown_region_is_refused():
+    with pytest.raises(ValueError, match="unknown region"):
+        ScaleInvariantRMSE("people")

@@ -8,6 +8,12 @@ import pytest
 import torch
 
 from core.training import evaluate, train
+from tasks.talnet.anchors import (
+    anchor_segments,
+    decode_segments,
+    encode_segments,
+    extend_with_context,
+)
 from tasks.talnet.model import (
     ReceptiveFieldAlignedTower,
     TALNetStream,
@@ -15,23 +21,10 @@ from tasks.talnet.model import (
     soi_pool,
     tower_receptive_field,
 )
-from tasks.talnet.postprocess import (
-    anchor_segments,
-    decode_segments,
-    encode_segments,
-    extend_with_context,
-    temporal_nms,
-)
+from tasks.talnet.nms import temporal_nms
+from tests.conftest import SMALL_DATA as SMALL
 
-SMALL_DATA = [
-    "data=thumos14",
-    "data.generator.num_validation_videos=4",
-    "data.generator.num_test_videos=3",
-    "data.generator.min_duration=6",
-    "data.generator.max_duration=9",
-    "data.generator.size=32",
-    "data.batch_size=2",
-]
+SMALL_DATA = SMALL["thumos14"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -70,9 +63,7 @@ def test_context_extension_and_boundary_encoding():
     torch.testing.assert_close(extend_with_context(seg, 0.5), torch.tensor([[5.0, 25.0]]))
     ref = torch.tensor([[8.0, 16.0]])
     delta = encode_segments(seg, ref)
-    torch.testing.assert_close(
-        delta, torch.tensor([[(15 - 12) / 8, torch.log(torch.tensor(10 / 8)).item()]])
-    )
+    torch.testing.assert_close(delta, torch.tensor([[(15 - 12) / 8, torch.log(torch.tensor(10 / 8)).item()]]))
     torch.testing.assert_close(decode_segments(delta, ref), seg)
 
 
@@ -86,9 +77,7 @@ def test_temporal_nms_hand_worked():
 
 def test_soi_pooling_takes_the_max_of_each_bin():
     features = torch.arange(10.0).view(1, 1, 10)  # snippet i holds value i (centre at i + 0.5)
-    pooled = soi_pool(
-        features, torch.tensor([0]), torch.tensor([[2.0, 6.0]]), bins=2, samples_per_bin=2
-    )
+    pooled = soi_pool(features, torch.tensor([0]), torch.tensor([[2.0, 6.0]]), bins=2, samples_per_bin=2)
     # samples at 2.5, 3.5 | 4.5, 5.5 -> snippet values 2, 3 | 4, 5
     torch.testing.assert_close(pooled, torch.tensor([[[3.0, 5.0]]]))
 
@@ -97,23 +86,17 @@ def test_stream_forward_backward_reaches_every_parameter():
     from tasks.talnet.losses import classifier_loss, proposal_loss
 
     torch.manual_seed(0)
-    stream = TALNetStream(
-        16, num_classes=3, hidden_dim=8, anchor_scales=[2, 4], soi_bins=4, classifier_hidden=8
-    )
+    stream = TALNetStream(16, num_classes=3, hidden_dim=8, anchor_scales=[2, 4], soi_bins=4, classifier_hidden=8)
     x, mask = torch.randn(2, 16, 12), torch.ones(2, 12, dtype=torch.bool)
     fmap = stream.temporal_features(x, mask)
     logits, deltas = stream.spn(fmap, mask)
     anchors = anchor_segments(12, stream.anchor_scales)
     gt = torch.tensor([[2.0, 6.0]])
     spn = proposal_loss(logits[0], deltas[0], anchors, torch.ones(2, 12, dtype=torch.bool), gt)
-    cls_logits, cls_deltas = stream.classifier(
-        fmap, torch.tensor([0, 1]), torch.tensor([[2.0, 6.0], [0.0, 3.0]])
-    )
+    cls_logits, cls_deltas = stream.classifier(fmap, torch.tensor([0, 1]), torch.tensor([[2.0, 6.0], [0.0, 3.0]]))
     cls = classifier_loss(cls_logits, cls_deltas, torch.tensor([1, 3]), torch.zeros(2, 2), 3)
     (spn.total + cls.total).backward()
-    missing = [
-        n for n, p in stream.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0
-    ]
+    missing = [n for n, p in stream.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing
 
 
@@ -133,11 +116,11 @@ def test_fast_dev_run_from_raw_videos(cfg_train, tmp_path):
     database = Path(cfg.data.root) / cfg.data.features_subdir / "thumos14.json"
     rescored = score([str(run / "detections_activitynet.json"), "--annotations", str(database)])
     assert rescored["mAP"] == pytest.approx(metrics["test/mAP"], abs=1e-6)
-    assert rescored["videos"] == 3 and rescored["ignored_detections"] == 0
+    assert rescored["videos"] == 3 and rescored["outside_detections"] == 0
     folder = Path(cfg.data.root) / "TH14_Temporal_Annotations_Test/annotations/annotation"
-    assert score([str(run / "detections_activitynet.json"), "--annotations", str(folder)])[
-        "mAP"
-    ] == pytest.approx(metrics["test/mAP"], abs=1e-6)
+    assert score([str(run / "detections_activitynet.json"), "--annotations", str(folder)])["mAP"] == pytest.approx(
+        metrics["test/mAP"], abs=1e-6
+    )
 
 
 def test_stream_override_shape_splits_into_one_job_per_modality():
@@ -150,9 +133,7 @@ def test_stream_override_shape_splits_into_one_job_per_modality():
 
 
 @pytest.mark.slow
-def test_separate_streams_fuse_from_checkpoints_and_eval_matches_train(
-    cfg_train, cfg_eval, tmp_path
-):
+def test_separate_streams_fuse_from_checkpoints_and_eval_matches_train(cfg_train, cfg_eval, tmp_path):
     quick = [
         "trainer.max_epochs=2",
         "trainer.num_sanity_val_steps=0",
@@ -161,18 +142,12 @@ def test_separate_streams_fuse_from_checkpoints_and_eval_matches_train(
     ckpts = {}
     for modality in ("rgb", "flow"):
         run = tmp_path / modality
-        metrics = train(
-            cfg_train(
-                ["task=talnet", *SMALL_DATA, *quick, f"task.modalities=[{modality}]"], run_dir=run
-            )
-        )
+        metrics = train(cfg_train(["task=talnet", *SMALL_DATA, *quick, f"task.modalities=[{modality}]"], run_dir=run))
         ckpts[modality] = run / "checkpoints" / "last.ckpt"
         assert ckpts[modality].exists()
     # eval on the checkpoint that train's test loop used reproduces its number
     best = json.loads((tmp_path / "flow" / "metrics.json").read_text())["best_checkpoint"]
-    again = evaluate(
-        cfg_eval(["task=talnet", *SMALL_DATA, f"ckpt_path={best}"], run_dir=tmp_path / "eval_flow")
-    )
+    again = evaluate(cfg_eval(["task=talnet", *SMALL_DATA, f"ckpt_path={best}"], run_dir=tmp_path / "eval_flow"))
     assert again["test/mAP"] == pytest.approx(metrics["test/mAP"])
     assert again["test/AR@100"] == pytest.approx(metrics["test/AR@100"])
     fused = evaluate(
@@ -193,9 +168,7 @@ def test_separate_streams_fuse_from_checkpoints_and_eval_matches_train(
     # the fused model carries each stream exactly as its own run trained it
     from tasks.talnet.module import TALNetTask
 
-    fusion = TALNetTask(
-        num_classes=20, feature_dim=96, stream_checkpoints={m: str(p) for m, p in ckpts.items()}
-    )
+    fusion = TALNetTask(num_classes=20, feature_dim=96, stream_checkpoints={m: str(p) for m, p in ckpts.items()})
     for modality, path in ckpts.items():
         alone = TALNetTask.load_from_checkpoint(path).model.streams[modality].state_dict()
         fused_stream = fusion.model.streams[modality].state_dict()
@@ -207,13 +180,9 @@ def test_fusion_needs_a_checkpoint_per_named_stream(tmp_path):
     from tasks.talnet.module import TALNetTask
 
     with pytest.raises(FileNotFoundError, match="stream checkpoint for 'rgb'"):
-        TALNetTask(
-            num_classes=20, feature_dim=8, stream_checkpoints={"rgb": str(tmp_path / "none.ckpt")}
-        )
+        TALNetTask(num_classes=20, feature_dim=8, stream_checkpoints={"rgb": str(tmp_path / "none.ckpt")})
     with pytest.raises(ValueError, match="not among modalities"):
-        TALNetTask(
-            num_classes=20, feature_dim=8, modalities=["rgb"], stream_checkpoints={"flow": "x"}
-        )
+        TALNetTask(num_classes=20, feature_dim=8, modalities=["rgb"], stream_checkpoints={"flow": "x"})
 
 
 def test_detections_of_a_video_do_not_depend_on_its_batch():
@@ -284,3 +253,89 @@ def test_experiment_configs_compose_and_build(experiment, cfg_train):
     # every anchor scale gets its own tower, dilated for its (context-extended) length
     dilations = [tower.dilation for tower in task.model.streams["rgb"].spn.towers]
     assert len(dilations) == len(cfg.task.anchor_scales) and dilations == sorted(dilations)
+
+
+def _video_item(length, vid, features):
+    return {
+        "video": f"v{vid}",
+        "video_id": vid,
+        "features": features,
+        "segments": torch.zeros(0, 2),
+        "labels": torch.zeros(0, dtype=torch.long),
+        "duration": length * 0.2,
+        "t0": 0.1,
+        "dt": 0.2,
+    }
+
+
+def test_late_fusion_of_two_identical_streams_equals_one_stream():
+    from datamodules.thumos14_features import collate_videos
+    from tasks.talnet.module import TALNetTask
+
+    torch.manual_seed(0)
+    small = dict(num_classes=4, feature_dim=8, hidden_dim=8, anchor_scales=[2, 4, 8])
+    one = TALNetTask(**small, modalities=["rgb"]).eval()
+    x = torch.rand(8, 40)
+    batch = collate_videos([_video_item(40, 0, {"rgb": x, "flow": x.clone()})])
+    alone = one.detect(batch)[0]
+    assert len(alone["detections"]) > 0
+    for fusion in ("late", "union"):
+        two = TALNetTask(**small, modalities=["rgb", "flow"], fusion=fusion).eval()
+        for name in ("rgb", "flow"):
+            two.model.streams[name].load_state_dict(one.model.streams["rgb"].state_dict())
+        fused = two.detect(batch)[0]
+        torch.testing.assert_close(fused["detections"], alone["detections"])
+        torch.testing.assert_close(fused["proposals"], alone["proposals"])
+
+
+def test_late_fusion_averages_logits_before_selection_and_softmax():
+    """Two different streams: the late-fused detections equal those of one network whose SPN and
+    classifier outputs are the element-wise means of the two (checked on the raw outputs)."""
+    from datamodules.thumos14_features import collate_videos
+    from tasks.talnet.module import TALNetTask
+
+    torch.manual_seed(1)
+    task = TALNetTask(num_classes=3, feature_dim=8, hidden_dim=8, anchor_scales=[2, 4]).eval()
+    batch = collate_videos([_video_item(30, 0, {"rgb": torch.rand(8, 30), "flow": torch.rand(8, 30)})])
+    fmaps = task.feature_maps(batch)
+    rgb, flow = (task.model.streams[m] for m in ("rgb", "flow"))
+    spn = [rgb.spn(fmaps["rgb"], batch["mask"]), flow.spn(fmaps["flow"], batch["mask"])]
+    logits = (spn[0][0] + spn[1][0]) / 2
+    deltas = (spn[0][1] + spn[1][1]) / 2
+    segs, _ = task._propose(task.anchor_scales, logits, deltas, batch["mask"], 100)[0]
+    index = torch.zeros(len(segs), dtype=torch.long)
+    lengths = batch["mask"].sum(1)
+    (la, da), (lb, db) = (s.classifier(fmaps[m], index, segs, lengths) for m, s in (("rgb", rgb), ("flow", flow)))
+    probs, refined = task._classify(fmaps, index, segs, lengths, probabilities=True)
+    torch.testing.assert_close(probs, ((la + lb) / 2).softmax(-1))
+    torch.testing.assert_close(refined, (da + db) / 2)
+    task.hparams.fusion = task.fusion = "union"
+    probs_union, _ = task._classify(fmaps, index, segs, lengths, probabilities=True)
+    torch.testing.assert_close(probs_union, (la.softmax(-1) + lb.softmax(-1)) / 2)
+
+
+def test_early_fusion_is_one_stream_over_concatenated_features():
+    from datamodules.thumos14_features import collate_videos
+    from tasks.talnet.module import TALNetTask
+
+    task = TALNetTask(num_classes=3, feature_dim=8, hidden_dim=8, anchor_scales=[2, 4], fusion="early")
+    assert list(task.model.streams) == ["rgb+flow"]
+    assert task.model.streams["rgb+flow"].input_norm.num_features == 16
+    batch = collate_videos([_video_item(20, 0, {"rgb": torch.rand(8, 20), "flow": torch.rand(8, 20)})])
+    task.train()
+    loss = task.training_step(batch, 0)
+    loss.backward()
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="fusion=early has one stream"):
+        TALNetTask(num_classes=3, feature_dim=8, fusion="early", stream_checkpoints={"rgb": "x"})
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        TALNetTask(num_classes=3, feature_dim=8, fusion="mid")
+
+
+def test_dilation_rules_paper_and_exact():
+    # exact: 5d equals the context-extended anchor (2s at context 0.5); paper: s/6, doubled
+    assert [aligned_dilation(s, 0.5) for s in (4, 8, 16, 32, 64, 128)] == [2, 3, 6, 13, 26, 51]
+    assert [aligned_dilation(s, 0.5, "paper") for s in (6, 12, 24, 96)] == [2, 4, 8, 32]
+    assert [aligned_dilation(s, 0.0, "paper") for s in (6, 12, 24, 96)] == [1, 2, 4, 16]
+    with pytest.raises(ValueError, match="dilation rule"):
+        aligned_dilation(8, 0.5, "other")

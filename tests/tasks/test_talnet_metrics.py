@@ -1,5 +1,7 @@
-"""tIoU, ActivityNet-style detection mAP and AR@N on hand-worked cases, and the metric under DDP."""
+"""tIoU, ActivityNet detection mAP (official tie order) and AR@N on hand-worked cases, the scoring
+command (out-of-set detections, Ambiguous segments, bad input), and the metric under DDP."""
 
+import json
 import os
 import socket
 
@@ -8,21 +10,31 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from core.metrics import temporal_iou
+from tasks.talnet.activitynet_detection import official_ranking, official_segment_tiou
 from tasks.talnet.metrics import (
     AverageRecallAtN,
     TemporalActionDetectionMAP,
     evaluate_detections,
     match_detections,
-    pairwise_tiou,
-    tiou,
 )
 
 
-def test_tiou_hand_worked():
-    got = tiou([0, 10], np.array([[0, 10], [5, 15], [10, 20], [0, 20], [2, 4]]))
-    np.testing.assert_allclose(got, [1.0, 5 / 15, 0.0, 0.5, 0.2])
-    np.testing.assert_allclose(pairwise_tiou([[0, 10]], [[5, 15]]), [[1 / 3]])
-    assert tiou([3, 3], np.array([[3, 3]]))[0] == 0.0  # zero union
+def test_tiou_hand_worked_and_equal_to_core():
+    got = official_segment_tiou([[0, 10]], np.array([[0, 10], [5, 15], [10, 20], [0, 20], [2, 4]]))
+    np.testing.assert_allclose(got[0], [1.0, 5 / 15, 0.0, 0.5, 0.2])
+    # the official 0/0 of two zero-length segments is NaN (core's shared tIoU says 0)
+    assert np.isnan(official_segment_tiou([[3, 3]], [[3, 3]])[0, 0])
+    assert temporal_iou([[3, 3]], [[3, 3]])[0, 0] == 0.0
+    rng = np.random.default_rng(0)
+    a = np.sort(rng.uniform(0, 50, (40, 2)), 1)
+    b = np.sort(rng.uniform(0, 50, (30, 2)), 1)
+    np.testing.assert_array_equal(official_segment_tiou(a, b), temporal_iou(a, b))  # bit for bit
+
+
+def _numpy_first_of_tie() -> int:
+    """Which of two equal scores the official ``argsort()[::-1]`` ranks first (NumPy's choice)."""
+    return int(np.argsort(np.array([0.5, 0.5]))[::-1][0])
 
 
 def _ap(dets, gts, thresholds=(0.5,), num_classes=1):
@@ -39,11 +51,119 @@ def test_duplicate_detection_is_a_false_positive():
     assert _ap(dets, gts).ap[0, 0] == pytest.approx(0.5 + 1 / 3)
 
 
-def test_ties_keep_input_order():
+def test_tied_scores_follow_the_official_reversed_argsort():
     gts = [[0, 0, 0, 10]]
-    fp_first = [[0, 0, 50, 60, 0.5], [0, 0, 0, 10, 0.5]]
-    assert _ap(fp_first, gts).ap[0, 0] == pytest.approx(0.5)
-    assert _ap(fp_first[::-1], gts).ap[0, 0] == pytest.approx(1.0)
+    fp_tp = [[0, 0, 50, 60, 0.5], [0, 0, 0, 10, 0.5]]  # file order: false positive, true positive
+    # ranked best first by argsort()[::-1]: if it puts the 2nd detection first, the TP leads
+    # (precision 1 at recall 1: AP 1); otherwise the FP leads (precision 1/2 at recall 1: AP 0.5)
+    tp_first = _numpy_first_of_tie() == 1
+    assert _ap(fp_tp, gts).ap[0, 0] == pytest.approx(1.0 if tp_first else 0.5)
+    assert _ap(fp_tp[::-1], gts).ap[0, 0] == pytest.approx(0.5 if tp_first else 1.0)
+    scores = np.round(np.random.default_rng(1).random(500), 1)  # many ties, beyond insertion sort
+    np.testing.assert_array_equal(official_ranking(scores), np.argsort(scores)[::-1])
+
+
+def test_equal_tiou_candidates_follow_the_official_reversed_argsort():
+    # D1 [5,10] overlaps GT1 [0,10] and GT2 [5,15] both at exactly 5/10; D2 [0,5] only GT1 (0.5).
+    # If D1 takes GT2 (the official order puts the 2nd candidate first), D2 still finds GT1: both
+    # TP, AP 1. If D1 takes GT1, D2 is a false positive: AP = 1/2 (recall 1/2 at precision 1).
+    gts = [[0, 0, 0, 10], [0, 0, 5, 15]]
+    dets = [[0, 0, 5, 10, 0.9], [0, 0, 0, 5, 0.8]]
+    second_first = _numpy_first_of_tie() == 1
+    assert _ap(dets, gts).ap[0, 0] == pytest.approx(1.0 if second_first else 0.5)
+    # a duplicated annotation line: two identical ground truths, two identical detections
+    dup = _ap([[0, 0, 0, 10, 0.9], [0, 0, 0, 10, 0.8]], [[0, 0, 0, 10], [0, 0, 0, 10]])
+    assert dup.ap[0, 0] == pytest.approx(1.0)
+
+
+def test_bad_scores_and_reversed_segments_are_refused():
+    gts = [[0, 0, 0, 10]]
+    with pytest.raises(ValueError, match="NaN or infinite score"):
+        _ap([[0, 0, 0, 10, float("nan")]], gts)
+    with pytest.raises(ValueError, match="end before they start"):
+        _ap([[0, 0, 10, 0, 0.5]], gts)
+
+
+def _scoring_files(tmp_path, results):
+    database = {
+        "video_test_0000001": {
+            "subset": "Test",
+            "duration": 60.0,
+            "fps": 30.0,
+            "annotations": [
+                {"label": "BaseballPitch", "segment": [0.0, 10.0]},
+                {"label": "Ambiguous", "segment": [20.0, 30.0]},
+            ],
+        },
+        "video_validation_0000001": {
+            "subset": "Validation",
+            "duration": 60.0,
+            "fps": 30.0,
+            "annotations": [{"label": "BaseballPitch", "segment": [0.0, 10.0]}],
+        },
+    }
+    gt = tmp_path / "thumos14.json"
+    gt.write_text(json.dumps({"version": "t", "database": database}))
+    res = tmp_path / "results.json"
+    res.write_text(json.dumps({"version": "t", "results": results, "external_data": {}}))
+    return str(res), str(gt)
+
+
+def _det(score, start, end, label="BaseballPitch"):
+    return {"label": label, "score": score, "segment": [start, end]}
+
+
+def test_scoring_command_counts_out_of_set_detections_as_false_positives(tmp_path):
+    from tasks.talnet.evaluate import main as score
+
+    results = {
+        # a validation video is outside the Test set: its better-scored detection is a FP
+        "video_validation_0000001": [_det(0.9, 0.0, 10.0)],
+        "video_test_0000001": [_det(0.8, 0.0, 10.0)],
+    }
+    res, gt = _scoring_files(tmp_path, results)
+    with pytest.warns(UserWarning, match="1 detections are on videos outside the evaluated set"):
+        metrics = score([res, "--annotations", gt])
+    # ranks FP, TP over one positive: precision 1/2 at recall 1 -> AP 0.5 at every threshold
+    assert metrics["mAP@0.5"] == pytest.approx(0.5) and metrics["outside_detections"] == 1
+
+
+def test_scoring_command_drops_detections_inside_ambiguous_only_on_request(tmp_path):
+    from tasks.talnet.evaluate import main as score
+
+    results = {"video_test_0000001": [_det(0.9, 21.0, 29.0), _det(0.8, 0.0, 10.0)]}
+    res, gt = _scoring_files(tmp_path, results)
+    kept = score([res, "--annotations", gt])
+    assert kept["mAP@0.5"] == pytest.approx(0.5) and kept["ambiguous_dropped"] == 0
+    dropped = score([res, "--annotations", gt, "--ambiguous", "drop"])
+    assert dropped["mAP@0.5"] == pytest.approx(1.0) and dropped["ambiguous_dropped"] == 1
+
+
+def test_scoring_command_names_the_bad_entry(tmp_path):
+    from core.data import DataFormatError
+    from tasks.talnet.evaluate import main as score
+
+    res, gt = _scoring_files(tmp_path, {"video_test_0000001": [_det(float("inf"), 0.0, 10.0)]})
+    with pytest.raises(
+        DataFormatError, match=r"results.json: results.video_test_0000001\[0\]: score is inf"
+    ):
+        score([res, "--annotations", gt])
+    res, gt = _scoring_files(tmp_path, {"video_test_0000001": [_det(0.5, 10.0, 2.0)]})
+    with pytest.raises(DataFormatError, match="ends before it starts"):
+        score([res, "--annotations", gt])
+
+
+def test_scoring_command_imports_no_torch(tmp_path):
+    import subprocess
+    import sys
+
+    res, gt = _scoring_files(tmp_path, {"video_test_0000001": [_det(0.8, 0.0, 10.0)]})
+    code = (
+        "import sys; from tasks.talnet.evaluate import main; main(sys.argv[1:]); "
+        "heavy = [m for m in ('torch', 'pytorch_lightning', 'lightning', 'decord', 'pandas') "
+        "if m in sys.modules]; assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code, res, "--annotations", gt], check=True)
 
 
 def test_threshold_is_inclusive_and_per_threshold():

@@ -1,4 +1,5 @@
-"""Preemption under SLURM: Lightning's SLURMEnvironment owns requeueing, with its signal named.
+"""The cluster environment of a SLURM job: Lightning's SLURMEnvironment owns requeueing, with its
+signal named (``trainer.plugins`` in conf/trainer/slurm.yaml builds it with :func:`slurm_environment`).
 
 On the requeue signal (SIGUSR1 by default, sent by SLURM ``--signal=USR1@<s>`` before the time limit,
 or by ``scancel --signal=USR1``), Lightning saves ``hpc_ckpt_<n>.ckpt`` in the run directory and rank 0
@@ -26,14 +27,10 @@ def _signal_named(name: str) -> signal.Signals:
     try:
         return signal.Signals[key]
     except KeyError:
-        raise ValueError(
-            f"requeue_signal={name!r} is not a signal name (e.g. SIGUSR1, SIGUSR2)"
-        ) from None
+        raise ValueError(f"requeue_signal={name!r} is not a signal name (e.g. SIGUSR1, SIGUSR2)") from None
 
 
-def slurm_environment(
-    auto_requeue: bool = True, requeue_signal: str = "SIGUSR1"
-) -> SLURMEnvironment:
+def slurm_environment(auto_requeue: bool = True, requeue_signal: str = "SIGUSR1") -> SLURMEnvironment:
     """Lightning's SLURM cluster environment for a job started by srun (one task per device).
 
     Raises if the process is not a SLURM task, or if submitit would also handle ``requeue_signal``."""

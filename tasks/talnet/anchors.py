@@ -1,12 +1,12 @@
-"""Segment geometry for TALNet: anchors, Faster R-CNN style boundary encoding, context extension,
-temporal NMS. Segments are (start, end) in snippet units: snippet i covers [i, i + 1)."""
+"""TALNet's segment geometry: multi-scale anchors, Faster R-CNN style boundary encoding of a
+segment against a reference, and explicit context extension. Segments are (start, end) in snippet
+units: snippet i covers [i, i + 1)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 
@@ -42,36 +42,3 @@ def decode_segments(
     ctr = (reference[..., 0] + reference[..., 1]) / 2 + deltas[..., 0] * ref_len
     length = ref_len * torch.exp(deltas[..., 1].clamp(max=max_log_ratio))
     return torch.stack([ctr - length / 2, ctr + length / 2], dim=-1)
-
-
-def segment_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """tIoU matrix (N, M) of segments ``a`` (N, 2) and ``b`` (M, 2)."""
-    inter = (
-        torch.minimum(a[:, None, 1], b[None, :, 1]) - torch.maximum(a[:, None, 0], b[None, :, 0])
-    ).clamp(min=0)
-    union = (a[:, 1] - a[:, 0])[:, None] + (b[:, 1] - b[:, 0])[None, :] - inter
-    return torch.where(union > 0, inter / union.clamp(min=1e-9), torch.zeros_like(union))
-
-
-def temporal_nms(
-    segments: torch.Tensor, scores: torch.Tensor, iou_threshold: float, max_keep: int | None = None
-) -> torch.Tensor:
-    """Greedy non-maximum suppression in time: indices of kept segments, best score first."""
-    order = torch.argsort(scores, descending=True, stable=True)
-    if len(order) == 0:
-        return order
-    ordered = segments[order].detach().cpu().double().numpy()
-    starts, ends = ordered[:, 0], ordered[:, 1]
-    lengths = ends - starts
-    alive = np.ones(len(order), dtype=bool)
-    keep = []
-    for i in range(len(order)):  # numpy on the CPU: the loop is short, its steps tiny
-        if not alive[i]:
-            continue
-        keep.append(i)
-        if max_keep is not None and len(keep) >= max_keep:
-            break
-        inter = np.clip(np.minimum(ends[i], ends) - np.maximum(starts[i], starts), 0, None)
-        union = lengths[i] + lengths - inter
-        alive &= ~(inter > iou_threshold * np.where(union > 0, union, np.inf))
-    return order[torch.as_tensor(keep, dtype=torch.long, device=order.device)]

@@ -1,23 +1,22 @@
-"""One summary of a multirun, whichever launcher ran its jobs (in-process, local subprocesses, SLURM).
+"""Sweep folders: one reader of a multirun's jobs, and the summary written after every multirun.
 
 Each job leaves ``<sweep dir>/<job num>/`` with ``.hydra/overrides.yaml``, ``.hydra/hydra.yaml``
-(``hydra.job.id``: the SLURM job id under the SLURM launcher) and, when it finished, ``metrics.json``
-(core.training). The summary lists every job with its overrides, status, metrics and checkpoints,
-and names the best job by ``monitor.metric`` / ``monitor.mode``:
+(``hydra.job.id``: the SLURM job id under the SLURM launcher), ``config_resolved.yaml`` and, when it
+finished, ``metrics.json`` (core.training). :func:`read_sweep` turns the folders into one record per
+job (overrides, status, metrics, checkpoints, monitored value) whichever launcher ran them, even
+mid-sweep; :func:`best_job` picks the best by ``monitor.metric`` / ``monitor.mode``. Task-specific
+summaries (tasks/efficientnet/summary.py) build on the same records.
 
-    python -m callbacks.sweep_summary <sweep dir> [<sweep dir> ...]     # any time, even mid-sweep
+    python -m core.sweeps <sweep dir> [<sweep dir> ...]     # any time, even mid-sweep
 
-writes ``sweep_summary.json`` and ``sweep_summary.csv`` into the first folder and prints a table
-(task-specific summaries, such as the compound-scaling sweeper's ``summary.*``, keep their names).
-As a Hydra callback (``hydra.callbacks.sweep_summary._target_=callbacks.sweep_summary.SweepSummary``)
-it runs when the sweep's jobs are back."""
+writes ``sweep_summary.json`` and ``sweep_summary.csv`` into the first folder and prints a table.
+:class:`SweepSummary` (conf/hydra/default.yaml) does the same when a multirun's jobs are back."""
 
 from __future__ import annotations
 
 import argparse
 import csv
 import io
-import json
 import logging
 import math
 from collections.abc import Iterable, Sequence
@@ -28,29 +27,35 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from core.data import read_json
 from core.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
 SUMMARY_JSON = "sweep_summary.json"
 SUMMARY_CSV = "sweep_summary.csv"
+RUN_CONFIG = "config_resolved.yaml"
+METRICS = "metrics.json"
 
 
-def _job_folders(sweep_dirs: Iterable[Path]) -> list[Path]:
+def job_folders(sweep_dirs: Iterable[str | Path]) -> list[Path]:
+    """The job folders of ``sweep_dirs`` (those with ``.hydra/`` or ``config_resolved.yaml``),
+    numbered ones in job order first."""
     folders = {
         p.resolve()
-        for d in sweep_dirs
+        for d in map(Path, sweep_dirs)
         if d.is_dir()
         for p in d.iterdir()
-        if (p / ".hydra").is_dir()
+        if (p / ".hydra").is_dir() or (p / RUN_CONFIG).is_file()
     }
-    return sorted(
-        folders, key=lambda p: (0, int(p.name), str(p)) if p.name.isdigit() else (1, 0, str(p))
-    )
+    return sorted(folders, key=lambda p: (0, int(p.name), str(p)) if p.name.isdigit() else (1, 0, str(p)))
 
 
-def read_job(folder: Path) -> dict[str, Any]:
-    """One job's record: its number, launcher job id, overrides, status and final metrics."""
+def read_job(folder: str | Path) -> dict[str, Any]:
+    """One job's record: ``job`` (its number), ``job_id`` (launcher's), ``dir``, ``overrides``,
+    ``status`` (done / unfinished), ``monitor`` ({metric, mode}), ``value`` (the monitored metric),
+    ``metrics``, ``best_checkpoint``, ``last_checkpoint`` and ``config_file`` (its resolved config)."""
+    folder = Path(folder)
     overrides_file = folder / ".hydra" / "overrides.yaml"
     hydra_file = folder / ".hydra" / "hydra.yaml"
     overrides = list(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
@@ -68,10 +73,11 @@ def read_job(folder: Path) -> dict[str, Any]:
         "metrics": {},
         "best_checkpoint": None,
         "last_checkpoint": None,
+        "config_file": str(folder / RUN_CONFIG) if (folder / RUN_CONFIG).is_file() else None,
     }
-    metrics_file = folder / "metrics.json"
+    metrics_file = folder / METRICS
     if metrics_file.exists():
-        result = json.loads(metrics_file.read_text())
+        result = read_json(metrics_file, "a job's metrics.json")
         record["metrics"] = result.get("metrics", {})
         # What a later step reads, e.g. the late fusion of streams trained as jobs of one sweep.
         record["best_checkpoint"] = result.get("best_checkpoint")
@@ -83,33 +89,60 @@ def read_job(folder: Path) -> dict[str, Any]:
     return record
 
 
-def best_job(jobs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The finished job with the best monitored value (its own ``monitor.mode``), NaN ignored."""
-    scored = [j for j in jobs if j["value"] is not None and not math.isnan(j["value"])]
+def read_sweep(sweep_dirs: str | Path | Sequence[str | Path]) -> list[dict[str, Any]]:
+    """:func:`read_job` of every job folder of one or more sweep folders; raises if there is none."""
+    dirs = [Path(sweep_dirs)] if isinstance(sweep_dirs, (str, Path)) else [Path(d) for d in sweep_dirs]
+    folders = job_folders(dirs)
+    if not folders:
+        raise FileNotFoundError(f"no job folders (with .hydra/ or {RUN_CONFIG}) in {', '.join(map(str, dirs))}")
+    return [read_job(f) for f in folders]
+
+
+def best_job(
+    jobs: Sequence[dict[str, Any]], metric: str | None = None, mode: str | None = None
+) -> dict[str, Any] | None:
+    """The finished job with the best value of ``metric`` (default: each job's ``monitor.metric``)
+    under ``mode`` (default: the jobs' ``monitor.mode``; ``min`` or ``max``), NaN ignored.
+
+    Raises if the jobs disagree on the monitored metric or mode (a sweep over tasks with different
+    monitors has no single best) unless ``metric`` and ``mode`` are given."""
+
+    def value(job: dict[str, Any]) -> float | None:
+        v = job["value"] if metric is None else job["metrics"].get(metric)
+        return None if v is None or math.isnan(v) else float(v)
+
+    scored = [j for j in jobs if value(j) is not None]
     if not scored:
         return None
-    sign = -1.0 if scored[0]["monitor"].get("mode") == "min" else 1.0
-    return max(scored, key=lambda j: sign * j["value"])
+    if metric is None and len({(j["monitor"] or {}).get("metric") for j in scored}) > 1:
+        raise ValueError("the jobs monitor different metrics; pass metric= and mode= to compare them")
+    if mode is None:
+        modes = {(j["monitor"] or {}).get("mode", "max") for j in scored}
+        if len(modes) > 1:
+            raise ValueError(f"the jobs disagree on monitor.mode ({sorted(modes)}); pass mode=")
+        mode = modes.pop()
+    if mode not in ("min", "max"):
+        raise ValueError(f"monitor.mode={mode!r}: choose min or max")
+    sign = -1.0 if mode == "min" else 1.0
+    return max(scored, key=lambda j: sign * value(j))
 
 
 def summarize(sweep_dirs: Sequence[str | Path]) -> dict[str, Any]:
     """Collect every job folder of ``sweep_dirs``; raises if there is none."""
     dirs = [Path(d) for d in sweep_dirs]
-    folders = _job_folders(dirs)
-    if not folders:
-        raise FileNotFoundError(f"no job folders (with .hydra/) in {', '.join(map(str, dirs))}")
-    jobs = [read_job(f) for f in folders]
-    best = best_job(jobs)
+    jobs = read_sweep(dirs)
+    try:
+        best = best_job(jobs)
+    except ValueError as err:  # e.g. a sweep over tasks that monitor different metrics
+        log.warning("sweep summary: no single best job: %s", err)
+        best = None
     return {
         "sweep_dirs": [str(d) for d in dirs],
         "num_jobs": len(jobs),
         "num_done": sum(j["status"] == "done" for j in jobs),
         "best": None
         if best is None
-        else {
-            k: best[k]
-            for k in ("job", "job_id", "dir", "overrides", "monitor", "value", "best_checkpoint")
-        },
+        else {k: best[k] for k in ("job", "job_id", "dir", "overrides", "monitor", "value", "best_checkpoint")},
         "jobs": jobs,
     }
 
@@ -146,17 +179,11 @@ def format_table(summary: dict[str, Any]) -> str:
     lines = [f"{'job':>4}  {'job id':<10} {'status':<10} {'value':>10}  swept overrides"]
     for j, swept in zip(summary["jobs"], swept_overrides(summary["jobs"])):
         value = "" if j["value"] is None else f"{j['value']:.4f}"
-        lines.append(
-            f"{j['job']:>4}  {j['job_id'] or '':<10} {j['status']:<10} {value:>10}  {' '.join(swept)}"
-        )
+        lines.append(f"{j['job']:>4}  {j['job_id'] or '':<10} {j['status']:<10} {value:>10}  {' '.join(swept)}")
     best = summary["best"]
     lines.append(
         f"{summary['num_done']}/{summary['num_jobs']} jobs done"
-        + (
-            ""
-            if best is None
-            else f"; best: job {best['job']} ({best['monitor']['metric']}={best['value']:.4f})"
-        )
+        + ("" if best is None else f"; best: job {best['job']} ({best['monitor']['metric']}={best['value']:.4f})")
     )
     return "\n".join(lines)
 
@@ -178,11 +205,7 @@ def sweep_folders(config: DictConfig) -> list[Path]:
     run_id = OmegaConf.select(config, "run_id", default=None)
     log_dir = OmegaConf.select(config, "paths.log_dir", default=None)
     if run_id and log_dir:
-        dirs += sorted(
-            p
-            for p in Path(log_dir).glob(f"*/multiruns/{run_id}")
-            if p.resolve() != primary.resolve()
-        )
+        dirs += sorted(p for p in Path(log_dir).glob(f"*/multiruns/{run_id}") if p.resolve() != primary.resolve())
     return dirs
 
 
@@ -212,9 +235,7 @@ class SweepSummary(Callback):
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "sweep_dirs", nargs="+", help="sweep folder(s); the summary goes into the first"
-    )
+    parser.add_argument("sweep_dirs", nargs="+", help="sweep folder(s); the summary goes into the first")
     args = parser.parse_args(argv)
     print(format_table(write_summary(args.sweep_dirs)))
 

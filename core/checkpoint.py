@@ -1,0 +1,131 @@
+"""Checkpoints written atomically beside their destination, and read with one-line errors.
+
+Lightning's own ``TorchCheckpointIO`` saves through an fsspec transaction whose temporary file lives
+in ``$TMPDIR``; when that is another file system (a node-local /tmp or /dev/shm under a shared run
+folder) the final move is a copy, and a kill during it leaves ``last.ckpt`` truncated or 0 bytes
+plus a checkpoint-sized file in ``$TMPDIR``. ``AtomicCheckpointIO`` writes through
+``core.io.atomic_path`` instead: temporary beside the destination, fsync, rename."""
+
+from __future__ import annotations
+
+import inspect
+import zipfile
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from core.io import atomic_path
+
+# Written into every checkpoint by core.guards.StampTaskClass: which LightningModule saved it.
+TASK_CLASS_KEY = "task_class"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message names the file and the reason."""
+
+    def __init__(self, path: str | Path, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path, self.problem = Path(path), problem
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.problem))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` into a temporary beside the checkpoint, fsync, rename (local paths); remote
+    URLs keep Lightning's fsspec path."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+
+def qualified_name(obj: Any) -> str:
+    cls = obj if isinstance(obj, type) else type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def constructor_parameters(cls: type) -> tuple[set[str], set[str], bool]:
+    """(all named parameters, required ones, whether ``**kwargs`` reaches an unknown base) of a class,
+    following ``**kwargs`` up the MRO as far as the bases name their parameters."""
+    names, required = set(), set()
+    for klass in cls.__mro__:
+        if klass is object or "__init__" not in vars(klass):
+            continue
+        try:
+            params = inspect.signature(klass.__init__).parameters.values()
+        except (TypeError, ValueError):
+            return names, required, True
+        var_kw = False
+        for p in list(params)[1:]:
+            if p.kind is p.VAR_KEYWORD:
+                var_kw = True
+            elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                if p.name not in names and p.default is p.empty:
+                    required.add(p.name)
+                names.add(p.name)
+        if not var_kw:
+            return names, required, False
+        if klass.__module__.startswith(("pytorch_lightning", "lightning", "torch")):
+            return names, required, False  # LightningModule's own **kwargs do not take hparams
+    return names, required, True
+
+
+def read_checkpoint(path: str | Path, task_class: Optional[type] = None) -> dict[str, Any]:
+    """Open a Lightning checkpoint (memory-mapped, tensors not copied) and check that it is whole
+    and, when ``task_class`` is given, that it was saved by that task. Raises CheckpointError with a
+    one-line reason: empty, truncated, not a checkpoint, another task's."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(
+            path, "checkpoint is empty (0 bytes): the save that wrote it was interrupted; "
+            "resume from another checkpoint of the run (ckpt_path=<file>) or start a new run"
+        )
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            path, f"checkpoint is truncated or not a PyTorch checkpoint ({size} bytes, no zip "
+            "directory at its end)"
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # noqa: BLE001  (any unpickling failure becomes one line)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(path, f"cannot be read as a checkpoint ({type(err).__name__}: {first})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        keys = list(checkpoint)[:6] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise CheckpointError(
+            path, f"not a Lightning checkpoint (no 'state_dict'; holds {keys}); plain weights go "
+            "to the task's pretrained_path instead"
+        )
+    if task_class is not None:
+        check_task_class(path, checkpoint, task_class)
+    return checkpoint
+
+
+def check_task_class(path: Path, checkpoint: dict[str, Any], task_class: type) -> None:
+    """Refuse a checkpoint saved by another task: by its stamp, or, for checkpoints without one,
+    by hyper-parameters the task's constructor does not take."""
+    expected = qualified_name(task_class)
+    stamped = checkpoint.get(TASK_CLASS_KEY)
+    if stamped and stamped != expected:
+        raise CheckpointError(
+            path, f"checkpoint of {stamped}, but the task is {expected}; choose the task it was "
+            "trained with (task=<its config>)"
+        )
+    hparams = checkpoint.get("hyper_parameters") or {}
+    names, required, open_ended = constructor_parameters(task_class)
+    unknown = sorted(set(hparams) - names) if not open_ended else []
+    missing = sorted(required - set(hparams))
+    if unknown or (missing and hparams):
+        detail = f"unknown {unknown[:5]}" if unknown else f"missing {missing[:5]}"
+        raise CheckpointError(
+            path, f"its hyper-parameters do not fit {expected} ({detail}): a checkpoint of another "
+            "task? choose the task it was trained with (task=<its config>)"
+        )

@@ -1,0 +1,55 @@
+"""iMaterialist Product 2019 (FGVC6): ``train.json`` / ``val.json`` / ``test.json`` with
+``{"images": [{"id", "url", "class"}]}`` (no ``class`` on test), images ``<split>/<id>.jpg``."""
+
+from __future__ import annotations
+
+import json
+
+from core.data import DataFormatError
+from datamodules.fgvc.base import FineGrainedDataModule
+
+
+class IMaterialistProduct2019DataModule(FineGrainedDataModule):
+    """Classes are the integers 0 .. num_classes-1 (the product tree's leaf ids); a class outside
+    that range is an unknown id."""
+
+    def _images(self, split: str) -> tuple:
+        path = self.root / f"{split}.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: expected the iMaterialist {split} list, but it does not exist")
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise DataFormatError(path, f"not valid JSON ({err.msg})", err.lineno) from None
+        if "images" not in record:
+            raise DataFormatError(path, "missing top-level key 'images'")
+        return path, record["images"]
+
+    def read_class_names(self) -> list[str]:
+        self.label_ids = [str(c) for c in range(self.num_classes)]
+        return [f"product_{c}" for c in range(self.num_classes)]
+
+    def read_labeled(self, split: str):
+        path, images = self._images(split)
+        paths, labels, ids = [], [], []
+        for i, image in enumerate(images):
+            if "id" not in image or "class" not in image:
+                raise DataFormatError(path, f"images[{i}] lacks 'id' or 'class'")
+            label = image["class"]
+            if not isinstance(label, int) or not 0 <= label < self.num_classes:
+                raise DataFormatError(
+                    path, f"images[{i}]: unknown class {label!r} (expected 0 .. {self.num_classes - 1})"
+                )
+            paths.append(self.root / split / f"{image['id']}.jpg")
+            labels.append(label)
+            ids.append(str(image["id"]))
+        return paths, labels, ids
+
+    def read_test(self):
+        path, images = self._images("test")
+        ids = []
+        for i, image in enumerate(images):
+            if "id" not in image:
+                raise DataFormatError(path, f"images[{i}] lacks 'id'")
+            ids.append(str(image["id"]))
+        return [self.root / "test" / f"{i}.jpg" for i in ids], ids

@@ -1,0 +1,198 @@
+"""A user's own files as prediction inputs: one DataModule per input kind (images, videos).
+
+``input`` is a file, a folder (searched recursively for the kind's extensions), a glob pattern or a
+list of any of these. Each file is decoded and prepared for the task by the task's product writer
+(``prepare``) inside the DataLoader workers; a file that cannot be read becomes a "skipped" entry of
+its batch instead of stopping the run, so the product writer can count and name it. Files already
+predicted by an earlier run into the same folder (``exclude``) are left out: predict.py resumes."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset
+
+from core.data import DataFormatError
+from core.video import VideoDecodeError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+# What "this file cannot be read" looks like, from PIL, decord (through core.video), numpy and cv2.
+READ_ERRORS = (DataFormatError, VideoDecodeError, OSError, ValueError, SyntaxError, EOFError)
+
+
+def _is_pattern(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
+def list_inputs(spec: str | Path | Sequence[str | Path], extensions: Sequence[str]) -> list[Path]:
+    """The files named by ``spec``: a file (taken whatever its extension), a folder (every file with
+    one of ``extensions`` below it), a glob pattern (every file it matches) or a list of these.
+    Sorted, absolute, without repeats. Raises FileNotFoundError naming what held nothing."""
+    specs = [spec] if isinstance(spec, (str, Path)) else list(spec)
+    if not specs:
+        raise FileNotFoundError("input=[]: no input files given")
+    found: list[Path] = []
+    for item in specs:
+        text = os.path.expanduser(str(item))
+        path = Path(text)
+        if _is_pattern(text):
+            matches = [Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file()]
+            if not matches:
+                raise FileNotFoundError(f"input={text}: the pattern matches no file")
+        elif path.is_dir():
+            wanted = {e.lower() for e in extensions}
+            matches = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in wanted and
+                       not any(part.startswith(".") for part in p.relative_to(path).parts)]
+            if not matches:
+                raise FileNotFoundError(
+                    f"input={path}: the folder holds no file with an extension of {sorted(wanted)}")
+        elif path.is_file():
+            matches = [path]
+        else:
+            raise FileNotFoundError(f"input={text}: no such file or folder")
+        found += [p.resolve() for p in matches]
+    return sorted(set(found))
+
+
+def output_names(paths: Sequence[Path]) -> list[str]:
+    """A file-system-safe name per input for its products: the path below the inputs' common
+    folder without the extension, ``/`` written as ``__`` (so ``a/x.mp4`` and ``b/x.mp4`` differ)."""
+    if not paths:
+        return []
+    root = Path(os.path.commonpath([str(p.parent) for p in paths]))
+    return [str(p.relative_to(root).with_suffix("")).replace(os.sep, "__") for p in paths]
+
+
+def read_image(path: Path):
+    """The image as an RGB PIL image; raises DataFormatError naming the file when it does not decode."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError) as err:
+        raise DataFormatError(path, f"cannot decode image ({err})") from err
+
+
+def read_video(path: Path) -> Path:
+    """The video's path, once decord has opened it (VideoDecodeError naming the file if not)."""
+    from core.video import open_video
+
+    open_video(path)
+    return path
+
+
+class InputFiles(Dataset):
+    """The input files; item = ``prepare(read(path))`` plus ``input``/``name``, or a skipped entry."""
+
+    def __init__(self, paths: Sequence[Path], names: Sequence[str], read: Callable[[Path], Any],
+                 prepare: Callable[[Any], dict]):
+        self.paths, self.names, self.read, self.prepare = list(paths), list(names), read, prepare
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = self.paths[index]
+        try:
+            sample = self.prepare(self.read(path))
+        except READ_ERRORS as err:
+            reason = str(err) if str(path) in str(err) else f"{path}: {err}"
+            return {"input": str(path), "name": self.names[index], "skipped": reason}
+        return {**sample, "input": str(path), "name": self.names[index]}
+
+
+class PredictCollate:
+    """Separates the skipped entries of a batch from the readable ones, which the task's own
+    ``collate`` turns into the batch its ``predict_step`` takes. The batch always carries
+    ``inputs`` and ``names`` (of the readable files, in order) and ``skipped`` ([(file, reason)])."""
+
+    def __init__(self, collate: Callable[[list[dict]], dict]):
+        self.collate = collate
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        good = [it for it in items if "skipped" not in it]
+        batch = self.collate(good) if good else {}
+        batch["inputs"] = [it["input"] for it in good]
+        batch["names"] = [it["name"] for it in good]
+        batch["skipped"] = [(it["input"], it["skipped"]) for it in items if "skipped" in it]
+        return batch
+
+
+class PredictInputs(pl.LightningDataModule):
+    """The predict loader over a user's files of one kind (subclasses name the extensions).
+
+    ``read`` decodes a file of the kind (a PIL image; a video's path once it opens);
+    ``prepare`` (decoded file -> sample dict) and ``collate`` (samples -> batch) come from the task's product
+    writer (``core.prediction.ProductWriter``); under DDP Lightning gives each rank its own shard."""
+
+    extensions: tuple[str, ...] = ()
+    read: Callable[[Path], Any]
+
+    def __init__(
+        self,
+        input: Any,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        prepare: Optional[Callable[[Path], dict]] = None,
+        collate: Optional[Callable[[list[dict]], dict]] = None,
+        exclude: Iterable[str] = (),
+    ):
+        super().__init__()
+        self.input = input
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.prepare, self.collate = prepare, collate
+        self.exclude = set(exclude)
+        self._paths: Optional[list[Path]] = None
+        self.dataset: Optional[InputFiles] = None
+
+    @property
+    def paths(self) -> list[Path]:
+        """The input files (listed on first use, so a bad ``input`` fails with its own error)."""
+        if self._paths is None:
+            self._paths = list_inputs(self.input, self.extensions)
+        return self._paths
+
+    @property
+    def names(self) -> list[str]:
+        return output_names(self.paths)
+
+    @property
+    def pending(self) -> list[tuple[Path, str]]:
+        """(path, name) of the inputs not yet predicted."""
+        return [(p, n) for p, n in zip(self.paths, self.names) if str(p) not in self.exclude]
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.prepare is None or self.collate is None:
+            raise ValueError("PredictInputs needs the product writer's prepare and collate")
+        pending = self.pending
+        self.dataset = InputFiles([p for p, _ in pending], [n for _, n in pending], self.read, self.prepare)
+
+    def predict_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+            collate_fn=PredictCollate(self.collate),
+        )
+
+
+class ImageInputs(PredictInputs):
+    """Image files (any PIL-readable format with an image extension in folders)."""
+
+    extensions = IMAGE_EXTENSIONS
+    read = staticmethod(read_image)
+
+
+class VideoInputs(PredictInputs):
+    """Video files (anything decord opens; common container extensions in folders)."""
+
+    extensions = VIDEO_EXTENSIONS
+    read = staticmethod(read_video)

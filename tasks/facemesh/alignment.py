@@ -1,0 +1,85 @@
+"""Keypoint-aligned face crops: the similarity transform from the detector's output (box + eye
+keypoints) to an upright square crop, the warp, and point mapping in both directions.
+
+As in MediaPipe's face-mesh graph, the crop is centred on the face box, rotated so that the line from
+the right eye to the left eye is horizontal, and ``scale`` times the box's larger side. Coordinates
+are continuous pixels (the centre of pixel (i, j) is (j + 0.5, i + 0.5)) in the image and the crop."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+DEFAULT_CROP_SCALE = 1.5
+
+
+def alignment_params(boxes: torch.Tensor, keypoints: torch.Tensor, scale: float = DEFAULT_CROP_SCALE):
+    """(centre (..., 2), side (...,), angle (...,) radians) of the crop for xyxy ``boxes`` (..., 4)
+    and keypoints (..., K>=2, 2) whose first two are the right and left eye."""
+    centre = (boxes[..., :2] + boxes[..., 2:]) / 2
+    side = (boxes[..., 2:] - boxes[..., :2]).amax(-1) * scale
+    eyes = keypoints[..., 1, :] - keypoints[..., 0, :]
+    angle = torch.atan2(eyes[..., 1], eyes[..., 0])
+    return centre, side, angle
+
+
+def crop_matrix(centre: torch.Tensor, side: torch.Tensor, angle: torch.Tensor, crop_size: int) -> torch.Tensor:
+    """Affine (..., 2, 3) taking image pixels to crop pixels: rotate by -angle about ``centre``,
+    scale by crop_size / side, move the centre to the crop's centre."""
+    k = crop_size / side
+    c, s = torch.cos(angle) * k, torch.sin(angle) * k
+    # [x'; y'] = k R(-angle) ([x; y] - centre) + crop_size / 2
+    row0 = torch.stack([c, s, -(c * centre[..., 0] + s * centre[..., 1]) + crop_size / 2], -1)
+    row1 = torch.stack([-s, c, -(-s * centre[..., 0] + c * centre[..., 1]) + crop_size / 2], -1)
+    return torch.stack([row0, row1], -2)
+
+
+def invert_affine(m: torch.Tensor) -> torch.Tensor:
+    """Inverse of affine maps (..., 2, 3)."""
+    a = m[..., :2]
+    a_inv = torch.linalg.inv(a)
+    return torch.cat([a_inv, -(a_inv @ m[..., 2:])], -1)
+
+
+def affine_scale(m: torch.Tensor) -> torch.Tensor:
+    """The isotropic scale of similarity transforms (..., 2, 3)."""
+    return torch.sqrt(torch.det(m[..., :2]).abs())
+
+
+def transform_points(points: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Apply affine ``m`` (..., 2, 3) to points (..., N, 2 or 3); a z column is scaled by the
+    transform's scale (z is measured in the same units as x and y)."""
+    m = m.to(points.dtype)
+    xy = points[..., :2] @ m[..., :2].transpose(-1, -2) + m[..., None, :, 2]
+    if points.shape[-1] == 2:
+        return xy
+    return torch.cat([xy, points[..., 2:] * affine_scale(m)[..., None, None]], -1)
+
+
+def warp_crops(images: torch.Tensor, matrices: torch.Tensor, crop_size: int) -> torch.Tensor:
+    """Crops (B, C, S, S) of images (B, C, H, W) through image-to-crop affines (B, 2, 3), bilinear,
+    zeros outside the image."""
+    b, _, h, w = images.shape
+    inv = invert_affine(matrices.to(images.dtype))  # crop px -> image px
+    # normalized crop coords (align_corners=False): u = (2 x + 1) / S - 1  ->  x = ((u + 1) S - 1) / 2
+    to_px = torch.tensor([[crop_size / 2, 0, crop_size / 2 - 0.5], [0, crop_size / 2, crop_size / 2 - 0.5], [0, 0, 1]],
+                         dtype=images.dtype, device=images.device)
+    to_norm = torch.tensor([[2 / w, 0, 1 / w - 1], [0, 2 / h, 1 / h - 1]], dtype=images.dtype, device=images.device)
+    inv3 = torch.cat([inv, torch.tensor([0, 0, 1], dtype=images.dtype, device=images.device).expand(b, 1, 3)], 1)
+    # grid_sample samples at pixel centre (x_px + 0.5) in continuous coordinates
+    shift = torch.tensor([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]], dtype=images.dtype, device=images.device)
+    unshift = torch.tensor([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]], dtype=images.dtype, device=images.device)
+    theta = to_norm @ unshift @ inv3 @ shift @ to_px
+    grid = F.affine_grid(theta, (b, images.shape[1], crop_size, crop_size), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def jitter_params(centre, side, angle, generator: torch.Generator, shift: float, scale: float, rotation_deg: float):
+    """Random perturbation of crop parameters for training (shift as a fraction of the side)."""
+    n = tuple(centre.shape[:-1])
+    d = (torch.rand(n + (2,), generator=generator) * 2 - 1) * shift * side[..., None]
+    s = 1 + (torch.rand(n, generator=generator) * 2 - 1) * scale
+    r = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(rotation_deg)
+    return centre + d, side * s, angle + r

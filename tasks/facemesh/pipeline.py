@@ -1,0 +1,161 @@
+"""The face-mesh pipeline of Kartynnik et al. (2019, Sec. 2): the detector finds faces on the full
+image, the mesh model regresses points on each keypoint-aligned crop; on video the next frame's crop
+comes from the current mesh and the detector runs again only when the face flag says the face was
+lost. Smoothing (one-euro) applies to the output stream only, never to the crops. Also: drawing a
+mesh and writing it as OBJ."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+import cv2
+import numpy as np
+import torch
+
+from core.io import atomic_write_text
+from tasks.facemesh.alignment import alignment_params, crop_matrix, invert_affine, transform_points, warp_crops
+from tasks.facemesh.detector import detect_faces, to_batch
+from tasks.facemesh.smoothing import OneEuroFilter
+from tasks.facemesh.topology import FaceTopology, face_topology
+
+
+@dataclass
+class FaceResult:
+    """One face: points (N, 3) image px (z px, smaller = nearer), box (4,), keypoints (6, 2),
+    detection score and face-flag probability."""
+
+    points: np.ndarray
+    box: np.ndarray
+    keypoints: np.ndarray
+    score: float
+    face_prob: float
+    detected: bool = True  # False when the crop came from the previous frame's mesh
+
+    def as_json(self) -> dict:
+        return {"box": self.box.round(2).tolist(), "keypoints": self.keypoints.round(2).tolist(),
+                "score": round(float(self.score), 4), "face_prob": round(float(self.face_prob), 4),
+                "detected": self.detected, "points": self.points.round(2).tolist()}
+
+
+@dataclass
+class FaceMeshPipeline:
+    detector: torch.nn.Module
+    mesh: torch.nn.Module
+    crop_size: int
+    crop_scale: float = 1.5
+    score_threshold: float = 0.5
+    iou_threshold: float = 0.3
+    face_threshold: float = 0.5
+    topology: FaceTopology = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self):
+        self.detector.eval()
+        self.mesh.eval()
+        if self.topology is None:
+            self.topology = face_topology(self.mesh.num_points)
+        uv = self.topology.uv
+        self.box_region = np.flatnonzero((np.abs(uv[:, 0]) <= 0.6) & (uv[:, 1] <= 0.6))
+        self.eye_sets = (np.array(self.topology.contours["right_eye"]), np.array(self.topology.contours["left_eye"]))
+
+    @classmethod
+    def from_task(cls, task, **kwargs) -> "FaceMeshPipeline":
+        h = task.hparams
+        return cls(task.detector, task.mesh, h.crop_size, h.crop_scale, h.score_threshold, h.nms_iou_threshold,
+                   h.face_threshold, **kwargs)
+
+    @torch.no_grad()
+    def mesh_on_crops(self, image: torch.Tensor, boxes: torch.Tensor, keypoints: torch.Tensor):
+        """Points (K, N, 3) in image px and face probabilities (K,) for crops aligned by ``boxes`` and
+        ``keypoints`` on one image (3, H, W)."""
+        centre, side, angle = alignment_params(boxes.float(), keypoints.float(), self.crop_scale)
+        matrix = crop_matrix(centre, side, angle, self.crop_size)
+        crops = warp_crops(image[None].expand(len(boxes), -1, -1, -1), matrix, self.crop_size)
+        param = next(self.mesh.parameters())
+        points, logit = self.mesh(crops.to(param.device, param.dtype))
+        points = transform_points(points.cpu().float() * self.crop_size, invert_affine(matrix))
+        return points, torch.sigmoid(logit.cpu().float())
+
+    def crop_from_points(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(box, keypoints with the two eyes) of a face mesh, to align the next frame's crop."""
+        region = points[self.box_region, :2]
+        box = np.array([*region.min(0), *region.max(0)])
+        kp = np.zeros((6, 2))
+        kp[0], kp[1] = points[self.eye_sets[0], :2].mean(0), points[self.eye_sets[1], :2].mean(0)
+        return box, kp
+
+    def process_image(self, image) -> list[FaceResult]:
+        """Every face in one RGB image (H, W, 3 uint8, or float (3, H, W))."""
+        batch = to_batch(image)
+        (boxes, kps, scores), = detect_faces(batch, self.detector, self.score_threshold, self.iou_threshold)
+        if len(boxes) == 0:
+            return []
+        points, probs = self.mesh_on_crops(batch[0], boxes, kps)
+        return [FaceResult(p.numpy(), b.numpy(), k.numpy(), float(s), float(f))
+                for p, b, k, s, f in zip(points, boxes, kps, scores, probs) if f >= self.face_threshold]
+
+    def track(self, frames: Iterable[np.ndarray]) -> list[Optional[FaceResult]]:
+        """One face through a video: detect, then follow the mesh; re-detect when the flag drops."""
+        out: list[Optional[FaceResult]] = []
+        previous: Optional[FaceResult] = None
+        for frame in frames:
+            batch = to_batch(frame)
+            result = None
+            if previous is not None:
+                box, kp = self.crop_from_points(previous.points)
+                points, probs = self.mesh_on_crops(batch[0], torch.from_numpy(box)[None], torch.from_numpy(kp)[None])
+                if probs[0] >= self.face_threshold:
+                    result = FaceResult(points[0].numpy(), box, kp, previous.score, float(probs[0]), detected=False)
+            if result is None:
+                faces = self.process_image(batch)
+                result = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])) if faces else None
+            out.append(result)
+            previous = result
+        return out
+
+
+def interocular(points: np.ndarray, topology: FaceTopology) -> float:
+    a, b = topology.eye_corners
+    return float(np.linalg.norm(points[a, :2] - points[b, :2]))
+
+
+def smooth_track(track: list[Optional[FaceResult]], fps: float, topology: FaceTopology, min_cutoff: float,
+                 beta: float, d_cutoff: float = 1.0) -> list[Optional[np.ndarray]]:
+    """One-euro-filtered points of a track (speed measured in inter-ocular distances per second);
+    the filter restarts after a frame without a face."""
+    f = OneEuroFilter(min_cutoff, beta, d_cutoff)
+    out: list[Optional[np.ndarray]] = []
+    for t, face in enumerate(track):
+        if face is None:
+            f.reset()
+            out.append(None)
+            continue
+        out.append(f(face.points, t / fps, velocity_scale=1.0 / max(interocular(face.points, topology), 1e-6)))
+    return out
+
+
+def draw_mesh(image: np.ndarray, points: np.ndarray, topology: FaceTopology, color=(40, 255, 80),
+              keypoints: Optional[np.ndarray] = None, box: Optional[np.ndarray] = None) -> np.ndarray:
+    """The mesh's triangle edges (and keypoints, box) drawn on a copy of an RGB uint8 image."""
+    out = np.ascontiguousarray(image.copy())
+    shift = 4  # sub-pixel drawing: coordinates in 1/16 px
+    xy = np.round(points[:, :2] * (1 << shift)).astype(np.int32)
+    polys = [xy[t] for t in topology.triangles]
+    cv2.polylines(out, polys, True, color, 1, cv2.LINE_AA, shift)
+    if keypoints is not None:
+        for x, y in keypoints:
+            cv2.circle(out, (int(round(x)), int(round(y))), 2, (255, 60, 60), -1, cv2.LINE_AA)
+    if box is not None:
+        x0, y0, x1, y1 = [int(round(v)) for v in box]
+        cv2.rectangle(out, (x0, y0), (x1, y1), (60, 120, 255), 1)
+    return out
+
+
+def write_obj(path: str | Path, points: np.ndarray, topology: FaceTopology) -> Path:
+    """Wavefront OBJ of a mesh in image pixels, turned into a right-handed frame (x right, y up,
+    z towards the viewer), with 1-based triangle indices facing the viewer."""
+    lines = [f"# face mesh: {len(points)} vertices, {len(topology.triangles)} triangles (image px)"]
+    lines += [f"v {x:.3f} {-y:.3f} {-z:.3f}" for x, y, z in points]
+    lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in topology.triangles]
+    return atomic_write_text(path, "\n".join(lines) + "\n")

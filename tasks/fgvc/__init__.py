@@ -1,0 +1,4 @@
+"""Fine-grained visual categorization (FGVC6): the competitions' readers, graders, submission files,
+test-time prior estimation (Saerens et al. 2002) and domain-specific transfer (Cui et al. 2018).
+
+Kept import-free so ``python -m tasks.fgvc.grading`` runs with numpy alone."""

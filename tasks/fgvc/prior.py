@@ -1,0 +1,53 @@
+"""Test-time class-prior estimation: the EM re-estimation of Saerens, Latinne & Decaestecker,
+"Adjusting the outputs of a classifier to new a priori probabilities" (Neural Computation, 2002).
+
+A classifier trained under priors p_t(w) gives posteriors p_t(w|x). On an unlabeled test set with
+unknown priors p(w), their eqs. (2.9)-(2.10) iterate, from p^(0)(w) = p_t(w):
+
+    p^(s)(w|x_k) = [p^(s)(w) / p_t(w)] p_t(w|x_k) / sum_j [p^(s)(w_j) / p_t(w_j)] p_t(w_j|x_k)
+    p^(s+1)(w)   = 1/N sum_k p^(s)(w|x_k)
+
+until the priors stop changing; the last adjusted posteriors are the test-time predictions.
+numpy only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class PriorEstimate:
+    prior: np.ndarray  # the estimated test priors p(w), (C,)
+    posteriors: np.ndarray  # the adjusted posteriors p(w|x_k), (N, C)
+    iterations: int
+    converged: bool
+
+
+def adjust_posteriors(posteriors: np.ndarray, train_prior: np.ndarray, test_prior: np.ndarray) -> np.ndarray:
+    """Bayes' rule for a change of priors: p(w|x) proportional to p_t(w|x) p(w) / p_t(w)."""
+    weights = np.asarray(test_prior, np.float64) / np.clip(np.asarray(train_prior, np.float64), 1e-12, None)
+    adjusted = np.asarray(posteriors, np.float64) * weights[None, :]
+    return adjusted / np.clip(adjusted.sum(1, keepdims=True), 1e-300, None)
+
+
+def em_prior(posteriors: np.ndarray, train_prior: np.ndarray, max_iter: int = 1000, tol: float = 1e-8) -> PriorEstimate:
+    """Estimate the test priors from posteriors (N, C) of a classifier trained under ``train_prior``."""
+    posteriors = np.asarray(posteriors, np.float64)
+    train_prior = np.asarray(train_prior, np.float64)
+    if posteriors.ndim != 2 or posteriors.shape[1] != len(train_prior):
+        raise ValueError(f"posteriors {posteriors.shape} do not match {len(train_prior)} training priors")
+    if len(posteriors) == 0:
+        raise ValueError("EM prior estimation needs at least one test sample")
+    train_prior = train_prior / train_prior.sum()
+    prior = train_prior.copy()
+    adjusted = posteriors
+    for iteration in range(1, max_iter + 1):
+        adjusted = adjust_posteriors(posteriors, train_prior, prior)
+        new = adjusted.mean(0)
+        change = float(np.abs(new - prior).max())
+        prior = new
+        if change < tol:
+            return PriorEstimate(prior, adjust_posteriors(posteriors, train_prior, prior), iteration, True)
+    return PriorEstimate(prior, adjust_posteriors(posteriors, train_prior, prior), max_iter, False)

@@ -1,0 +1,58 @@
+"""Inter-ocular NME and detector AP at IoU 0.5, worked by hand from their definitions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tasks.facemesh.metrics import InterOcularNME, detector_ap50, interocular_nme
+
+
+def _face(n: int = 6) -> torch.Tensor:
+    target = torch.zeros(n, 3)
+    target[:, 0] = torch.arange(n, dtype=torch.float32)
+    target[0, :2] = torch.tensor([0.0, 0.0])
+    target[1, :2] = torch.tensor([10.0, 0.0])  # eye corners 0 and 1: inter-ocular distance 10
+    return target
+
+
+def test_nme_by_hand():
+    target = _face()
+    pred = target.clone()
+    pred[:, 0] += 3.0
+    pred[:, 1] += 4.0  # every point 5 px off
+    pred[:, 2] += 100.0  # z is not part of the 2D measure
+    metric = InterOcularNME((0, 1))
+    metric.update(pred[None], target[None])
+    assert metric.compute().item() == pytest.approx(0.5)
+    # A second face, only points 2 and 3 annotated, 0 and 2 px off: (0 + 2) / 2 / 10 = 0.1
+    pred2 = target.clone()
+    pred2[3, 0] += 2.0
+    pred2[4, 0] += 50.0  # not annotated
+    mask = torch.tensor([False, False, True, True, False, False])
+    metric.update(pred2[None], target[None], mask[None])
+    assert metric.compute().item() == pytest.approx((0.5 + 0.1) / 2)
+    nme, valid = interocular_nme(pred2[None], target[None], (0, 1), torch.zeros(1, 6, dtype=torch.bool))
+    assert valid.tolist() == [False]
+
+
+def test_nme_without_faces_raises():
+    with pytest.raises(ValueError, match="no face"):
+        InterOcularNME((0, 1)).compute()
+
+
+def test_ap50_by_hand_coco_interpolation():
+    """One face. A true positive ranked first: AP 1. A false positive ranked first: precision 1/2 at
+    the only recall level; COCO's 101-point interpolation gives 0.5."""
+    target = [{"boxes": torch.tensor([[10.0, 10, 50, 50]]), "labels": torch.tensor([0])}]
+    hit, miss = [12.0, 10, 50, 52], [80.0, 80, 120, 120]  # hit: IoU 0.905
+    for scores, expected in (([0.9, 0.8], 1.0), ([0.7, 0.8], 0.5)):
+        metric = detector_ap50()
+        metric.update([{"boxes": torch.tensor([hit, miss]), "scores": torch.tensor(scores),
+                        "labels": torch.tensor([0, 0])}], target)
+        assert metric.compute()["map"].item() == pytest.approx(expected)
+    # IoU below 0.5 is a miss
+    metric = detector_ap50()
+    metric.update([{"boxes": torch.tensor([[30.0, 30, 70, 70]]), "scores": torch.tensor([0.9]),
+                    "labels": torch.tensor([0])}], target)
+    assert metric.compute()["map"].item() == pytest.approx(0.0)

@@ -1,0 +1,149 @@
+"""The FGVC tasks end to end through the real configs: every experiment config runs, EM priors and
+the submission come out, the scoring command reproduces the logged metric, checkpoints load alone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.resolvers import PROJECT_ROOT
+from core.training import train
+from tasks.fgvc.module import FineGrainedTask, MultiLabelFineGrainedTask
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SMALL = [
+    "task.backbone=test_efficientnet",
+    "data.image_size=32",
+    "data.num_workers=0",
+    "data.batch_size=16",
+    "logger=csv",
+    "callbacks.rich_progress_bar=null",
+    "data.augment.auto_augment=null",
+]
+EXPERIMENTS = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "experiment").glob("fgvc_*.yaml"))
+QUICK = {"fgvc_inaturalist2019", "fgvc_imet2019"}
+
+
+@pytest.mark.parametrize(
+    "experiment", [e if e in QUICK else pytest.param(e, marks=pytest.mark.slow) for e in EXPERIMENTS]
+)
+def test_every_fgvc_experiment_runs_fast_dev_run(experiment, cfg_train, tmp_path):
+    cfg = cfg_train([f"experiment={experiment}", "trainer=debug", *SMALL])
+    metrics = train(cfg)
+    name = cfg.monitor.metric.split("/", 1)[1]
+    assert f"test/{name}" in metrics
+    submission = (tmp_path / "run" / "submission.csv").read_text().splitlines()
+    from tasks.fgvc.grading import competition
+
+    comp = competition(cfg.task.competition)
+    assert submission[0] == f"{comp.id_column},{comp.label_column}"
+
+
+def test_experiments_cover_every_competition():
+    from tasks.fgvc.grading import COMPETITIONS
+
+    assert {f"fgvc_{name}" for name in COMPETITIONS} == set(EXPERIMENTS)
+
+
+@pytest.fixture(scope="module")
+def inat_run(tmp_path_factory):
+    """Two epochs on the generated iNaturalist 2019 copy with taxonomy heads and EM."""
+    import torch
+
+    from tests.conftest import compose_config
+
+    torch.set_num_threads(1)
+    base = tmp_path_factory.mktemp("inat_em")
+    cfg = compose_config(
+        "train",
+        [
+            "experiment=fgvc_inaturalist2019",
+            *SMALL,
+            "trainer.max_epochs=2",
+            "data.generator.max_per_class=20",
+            "task.optimizer.opt=adamw",
+            "task.optimizer.lr=0.005",
+            "~task.optimizer.momentum",
+        ],
+        base / "run",
+        base / "data",
+    )
+    metrics = train(cfg)
+    return cfg, metrics, base / "run"
+
+
+def test_em_writes_priors_and_logs_both_metrics(inat_run):
+    cfg, metrics, run = inat_run
+    assert {"test/top1_error", "test/top1_error_em"} <= set(metrics)
+    priors = json.loads((run / "priors.json").read_text())
+    assert priors["converged"] and len(priors["test_prior"]) == 24
+    assert sum(priors["test_prior"]) == pytest.approx(1.0)
+    assert priors["train_prior"] == pytest.approx(priors["train_prior"])  # plain numbers
+    counts = np.bincount(
+        [a["category_id"] for a in json.loads((Path(cfg.data.root) / "train2019.json").read_text())["annotations"]],
+        minlength=24,
+    )
+    assert priors["train_prior"] == pytest.approx((counts / counts.sum()).tolist())
+    assert (run / "confused_pairs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_scoring_command_reproduces_the_logged_metric(inat_run):
+    cfg, metrics, run = inat_run
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tasks.fgvc.grading",
+            "inaturalist2019",
+            str(run / "submission.csv"),
+            str(Path(cfg.data.root) / "solution.csv"),
+            "--json",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    # with EM on, the submission holds the adjusted predictions
+    assert json.loads(proc.stdout)["top1_error"] == pytest.approx(metrics["test/top1_error_em"], abs=1e-6)
+
+
+def test_checkpoint_loads_alone_with_taxonomy_and_prior(inat_run):
+    _, _, run = inat_run
+    task = FineGrainedTask.load_from_checkpoint(run / "checkpoints" / "last.ckpt", map_location="cpu")
+    assert task.hparams.competition == "inaturalist2019" and task.hparams.taxonomy == {"genus": 6, "family": 2}
+    assert task.taxonomy_table[:, 0].tolist() == [c // 4 for c in range(24)]
+    assert float(task.train_prior.sum()) == pytest.approx(1.0)
+
+
+def test_taxonomy_size_mismatch_names_the_key(cfg_train):
+    cfg = cfg_train(["experiment=fgvc_inaturalist2019", "trainer=debug", *SMALL, "task.taxonomy={genus: 5}"])
+    with pytest.raises(ValueError, match=r"task.taxonomy.genus=5 but the data set has 6 genus groups"):
+        train(cfg)
+
+
+def test_multilabel_threshold_is_tuned_on_validation_and_reused(cfg_train, tmp_path):
+    cfg = cfg_train(
+        [
+            "experiment=fgvc_imet2019",
+            *SMALL,
+            "trainer.max_epochs=1",
+            "task.optimizer.opt=adamw",
+            "task.optimizer.lr=0.005",
+            "~task.optimizer.momentum",
+        ]
+    )
+    metrics = train(cfg)
+    task = MultiLabelFineGrainedTask.load_from_checkpoint(
+        tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu"
+    )
+    assert metrics["test/f2_threshold"] == pytest.approx(task.threshold)
+    assert metrics["val/f2_threshold"] == pytest.approx(task.threshold)
+    grid = [round(0.05 * k, 2) for k in range(1, 20)]
+    assert task.threshold in grid
