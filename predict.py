@@ -1,4 +1,5 @@
-"""Run a trained model on your own files: ``python predict.py task=<task> ckpt_path=<file> input=<file | folder | glob>``."""
+"""Run a trained model on your own files:
+``python predict.py task=<task> ckpt_path=<file> input=<file | folder | glob>``."""
 
 import hydra
 from omegaconf import DictConfig

@@ -9,7 +9,14 @@ of that process after imports, before the stage. Collection runs the real networ
 UMAP and the grid run on synthetic clustered activations of the collected width, so the 100k
 figures need no 100k-image collection. Feature visualization time depends on the number of
 cells and steps, not on N: it is measured for --icons icons x --steps steps and reported per
-icon-step too."""
+icon-step too.
+
+    python benchmarks/bench_atlas.py --compare-presets <atlas run dir> --ckpt <checkpoint> --out icons.png
+
+renders the first --icons cells of a finished atlas (its layout.npz: cell means and whitening
+matrix) with the published preset (conf/atlas/default.yaml) and the CPU preset (atlas=cpu), prints
+the seconds each took, and writes one PNG: the published icons in the top row, the CPU preset's
+below, each at its own size."""
 
 from __future__ import annotations
 
@@ -71,8 +78,9 @@ def stage(name: str, n: int, args) -> dict:
         classifier = load_classifier(backbone="tinynet_e", num_classes=10)
         base = rss_mb()
         start = time.perf_counter()
+        k = None if args.attribution_classes == "all" else int(args.attribution_classes)
         store = collect_activations(classifier, args.layer, GeneratedImages(), work / f"collect_{n}",
-                                    batch_size=64, attribution_classes=args.attribution_classes)
+                                    batch_size=64, attribution_classes=k)
         extra = {"channels": int(store.activations.shape[1]), "attribution_classes": args.attribution_classes}
     elif name == "umap":
         from tasks.atlas.layout import umap_layout
@@ -105,13 +113,51 @@ def stage(name: str, n: int, args) -> dict:
         directions = torch.rand(args.icons, args.channels)
         base = rss_mb()
         start = time.perf_counter()
-        FeatureVisualizer(icon_size=64, steps=args.steps, batch_size=64).render(classifier, args.layer, directions)
+        FeatureVisualizer(icon_size=64, steps=args.steps, batch_size=64, transforms="standard",
+                          cossim_pow=1).render(classifier, args.layer, directions)
         extra = {"icons": args.icons, "steps": args.steps}
     else:
         raise ValueError(name)
     seconds = time.perf_counter() - start
     return {"stage": name, "n": n, "seconds": round(seconds, 2), "base_rss_mb": round(base),
             "peak_rss_mb": round(rss_mb()), **extra}
+
+
+def compare_presets(atlas_dir: Path, args) -> None:
+    """Icons of the published preset next to the CPU preset's, for the same cells."""
+    import numpy as np
+    import torch
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+    from PIL import Image
+
+    import core  # noqa: F401  (config resolvers)
+    from tasks.atlas.network import load_classifier
+    from tasks.atlas.render import save_png
+
+    torch.set_num_threads(args.threads)
+    arrays = np.load(atlas_dir / "layout.npz")
+    directions, whitening = arrays["means"][: args.icons], arrays["whitening"]
+    classifier = load_classifier(ckpt_path=args.ckpt)
+    rows = []
+    print(f"{'preset':<10}{'icon px':>8}{'steps':>7}{'attempts':>9}{'transforms':>11}{'seconds':>9}{'s/icon':>8}")
+    for preset in ("default", "cpu"):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("atlas", overrides=[f"atlas={preset}", "data.batch_size=64", "data.num_workers=0"])
+        visualizer = instantiate(cfg.atlas.featurevis)
+        start = time.perf_counter()
+        icons = visualizer.render(classifier, cfg.atlas.layer, directions, whitening=whitening)
+        seconds = time.perf_counter() - start
+        print(f"{preset:<10}{visualizer.icon_size:>8}{visualizer.steps:>7}{visualizer.attempts:>9}"
+              f"{visualizer.transforms:>11}{seconds:>9.1f}{seconds / len(directions):>8.2f}", flush=True)
+        rows.append(icons.images)
+    size = max(r.shape[1] for r in rows)
+    canvas = np.full((2 * size, len(directions) * size, 3), 255, np.uint8)
+    for r, icons in enumerate(rows):
+        for i, icon in enumerate(icons):
+            canvas[r * size: r * size + icon.shape[0], i * size: i * size + icon.shape[1]] = icon
+    save_png(Image.fromarray(canvas), args.out)
+    print(f"wrote {args.out}: top row atlas=default (published), bottom row atlas=cpu; same {len(directions)} cells")
 
 
 def main() -> None:
@@ -121,16 +167,22 @@ def main() -> None:
     parser.add_argument("--collect-max", type=int, default=10_000, help="largest N to collect for real")
     parser.add_argument("--layer", default="blocks.4")
     parser.add_argument("--channels", type=int, default=56, help="width of synthetic activations (tinynet_e blocks.4: 56)")
-    parser.add_argument("--attribution-classes", type=int, default=5)
+    parser.add_argument("--attribution-classes", default="all", help="'all' (every logit, as published) or k")
     parser.add_argument("--fit-size", type=int, default=None, help="UMAP fit subset (null: fit on all)")
     parser.add_argument("--icons", type=int, default=64)
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
+    parser.add_argument("--compare-presets", metavar="ATLAS_DIR", default=None)
+    parser.add_argument("--ckpt", default=None, help="classification checkpoint of that atlas (--compare-presets)")
+    parser.add_argument("--out", default="atlas_presets.png", help="comparison PNG (--compare-presets)")
     parser.add_argument("--child", nargs=2, metavar=("STAGE", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--work", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print("RESULT " + json.dumps(stage(args.child[0], int(args.child[1]), args)), flush=True)
+        return
+    if args.compare_presets:
+        compare_presets(Path(args.compare_presets), args)
         return
     with tempfile.TemporaryDirectory(prefix="bench_atlas_") as work:
         print(f"{'stage':<11}{'N':>8}{'seconds':>10}{'base MB':>9}{'peak MB':>9}  notes")

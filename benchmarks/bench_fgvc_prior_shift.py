@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -36,30 +37,36 @@ def run(script: str, args: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--image-size", type=int, default=48)
     parser.add_argument("--backbone", default="tinynet_e")
-    parser.add_argument("--max-per-class", type=int, default=80)
+    parser.add_argument("--max-per-class", type=int, default=100)
+    parser.add_argument("--num-classes", type=int, default=12)
+    parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--out", default="/tmp/fgvc_prior_shift")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    from core.data import ensure_generated
     from datamodules.synthetic.fgvc import write_inaturalist2019
 
     out = Path(args.out)
     roots = {}
     for prior in ("reversed", "train"):
         roots[prior] = out / f"inat_test_{prior}"
-        if not roots[prior].exists():  # the same training split (same seed), different test priors
-            write_inaturalist2019(
-                roots[prior],
-                num_classes=24,
+        # the same training split (same seed), different test priors; written whole or not at all
+        ensure_generated(
+            roots[prior],
+            partial(
+                write_inaturalist2019,
+                num_classes=args.num_classes,
                 max_per_class=args.max_per_class,
                 imbalance=10.0,
                 test_total=600,
                 test_prior=prior,
                 image_size=64,
                 seed=args.seed,
-            )
+            ),
+        )
     common = [
         "task.backbone=" + args.backbone,
         f"data.image_size={args.image_size}",
@@ -71,6 +78,8 @@ def main() -> None:
         "data.augment.scale=[0.7,1.0]",
         "data.sampler=instance",
         "task.taxonomy=null",
+        f"data.num_classes={args.num_classes}",
+        "data.taxonomy_sizes=null",
     ]
     train_dir = out / "train_run"
     run(
@@ -81,10 +90,11 @@ def main() -> None:
             f"data.root={roots['reversed']}",
             f"trainer.max_epochs={args.epochs}",
             "task.optimizer.opt=adamw",
-            "task.optimizer.lr=0.005",
+            f"task.optimizer.lr={args.lr}",
             "task.optimizer.weight_decay=0.02",
             "~task.optimizer.momentum",
             "callbacks.rich_progress_bar=null",
+            "~callbacks.ema",
             f"hydra.run.dir={train_dir}",
             f"seed={args.seed}",
         ],

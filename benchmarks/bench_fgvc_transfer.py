@@ -1,8 +1,8 @@
 """Domain-specific transfer (Cui et al. 2018) on generated data: pre-training on the source subset
 chosen by EMD domain similarity against a random subset of the same size.
 
-Source: an iNaturalist 2019 copy of 48 species whose families alternate between two imaging domains
-(textured field, plain herbarium sheet). Target: a Herbarium 2019 copy of 12 new species (with a fin,
+Source: an iNaturalist 2019 copy of 24 species whose families alternate between two imaging domains
+(textured field, plain herbarium sheet). Target: a Herbarium 2019 copy of 6 new species (with a fin,
 never seen in the source) on sheets. Steps, all through train.py and the transfer command:
 1. a feature network trained on the whole source;
 2. ``python -m tasks.fgvc.transfer`` ranks the source classes by exp(-0.01 EMD) to the target and
@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -46,14 +47,16 @@ def main() -> None:
     parser.add_argument("--out", default="/tmp/fgvc_transfer")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    from core.data import ensure_generated
     from datamodules.synthetic.fgvc import MIXED_DOMAINS, write_herbarium2019, write_inaturalist2019
 
     out = Path(args.out)
     source, target = out / "source_inat", out / "target_herbarium"
-    if not source.exists():
-        write_inaturalist2019(
-            source,
-            num_classes=48,
+    ensure_generated(
+        source,
+        partial(
+            write_inaturalist2019,
+            num_classes=24,
             max_per_class=40,
             imbalance=4.0,
             test_total=100,
@@ -61,12 +64,14 @@ def main() -> None:
             image_size=64,
             seed=args.seed,
             domain=MIXED_DOMAINS,
-        )
-    if not target.exists():
-        write_herbarium2019(
-            target,
-            num_classes=12,
-            max_per_class=12,
+        ),
+    )
+    ensure_generated(
+        target,
+        partial(
+            write_herbarium2019,
+            num_classes=6,
+            max_per_class=16,
             imbalance=3.0,
             val_fraction=0.5,
             test_total=240,
@@ -75,7 +80,8 @@ def main() -> None:
             seed=args.seed + 1,
             domain=1,
             first_class=48,
-        )
+        ),
+    )
     common = [
         f"task.backbone={args.backbone}",
         f"data.image_size={args.image_size}",
@@ -93,7 +99,7 @@ def main() -> None:
         "task=fgvc",
         "data=inaturalist2019",
         f"data.root={source}",
-        "data.num_classes=48",
+        "data.num_classes=24",
         "data.taxonomy_sizes=null",
         "task.competition=inaturalist2019",
     ]
@@ -101,7 +107,7 @@ def main() -> None:
         "task=fgvc",
         "data=herbarium2019",
         f"data.root={target}",
-        "data.num_classes=12",
+        "data.num_classes=6",
         "task.competition=herbarium2019",
     ]
 
@@ -136,7 +142,7 @@ def main() -> None:
     )
     chosen = json.loads(subset.read_text())
     rng = np.random.default_rng(args.seed)
-    random_classes = sorted(rng.choice(48, size=len(chosen["chosen_classes"]), replace=False).tolist())
+    random_classes = sorted(rng.choice(24, size=len(chosen["chosen_classes"]), replace=False).tolist())
     random_subset = out / "random_subset.json"
     random_subset.write_text(json.dumps({"chosen_classes": random_classes}))
     sheet = lambda classes: sum((c // 12) % 2 == 1 for c in classes)  # noqa: E731

@@ -65,6 +65,17 @@ def _accepts(value: Any, hint: Any) -> bool:
     return True  # classes, callables, paths, forward references: not checked here
 
 
+def hint_name(hint: Any) -> str:
+    """``int``, ``int or str``, ``list of float``: an annotation as a user reads it."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(hint_name(a) for a in args if a is not type(None))
+    if origin is not None and args:
+        name = getattr(origin, "__name__", str(origin))
+        return f"{name} of {hint_name(args[0])}"
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
 def _hint_for(target: Any, key: str) -> Any:
     """The annotation of parameter ``key`` of ``target`` (a class's ``__init__``, following
     ``**kwargs`` up its bases, or a function)."""
@@ -96,7 +107,7 @@ def check_node(node: dict, where: str) -> None:
             continue
         hint = _hint_for(target, key)
         if not _accepts(value, hint):
-            expected = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+            expected = hint_name(hint)
             raise ConfigValueError(f"config key {where}.{key}: expected {expected}, got {_describe(value)}")
         _check_nested(value, f"{where}.{key}")
 

@@ -164,7 +164,13 @@ class PerSampleMetric(Metric):
     def append_rows(self, name: str, sample_id: int, rows: Any, tag: float) -> None:
         """Store ``rows`` (n, width; n may be 0) of sample ``sample_id`` in table ``name``."""
         width = self._widths[name]
-        rows = torch.as_tensor(rows, dtype=torch.float64).detach().cpu().reshape(-1, width)
+        rows = torch.as_tensor(rows, dtype=torch.float64).detach().cpu()
+        if rows.numel() == 0 or (rows.dim() == 1 and len(rows) == width):
+            rows = rows.reshape(-1, width)
+        elif rows.dim() != 2 or rows.shape[1] != width:
+            raise ValueError(
+                f"{type(self).__name__}.{name}: rows of {width} values expected, got shape {tuple(rows.shape)}"
+            )
         n = len(rows)
         sample = torch.full((n, 1), float(int(sample_id)), dtype=torch.float64)
         tags = torch.full((n, 1), float(tag), dtype=torch.float64)

@@ -19,10 +19,9 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import BasePredictionWriter
 
@@ -46,7 +45,7 @@ class ProductWriter(BasePredictionWriter):
 
     def __init__(self) -> None:
         super().__init__(write_interval="batch")
-        self.run_dir: Optional[Path] = None
+        self.run_dir: Path | None = None
         self.listed: list[str] = []
         self.already_done = 0
 
@@ -78,13 +77,16 @@ class ProductWriter(BasePredictionWriter):
     def journal(self, rank: int) -> Path:
         return Path(self.run_dir) / JOURNAL_DIR / f"journal_rank{rank}.jsonl"
 
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
-                           dataloader_idx=0) -> None:
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
+    ) -> None:
         records = []
         prediction = prediction or []
         if len(prediction) != len(batch["inputs"]):
-            raise RuntimeError(f"{type(pl_module).__name__}.predict_step returned {len(prediction)} "
-                               f"predictions for {len(batch['inputs'])} inputs")
+            raise RuntimeError(
+                f"{type(pl_module).__name__}.predict_step returned {len(prediction)} "
+                f"predictions for {len(batch['inputs'])} inputs"
+            )
         for k, (path, name) in enumerate(zip(batch["inputs"], batch["names"])):
             record = self.write_item(Path(self.run_dir), name, prediction[k], batch, k)
             records.append({"input": path, "name": name, **record})
@@ -105,7 +107,8 @@ class ProductWriter(BasePredictionWriter):
         if not done:
             reasons = "; ".join(list(skipped.values())[:3])
             raise FileNotFoundError(
-                f"none of the {len(listed)} input files could be read ({len(skipped)} skipped: {reasons})")
+                f"none of the {len(listed)} input files could be read ({len(skipped)} skipped: {reasons})"
+            )
         if trainer.is_global_zero:
             records = [done[k] for k in sorted(done)]
             products = self.merge(Path(self.run_dir), records) or {}
@@ -119,10 +122,14 @@ class ProductWriter(BasePredictionWriter):
             }
             atomic_write_json(Path(self.run_dir) / SUMMARY_FILE, summary)
             if skipped:
-                warnings.warn(f"{len(skipped)} of {len(listed)} input files were unreadable and skipped: "
-                              + ", ".join(sorted(skipped)), stacklevel=1)
-            log.info("Predicted %d of %d inputs (%d skipped) into %s", len(done), len(listed), len(skipped),
-                     self.run_dir)
+                warnings.warn(
+                    f"{len(skipped)} of {len(listed)} input files were unreadable and skipped: "
+                    + ", ".join(sorted(skipped)),
+                    stacklevel=1,
+                )
+            log.info(
+                "Predicted %d of %d inputs (%d skipped) into %s", len(done), len(listed), len(skipped), self.run_dir
+            )
         trainer.strategy.barrier("predict_products")
 
 
@@ -166,6 +173,7 @@ def read_journals(run_dir: Path) -> tuple[dict[str, dict], dict[str, str]]:
 
 # --- which task a checkpoint belongs to ---------------------------------------------------------------
 
+
 def task_targets(config_dir: Path) -> dict[str, str]:
     """Task config name -> the ``_target_`` class it builds, for every conf/task/*.yaml that names one."""
     targets = {}
@@ -176,7 +184,7 @@ def task_targets(config_dir: Path) -> dict[str, str]:
     return targets
 
 
-def owner_of(checkpoint: dict[str, Any], config_dir: Path) -> Optional[tuple[str, str]]:
+def owner_of(checkpoint: dict[str, Any], config_dir: Path) -> tuple[str, str] | None:
     """(task config name, class) of the task that saved ``checkpoint``: its class stamp, else the
     task whose constructor takes exactly its hyper-parameters; None when nothing fits."""
     from hydra.utils import get_class
@@ -199,8 +207,7 @@ def owner_of(checkpoint: dict[str, Any], config_dir: Path) -> Optional[tuple[str
     return None
 
 
-def check_checkpoint_task(ckpt_path: Path, checkpoint: dict, task_name: str, target: str,
-                          config_dir: Path) -> None:
+def check_checkpoint_task(ckpt_path: Path, checkpoint: dict, task_name: str, target: str, config_dir: Path) -> None:
     """Refuse a checkpoint of another task, naming both tasks."""
     from hydra.utils import get_class
 
@@ -210,7 +217,8 @@ def check_checkpoint_task(ckpt_path: Path, checkpoint: dict, task_name: str, tar
     if owner is not None and owner[1] != target:
         raise ValueError(
             f"ckpt_path={ckpt_path} is a checkpoint of task={owner[0]} ({owner[1]}), not of "
-            f"task={task_name} ({target}); run predict.py task={owner[0]} ckpt_path={ckpt_path} ...")
+            f"task={task_name} ({target}); run predict.py task={owner[0]} ckpt_path={ckpt_path} ..."
+        )
     check_task_class(ckpt_path, checkpoint, get_class(target))
 
 
@@ -233,6 +241,7 @@ def load_checked_task(cfg: DictConfig, config_dir: Path) -> tuple[pl.LightningMo
 
 # --- the entry point's body -------------------------------------------------------------------------------
 
+
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Load the task from its checkpoint, predict every input file (resuming a run folder that holds
     finished ones), write the products and predict_summary.json; return the summary."""
@@ -253,23 +262,26 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     writer.run_dir = run_dir
     writer.bind(task, checkpoint)
     done, _ = read_journals(run_dir)
-    datamodule = instantiate(cfg.product.inputs, prepare=writer.prepare, collate=writer.collate,
-                             exclude=set(done))
+    datamodule = instantiate(cfg.product.inputs, prepare=writer.prepare, collate=writer.collate, exclude=set(done))
     expected = {"images": "ImageInputs", "videos": "VideoInputs"}[writer.input_kind]
     if type(datamodule).__name__ != expected:
-        raise ValueError(f"product.inputs builds {type(datamodule).__name__}, but {type(writer).__name__} "
-                         f"reads {writer.input_kind} ({expected})")
+        raise ValueError(
+            f"product.inputs builds {type(datamodule).__name__}, but {type(writer).__name__} "
+            f"reads {writer.input_kind} ({expected})"
+        )
     writer.listed = [str(p) for p in datamodule.paths]
     writer.already_done = len(set(done) & set(writer.listed))
     if writer.already_done:
-        log.info("Resuming: %d of %d inputs already predicted in %s", writer.already_done,
-                 len(writer.listed), run_dir)
+        log.info("Resuming: %d of %d inputs already predicted in %s", writer.already_done, len(writer.listed), run_dir)
 
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=[writer, *instantiate_group(cfg.get("callbacks"))],
-                                      logger=False)
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=[writer, *instantiate_group(cfg.get("callbacks"))], logger=False
+    )
     if trainer.is_global_zero:
         job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-        atomic_write_text(run_dir / "config_resolved.yaml", OmegaConf.to_yaml(OmegaConf.to_container(job, resolve=True)))
+        atomic_write_text(
+            run_dir / "config_resolved.yaml", OmegaConf.to_yaml(OmegaConf.to_container(job, resolve=True))
+        )
     trainer.predict(task, datamodule=datamodule, return_predictions=False)
     writer.finish(trainer)
     summary_path = run_dir / SUMMARY_FILE

@@ -113,7 +113,7 @@ def check_same_run(cfg: DictConfig) -> None:
     if not previous_file.exists():
         return
     previous = OmegaConf.to_container(OmegaConf.load(previous_file), resolve=False)
-    current = OmegaConf.to_container(cfg, resolve=True)
+    current = {g: OmegaConf.to_container(cfg[g], resolve=True) for g in RUN_DEFINING_KEYS if g in cfg}
     difference = run_config_difference(previous, current)
     if difference:
         shown = "; ".join(difference[:5]) + (f"; and {len(difference) - 5} more" if len(difference) > 5 else "")

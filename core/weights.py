@@ -20,14 +20,19 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: pretrained weights file does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: weights file is empty (0 bytes); an interrupted download or save?")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as err:  # noqa: BLE001  (a truncated file fails in several ways)
+            raise ValueError(f"{path}: cannot read weights ({_first_line(err)})") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path}: cannot read weights ({err})") from err
+    except Exception as err:  # noqa: BLE001
+        raise ValueError(f"{path}: cannot read weights, truncated or not a weights file ({_first_line(err)})") from None
     for key in STATE_DICT_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -35,6 +40,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"{path}: no state dict of tensors found (keys: {list(obj)[:8]})")
     return obj
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
 def strip_prefixes(state: dict[str, torch.Tensor], prefixes: Iterable[str]) -> dict[str, torch.Tensor]:

@@ -22,11 +22,11 @@ A training sample is one image: its letterboxed detector input with all faces, a
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -34,9 +34,15 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from core.data import DataFormatError, ensure_generated, require_file
-from tasks.facemesh.alignment import (DEFAULT_CROP_SCALE, alignment_params, crop_matrix, jitter_params,
-                                      transform_points, warp_crops)
+from core.data import DataFormatError, ensure_generated, read_json, require_file
+from tasks.facemesh.alignment import (
+    DEFAULT_CROP_SCALE,
+    alignment_params,
+    crop_matrix,
+    jitter_params,
+    transform_points,
+    warp_crops,
+)
 from tasks.facemesh.detector import letterbox
 from tasks.facemesh.topology import face_topology
 
@@ -50,8 +56,8 @@ NUM_KEYPOINTS = 6
 class FaceLabel:
     box: np.ndarray  # (4,) xyxy px
     keypoints: np.ndarray  # (6, 2) px
-    points: Optional[np.ndarray] = None  # (N, 3) px; z known
-    contour: Optional[np.ndarray] = None  # (N, 2) px with ``contour_mask``; 2D only
+    points: np.ndarray | None = None  # (N, 3) px; z known
+    contour: np.ndarray | None = None  # (N, 2) px with ``contour_mask``; 2D only
 
 
 @dataclass
@@ -61,17 +67,17 @@ class ImageRecord:
 
 
 def read_topology(root: Path, num_points: int) -> dict:
-    path = require_file(root / "topology.json", "the mesh topology (topology.json)")
-    try:
-        topo = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DataFormatError(path, f"not valid JSON ({err.msg})", err.lineno) from err
+    path = root / "topology.json"
+    topo = read_json(path, "the mesh topology (topology.json)")
     for key in ("num_points", "contours", "eye_corners", "triangles"):
         if key not in topo:
             raise DataFormatError(path, f"missing key {key!r}")
     if topo["num_points"] != num_points:
-        raise DataFormatError(path, f"the data set has {topo['num_points']} mesh points but num_points={num_points} "
-                              "was configured (data.num_points)")
+        raise DataFormatError(
+            path,
+            f"the data set has {topo['num_points']} mesh points but num_points={num_points} "
+            "was configured (data.num_points)",
+        )
     return topo
 
 
@@ -88,11 +94,8 @@ def _array(value: Any, shape: tuple, path: Path, where: str) -> np.ndarray:
 def read_split(root: Path, source: str, split: str, num_points: int, contours: dict) -> list[ImageRecord]:
     """The records of ``<root>/<source>/<split>``, validated; errors name the file and entry."""
     folder = root / source / split
-    path = require_file(folder / "annotations.json", f"{source} {split} annotations")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DataFormatError(path, f"not valid JSON ({err.msg})", err.lineno) from err
+    path = folder / "annotations.json"
+    data = read_json(path, f"{source} {split} annotations")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DataFormatError(path, "expected an object with an 'images' list")
     points3d = None
@@ -113,13 +116,16 @@ def read_split(root: Path, source: str, split: str, num_points: int, contours: d
             fw = f"{where}.faces[{j}]"
             if "box" not in face or "keypoints" not in face:
                 raise DataFormatError(path, f"{fw}: needs 'box' and 'keypoints'")
-            label = FaceLabel(_array(face["box"], (4,), path, f"{fw}.box"),
-                              _array(face["keypoints"], (NUM_KEYPOINTS, 2), path, f"{fw}.keypoints"))
+            label = FaceLabel(
+                _array(face["box"], (4,), path, f"{fw}.box"),
+                _array(face["keypoints"], (NUM_KEYPOINTS, 2), path, f"{fw}.keypoints"),
+            )
             if source == "rendered":
                 row = face.get("points3d")
                 if not isinstance(row, int) or not 0 <= row < len(points3d):
-                    raise DataFormatError(path, f"{fw}.points3d: {row!r} is not a row of points3d.npy "
-                                          f"({len(points3d)} rows)")
+                    raise DataFormatError(
+                        path, f"{fw}.points3d: {row!r} is not a row of points3d.npy ({len(points3d)} rows)"
+                    )
                 label.points = np.array(points3d[row], dtype=np.float32)
             else:
                 given = face.get("contours")
@@ -147,10 +153,23 @@ def load_rgb(path: Path) -> np.ndarray:
 class FaceMeshDataset(Dataset):
     """Detector input + targets and one aligned mesh crop per image (see the module docstring)."""
 
-    def __init__(self, records: Sequence[ImageRecord], num_points: int, eye_corners: Sequence[int],
-                 detector_size: int, crop_size: int, crop_scale: float, max_faces: int, train: bool,
-                 jitter: Optional[dict] = None, negative_fraction: float = 0.0, seed: int = 0):
+    def __init__(
+        self,
+        records: Sequence[ImageRecord],
+        num_points: int,
+        eye_corners: Sequence[int],
+        detector_size: int,
+        crop_size: int,
+        crop_scale: float,
+        max_faces: int,
+        train: bool,
+        jitter: dict | None = None,
+        negative_fraction: float = 0.0,
+        seed: int = 0,
+        first_id: int = 0,
+    ):
         self.records = list(records)
+        self.first_id = first_id  # image_id = first_id + index: unique over the sets a loader joins
         self.num_points, self.eye_corners = num_points, tuple(eye_corners)
         self.detector_size, self.crop_size, self.crop_scale = detector_size, crop_size, crop_scale
         self.max_faces, self.train = max_faces, train
@@ -179,7 +198,13 @@ class FaceMeshDataset(Dataset):
             boxes[j] = torch.from_numpy(face.box) * scale / size
             kps[j] = torch.from_numpy(face.keypoints) * scale / size
             valid[j] = True
-        sample = {"det_image": det[0], "det_boxes": boxes, "det_keypoints": kps, "det_valid": valid}
+        sample = {
+            "det_image": det[0],
+            "det_boxes": boxes,
+            "det_keypoints": kps,
+            "det_valid": valid,
+            "image_id": torch.tensor(self.first_id + index),
+        }
         sample.update(self._crop(image, rec, g))
         return sample
 
@@ -195,8 +220,9 @@ class FaceMeshDataset(Dataset):
         else:
             k = int(torch.randint(0, len(rec.faces), (1,), generator=g)) if self.train else 0
             face = rec.faces[k]
-            centre, side, angle = alignment_params(torch.from_numpy(face.box), torch.from_numpy(face.keypoints),
-                                                   self.crop_scale)
+            centre, side, angle = alignment_params(
+                torch.from_numpy(face.box), torch.from_numpy(face.keypoints), self.crop_scale
+            )
             if self.train:
                 j = self.jitter
                 centre, side, angle = jitter_params(centre, side, angle, g, j["shift"], j["scale"], j["rotation"])
@@ -212,8 +238,14 @@ class FaceMeshDataset(Dataset):
                 points[:, :2] = torch.where(known[:, None], xy, torch.zeros_like(xy))
                 mask = known
         crop = warp_crops(image[None], matrix[None], self.crop_size)[0]
-        return {"crop": crop, "points": points, "point_mask": mask, "has_z": has_z, "face": face_flag,
-                "crop_matrix": matrix}
+        return {
+            "crop": crop,
+            "points": points,
+            "point_mask": mask,
+            "has_z": has_z,
+            "face": face_flag,
+            "crop_matrix": matrix,
+        }
 
     def _negative_matrix(self, image: torch.Tensor, rec: ImageRecord, g: torch.Generator) -> torch.Tensor:
         """A crop that overlaps no face box by more than 10 % of its area (else the best try)."""
@@ -243,11 +275,21 @@ class FaceMeshDataModule(pl.LightningDataModule):
     training sources (``rendered``: 3D points, ``annotated``: 2D contours; both: joint training).
     Pseudo-labels from bootstrapping rounds join the training set through :meth:`set_pseudo_labels`."""
 
-    def __init__(self, root: str, num_points: int = 468, detector_size: int = 128, crop_size: int = 128,
-                 crop_scale: float = DEFAULT_CROP_SCALE, max_faces: int = 4,
-                 sources: Sequence[str] = SOURCES, jitter: Optional[dict] = None,
-                 negative_fraction: float = 0.1, batch_size: int = 16, num_workers: int = 0,
-                 generator: Optional[Callable[[Path], object]] = None):
+    def __init__(
+        self,
+        root: str,
+        num_points: int = 468,
+        detector_size: int = 128,
+        crop_size: int = 128,
+        crop_scale: float = DEFAULT_CROP_SCALE,
+        max_faces: int = 4,
+        sources: Sequence[str] = SOURCES,
+        jitter: dict | None = None,
+        negative_fraction: float = 0.1,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        generator: Callable[[Path], object] | None = None,
+    ):
         super().__init__()
         unknown = [s for s in sources if s not in SOURCES]
         if unknown or not sources:
@@ -265,7 +307,7 @@ class FaceMeshDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         ensure_generated(self.root, self.generator)
 
-    def setup(self, stage: Optional[str] = None) -> None:
+    def setup(self, stage: str | None = None) -> None:
         ensure_generated(self.root, self.generator)  # also on ranks that skipped prepare_data
         topo = read_topology(self.root, self.num_points)
         self.eye_corners = tuple(topo["eye_corners"])
@@ -278,10 +320,20 @@ class FaceMeshDataModule(pl.LightningDataModule):
     def records(self, source: str, split: str) -> list[ImageRecord]:
         return self._splits[(source, split)]
 
-    def dataset(self, records: Sequence[ImageRecord], train: bool) -> FaceMeshDataset:
-        return FaceMeshDataset(records, self.num_points, self.eye_corners, self.detector_size, self.crop_size,
-                               self.crop_scale, self.max_faces, train, self.jitter,
-                               self.negative_fraction if train else 0.0)
+    def dataset(self, records: Sequence[ImageRecord], train: bool, first_id: int = 0) -> FaceMeshDataset:
+        return FaceMeshDataset(
+            records,
+            self.num_points,
+            self.eye_corners,
+            self.detector_size,
+            self.crop_size,
+            self.crop_scale,
+            self.max_faces,
+            train,
+            self.jitter,
+            self.negative_fraction if train else 0.0,
+            first_id=first_id,
+        )
 
     def train_dataset(self) -> Dataset:
         parts = [self.dataset(self.records(s, "train"), True) for s in self.sources]
@@ -290,15 +342,25 @@ class FaceMeshDataModule(pl.LightningDataModule):
         return ConcatDataset(parts)
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          persistent_workers=False, drop_last=False)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=False,
+            drop_last=False,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_dataset(), True)
 
     def _eval(self, split: str) -> DataLoader:
         # Both sources are always evaluated (3D NME on rendered faces, contour NME on annotated ones).
-        return self._loader(ConcatDataset([self.dataset(self.records(s, split), False) for s in SOURCES]), False)
+        parts, first = [], 0
+        for source in SOURCES:
+            parts.append(self.dataset(self.records(source, split), False, first))
+            first += len(parts[-1])
+        return self._loader(ConcatDataset(parts), False)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval("val")
@@ -310,7 +372,11 @@ class FaceMeshDataModule(pl.LightningDataModule):
 
     def unlabeled_images(self) -> list[Path]:
         folder = self.root / "unlabeled" / "images"
-        return sorted(p for p in folder.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg")) if folder.exists() else []
+        return (
+            sorted(p for p in folder.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+            if folder.exists()
+            else []
+        )
 
     def set_pseudo_labels(self, records: Sequence[ImageRecord]) -> None:
         """Training images labelled by the model itself (bootstrapping); replaces earlier rounds'."""

@@ -106,6 +106,29 @@ class ImageDataset(Dataset):
         )
 
 
+def _tf_posterize(img: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
+    """Posterize as the TPU AutoAugment does (``shift = 8 - bits``): keeping 0 bits gives a black
+    image, where Pillow >= 10 refuses ``bits=0``."""
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    from PIL import ImageOps
+
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def _posterize_zero_bits_as_tf(transform: Callable) -> Callable:
+    """timm's AutoAugment policy ``v0`` (the EfficientNet reference's) has ``('Posterize', 0.8, 2)``,
+    which keeps 0 bits; give its Posterize ops the TPU semantics so that sub-policy runs."""
+    for step in getattr(transform, "transforms", []):
+        for sub_policy in getattr(step, "policy", []) or []:
+            for op in sub_policy:
+                if getattr(op, "name", None) == "Posterize":
+                    op.aug_fn = _tf_posterize
+    return transform
+
+
 class ImageClassificationDataModule(pl.LightningDataModule):
     """Train/val/test loaders over a subclass's splits, with timm's train and eval transforms.
 
@@ -160,10 +183,11 @@ class ImageClassificationDataModule(pl.LightningDataModule):
 
     def transform(self, training: bool):
         kwargs = self.augment if training else {}
-        return create_transform(
+        transform = create_transform(
             self.image_size, is_training=training, mean=self.mean, std=self.std,
             crop_pct=self.crop_pct, **{"interpolation": self.interpolation, **kwargs},
         )
+        return _posterize_zero_bits_as_tf(transform)
 
     def setup(self, stage: Optional[str] = None) -> None:
         if self.datasets:

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import json
-
-from core.data import DataFormatError
+from core.data import DataFormatError, read_json
 from datamodules.fgvc.base import FineGrainedDataModule
 
 
@@ -15,12 +13,7 @@ class IMaterialistProduct2019DataModule(FineGrainedDataModule):
 
     def _images(self, split: str) -> tuple:
         path = self.root / f"{split}.json"
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: expected the iMaterialist {split} list, but it does not exist")
-        try:
-            record = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise DataFormatError(path, f"not valid JSON ({err.msg})", err.lineno) from None
+        record = read_json(path, f"the iMaterialist {split} list")
         if "images" not in record:
             raise DataFormatError(path, "missing top-level key 'images'")
         return path, record["images"]

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from core.data import DataFormatError
+from core.data import DataFormatError, read_json
 from datamodules.fgvc.base import FineGrainedDataModule
 
 TAXONOMY_LEVELS = ("kingdom", "phylum", "class", "order", "family", "genus")
 
 
 def load_json(path: Path, keys: Sequence[str]) -> dict:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: expected the iNaturalist 2019 annotation file, but it does not exist")
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DataFormatError(path, f"not valid JSON ({err.msg})", err.lineno) from None
+    record = read_json(path, "the iNaturalist 2019 annotation file")
     missing = [k for k in keys if k not in record]
     if missing:
         raise DataFormatError(path, f"missing top-level keys {missing}")

@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
@@ -50,11 +50,15 @@ def list_inputs(spec: str | Path | Sequence[str | Path], extensions: Sequence[st
                 raise FileNotFoundError(f"input={text}: the pattern matches no file")
         elif path.is_dir():
             wanted = {e.lower() for e in extensions}
-            matches = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in wanted and
-                       not any(part.startswith(".") for part in p.relative_to(path).parts)]
+            matches = [
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in wanted
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            ]
             if not matches:
-                raise FileNotFoundError(
-                    f"input={path}: the folder holds no file with an extension of {sorted(wanted)}")
+                raise FileNotFoundError(f"input={path}: the folder holds no file with an extension of {sorted(wanted)}")
         elif path.is_file():
             matches = [path]
         else:
@@ -94,8 +98,9 @@ def read_video(path: Path) -> Path:
 class InputFiles(Dataset):
     """The input files; item = ``prepare(read(path))`` plus ``input``/``name``, or a skipped entry."""
 
-    def __init__(self, paths: Sequence[Path], names: Sequence[str], read: Callable[[Path], Any],
-                 prepare: Callable[[Any], dict]):
+    def __init__(
+        self, paths: Sequence[Path], names: Sequence[str], read: Callable[[Path], Any], prepare: Callable[[Any], dict]
+    ):
         self.paths, self.names, self.read, self.prepare = list(paths), list(names), read, prepare
 
     def __len__(self) -> int:
@@ -143,8 +148,8 @@ class PredictInputs(pl.LightningDataModule):
         input: Any,
         batch_size: int = 1,
         num_workers: int = 0,
-        prepare: Optional[Callable[[Path], dict]] = None,
-        collate: Optional[Callable[[list[dict]], dict]] = None,
+        prepare: Callable[[Path], dict] | None = None,
+        collate: Callable[[list[dict]], dict] | None = None,
         exclude: Iterable[str] = (),
     ):
         super().__init__()
@@ -152,8 +157,8 @@ class PredictInputs(pl.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.prepare, self.collate = prepare, collate
         self.exclude = set(exclude)
-        self._paths: Optional[list[Path]] = None
-        self.dataset: Optional[InputFiles] = None
+        self._paths: list[Path] | None = None
+        self.dataset: InputFiles | None = None
 
     @property
     def paths(self) -> list[Path]:
@@ -171,7 +176,7 @@ class PredictInputs(pl.LightningDataModule):
         """(path, name) of the inputs not yet predicted."""
         return [(p, n) for p, n in zip(self.paths, self.names) if str(p) not in self.exclude]
 
-    def setup(self, stage: Optional[str] = None) -> None:
+    def setup(self, stage: str | None = None) -> None:
         if self.prepare is None or self.collate is None:
             raise ValueError("PredictInputs needs the product writer's prepare and collate")
         pending = self.pending
@@ -179,7 +184,10 @@ class PredictInputs(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(
-            self.dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+            self.dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
             collate_fn=PredictCollate(self.collate),
         )
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from core.data import DataFormatError, ensure_generated, require_file, resolve_inside
-from core.io import atomic_write_json
+from core.io import atomic_write_json, remove_stale_temporaries
 from core.video import VideoDecodeError
 from datamodules.thumos14_annotations import (  # re-exported: the published formats
     AMBIGUOUS,
@@ -155,6 +155,7 @@ def prepare_features(
     """Validate the raw layout, extract features of every annotated video that lacks them, and
     write the JSON database and an extraction report into ``features_dir``."""
     features_dir = Path(features_dir)
+    remove_stale_temporaries(features_dir)  # .npy temporaries of a killed extraction
     settings_file = features_dir / "extractor.json"
     settings = extractor.settings()
     if settings_file.exists():

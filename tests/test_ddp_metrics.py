@@ -146,6 +146,24 @@ def _depth_metric(region: str):
     return make
 
 
+def _depth_batches_with_ids() -> list[tuple]:
+    """The same frames with their data-set indices, so padded repeats are recognised (count once)."""
+    out, start = [], 0
+    for pred, gt, human in _depth_batches():
+        out.append((pred, gt, human, torch.arange(start, start + len(pred))))
+        start += len(pred)
+    return out
+
+
+def _aligned_depth_metric(name: str):
+    def make():
+        from tasks.people_depth import metrics
+
+        return getattr(metrics, name)()
+
+    return make
+
+
 def _fgvc_scores_batches() -> list[tuple]:
     """(scores (n, 12), labels (n,)) of different sizes, for the FGVC6 single-label graders."""
     g = torch.Generator().manual_seed(3)
@@ -243,11 +261,12 @@ def _facemesh_nme_batches() -> list[tuple]:
 
 
 def _facemesh_box_batches() -> list[tuple]:
-    """Detector outputs and ground truths (torchmetrics' list-of-dicts format) of 1-3 images."""
+    """Image ids, detector outputs and ground truths (torchmetrics' dicts) of 1-3 images per batch."""
     g = torch.Generator().manual_seed(6)
-    out = []
-    for n in (2, 3, 1, 2):
-        preds, targets = [], []
+    out, image = [], 0
+    for n in (2, 3, 1, 2, 2):
+        ids, preds, targets = list(range(image, image + n)), [], []
+        image += n
         for _ in range(n):
             m = int(torch.randint(0, 3, (1,), generator=g))
             xy = torch.rand(m, 2, generator=g) * 80
@@ -256,9 +275,9 @@ def _facemesh_box_batches() -> list[tuple]:
             near = gt[torch.randint(0, max(m, 1), (k,), generator=g)] if m else torch.zeros(k, 4)
             boxes = near + torch.randn(k, 4, generator=g) * 6
             boxes[:, 2:] = torch.maximum(boxes[:, 2:], boxes[:, :2] + 1)
-            preds.append({"boxes": boxes, "scores": torch.rand(k, generator=g), "labels": torch.zeros(k, dtype=torch.long)})
-            targets.append({"boxes": gt, "labels": torch.zeros(m, dtype=torch.long)})
-        out.append((preds, targets))
+            preds.append({"boxes": boxes, "scores": torch.rand(k, generator=g)})
+            targets.append({"boxes": gt})
+        out.append((ids, preds, targets))
     return out
 
 
@@ -269,9 +288,50 @@ def _facemesh_nme():
 
 
 def _facemesh_ap50():
-    from tasks.facemesh.metrics import detector_ap50
+    from tasks.facemesh.metrics import DetectorAP50
 
-    return detector_ap50()
+    return DetectorAP50()
+
+
+def _landmarks_gap_batches() -> list[tuple]:
+    """GLDv2 recognition: 5 batches of queries, some non-landmark, some without prediction, tied scores."""
+    g = torch.Generator().manual_seed(20)
+    out, sample = [], 0
+    for size in (3, 5, 2, 4, 3):
+        ids = list(range(sample, sample + size))
+        sample += size
+        landmarks = torch.randint(0, 4, (size,), generator=g)
+        scores = torch.round(torch.rand(size, generator=g) * 4) / 4
+        truths = [[] if torch.rand(1, generator=g) < 0.25 else [int(torch.randint(0, 4, (1,), generator=g))] for _ in ids]
+        predicted = (torch.rand(size, generator=g) > 0.2).tolist()
+        out.append((ids, landmarks, scores, truths, predicted))
+    return out
+
+
+def _landmarks_map_batches() -> list[tuple]:
+    """GLDv2 retrieval: rankings with repeated ids and empty rankings."""
+    g = torch.Generator().manual_seed(21)
+    out, sample = [], 0
+    for size in (2, 4, 3, 1, 3):
+        ids = list(range(sample, sample + size))
+        sample += size
+        rankings = [torch.randint(0, 12, (int(torch.randint(0, 8, (1,), generator=g)),), generator=g).tolist() for _ in ids]
+        relevant = [torch.randperm(12, generator=g)[: int(torch.randint(1, 5, (1,), generator=g))].tolist() for _ in ids]
+        out.append((ids, rankings, relevant))
+    return out
+
+
+def _landmarks_gap():
+    from tasks.landmarks.metrics import GlobalAveragePrecision
+
+    return GlobalAveragePrecision()
+
+
+def _landmarks_map():
+    from tasks.landmarks.metrics import MeanAveragePrecisionAtK
+
+    return MeanAveragePrecisionAtK(100)
+
 
 CASES: dict[str, DDPCase] = {
     "core/per_sample_base": DDPCase(SampleRows, _sample_rows_batches),
@@ -305,6 +365,21 @@ CASES: dict[str, DDPCase] = {
         )
         for region in ("full", "env", "hum", "intra", "inter")
     },
+    "people_depth/si_hum_padded": DDPCase(
+        _depth_metric("hum"),
+        _depth_batches_with_ids,
+        padded=True,
+        covers=("tasks.people_depth.metrics:ScaleInvariantRMSE",),
+    ),
+    **{
+        f"people_depth/{name}": DDPCase(
+            _aligned_depth_metric(name),
+            _depth_batches_with_ids,
+            padded=True,
+            covers=(f"tasks.people_depth.metrics:{name}",),
+        )
+        for name in ("ScaleAlignedRMSE", "ScaleAlignedRel")
+    },
     **{
         f"fgvc/{name}": DDPCase(
             _fgvc_metric(name),
@@ -316,7 +391,25 @@ CASES: dict[str, DDPCase] = {
     "facemesh/nme": DDPCase(
         _facemesh_nme, _facemesh_nme_batches, covers=("tasks.facemesh.metrics:InterOcularNME",)
     ),
-    "facemesh/ap50": DDPCase(_facemesh_ap50, _facemesh_box_batches),
+    "facemesh/ap50": DDPCase(
+        _facemesh_ap50, _facemesh_box_batches, covers=("tasks.facemesh.metrics:DetectorAP50",)
+    ),
+    "facemesh/ap50_padded": DDPCase(
+        _facemesh_ap50,
+        _facemesh_box_batches,
+        padded=True,
+        covers=("tasks.facemesh.metrics:DetectorAP50",),
+    ),
+    **{
+        f"landmarks/{name}{'_padded' if padded else ''}": DDPCase(
+            make, batches, padded=padded, covers=(f"tasks.landmarks.metrics:{cls}",)
+        )
+        for name, make, batches, cls in (
+            ("gap", _landmarks_gap, _landmarks_gap_batches, "GlobalAveragePrecision"),
+            ("map100", _landmarks_map, _landmarks_map_batches, "MeanAveragePrecisionAtK"),
+        )
+        for padded in (False, True)
+    },
 }
 
 

@@ -9,7 +9,6 @@ each class, as written in submissions)."""
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from core.data import DataFormatError
+from core.data import DataFormatError, read_json
 from datamodules.fgvc.sampling import class_sampler
 from datamodules.image_classification import ImageClassificationDataModule, ImageDataset
 
@@ -43,9 +42,7 @@ class IndexedDataset(Dataset):
         return image, target, index
 
 
-def read_csv_rows(
-    path: Path, header: Sequence[str] | None, what: str
-) -> list[tuple[int, dict[str, str] | list[str]]]:
+def read_csv_rows(path: Path, header: Sequence[str] | None, what: str) -> list[tuple[int, dict[str, str] | list[str]]]:
     """(line number, row) of a CSV. With ``header`` the file's header must contain those columns and
     rows come as dicts; without, rows are lists. Raises DataFormatError naming the file and line."""
     if not path.exists():
@@ -168,9 +165,7 @@ class FineGrainedDataModule(ImageClassificationDataModule):
             self._restrict_to_subset(Path(self.class_subset))
 
     def _restrict_to_subset(self, path: Path) -> None:
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: class subset file (data.class_subset) does not exist")
-        chosen = set(int(c) for c in json.loads(path.read_text()).get("chosen_classes", []))
+        chosen = set(int(c) for c in read_json(path, "class subset file (data.class_subset)").get("chosen_classes", []))
         if not chosen:
             raise DataFormatError(path, "no chosen_classes in the class subset file")
         for split in ("train", "val"):

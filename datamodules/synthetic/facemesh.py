@@ -20,7 +20,6 @@ annotation noise), mirroring the paper's mix of synthetic 3D renders and 2D-anno
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import cv2
 import numpy as np
@@ -223,14 +222,22 @@ def sample_face(rng: np.random.Generator, size: int, style: str, max_angle: floa
     k = rng.uniform(0, len(SKIN) - 1)
     skin = SKIN[int(k)] * (1 - k % 1) + SKIN[min(int(k) + 1, len(SKIN) - 1)] * (k % 1)
     photo = style != "rendered"
-    waves = [(rng.uniform(2, 30 if photo else 8), rng.uniform(2, 30 if photo else 8),
-              rng.uniform(0, 6.3), rng.uniform(0, 0.06 if photo else 0.03)) for _ in range(4)]
+    waves = [
+        (
+            rng.uniform(2, 30 if photo else 8),
+            rng.uniform(2, 30 if photo else 8),
+            rng.uniform(0, 6.3),
+            rng.uniform(0, 0.06 if photo else 0.03),
+        )
+        for _ in range(4)
+    ]
     d = rng.normal(size=3) * [0.6, 0.5, 0.0]
     d[2] = 1.0
     return {
         "shape": rng.normal(size=NUM_SHAPE).clip(-2, 2),
-        "expression": np.concatenate([rng.uniform(0, 1, 1) ** 2, rng.uniform(-0.5, 1, 1),
-                                      rng.uniform(-0.5, 1, 1), rng.uniform(0, 1, 1) ** 2]),
+        "expression": np.concatenate(
+            [rng.uniform(0, 1, 1) ** 2, rng.uniform(-0.5, 1, 1), rng.uniform(-0.5, 1, 1), rng.uniform(0, 1, 1) ** 2]
+        ),
         "pose": np.array([rng.uniform(-35, 35), rng.uniform(-20, 20), rng.uniform(-30, 30)]) * max_angle,
         "scale": size / 2.1,
         "center": np.zeros(2),
@@ -280,7 +287,9 @@ def finish(image: np.ndarray, rng: np.random.Generator, style: str) -> np.ndarra
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def compose_image(rng: np.random.Generator, size: int, topology, style: str, num_faces: int) -> tuple[np.ndarray, list[dict]]:
+def compose_image(
+    rng: np.random.Generator, size: int, topology, style: str, num_faces: int
+) -> tuple[np.ndarray, list[dict]]:
     """An image with ``num_faces`` non-overlapping faces over a background; their labels."""
     image = background(rng, size, size)
     placed: list[np.ndarray] = []
@@ -303,16 +312,20 @@ def compose_image(rng: np.random.Generator, size: int, topology, style: str, num
     return finish(image, rng, style), out
 
 
-def _face_record(lab: dict, topology, style: str, rng, index: Optional[int]) -> dict:
-    rec = {"box": [round(float(x), 3) for x in lab["box"]],
-           "keypoints": [[round(float(x), 3), round(float(y), 3)] for x, y in lab["keypoints"]]}
+def _face_record(lab: dict, topology, style: str, rng, index: int | None) -> dict:
+    rec = {
+        "box": [round(float(x), 3) for x in lab["box"]],
+        "keypoints": [[round(float(x), 3), round(float(y), 3)] for x, y in lab["keypoints"]],
+    }
     if style == "rendered":
         rec["points3d"] = index
     else:
         pts = lab["points3d"][:, :2]
         rec["contours"] = {
-            name: [[round(float(x), 2), round(float(y), 2)]
-                   for x, y in pts[np.asarray(idx)] + rng.normal(0, 0.5, (len(idx), 2))]
+            name: [
+                [round(float(x), 2), round(float(y), 2)]
+                for x, y in pts[np.asarray(idx)] + rng.normal(0, 0.5, (len(idx), 2))
+            ]
             for name, idx in topology.contours.items()
         }
     return rec
@@ -336,11 +349,14 @@ def write_split(folder: Path, rng: np.random.Generator, count: int, size: int, t
         images.append({"file": name, "width": size, "height": size, "faces": faces})
     atomic_write_json(folder / "annotations.json", {"style": style, "images": images}, indent=None)
     if style == "rendered":
-        np.save(folder / "points3d.npy", np.stack(points) if points else np.zeros((0, topology.num_points, 3), np.float32))
+        np.save(
+            folder / "points3d.npy", np.stack(points) if points else np.zeros((0, topology.num_points, 3), np.float32)
+        )
 
 
-def write_clip(folder: Path, name: str, rng: np.random.Generator, frames: int, size: int, fps: float,
-               topology, motion: bool) -> None:
+def write_clip(
+    folder: Path, name: str, rng: np.random.Generator, frames: int, size: int, fps: float, topology, motion: bool
+) -> None:
     """A clip of one head: still (sensor noise and light flicker only) or moving (translation + yaw)."""
     from core.video import write_video
 
@@ -366,8 +382,14 @@ def write_clip(folder: Path, name: str, rng: np.random.Generator, frames: int, s
         kps.append(lab["keypoints"])
     write_video(folder / f"{name}.mp4", video, fps=fps)
     with open(folder / f"{name}.npz", "wb") as fh:
-        np.savez(fh, points3d=np.array(pts, np.float32), boxes=np.array(boxes, np.float32),
-                 keypoints=np.array(kps, np.float32), fps=np.float32(fps), moving=np.bool_(motion))
+        np.savez(
+            fh,
+            points3d=np.array(pts, np.float32),
+            boxes=np.array(boxes, np.float32),
+            keypoints=np.array(kps, np.float32),
+            fps=np.float32(fps),
+            moving=np.bool_(motion),
+        )
 
 
 def write_facemesh(
@@ -399,6 +421,8 @@ def write_facemesh(
         (root / "clips").mkdir(parents=True, exist_ok=True)
         write_clip(root / "clips", "still", rng, clip_frames, clip_size, clip_fps, topology, motion=False)
         write_clip(root / "clips", "moving", rng, clip_frames, clip_size, clip_fps, topology, motion=True)
-    atomic_write_text(root / "README.txt", "Face-mesh data set written by datamodules/synthetic/facemesh.py; "
-                      "layout: docs/facemesh.md\n")
+    atomic_write_text(
+        root / "README.txt",
+        "Face-mesh data set written by datamodules/synthetic/facemesh.py; layout: docs/facemesh.md\n",
+    )
     return root

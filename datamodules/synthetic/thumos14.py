@@ -71,7 +71,7 @@ def _sample_actions(
     """1-3 non-overlapping actions of one or two classes, lengths log-uniform from under a second
     up to most of the video."""
     actions: list[tuple[int, float, float]] = []
-    classes = rng.choice(num_classes, size=2, replace=False)
+    classes = rng.choice(num_classes, size=min(2, num_classes), replace=False)
     free = [(0.5, duration - 0.5)]
     for n in range(int(rng.integers(1, 4))):
         free = [f for f in free if f[1] - f[0] >= min_action]
@@ -81,7 +81,7 @@ def _sample_actions(
         longest = (hi - lo) * (0.85 if n == 0 else 0.6)
         length = float(np.exp(rng.uniform(np.log(min_action), np.log(max(min_action, longest)))))
         start = float(rng.uniform(lo, hi - length))
-        cls = int(classes[0] if rng.random() < 0.7 else classes[1])
+        cls = int(classes[0] if rng.random() < 0.7 else classes[-1])
         actions.append((cls, round(start, 1), round(start + length, 1)))
         free += [(lo, start - 0.5), (start + length + 0.5, hi)]
     return sorted(actions, key=lambda a: a[1])

@@ -44,12 +44,7 @@ def load_classifier(
     """Load the network from a checkpoint of the classification task (``ckpt_path``), or build
     ``timm.create_model(backbone)`` and load ``weights_path`` into it. Never downloads."""
     if ckpt_path:
-        from tasks.classification.module import ImageClassificationTask
-
-        path = Path(ckpt_path)
-        if not path.exists():
-            raise FileNotFoundError(f"ckpt_path={path}: no such checkpoint file")
-        model = ImageClassificationTask.load_from_checkpoint(path, map_location="cpu").model
+        model = _network_from_checkpoint(Path(ckpt_path))
     elif backbone:
         kwargs = dict(backbone_kwargs or {})
         if num_classes is not None:
@@ -61,6 +56,27 @@ def load_classifier(
         raise ValueError("give ckpt_path (a classification checkpoint) or backbone (a timm model name)")
     model.eval().requires_grad_(False)
     return Classifier(model, tuple(mean), tuple(std))
+
+
+def _network_from_checkpoint(path: Path) -> nn.Module:
+    """The ``task.model`` of a classification checkpoint (ImageClassificationTask or a subclass such
+    as the EfficientNet task), rebuilt from its saved hyper-parameters and ``model.*`` weights, so
+    any task class that trains a timm classifier works."""
+    from core.registry import register_models
+
+    if not path.exists():
+        raise FileNotFoundError(f"ckpt_path={path}: no such checkpoint file")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    hparams = checkpoint.get("hyper_parameters") or {}
+    missing = [k for k in ("backbone", "num_classes") if k not in hparams]
+    if missing:
+        raise ValueError(f"{path}: not a classification checkpoint (hyper-parameters lack {missing})")
+    register_models()
+    model = timm.create_model(hparams["backbone"], pretrained=False, num_classes=hparams["num_classes"],
+                              **(hparams.get("backbone_kwargs") or {}))
+    state = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    model.load_state_dict(state)
+    return model
 
 
 def find_layer(model: nn.Module, name: str) -> nn.Module:

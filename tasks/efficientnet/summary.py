@@ -20,13 +20,12 @@ from typing import Any, Optional, Sequence
 from omegaconf import OmegaConf
 
 from core.io import atomic_path, atomic_write_json, atomic_write_text
-from core.sweeps import job_folders, read_job
+from core.sweeps import RUN_CONFIG, best_job, job_folders, read_job
 from tasks.efficientnet.complexity import measure_backbone
 from tasks.efficientnet.grid import Candidate
 
 log = logging.getLogger(__name__)
 
-RUN_CONFIG = "config_resolved.yaml"
 COLUMNS = (
     "job", "dimension", "phi", "alpha", "beta", "gamma", "flops_factor", "backbone", "image_size",
     "params_m", "gmacs", "val_accuracy", "test_accuracy", "status",
@@ -34,7 +33,8 @@ COLUMNS = (
 
 
 def read_run(run_dir: Path) -> Optional[dict[str, Any]]:
-    """One job's row, or None for a folder that is not a job of a compound-scaling sweep."""
+    """One job's row, or None for a folder that is not a job of a compound-scaling sweep. The job's
+    status, metrics and monitor come from core.sweeps.read_job, the one reader of sweep folders."""
     config_file = run_dir / RUN_CONFIG
     if not config_file.exists():
         return None
@@ -42,10 +42,12 @@ def read_run(run_dir: Path) -> Optional[dict[str, Any]]:
     scaling = cfg.get("scaling")
     if scaling is None:
         return None
+    job = read_job(run_dir)
     candidate = Candidate(float(scaling.alpha), float(scaling.beta), float(scaling.gamma), float(scaling.phi))
     image_size = int(cfg.data.image_size)
     kwargs = OmegaConf.to_container(cfg.task.get("backbone_kwargs") or {})
     complexity = measure_backbone(cfg.task.backbone, image_size, num_classes=int(cfg.task.num_classes), **kwargs)
+    metric = (job["monitor"] or {}).get("metric")
     row: dict[str, Any] = {
         "job": run_dir.name,
         "dimension": candidate.dimension,
@@ -58,19 +60,16 @@ def read_run(run_dir: Path) -> Optional[dict[str, Any]]:
         "image_size": image_size,
         "params_m": complexity.params_m,
         "gmacs": complexity.gmacs,
-        "val_accuracy": None,
-        "test_accuracy": None,
-        "status": "pending",
+        "val_accuracy": job["value"],
+        "test_accuracy": job["metrics"].get(metric.replace("val/", "test/", 1)) if metric else None,
+        "status": job["status"] if job["status"] != "done" or job["value"] is not None else "no-metric",
+        # what core.sweeps.best_job reads: the monitored value under monitor.mode
+        "value": job["value"],
+        "monitor": job["monitor"],
+        "metrics": job["metrics"],
     }
-    job = read_job(run_dir)  # the sweep-folder reader every summary shares (core.sweeps)
-    if job["status"] == "done":
-        metric = job["monitor"]["metric"]
-        metrics = job["metrics"]
-        row["monitor"] = metric
-        row["mode"] = job["monitor"].get("mode", "max")
-        row["val_accuracy"] = metrics.get(metric)
-        row["test_accuracy"] = metrics.get(metric.replace("val/", "test/", 1))
-        row["status"] = "done" if row["val_accuracy"] is not None else "no-metric"
+    if row["status"] == "unfinished":
+        row["status"] = "pending"
     return row
 
 
@@ -79,8 +78,7 @@ def collect_runs(sweep_dir: str | Path) -> list[dict[str, Any]]:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir}: sweep folder does not exist")
-    folders = job_folders([sweep_dir])
-    rows = [row for row in (read_run(p) for p in folders) if row is not None]
+    rows = [row for row in (read_run(p) for p in job_folders([sweep_dir])) if row is not None]
     if not rows:
         raise FileNotFoundError(
             f"{sweep_dir}: no job folder with {RUN_CONFIG} and a `scaling` block; is this the sweep "
@@ -90,11 +88,11 @@ def collect_runs(sweep_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def best_run(rows: Sequence[dict], dimension: str = "compound", phi: Optional[float] = None) -> Optional[dict]:
-    """The finished run of ``dimension`` (at ``phi``) with the highest validation accuracy."""
+    """The finished run of ``dimension`` (at ``phi``) with the best monitored value, under the
+    sweep's ``monitor.mode`` (core.sweeps.best_job)."""
     done = [r for r in rows if r["status"] == "done" and r["dimension"] == dimension
             and (phi is None or math.isclose(r["phi"], phi))]
-    # the task's monitor.mode: "min" for a monitored error, "max" for an accuracy
-    return max(done, key=lambda r: -r["val_accuracy"] if r.get("mode") == "min" else r["val_accuracy"]) if done else None
+    return best_job(done) if done else None
 
 
 def compare_dimensions(rows: Sequence[dict]) -> list[dict]:

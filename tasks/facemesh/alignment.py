@@ -64,8 +64,11 @@ def warp_crops(images: torch.Tensor, matrices: torch.Tensor, crop_size: int) -> 
     b, _, h, w = images.shape
     inv = invert_affine(matrices.to(images.dtype))  # crop px -> image px
     # normalized crop coords (align_corners=False): u = (2 x + 1) / S - 1  ->  x = ((u + 1) S - 1) / 2
-    to_px = torch.tensor([[crop_size / 2, 0, crop_size / 2 - 0.5], [0, crop_size / 2, crop_size / 2 - 0.5], [0, 0, 1]],
-                         dtype=images.dtype, device=images.device)
+    to_px = torch.tensor(
+        [[crop_size / 2, 0, crop_size / 2 - 0.5], [0, crop_size / 2, crop_size / 2 - 0.5], [0, 0, 1]],
+        dtype=images.dtype,
+        device=images.device,
+    )
     to_norm = torch.tensor([[2 / w, 0, 1 / w - 1], [0, 2 / h, 1 / h - 1]], dtype=images.dtype, device=images.device)
     inv3 = torch.cat([inv, torch.tensor([0, 0, 1], dtype=images.dtype, device=images.device).expand(b, 1, 3)], 1)
     # grid_sample samples at pixel centre (x_px + 0.5) in continuous coordinates

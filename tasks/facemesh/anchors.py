@@ -69,8 +69,14 @@ def encode(boxes: torch.Tensor, keypoints: torch.Tensor, anchors: torch.Tensor) 
     h = (boxes[..., 3] - boxes[..., 1]).clamp_min(1e-6)
     acx, acy, aw, ah = anchors.unbind(-1)
     box = torch.stack(
-        [(cx - acx) / (aw * CENTER_VARIANCE), (cy - acy) / (ah * CENTER_VARIANCE),
-         torch.log(w / aw) / SIZE_VARIANCE, torch.log(h / ah) / SIZE_VARIANCE], -1)
+        [
+            (cx - acx) / (aw * CENTER_VARIANCE),
+            (cy - acy) / (ah * CENTER_VARIANCE),
+            torch.log(w / aw) / SIZE_VARIANCE,
+            torch.log(h / ah) / SIZE_VARIANCE,
+        ],
+        -1,
+    )
     kp = (keypoints - anchors[..., None, :2]) / (anchors[..., None, 2:] * CENTER_VARIANCE)
     return torch.cat([box, kp.flatten(-2)], -1)
 

@@ -11,8 +11,8 @@ eye, left eye, nose tip, mouth centre, right ear tragion, left ear tragion (the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -51,8 +51,13 @@ def letterbox(images: torch.Tensor, size: int) -> tuple[torch.Tensor, float]:
 
 
 @torch.no_grad()
-def detect_faces(images, model: BlazeFace, score_threshold: float = 0.5, iou_threshold: float = 0.3,
-                 anchors: torch.Tensor | None = None) -> Detections:
+def detect_faces(
+    images,
+    model: BlazeFace,
+    score_threshold: float = 0.5,
+    iou_threshold: float = 0.3,
+    anchors: torch.Tensor | None = None,
+) -> Detections:
     """Per image: (boxes (K, 4) xyxy px, keypoints (K, 6, 2) px, scores (K,)) after weighted NMS."""
     batch = to_batch(images)
     param = next(model.parameters())
@@ -86,7 +91,7 @@ class FaceDetector:
         self.anchors = generate_anchors(model.input_size)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, **kwargs) -> "FaceDetector":
+    def from_checkpoint(cls, path: str | Path, **kwargs) -> FaceDetector:
         """The detector of a face-mesh checkpoint (``tasks.facemesh.module.FaceMeshTask``)."""
         from tasks.facemesh.module import FaceMeshTask
 

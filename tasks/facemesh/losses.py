@@ -11,8 +11,13 @@ from torchvision.ops import box_iou, sigmoid_focal_loss
 from tasks.facemesh.anchors import anchors_xyxy, encode
 
 
-def match_anchors(anchors: torch.Tensor, boxes: torch.Tensor, valid: torch.Tensor,
-                  positive_iou: float = 0.5, negative_iou: float = 0.4):
+def match_anchors(
+    anchors: torch.Tensor,
+    boxes: torch.Tensor,
+    valid: torch.Tensor,
+    positive_iou: float = 0.5,
+    negative_iou: float = 0.4,
+):
     """SSD matching per image: an anchor is positive for the ground truth it overlaps most when that
     IoU >= ``positive_iou``, and each ground truth also claims its best anchor; anchors with IoU in
     [negative_iou, positive_iou) are ignored. Returns (labels (B, A): 1 pos / 0 neg / -1 ignore,
@@ -34,8 +39,14 @@ def match_anchors(anchors: torch.Tensor, boxes: torch.Tensor, valid: torch.Tenso
     return labels, best_gt
 
 
-def detector_loss(logits: torch.Tensor, regression: torch.Tensor, anchors: torch.Tensor, boxes: torch.Tensor,
-                  keypoints: torch.Tensor, valid: torch.Tensor) -> dict[str, torch.Tensor]:
+def detector_loss(
+    logits: torch.Tensor,
+    regression: torch.Tensor,
+    anchors: torch.Tensor,
+    boxes: torch.Tensor,
+    keypoints: torch.Tensor,
+    valid: torch.Tensor,
+) -> dict[str, torch.Tensor]:
     """Focal loss over anchors (RetinaNet's alpha 0.25, gamma 2) and smooth-L1 on the coded box and
     keypoints of positive anchors, both divided by the number of positives."""
     labels, gt = match_anchors(anchors, boxes, valid)
@@ -52,8 +63,9 @@ def detector_loss(logits: torch.Tensor, regression: torch.Tensor, anchors: torch
     return {"det_cls": cls, "det_reg": reg}
 
 
-def mesh_loss(points: torch.Tensor, face_logit: torch.Tensor, batch: dict, z_weight: float = 0.5,
-              contour_weight: float = 1.0) -> dict[str, torch.Tensor]:
+def mesh_loss(
+    points: torch.Tensor, face_logit: torch.Tensor, batch: dict, z_weight: float = 0.5, contour_weight: float = 1.0
+) -> dict[str, torch.Tensor]:
     """Mean L1 over the annotated coordinates of face crops: x, y, z of rendered faces (z weighted by
     ``z_weight``), x, y of annotated contour points (weighted by ``contour_weight``); and binary
     cross-entropy of the face flag on every crop."""
@@ -63,8 +75,9 @@ def mesh_loss(points: torch.Tensor, face_logit: torch.Tensor, batch: dict, z_wei
     xy = err[..., :2].sum(-1)
     z = err[..., 2] * batch["has_z"][:, None]
     per_point = xy + z_weight * z
-    sample_weight = torch.where(batch["has_z"] > 0.5, torch.ones_like(batch["has_z"]),
-                                torch.full_like(batch["has_z"], contour_weight))
+    sample_weight = torch.where(
+        batch["has_z"] > 0.5, torch.ones_like(batch["has_z"]), torch.full_like(batch["has_z"], contour_weight)
+    )
     weights = mask.float() * sample_weight[:, None]
     coords = (2 + z_weight * batch["has_z"])[:, None] * mask.float()
     pts = (per_point * weights).sum() / coords.sum().clamp_min(1.0)

@@ -4,7 +4,7 @@ architecture description with small named constructors."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -67,10 +67,17 @@ class DoubleBlazeBlock(BlazeBlock):
 # BlazeFace Table 4: (kind, out channels, stride, bottleneck). 5 single, 6 double BlazeBlocks; the
 # 16x16 map (after the 4th double block's predecessor group) and the 8x8 map feed the heads.
 BLAZEFACE_ARCH: tuple[tuple[str, int, int, int], ...] = (
-    ("single", 24, 1, 0), ("single", 24, 1, 0), ("single", 48, 2, 0), ("single", 48, 1, 0),
+    ("single", 24, 1, 0),
+    ("single", 24, 1, 0),
+    ("single", 48, 2, 0),
     ("single", 48, 1, 0),
-    ("double", 96, 2, 24), ("double", 96, 1, 24), ("double", 96, 1, 24),
-    ("double", 96, 2, 24), ("double", 96, 1, 24), ("double", 96, 1, 24),
+    ("single", 48, 1, 0),
+    ("double", 96, 2, 24),
+    ("double", 96, 1, 24),
+    ("double", 96, 1, 24),
+    ("double", 96, 2, 24),
+    ("double", 96, 1, 24),
+    ("double", 96, 1, 24),
 )
 
 
@@ -83,8 +90,7 @@ class BlazeFace(nn.Module):
     face logit and 4 box + 2x6 keypoint offsets for each anchor. ``forward`` returns
     (logits (B, A), regression (B, A, 16)) in :func:`generate_anchors` order."""
 
-    def __init__(self, input_size: int = 128, width: float = 1.0,
-                 arch: Sequence[Sequence] = BLAZEFACE_ARCH):
+    def __init__(self, input_size: int = 128, width: float = 1.0, arch: Sequence[Sequence] = BLAZEFACE_ARCH):
         super().__init__()
         self.input_size = input_size
         maps = anchors_per_map(input_size)
@@ -112,8 +118,7 @@ class BlazeFace(nn.Module):
             self.tap.append(taps[-1])
         widths = [_scaled(arch[i][1], width) for i in self.tap]
         self.cls_heads = nn.ModuleList(nn.Conv2d(c, n, 1) for c, (_, n) in zip(widths, maps))
-        self.reg_heads = nn.ModuleList(
-            nn.Conv2d(c, n * (4 + 2 * NUM_KEYPOINTS), 1) for c, (_, n) in zip(widths, maps))
+        self.reg_heads = nn.ModuleList(nn.Conv2d(c, n * (4 + 2 * NUM_KEYPOINTS), 1) for c, (_, n) in zip(widths, maps))
         for head in self.cls_heads:  # focal-loss prior: start at p(face) = 0.01 (RetinaNet Sec. 4.1)
             nn.init.constant_(head.bias, -4.595)
 
@@ -161,9 +166,14 @@ class FaceMeshNet(nn.Module):
     at most 4 px, then a 1x1 reduction and a dense layer read the whole map (keeping where each
     feature is, which points need)."""
 
-    def __init__(self, num_points: int = 468, input_size: int = 128,
-                 stages: Sequence[Sequence[int]] = ((16, 1), (32, 2), (64, 2), (96, 2), (128, 2)),
-                 head_channels: int = 32, template: torch.Tensor | None = None):
+    def __init__(
+        self,
+        num_points: int = 468,
+        input_size: int = 128,
+        stages: Sequence[Sequence[int]] = ((16, 1), (32, 2), (64, 2), (96, 2), (128, 2)),
+        head_channels: int = 32,
+        template: torch.Tensor | None = None,
+    ):
         super().__init__()
         self.num_points, self.input_size = num_points, input_size
         stem = stages[0][0]
@@ -201,8 +211,9 @@ MESH_VARIANTS = {
 }
 
 
-def facemesh(variant: str = "light", num_points: int = 468, input_size: int | None = None,
-             template: torch.Tensor | None = None) -> FaceMeshNet:
+def facemesh(
+    variant: str = "light", num_points: int = 468, input_size: int | None = None, template: torch.Tensor | None = None
+) -> FaceMeshNet:
     """The ``light`` or ``full`` mesh network (``input_size`` overrides the variant's crop size)."""
     if variant not in MESH_VARIANTS:
         raise ValueError(f"unknown face-mesh variant {variant!r}; choose from {sorted(MESH_VARIANTS)}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -26,7 +26,7 @@ from core.optim import configure_optimizers
 from tasks.facemesh.alignment import DEFAULT_CROP_SCALE
 from tasks.facemesh.anchors import decode, generate_anchors
 from tasks.facemesh.losses import detector_loss, mesh_loss
-from tasks.facemesh.metrics import InterOcularNME, detector_ap50
+from tasks.facemesh.metrics import DetectorAP50, InterOcularNME
 from tasks.facemesh.model import blazeface_front, count_parameters, facemesh
 from tasks.facemesh.postprocess import weighted_nms
 from tasks.facemesh.topology import face_topology
@@ -73,9 +73,9 @@ class FaceMeshTask(pl.LightningModule):
         bootstrap_every_n_epochs: int = 2,
         bootstrap_score_threshold: float = 0.8,
         bootstrap_face_threshold: float = 0.9,
-        smoothing: Optional[dict[str, float]] = None,
-        optimizer: Optional[dict[str, Any]] = None,
-        scheduler: Optional[dict[str, Any]] = None,
+        smoothing: dict[str, float] | None = None,
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
         sample_images: int = 8,
     ):
         super().__init__()
@@ -88,10 +88,15 @@ class FaceMeshTask(pl.LightningModule):
         for stage in ("val", "test"):
             setattr(self, f"{stage}_nme", InterOcularNME(corners))
             setattr(self, f"{stage}_nme_contour", InterOcularNME(corners))
-            setattr(self, f"{stage}_ap", detector_ap50())
+            setattr(self, f"{stage}_ap", DetectorAP50())
         self.bootstrap_done = 0
-        log.info("face mesh: detector %d params, %s mesh %d params (%d px crops)",
-                 count_parameters(self.detector), variant, count_parameters(self.mesh), crop_size)
+        log.info(
+            "face mesh: detector %d params, %s mesh %d params (%d px crops)",
+            count_parameters(self.detector),
+            variant,
+            count_parameters(self.mesh),
+            crop_size,
+        )
 
     @property
     def smoothing(self) -> dict[str, float]:
@@ -105,8 +110,11 @@ class FaceMeshTask(pl.LightningModule):
         parts = detector_loss(logits, reg, self.anchors, batch["det_boxes"], batch["det_keypoints"], batch["det_valid"])
         parts.update(mesh_loss(points, face_logit, batch, self.hparams.z_weight, self.hparams.contour_weight))
         h = self.hparams
-        parts["total"] = (h.detector_weight * (parts["det_cls"] + parts["det_reg"]) + h.points_weight * parts["points"]
-                          + h.flag_weight * parts["face_flag"])
+        parts["total"] = (
+            h.detector_weight * (parts["det_cls"] + parts["det_reg"])
+            + h.points_weight * parts["points"]
+            + h.flag_weight * parts["face_flag"]
+        )
         return parts, (logits, reg, points, face_logit)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -124,23 +132,33 @@ class FaceMeshTask(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         h = self.hparams
         dm = getattr(self.trainer, "datamodule", None)
-        if (self.bootstrap_done >= h.bootstrap_rounds or (self.current_epoch + 1) % h.bootstrap_every_n_epochs
-                or dm is None or not hasattr(dm, "unlabeled_images")):
+        if (
+            self.bootstrap_done >= h.bootstrap_rounds
+            or (self.current_epoch + 1) % h.bootstrap_every_n_epochs
+            or dm is None
+            or not hasattr(dm, "unlabeled_images")
+        ):
             return
         from tasks.facemesh.bootstrap import pseudo_label
 
-        records, summary = pseudo_label(self, dm.unlabeled_images(), h.bootstrap_score_threshold,
-                                        h.bootstrap_face_threshold)
+        records, summary = pseudo_label(
+            self, dm.unlabeled_images(), h.bootstrap_score_threshold, h.bootstrap_face_threshold
+        )
         dm.set_pseudo_labels(records)
         self.bootstrap_done += 1
         summary["round"] = self.bootstrap_done
         summary["epoch"] = self.current_epoch
         self.log("train/pseudo_labels", float(len(records)), rank_zero_only=True)
-        log.info("bootstrapping round %d: %d of %d unlabeled images labelled", self.bootstrap_done,
-                 len(records), summary["images"])
+        log.info(
+            "bootstrapping round %d: %d of %d unlabeled images labelled",
+            self.bootstrap_done,
+            len(records),
+            summary["images"],
+        )
         if self.trainer.is_global_zero:
-            atomic_write_json(Path(self.trainer.default_root_dir) / f"pseudo_labels_round{self.bootstrap_done}.json",
-                              summary)
+            atomic_write_json(
+                Path(self.trainer.default_root_dir) / f"pseudo_labels_round{self.bootstrap_done}.json", summary
+            )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["facemesh_bootstrap_done"] = self.bootstrap_done
@@ -160,21 +178,24 @@ class FaceMeshTask(pl.LightningModule):
         if full.any():
             getattr(self, f"{stage}_nme").update(points[full], batch["points"][full])
         if contour.any():
-            getattr(self, f"{stage}_nme_contour").update(points[contour], batch["points"][contour],
-                                                         batch["point_mask"][contour])
+            getattr(self, f"{stage}_nme_contour").update(
+                points[contour], batch["points"][contour], batch["point_mask"][contour]
+            )
         boxes, _ = decode(reg, self.anchors)
         scores = torch.sigmoid(logits)
         size = float(self.hparams.detector_size)
         preds, targets = [], []
         for b in range(n):
             keep = scores[b] >= 0.05  # low threshold: AP integrates over all operating points
-            bb, _, ss = weighted_nms(boxes[b][keep], torch.zeros(int(keep.sum()), 0, 2, device=boxes.device),
-                                     scores[b][keep], self.hparams.nms_iou_threshold)
-            preds.append({"boxes": bb * size, "scores": ss, "labels": torch.zeros(len(ss), dtype=torch.long, device=ss.device)})
-            valid = batch["det_valid"][b]
-            targets.append({"boxes": batch["det_boxes"][b][valid] * size,
-                            "labels": torch.zeros(int(valid.sum()), dtype=torch.long, device=ss.device)})
-        getattr(self, f"{stage}_ap").update(preds, targets)
+            bb, _, ss = weighted_nms(
+                boxes[b][keep],
+                torch.zeros(int(keep.sum()), 0, 2, device=boxes.device),
+                scores[b][keep],
+                self.hparams.nms_iou_threshold,
+            )
+            preds.append({"boxes": bb * size, "scores": ss})
+            targets.append({"boxes": batch["det_boxes"][b][batch["det_valid"][b]] * size})
+        getattr(self, f"{stage}_ap").update(batch["image_id"].tolist(), preds, targets)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "val")
@@ -191,7 +212,7 @@ class FaceMeshTask(pl.LightningModule):
                 self.log(f"{stage}/{name}", metric.compute(), prog_bar=name == "nme")
             metric.reset()
         ap = getattr(self, f"{stage}_ap")
-        self.log(f"{stage}/ap50", ap.compute()["map"].float(), prog_bar=True)
+        self.log(f"{stage}/ap50", ap.compute(), prog_bar=True)
         ap.reset()
 
     def on_validation_epoch_end(self) -> None:
@@ -238,6 +259,15 @@ class FaceMeshTask(pl.LightningModule):
             with atomic_path(out / SAMPLES_FILE) as tmp:
                 cv2.imwrite(str(tmp), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
             log_image(self, "test/mesh_samples", tiles)
+
+    @torch.no_grad()
+    def predict_step(self, batch: dict, batch_idx: int) -> list[list[dict]]:
+        """predict.py: every face of each image of ``batch["image"]`` (RGB uint8 arrays of any size;
+        tasks/facemesh/predict.py writes them)."""
+        from tasks.facemesh.pipeline import FaceMeshPipeline
+
+        pipeline = FaceMeshPipeline.from_task(self)
+        return [[face.as_json() for face in pipeline.process_image(image)] for image in batch.get("image", [])]
 
     def configure_optimizers(self):
         return configure_optimizers(self, self.hparams.optimizer, self.hparams.scheduler)

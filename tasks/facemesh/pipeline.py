@@ -6,9 +6,9 @@ mesh and writing it as OBJ."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional
 
 import cv2
 import numpy as np
@@ -34,9 +34,14 @@ class FaceResult:
     detected: bool = True  # False when the crop came from the previous frame's mesh
 
     def as_json(self) -> dict:
-        return {"box": self.box.round(2).tolist(), "keypoints": self.keypoints.round(2).tolist(),
-                "score": round(float(self.score), 4), "face_prob": round(float(self.face_prob), 4),
-                "detected": self.detected, "points": self.points.round(2).tolist()}
+        return {
+            "box": self.box.round(2).tolist(),
+            "keypoints": self.keypoints.round(2).tolist(),
+            "score": round(float(self.score), 4),
+            "face_prob": round(float(self.face_prob), 4),
+            "detected": self.detected,
+            "points": self.points.round(2).tolist(),
+        }
 
 
 @dataclass
@@ -60,10 +65,18 @@ class FaceMeshPipeline:
         self.eye_sets = (np.array(self.topology.contours["right_eye"]), np.array(self.topology.contours["left_eye"]))
 
     @classmethod
-    def from_task(cls, task, **kwargs) -> "FaceMeshPipeline":
+    def from_task(cls, task, **kwargs) -> FaceMeshPipeline:
         h = task.hparams
-        return cls(task.detector, task.mesh, h.crop_size, h.crop_scale, h.score_threshold, h.nms_iou_threshold,
-                   h.face_threshold, **kwargs)
+        return cls(
+            task.detector,
+            task.mesh,
+            h.crop_size,
+            h.crop_scale,
+            h.score_threshold,
+            h.nms_iou_threshold,
+            h.face_threshold,
+            **kwargs,
+        )
 
     @torch.no_grad()
     def mesh_on_crops(self, image: torch.Tensor, boxes: torch.Tensor, keypoints: torch.Tensor):
@@ -88,17 +101,20 @@ class FaceMeshPipeline:
     def process_image(self, image) -> list[FaceResult]:
         """Every face in one RGB image (H, W, 3 uint8, or float (3, H, W))."""
         batch = to_batch(image)
-        (boxes, kps, scores), = detect_faces(batch, self.detector, self.score_threshold, self.iou_threshold)
+        ((boxes, kps, scores),) = detect_faces(batch, self.detector, self.score_threshold, self.iou_threshold)
         if len(boxes) == 0:
             return []
         points, probs = self.mesh_on_crops(batch[0], boxes, kps)
-        return [FaceResult(p.numpy(), b.numpy(), k.numpy(), float(s), float(f))
-                for p, b, k, s, f in zip(points, boxes, kps, scores, probs) if f >= self.face_threshold]
+        return [
+            FaceResult(p.numpy(), b.numpy(), k.numpy(), float(s), float(f))
+            for p, b, k, s, f in zip(points, boxes, kps, scores, probs)
+            if f >= self.face_threshold
+        ]
 
-    def track(self, frames: Iterable[np.ndarray]) -> list[Optional[FaceResult]]:
+    def track(self, frames: Iterable[np.ndarray]) -> list[FaceResult | None]:
         """One face through a video: detect, then follow the mesh; re-detect when the flag drops."""
-        out: list[Optional[FaceResult]] = []
-        previous: Optional[FaceResult] = None
+        out: list[FaceResult | None] = []
+        previous: FaceResult | None = None
         for frame in frames:
             batch = to_batch(frame)
             result = None
@@ -120,12 +136,18 @@ def interocular(points: np.ndarray, topology: FaceTopology) -> float:
     return float(np.linalg.norm(points[a, :2] - points[b, :2]))
 
 
-def smooth_track(track: list[Optional[FaceResult]], fps: float, topology: FaceTopology, min_cutoff: float,
-                 beta: float, d_cutoff: float = 1.0) -> list[Optional[np.ndarray]]:
+def smooth_track(
+    track: list[FaceResult | None],
+    fps: float,
+    topology: FaceTopology,
+    min_cutoff: float,
+    beta: float,
+    d_cutoff: float = 1.0,
+) -> list[np.ndarray | None]:
     """One-euro-filtered points of a track (speed measured in inter-ocular distances per second);
     the filter restarts after a frame without a face."""
     f = OneEuroFilter(min_cutoff, beta, d_cutoff)
-    out: list[Optional[np.ndarray]] = []
+    out: list[np.ndarray | None] = []
     for t, face in enumerate(track):
         if face is None:
             f.reset()
@@ -135,8 +157,14 @@ def smooth_track(track: list[Optional[FaceResult]], fps: float, topology: FaceTo
     return out
 
 
-def draw_mesh(image: np.ndarray, points: np.ndarray, topology: FaceTopology, color=(40, 255, 80),
-              keypoints: Optional[np.ndarray] = None, box: Optional[np.ndarray] = None) -> np.ndarray:
+def draw_mesh(
+    image: np.ndarray,
+    points: np.ndarray,
+    topology: FaceTopology,
+    color=(40, 255, 80),
+    keypoints: np.ndarray | None = None,
+    box: np.ndarray | None = None,
+) -> np.ndarray:
     """The mesh's triangle edges (and keypoints, box) drawn on a copy of an RGB uint8 image."""
     out = np.ascontiguousarray(image.copy())
     shift = 4  # sub-pixel drawing: coordinates in 1/16 px

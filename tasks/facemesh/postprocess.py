@@ -6,8 +6,9 @@ import torch
 from torchvision.ops import box_iou
 
 
-def weighted_nms(boxes: torch.Tensor, keypoints: torch.Tensor, scores: torch.Tensor,
-                 iou_threshold: float = 0.3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def weighted_nms(
+    boxes: torch.Tensor, keypoints: torch.Tensor, scores: torch.Tensor, iou_threshold: float = 0.3
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Blend overlapping detections instead of discarding them.
 
     Repeatedly take the highest-scoring remaining detection and every remaining detection whose box

@@ -21,8 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -30,8 +30,9 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
-def _write_outputs(out: Path, stem: str, frames_faces: list[list[dict]], fps: Optional[float], triangles,
-                   num_points: int) -> None:
+def _write_outputs(
+    out: Path, stem: str, frames_faces: list[list[dict]], fps: float | None, triangles, num_points: int
+) -> None:
     from core.io import atomic_path, atomic_write_json
 
     most = max([len(f) for f in frames_faces] + [1])
@@ -47,17 +48,48 @@ def _write_outputs(out: Path, stem: str, frames_faces: list[list[dict]], fps: Op
             scores[i, j], probs[i, j] = face["score"], face["face_prob"]
     with atomic_path(out / "landmarks.npz") as tmp:
         with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, points=pts, boxes=boxes, keypoints=kps, scores=scores, face_probs=probs,
-                                fps=np.float32(fps or 0.0), triangles=np.asarray(triangles, np.int32))
-    atomic_write_json(out / "landmarks.json", {
-        "input": stem, "fps": fps, "num_points": num_points,
-        "frames": [{"frame": i, "faces": [{k: (np.round(np.asarray(v), 2).tolist() if k in ("points", "box", "keypoints") else v)
-                                            for k, v in face.items()} for face in faces]}
-                   for i, faces in enumerate(frames_faces)]}, indent=None)
+            np.savez_compressed(
+                fh,
+                points=pts,
+                boxes=boxes,
+                keypoints=kps,
+                scores=scores,
+                face_probs=probs,
+                fps=np.float32(fps or 0.0),
+                triangles=np.asarray(triangles, np.int32),
+            )
+    atomic_write_json(
+        out / "landmarks.json",
+        {
+            "input": stem,
+            "fps": fps,
+            "num_points": num_points,
+            "frames": [
+                {
+                    "frame": i,
+                    "faces": [
+                        {
+                            k: (np.round(np.asarray(v), 2).tolist() if k in ("points", "box", "keypoints") else v)
+                            for k, v in face.items()
+                        }
+                        for face in faces
+                    ],
+                }
+                for i, faces in enumerate(frames_faces)
+            ],
+        },
+        indent=None,
+    )
 
 
-def run(input_path: str | Path, checkpoint: str | Path, out: Optional[str | Path] = None, smoothing: bool = True,
-        obj_frame: Optional[int] = None, max_frames: Optional[int] = None) -> dict:
+def run(
+    input_path: str | Path,
+    checkpoint: str | Path,
+    out: str | Path | None = None,
+    smoothing: bool = True,
+    obj_frame: int | None = None,
+    max_frames: int | None = None,
+) -> dict:
     """Run the pipeline on ``input_path``; returns {"out": folder, "frames": n, "faces": total faces}."""
     import cv2
     import torch
@@ -73,8 +105,10 @@ def run(input_path: str | Path, checkpoint: str | Path, out: Optional[str | Path
         raise FileNotFoundError(f"{checkpoint}: checkpoint does not exist")
     suffix = input_path.suffix.lower()
     if suffix not in VIDEO_SUFFIXES | IMAGE_SUFFIXES:
-        raise ValueError(f"{input_path}: unknown input type {suffix!r}; images: {sorted(IMAGE_SUFFIXES)}, "
-                         f"videos: {sorted(VIDEO_SUFFIXES)}")
+        raise ValueError(
+            f"{input_path}: unknown input type {suffix!r}; images: {sorted(IMAGE_SUFFIXES)}, "
+            f"videos: {sorted(VIDEO_SUFFIXES)}"
+        )
     out = Path(out) if out else input_path.parent / f"{input_path.stem}_facemesh"
     out.mkdir(parents=True, exist_ok=True)
     torch.set_grad_enabled(False)
@@ -92,8 +126,9 @@ def run(input_path: str | Path, checkpoint: str | Path, out: Optional[str | Path
         per_frame = [[f.as_json() | {"points": f.points} for f in pipeline.process_image(frames[0])]]
         drawn = frames[0]
         for face in per_frame[0]:
-            drawn = draw_mesh(drawn, np.asarray(face["points"]), topo, np.asarray(face["keypoints"]),
-                              np.asarray(face["box"]))
+            drawn = draw_mesh(
+                drawn, np.asarray(face["points"]), topo, np.asarray(face["keypoints"]), np.asarray(face["box"])
+            )
         with atomic_path(out / f"{stem}_mesh.png") as tmp:
             cv2.imwrite(str(tmp), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
     else:
@@ -123,14 +158,20 @@ def run(input_path: str | Path, checkpoint: str | Path, out: Optional[str | Path
     chosen = obj_frame if obj_frame is not None else (with_face[0] if with_face else None)
     if chosen is not None:
         if chosen >= len(per_frame) or not per_frame[chosen]:
-            raise ValueError(f"--obj-frame {chosen}: no face in that frame (faces in {len(with_face)} of "
-                             f"{len(per_frame)} frames)")
+            raise ValueError(
+                f"--obj-frame {chosen}: no face in that frame (faces in {len(with_face)} of {len(per_frame)} frames)"
+            )
         write_obj(out / f"{stem}_mesh.obj", np.asarray(per_frame[chosen][0]["points"]), topo)
-    return {"out": str(out), "frames": len(per_frame), "frames_with_face": len(with_face),
-            "faces": sum(len(f) for f in per_frame), "obj_frame": chosen}
+    return {
+        "out": str(out),
+        "frames": len(per_frame),
+        "frames_with_face": len(with_face),
+        "faces": sum(len(f) for f in per_frame),
+        "obj_frame": chosen,
+    }
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tasks.facemesh.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("input", help="an image (.png, .jpg, ...) or a video (.mp4, ...)")
     parser.add_argument("--checkpoint", required=True, help="a FaceMeshTask checkpoint (train.py task=facemesh)")

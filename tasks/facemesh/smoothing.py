@@ -15,7 +15,6 @@ smoothing divides the speed by the face size the same way)."""
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 
@@ -35,9 +34,9 @@ class OneEuroFilter:
         self.reset()
 
     def reset(self) -> None:
-        self.x_prev: Optional[np.ndarray] = None
-        self.dx_prev: Optional[np.ndarray] = None
-        self.t_prev: Optional[float] = None
+        self.x_prev: np.ndarray | None = None
+        self.dx_prev: np.ndarray | None = None
+        self.t_prev: float | None = None
 
     def __call__(self, x, t: float, velocity_scale: float = 1.0) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
@@ -55,8 +54,14 @@ class OneEuroFilter:
         return x_hat
 
 
-def smooth_sequence(values: np.ndarray, fps: float, min_cutoff: float, beta: float, d_cutoff: float = 1.0,
-                    velocity_scale: float | np.ndarray = 1.0) -> np.ndarray:
+def smooth_sequence(
+    values: np.ndarray,
+    fps: float,
+    min_cutoff: float,
+    beta: float,
+    d_cutoff: float = 1.0,
+    velocity_scale: float | np.ndarray = 1.0,
+) -> np.ndarray:
     """Filter a (T, ...) sequence sampled at ``fps``; ``velocity_scale`` may vary per frame (T,)."""
     f = OneEuroFilter(min_cutoff, beta, d_cutoff)
     scales = np.broadcast_to(np.asarray(velocity_scale, dtype=np.float64), (len(values),))

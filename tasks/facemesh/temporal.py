@@ -9,8 +9,6 @@ contrast, the same filter with beta = 0 (a plain low-pass with the same cutoff).
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from core.video import open_video, read_frames
@@ -23,13 +21,13 @@ def read_clip(path) -> np.ndarray:
     return read_frames(reader, range(len(reader)), path)
 
 
-def _stack(points: list[Optional[np.ndarray]]) -> Optional[np.ndarray]:
+def _stack(points: list[np.ndarray | None]) -> np.ndarray | None:
     if not points or any(p is None for p in points):
         return None
     return np.stack(points)
 
 
-def evaluate_clips(task, clips: dict, smoothing: dict) -> tuple[dict, Optional[np.ndarray]]:
+def evaluate_clips(task, clips: dict, smoothing: dict) -> tuple[dict, np.ndarray | None]:
     """{"metrics": {...}, per-clip details}, and the moving clip's frames with the smoothed mesh."""
     was_training = task.training
     pipeline = FaceMeshPipeline.from_task(task)

@@ -324,10 +324,18 @@ class MultiLabelFineGrainedTask(FineGrainedTask):
             self.log("val/f2_threshold", float(selected))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
         checkpoint["f2_threshold"] = float(self.threshold)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
         self.threshold = float(checkpoint.get("f2_threshold", self.threshold))
+
+    def predict_step(self, batch: dict, batch_idx: int) -> list[torch.Tensor]:
+        """predict.py: per-attribute probabilities (sigmoid) of each image."""
+        if not batch["inputs"]:
+            return []
+        return list(self(batch["image"]).float().sigmoid().cpu())
 
     def test_step(self, batch, batch_idx: int) -> None:
         images, targets, index = batch

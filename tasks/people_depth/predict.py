@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import cv2
 import numpy as np
@@ -63,15 +63,15 @@ class PeopleDepthProduct(ProductWriter):
 
     def __init__(
         self,
-        masks: Optional[str] = None,
-        poses: Optional[str] = None,
+        masks: str | None = None,
+        poses: str | None = None,
         reference_offset: int = 2,
         flow_method: str = "dis",
         frame_stride: int = 1,
-        max_frames: Optional[int] = None,
-        aperture: Optional[float] = None,
+        max_frames: int | None = None,
+        aperture: float | None = None,
         max_radius: float = 8.0,
-        focus_depth: Optional[float] = None,
+        focus_depth: float | None = None,
     ) -> None:
         super().__init__()
         self.masks = Path(masks) if masks else None
@@ -89,21 +89,28 @@ class PeopleDepthProduct(ProductWriter):
     def bind(self, task, checkpoint: dict[str, Any]) -> None:
         self.inputs = str(task.hparams.inputs)
         if self.inputs == "IDCMK":
-            raise ValueError("task.inputs=IDCMK also takes OpenPose keypoints per frame, which predict.py "
-                             "does not read; use an I or IDCM checkpoint")
+            raise ValueError(
+                "task.inputs=IDCMK also takes OpenPose keypoints per frame, which predict.py "
+                "does not read; use an I or IDCM checkpoint"
+            )
         if self.inputs != "I" and self.masks is None:
-            raise ValueError(f"this checkpoint (task.inputs={self.inputs}) takes a human mask per frame: give "
-                             "product.writer.masks=<folder of <frame index>.png masks> (no person segmenter "
-                             "ships with this project)")
+            raise ValueError(
+                f"this checkpoint (task.inputs={self.inputs}) takes a human mask per frame: give "
+                "product.writer.masks=<folder of <frame index>.png masks> (no person segmenter "
+                "ships with this project)"
+            )
         if self.inputs != "I" and self.poses is None:
-            log.warning("No camera poses (product.writer.poses): the %s network runs as the single-frame "
-                        "variant, without parallax depth", self.inputs)
+            log.warning(
+                "No camera poses (product.writer.poses): the %s network runs as the single-frame "
+                "variant, without parallax depth",
+                self.inputs,
+            )
         self.height, self.width = (int(v) for v in task.hparams.image_size)
         if self.aperture is None:
             self.aperture = float(task.hparams.get("video_aperture", 6.0))
 
     # --- reading a video ---------------------------------------------------------------------------
-    def _beside(self, root: Optional[Path], video: Path, suffix: str = "") -> Optional[Path]:
+    def _beside(self, root: Path | None, video: Path, suffix: str = "") -> Path | None:
         """``root/<video name><suffix>`` when it exists, else ``root`` itself."""
         if root is None:
             return None
@@ -133,8 +140,11 @@ class PeopleDepthProduct(ProductWriter):
             ts = trajectory.timestamps
             indices = np.round((ts - ts[0]) * fps / 1e6).astype(int).tolist()
             if indices[-1] >= count:
-                raise DataFormatError(poses_file, f"the trajectory lasts {(ts[-1] - ts[0]) / 1e6:.2f} s but "
-                                      f"{path.name} has {count} frames at {fps:g} fps")
+                raise DataFormatError(
+                    poses_file,
+                    f"the trajectory lasts {(ts[-1] - ts[0]) / 1e6:.2f} s but "
+                    f"{path.name} has {count} frames at {fps:g} fps",
+                )
         else:
             indices = list(range(0, count, self.frame_stride))[: self.max_frames or None]
         frames = read_frames(reader, indices, path)
@@ -145,8 +155,11 @@ class PeopleDepthProduct(ProductWriter):
             files = mask_files(mask_dir)
             missing = [i for i in indices if i not in files]
             if missing:
-                raise DataFormatError(mask_dir, f"no human mask for frames {missing[:5]} of {path.name} "
-                                      f"({len(missing)} of {len(indices)} missing; expected <frame index>.png)")
+                raise DataFormatError(
+                    mask_dir,
+                    f"no human mask for frames {missing[:5]} of {path.name} "
+                    f"({len(missing)} of {len(indices)} missing; expected <frame index>.png)",
+                )
             masks = []
             for i, image in zip(indices, frames):
                 mask = read_mask(files[i])
@@ -162,8 +175,15 @@ class PeopleDepthProduct(ProductWriter):
                 if ref < 0:
                     continue  # a clip shorter than the offset: this frame has no parallax
                 K = intrinsics_matrix(trajectory.intrinsics[k], self.width, self.height)
-                p = parallax_inputs(images[k], images[ref], K, trajectory.poses[k], trajectory.poses[ref],
-                                    human_mask=masks[k], flow_method=self.flow_method)
+                p = parallax_inputs(
+                    images[k],
+                    images[ref],
+                    K,
+                    trajectory.poses[k],
+                    trajectory.poses[ref],
+                    human_mask=masks[k],
+                    flow_method=self.flow_method,
+                )
                 parallax[k], confidence[k] = p.depth, p.confidence
         input_log_depth = np.stack([centred_log_depth(d, 50.0) for d in parallax])
         return {
@@ -202,12 +222,21 @@ class PeopleDepthProduct(ProductWriter):
         focus = self.focus_depth or focus_on_people(depths[0], masks[0] if has_people[0] else None)
         fps = batch["fps"][index]
         write_video(folder / DEPTH_VIDEO, (_even(colorize_depth(d)) for d in depths), fps=fps)
-        write_video(folder / DEFOCUS_VIDEO,
-                    (_even(defocus(im, d, focus, self.aperture, self.max_radius)) for im, d in zip(images, depths)),
-                    fps=fps)
-        return {"folder": name, "frames": len(frames), "fps": fps, "focus_depth": float(focus),
-                "depth_range": [float(depths.min()), float(depths.max())]}
+        write_video(
+            folder / DEFOCUS_VIDEO,
+            (_even(defocus(im, d, focus, self.aperture, self.max_radius)) for im, d in zip(images, depths)),
+            fps=fps,
+        )
+        return {
+            "folder": name,
+            "frames": len(frames),
+            "fps": fps,
+            "focus_depth": float(focus),
+            "depth_range": [float(depths.min()), float(depths.max())],
+        }
 
     def merge(self, run_dir: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"videos": {r["input"]: {"folder": r["folder"], "frames": r["frames"]} for r in records},
-                "files_per_video": [DEPTH_VIDEO, DEFOCUS_VIDEO, f"{DEPTH_DIR}/<frame index>.npy"]}
+        return {
+            "videos": {r["input"]: {"folder": r["folder"], "frames": r["frames"]} for r in records},
+            "files_per_video": [DEPTH_VIDEO, DEFOCUS_VIDEO, f"{DEPTH_DIR}/<frame index>.npy"],
+        }

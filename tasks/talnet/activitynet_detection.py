@@ -132,10 +132,14 @@ class DetectionResult:
     tiou_thresholds: tuple
     average_thresholds: tuple
     ap: np.ndarray  # (n_thresholds, n_classes)
+    # classes with ground truth, in order of first appearance in it: the official evaluator's
+    # column order, so the mean over classes is summed in the same order (same last bits)
+    class_order: tuple = ()
 
     @property
     def map_per_threshold(self) -> np.ndarray:
-        return np.nanmean(self.ap, axis=1)
+        order = list(self.class_order) or np.flatnonzero(~np.isnan(self.ap).all(0)).tolist()
+        return np.ascontiguousarray(self.ap[:, order]).mean(axis=1)
 
     @property
     def average_map(self) -> float:
@@ -197,7 +201,8 @@ def evaluate_detections(
         tp = match_detections(det[:, 0], det[:, 2:4], det[:, 4], gt[:, 0], gt[:, 2:4], thresholds)
         for t in range(len(thresholds)):
             ap[t, c] = average_precision(tp[t], len(gt))
-    return DetectionResult(thresholds, average, ap)
+    first_seen = dict.fromkeys(int(c) for c in ground_truth[:, 1] if 0 <= c < num_classes)
+    return DetectionResult(thresholds, average, ap, tuple(first_seen))
 
 
 def average_recall_at(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,8 +33,8 @@ class TALNetProduct(ProductWriter):
 
     def __init__(
         self,
-        extractor: Optional[dict[str, Any]] = None,
-        class_names: Optional[list[str]] = None,
+        extractor: dict[str, Any] | None = None,
+        class_names: list[str] | None = None,
         max_detections: int = 200,
         highlight: bool = True,
         highlight_gif: bool = False,
@@ -59,12 +59,14 @@ class TALNetProduct(ProductWriter):
             raise ValueError(
                 "the checkpoint records no feature-extractor settings (trained on pre-extracted "
                 "features, or saved by an older version): give them as product.writer.extractor="
-                "{fps: ..., feat_stride: ..., num_frames: ..., backbone: ..., rgb_weights: ..., ...}")
+                "{fps: ..., feat_stride: ..., num_frames: ..., backbone: ..., rgb_weights: ..., ...}"
+            )
         self.extractor = SnippetFeatureExtractor(**settings)
         if self.extractor.feature_dim != int(task.hparams.feature_dim):
             raise ValueError(
                 f"the {self.extractor.backbone} extractor gives {self.extractor.feature_dim} features per "
-                f"stream, the checkpoint expects {task.hparams.feature_dim}")
+                f"stream, the checkpoint expects {task.hparams.feature_dim}"
+            )
         names = self.class_names_override or list(getattr(task, "class_names", None) or [])
         if len(names) != task.num_classes:
             if names:
@@ -83,7 +85,7 @@ class TALNetProduct(ProductWriter):
         array = ex.extract_video(path)
         features = torch.from_numpy(np.ascontiguousarray(array.T, dtype=np.float32))
         d = ex.feature_dim
-        halves = {"rgb": features[:d], "flow": features[d: 2 * d]}  # the extractor's (T, RGB | flow) layout
+        halves = {"rgb": features[:d], "flow": features[d : 2 * d]}  # the extractor's (T, RGB | flow) layout
         return {
             "video": Path(path).stem,
             "video_id": 0,
@@ -122,8 +124,13 @@ class TALNetProduct(ProductWriter):
         frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]  # even size for yuv420p
         path = Path(HIGHLIGHT_DIR) / f"{name}.mp4"
         write_video(run_dir / path, frames, fps=fps)
-        out = {"file": str(path), "label": self.names[int(label)], "score": score, "segment": [start, end],
-               "clip": list(clip)}
+        out = {
+            "file": str(path),
+            "label": self.names[int(label)],
+            "score": score,
+            "segment": [start, end],
+            "clip": list(clip),
+        }
         if self.highlight_gif:
             gif = path.with_suffix(".gif")
             write_gif(run_dir / gif, frames, fps)
@@ -135,11 +142,19 @@ class TALNetProduct(ProductWriter):
         from tasks.talnet.visualize import plot_timeline
 
         outputs = [
-            {"video": r["name"], "duration": r["duration"], "detections": np.asarray(r["detections"]).reshape(-1, 4),
-             "segments": np.zeros((0, 2)), "labels": np.zeros(0, dtype=np.int64)}
+            {
+                "video": r["name"],
+                "duration": r["duration"],
+                "detections": np.asarray(r["detections"]).reshape(-1, 4),
+                "segments": np.zeros((0, 2)),
+                "labels": np.zeros(0, dtype=np.int64),
+            }
             for r in records
         ]
         atomic_write_json(run_dir / RESULTS_FILE, activitynet_results(outputs, self.names))
         plot_timeline(outputs[: self.timeline_videos], self.names, run_dir / TIMELINE_FILE)
-        return {"detections": RESULTS_FILE, "timeline": TIMELINE_FILE,
-                "highlights": {r["name"]: r["highlight"] for r in records if "highlight" in r}}
+        return {
+            "detections": RESULTS_FILE,
+            "timeline": TIMELINE_FILE,
+            "highlights": {r["name"]: r["highlight"] for r in records if "highlight" in r},
+        }

@@ -75,6 +75,7 @@ def test_wandb_offline_run_gets_image_video_and_table(tmp_path, monkeypatch):
         import wandb
 
         wandb.finish()
+        wandb.teardown()  # stopping W&B's service flushes the run file to disk
     run_dir = next((tmp_path / "wandb").glob("offline-run-*-media1"))
     history, _ = read_wandb_run(run_dir / "run-media1.wandb")
     # media values are nested records: read back as "<key>/<field>"

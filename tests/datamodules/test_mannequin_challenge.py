@@ -9,7 +9,10 @@ import pytest
 import torch
 
 from core.data import DataFormatError
-from datamodules.mannequin_challenge import MannequinChallengeClips, MannequinChallengeDataModule, read_trajectory
+from datamodules.mannequin_challenge import (
+    MannequinChallengeClips, MannequinChallengeDataModule, flip_keypoint_labels, keypoint_image, read_keypoints,
+    read_trajectory,
+)
 from datamodules.synthetic.mannequin_challenge import write_mannequin_challenge
 
 URL = "https://www.youtube.com/watch?v=UnjOiW0CZHA"
@@ -82,12 +85,84 @@ def test_generated_layout_goes_through_the_reader(tiny_root):
     assert [(s.frame, s.reference) for s in data.samples[:4]] == [(0, 2), (1, 3), (2, 0), (3, 1)]
     item = data[0]
     assert item["image"].shape == (3, 48, 64) and 0 <= item["image"].min() and item["image"].max() <= 1
-    for key in ("human_mask", "parallax_depth", "confidence", "depth"):
+    for key in ("human_mask", "parallax_depth", "confidence", "depth", "input_log_depth"):
         assert item[key].shape == (1, 48, 64), key
+    assert "keypoints" not in item and item["index"] == 0
     human = item["human_mask"] > 0.5
     assert human.any() and (item["depth"] > 0).all()
     assert (item["parallax_depth"][human] == 0).all() and (item["confidence"][human] == 0).all()
     assert (item["parallax_depth"][~human] > 0).float().mean() > 0.8
+    # Input log depth: log parallax depth minus the median of its valid values, 0 where invalid.
+    valid = item["parallax_depth"] > 0
+    log_depth = item["parallax_depth"][valid].double().log()
+    expected = log_depth - float(np.median(log_depth.numpy()))
+    torch.testing.assert_close(item["input_log_depth"][valid].double(), expected, atol=1e-5, rtol=0)
+    assert (item["input_log_depth"][~valid] == 0).all()
+
+
+def test_generated_keypoints_are_openpose_files_on_the_people(tiny_root):
+    data = MannequinChallengeClips(tiny_root / "train", image_size=(48, 64), keypoints=True)
+    traj = data.trajectories[0]
+    people = read_keypoints(tiny_root / "train" / traj.name / "keypoints" / f"{traj.timestamps[0]}_keypoints.json")
+    assert people.ndim == 3 and people.shape[1:] == (18, 3) and (people[..., 2] > 0).any()
+    item = data[0]
+    labels = (item["keypoints"][0] * 18).round().long()
+    assert labels.max() <= 18 and (labels > 0).any()
+    # Keypoints lie on the people: nearly all labelled pixels are human.
+    assert (item["human_mask"][0][labels > 0] > 0.5).float().mean() > 0.7
+
+
+def test_keypoint_rasterization_and_flip():
+    # One person: nose (COCO 0) at (3, 2), right shoulder (2) at (10, 5), left hip (11) not detected.
+    person = np.zeros((18, 3))
+    person[0] = (3, 2, 0.8)
+    person[2] = (10, 5, 0.6)
+    person[11] = (7, 7, 0.0)
+    image = keypoint_image(person[None], 12, 16, radius=1)
+    assert image[2, 3] == 1 and image[5, 10] == 3 and image[7, 7] == 0
+    assert set(np.unique(image)) == {0, 1, 3} and (image == 1).sum() == 5  # a radius-1 disc: 5 pixels
+    half = keypoint_image(person[None], 6, 8, scale=(0.5, 0.5), radius=0)
+    assert half[1, 1] == 1 and half[2, 5] == 3  # ((x + 0.5) * 0.5 - 0.5) rounded
+    np.testing.assert_array_equal(flip_keypoint_labels(np.array([0, 1, 2, 3, 6, 9, 12, 15, 16, 18])),
+                                  [0, 1, 2, 6, 3, 12, 9, 16, 15, 17])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{", "not valid JSON"),
+    ('{"version": 1.3}', '"people" list'),
+    ('{"people": [{"pose_keypoints_2d": [1, 2, 3]}]}', "54 \\(COCO-18\\) or 75"),
+    ('{"people": [{"pose_keypoints_2d": ' + str(["a"] * 54).replace("'", '"') + "}]}", "non-numeric"),
+])
+def test_bad_keypoint_files_name_the_file(tmp_path, text, message):
+    path = tmp_path / "123_keypoints.json"
+    path.write_text(text)
+    with pytest.raises(DataFormatError, match=message) as err:
+        read_keypoints(path)
+    assert err.value.path == path
+
+
+def test_body25_keypoints_map_to_coco18(tmp_path):
+    values = np.zeros((25, 3))
+    values[:, 0] = np.arange(25)  # x = BODY_25 index
+    values[:, 2] = 1.0
+    path = tmp_path / "1_keypoints.json"
+    path.write_text('{"people": [{"pose_keypoints_2d": [%s]}]}' % ", ".join(str(v) for v in values.ravel()))
+    people = read_keypoints(path)
+    # COCO 8 (right hip) is BODY_25 9: BODY_25 puts the mid-hip at 8.
+    np.testing.assert_array_equal(people[0, :, 0], [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18])
+
+
+def test_training_split_centres_on_a_random_percentile(tiny_root):
+    train = MannequinChallengeClips(tiny_root / "train", image_size=(48, 64), random_percentile=True)
+    torch.manual_seed(0)
+    a, b = train[0]["input_log_depth"], train[0]["input_log_depth"]
+    assert not torch.equal(a, b)
+    valid = a != 0
+    shift = (a - b)[valid]
+    assert shift.std() < 1e-5  # the whole map moves by one constant
+    log_depth = train[0]["parallax_depth"][train[0]["parallax_depth"] > 0].log().numpy()
+    lo, hi = np.percentile(log_depth, 40), np.percentile(log_depth, 60)
+    assert abs(shift.mean()) <= hi - lo + 1e-5
 
 
 def test_resizes_to_the_configured_size(tiny_root):
@@ -106,6 +181,12 @@ def test_frames_without_files_are_skipped_and_counted(tiny_root, tmp_path):
         data = MannequinChallengeClips(root / "validation", image_size=(48, 64))
     # frame 1 has no depth; frame 3 would need frame 1 as its reference.
     assert [(s.frame, s.reference) for s in data.samples] == [(0, 2), (2, 0)]
+    # Keypoint files are needed only with keypoints=True.
+    (root / "validation" / traj.name / "keypoints" / f"{traj.timestamps[2]}_keypoints.json").unlink()
+    MannequinChallengeClips(root / "validation", image_size=(48, 64))
+    with pytest.warns(UserWarning, match="skipped 4 frames lacking .*keypoint file"):
+        with pytest.raises(FileNotFoundError, match="_keypoints.json"):
+            MannequinChallengeClips(root / "validation", image_size=(48, 64), keypoints=True)
 
 
 def test_a_bad_depth_file_names_the_file(tiny_root, tmp_path):

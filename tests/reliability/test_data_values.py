@@ -70,7 +70,7 @@ def test_cifar_float_pixels_and_fractional_labels_are_errors(tmp_path):
     _rewrite(test_file, data=good[b"data"].astype(np.float64) / 255.0)
     with pytest.raises(DataFormatError, match=r"'data' must hold uint8 pixels 0\.\.255, found float64 values 0\.0\.\.1\.0"):
         read_cifar100_split(tmp_path, "test")
-    _rewrite(test_file, data=good[b"data"], fine_labels=[0.0, 1.7, *range(2, 100)])
+    _rewrite(test_file, data=good[b"data"], fine_labels=[0, 1.7, *range(2, 100)])
     with pytest.raises(DataFormatError, match=r"fine_labels\[1\] = 1\.7 is not an integer class index"):
         read_cifar100_split(tmp_path, "test")
 
@@ -141,8 +141,8 @@ def test_decompression_bomb_is_named_and_skipped_once(small_folder, caplog):
 
 def test_every_sample_failed_names_split_and_folder(small_folder):
     val = small_folder / "val"
-    for image in val.rglob("*.png"):
-        image.write_bytes(b"not a png")
+    for image in val.rglob("*.JPEG"):
+        image.write_bytes(b"not a JPEG")
     dm = _datamodule(small_folder, skip=True)
     with pytest.raises(RuntimeError) as err:
         list(dm.val_dataloader())

@@ -105,6 +105,7 @@ def test_class_samples_are_top_positive_attributions_then_winners_with_duplicate
     assert class_sample_indices(ATTRIBUTIONS, 2, top_n=3).tolist() == [5, 5]  # top positive + winner
 
 
+@pytest.mark.slow  # UMAP's numba compilation
 def test_class_atlas_lays_out_its_own_samples_on_its_own_grid():
     rng = np.random.default_rng(0)
     acts = np.concatenate([rng.normal(0, 1, (20, 4)) + [5, 0, 0, 0], rng.normal(0, 1, (20, 4)) + [0, 5, 0, 0]])

@@ -9,7 +9,8 @@ import pytest
 import timm
 import torch
 
-import core  # noqa: F401  (registers the config resolvers, core.registry)
+import core  # noqa: F401  (registers the config resolvers)
+from core.registry import register_models
 from tasks.efficientnet import table
 from tasks.efficientnet.complexity import count_macs, measure_backbone
 from tasks.efficientnet.grid import Candidate, compound_candidates, grid_values, sweep_candidates
@@ -21,6 +22,8 @@ from tasks.efficientnet.scaling import (
     satisfies_constraint,
 )
 from tests.conftest import compose_config
+
+register_models()  # the compound_scaled_* timm models (core.registry)
 
 
 # --- rounding rules, worked by hand -----------------------------------------------------------
@@ -123,8 +126,15 @@ def test_b_configs_match_paper_table2(name, tmp_path):
     paper = EFFICIENTNET_FAMILY[name]
     assert cfg.data.image_size == paper.resolution and cfg.task.image_size == paper.resolution
     assert cfg.task.drop_rate == paper.dropout and cfg.data.num_classes == 1000
+    assert cfg.task.backbone == f"compound_scaled_efficientnet_{name}"
     kwargs = dict(cfg.task.backbone_kwargs)
-    assert kwargs == {"width_multiplier": paper.width, "depth_multiplier": paper.depth}
+    assert kwargs == {"bn_momentum": 0.01, "bn_eps": 0.001}
+    # the timm variant carries the same facts: native resolution, evaluation crop, bicubic
+    default = timm.get_pretrained_cfg(cfg.task.backbone).to_dict()
+    assert default["input_size"] == (3, paper.resolution, paper.resolution) and default["interpolation"] == "bicubic"
+    assert cfg.data.crop_pct == pytest.approx(default["crop_pct"], abs=1e-4)
+    model = timm.create_model(cfg.task.backbone, num_classes=10)
+    assert model.drop_rate == paper.dropout and model.bn1.momentum == 0.01 and model.bn1.eps == 1e-3
     c = measure_backbone(cfg.task.backbone, cfg.data.image_size, num_classes=cfg.task.num_classes, **kwargs)
     assert c.params_m == pytest.approx(paper.paper_params_m, rel=0.02)
     # Multiply-adds: the paper rounds to 2 digits and B4's 4.2B is 4.4B in its own released models.

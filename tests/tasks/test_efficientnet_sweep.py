@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 
 import core  # noqa: F401  (registers the config resolvers, core.registry)
 from core.training import train
-from tasks.classification.module import ImageClassificationTask
+from tasks.efficientnet.module import EfficientNetTask
 from tasks.efficientnet.complexity import count_params
 from tasks.efficientnet.scaling import round_resolution
 from tests.helpers import read_metrics, run_entry
@@ -66,7 +66,7 @@ def test_two_candidate_sweep_end_to_end(tmp_path, shared_data_dir):
     assert summary["comparison"][0]["compound"]["job"] == "0" and summary["comparison"][0]["width"]["job"] == "1"
     # measured parameters equal those of the trained network in the run's checkpoint
     for name, job in jobs.items():
-        task = ImageClassificationTask.load_from_checkpoint(job / "checkpoints" / "last.ckpt", map_location="cpu")
+        task = EfficientNetTask.load_from_checkpoint(job / "checkpoints" / "last.ckpt", map_location="cpu")
         assert runs[name]["params_m"] == pytest.approx(count_params(task.model) / 1e6, abs=1e-9)
         assert runs[name]["gmacs"] > 0
     # width-only scaling by sqrt(2) makes the network wider than compound's beta = 1.1
@@ -101,7 +101,7 @@ def test_b0_recipe_fast_dev_run(cfg_train, tmp_path):
         "data.generator.test_per_class=2", f"data.root={tmp_path / 'shapes_b0'}", "trainer=debug",
         "logger=csv",
     ])
-    assert cfg.task.backbone == "compound_scaled_efficientnet" and cfg.task.optimizer.opt == "rmsproptf"
+    assert cfg.task.backbone == "compound_scaled_efficientnet_b0" and cfg.task.optimizer.opt == "rmsproptf"
     metrics = train(cfg)
     assert 0.0 <= metrics["test/acc_top1"] <= 1.0
 
@@ -120,7 +120,7 @@ def test_transfer_recipe_loads_the_checkpoint_and_fine_tunes(data, cfg_train, tm
     ], run_dir=source)
     train(cfg)
     ckpt = source / "checkpoints" / "last.ckpt"
-    pretrained = ImageClassificationTask.load_from_checkpoint(ckpt, map_location="cpu")
+    pretrained = EfficientNetTask.load_from_checkpoint(ckpt, map_location="cpu")
 
     # 2. the transfer recipe, pointed at that checkpoint
     overrides = [f"experiment=efficientnet_b0_{data}", *small, f"task.pretrained_path={ckpt}",

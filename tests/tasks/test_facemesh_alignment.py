@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from datamodules.synthetic.facemesh import render_face, sample_face
-from tasks.facemesh.alignment import (alignment_params, crop_matrix, invert_affine, transform_points,
-                                      warp_crops)
+from tasks.facemesh.alignment import alignment_params, crop_matrix, invert_affine, transform_points, warp_crops
 from tasks.facemesh.topology import face_topology
 
 
@@ -61,4 +60,5 @@ def test_rolled_face_comes_out_upright_and_centred(roll):
     kp0 = transform_points(torch.tensor(ref["keypoints"], dtype=torch.float32), crop_matrix(c0, s0, a0, 128))
     assert drop == pytest.approx((kp0[3, 1] - kp0[0, 1]).item() * s0.item() / 128, rel=0.01)
     assert (mouth[0] - (right_eye[0] + left_eye[0]) / 2).item() == pytest.approx(
-        (kp0[3, 0] - (kp0[0, 0] + kp0[1, 0]) / 2).item() * s0.item() / side.item(), abs=0.05)
+        (kp0[3, 0] - (kp0[0, 0] + kp0[1, 0]) / 2).item() * s0.item() / side.item(), abs=0.05
+    )

@@ -31,8 +31,16 @@ def test_896_anchors_at_128_px_on_two_maps():
     torch.testing.assert_close(anchors[511, :2], torch.tensor([31 / 32, 31 / 32]))
     torch.testing.assert_close(anchors[512, :2], torch.tensor([1 / 16, 1 / 16]))
     assert anchors[512:518, 2].tolist() == pytest.approx(
-        [s1, math.sqrt(s1 * (s1 + 0.2005208333)), s1 + 0.2005208333,
-         math.sqrt((s1 + 0.2005208333) * 0.75), 0.75, math.sqrt(0.75)], rel=1e-5)
+        [
+            s1,
+            math.sqrt(s1 * (s1 + 0.2005208333)),
+            s1 + 0.2005208333,
+            math.sqrt((s1 + 0.2005208333) * 0.75),
+            0.75,
+            math.sqrt(0.75),
+        ],
+        rel=1e-5,
+    )
 
 
 def test_blazeface_has_5_single_and_6_double_blocks_and_one_output_per_anchor():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tasks.facemesh.metrics import InterOcularNME, detector_ap50, interocular_nme
+from tasks.facemesh.metrics import DetectorAP50, InterOcularNME, interocular_nme
 
 
 def _face(n: int = 6) -> torch.Tensor:
@@ -44,15 +44,32 @@ def test_nme_without_faces_raises():
 def test_ap50_by_hand_coco_interpolation():
     """One face. A true positive ranked first: AP 1. A false positive ranked first: precision 1/2 at
     the only recall level; COCO's 101-point interpolation gives 0.5."""
-    target = [{"boxes": torch.tensor([[10.0, 10, 50, 50]]), "labels": torch.tensor([0])}]
+    target = [{"boxes": torch.tensor([[10.0, 10, 50, 50]])}]
     hit, miss = [12.0, 10, 50, 52], [80.0, 80, 120, 120]  # hit: IoU 0.905
     for scores, expected in (([0.9, 0.8], 1.0), ([0.7, 0.8], 0.5)):
-        metric = detector_ap50()
-        metric.update([{"boxes": torch.tensor([hit, miss]), "scores": torch.tensor(scores),
-                        "labels": torch.tensor([0, 0])}], target)
-        assert metric.compute()["map"].item() == pytest.approx(expected)
+        metric = DetectorAP50()
+        metric.update([0], [{"boxes": torch.tensor([hit, miss]), "scores": torch.tensor(scores)}], target)
+        assert metric.compute().item() == pytest.approx(expected)
     # IoU below 0.5 is a miss
-    metric = detector_ap50()
-    metric.update([{"boxes": torch.tensor([[30.0, 30, 70, 70]]), "scores": torch.tensor([0.9]),
-                    "labels": torch.tensor([0])}], target)
-    assert metric.compute()["map"].item() == pytest.approx(0.0)
+    metric = DetectorAP50()
+    metric.update([0], [{"boxes": torch.tensor([[30.0, 30, 70, 70]]), "scores": torch.tensor([0.9])}], target)
+    assert metric.compute().item() == pytest.approx(0.0)
+    # A second image whose face nobody found halves the recall: precision 1 up to recall 0.5 -> AP
+    # = 51 / 101 of the 101 recall points (0, 0.01, ..., 0.5).
+    metric = DetectorAP50()
+    metric.update(
+        [0, 1],
+        [
+            {"boxes": torch.tensor([hit]), "scores": torch.tensor([0.9])},
+            {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0)},
+        ],
+        [target[0], {"boxes": torch.tensor([[0.0, 0, 30, 30]])}],
+    )
+    assert metric.compute().item() == pytest.approx(51 / 101)
+    # a sample sent twice (DistributedSampler padding) counts once
+    metric.update(
+        [1], [{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0)}], [{"boxes": torch.tensor([[0.0, 0, 30, 30]])}]
+    )
+    assert metric.compute().item() == pytest.approx(51 / 101)
+    with pytest.raises(ValueError, match="no image with a ground-truth face"):
+        DetectorAP50().compute()

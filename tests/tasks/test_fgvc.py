@@ -91,6 +91,9 @@ def test_em_writes_priors_and_logs_both_metrics(inat_run):
     )
     assert priors["train_prior"] == pytest.approx((counts / counts.sum()).tolist())
     assert (run / "confused_pairs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the picture and the priors table also went to the experiment logger (CSV media here)
+    assert list((run / "csv").rglob("media/val/confused_pairs/*.png"))
+    assert list((run / "csv").rglob("media/test/priors/*.csv"))
 
 
 def test_scoring_command_reproduces_the_logged_metric(inat_run):
@@ -147,3 +150,74 @@ def test_multilabel_threshold_is_tuned_on_validation_and_reused(cfg_train, tmp_p
     assert metrics["val/f2_threshold"] == pytest.approx(task.threshold)
     grid = [round(0.05 * k, 2) for k in range(1, 20)]
     assert task.threshold in grid
+
+
+def test_transfer_command_ranks_source_classes_and_writes_the_subset(inat_run, tmp_path):
+    """The EMD ranking command on real data configs: the iNat copy as source, a Herbarium copy of
+    sheet-drawn species as target, features from the trained checkpoint."""
+    cfg, _, run = inat_run
+    data_dir = Path(cfg.paths.data_dir)
+    source = f"data=inaturalist2019 data.root={cfg.data.root} data.image_size=32 data.num_workers=0"
+    target = (
+        f"data=herbarium2019 data.root={tmp_path / 'herb'} data.num_classes=6 data.image_size=32 "
+        "data.num_workers=0 data.generator.max_per_class=6 +data.generator.test_total=12 "
+        f"paths.data_dir={data_dir}"
+    )
+    out = tmp_path / "subset.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tasks.fgvc.transfer",
+            "--ckpt",
+            str(run / "checkpoints" / "last.ckpt"),
+            "--source",
+            source,
+            "--target",
+            target,
+            "--top-k",
+            "5",
+            "--out",
+            str(out),
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads(out.read_text())
+    ranking = record["ranking"]
+    assert len(ranking) == 24 and record["gamma"] == 0.01
+    similarities = [r["similarity"] for r in ranking]
+    assert similarities == sorted(similarities, reverse=True)
+    assert all(r["similarity"] == pytest.approx(np.exp(-0.01 * r["emd"])) for r in ranking)
+    assert record["chosen_classes"] == [r["class_index"] for r in ranking[:5]]
+    assert record["chosen_images"] == sum(r["images"] for r in ranking[:5])
+    assert "chose 5 classes" in proc.stdout
+
+
+def test_predict_on_a_users_images(inat_run, tmp_path):
+    from tests.helpers import run_entry
+
+    cfg, _, run = inat_run
+    images = sorted((Path(cfg.data.root) / "test2019").glob("*.jpg"))[:5]
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for image in images:
+        (folder / image.name).write_bytes(image.read_bytes())
+    out = tmp_path / "predict"
+    run_entry(
+        "predict.py",
+        [
+            "task=fgvc",
+            f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+            f"input={folder}",
+            f"output_dir={out}",
+            "product.inputs.num_workers=0",
+        ],
+        env={"OMP_NUM_THREADS": "1"},
+    )
+    rows = (out / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 6 and rows[0].startswith("input,class_1,label_1,score_1")
+    assert "Genus" in rows[1]  # the iNaturalist species names stored in the checkpoint

@@ -1,4 +1,5 @@
-"""The people-depth task end to end through the real configs: train, test, video, checkpoint, eval."""
+"""The people-depth task end to end through the real configs: Table 2's three models, train, test,
+video, checkpoint, eval; the public hourglass and its checkpoint key names."""
 
 from __future__ import annotations
 
@@ -9,23 +10,30 @@ import torch
 
 from core.training import evaluate, train
 from core.video import open_video
-from tasks.people_depth.model import hourglass, network_inputs
-from tasks.people_depth.module import VIDEO_NAME, PeopleDepthTask
+from tasks.people_depth.model import (
+    INPUT_CHANNELS, hourglass_depth_net, network_inputs, public_module_names, unet_depth_net,
+)
+from tasks.people_depth.module import METRIC_NAMES, PeopleDepthTask
+from tasks.people_depth.video import VIDEO_NAME
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = [
     "task=people_depth", "data=mannequin_challenge", "logger=csv",
     "data.root=${paths.data_dir}/mannequin_challenge_tiny", "data.image_size=[48,64]", "data.batch_size=4",
     "data.generator.train_clips=2", "data.generator.validation_clips=1", "data.generator.test_clips=1",
     "data.generator.frames_per_clip=4", "data.generator.width=64", "data.generator.height=48",
-    "task.widths=[8,16,32]", "task.video_frames=4",
+    "task.width=0.125", "task.video_frames=4",
 ]
 
 
-@pytest.mark.parametrize("inputs", ["full", "rgb"])
-def test_fast_dev_run_writes_metrics_and_defocus_video(inputs, cfg_train, tmp_path):
-    metrics = train(cfg_train([*TINY, "trainer=debug", f"task.inputs={inputs}"]))
-    for region in ("full", "env", "hum", "intra", "inter"):
-        assert 0.0 <= metrics[f"test/si_{region}"] < 5.0
+@pytest.mark.parametrize("model", ["I", "IDCM", "IDCMK"])
+def test_each_table2_experiment_runs_and_writes_metrics_and_video(model, cfg_train, tmp_path):
+    overrides = [*TINY, f"experiment=people_depth_{model}", "data.image_size=[48,64]", "data.batch_size=4",
+                 "task.width=0.125", "trainer=debug"]
+    metrics = train(cfg_train(overrides))
+    for name in METRIC_NAMES:
+        assert 0.0 <= metrics[f"test/{name}"] < 50.0, name
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert record["monitor"] == {"metric": "val/si_full", "mode": "min"}
     reader = open_video(tmp_path / "run" / VIDEO_NAME)
@@ -39,46 +47,133 @@ def test_train_then_eval_from_checkpoint_gives_the_same_metric(cfg_train, cfg_ev
     last = run / "checkpoints" / "last.ckpt"
     assert last.exists()
     task = PeopleDepthTask.load_from_checkpoint(last, map_location="cpu")
-    assert task.hparams.inputs == "full" and list(task.hparams.widths) == [8, 16, 32]
+    assert task.hparams.inputs == "IDCM" and task.hparams.width == 0.125
     best = json.loads((run / "metrics.json").read_text())["best_checkpoint"]
     evaluated = evaluate(cfg_eval([o for o in overrides if "trainer" not in o] + [f"ckpt_path={best}"],
                                   run_dir=tmp_path / "eval"))
-    assert evaluated["test/si_hum"] == pytest.approx(metrics["test/si_hum"], abs=1e-5)
-    # The defocus command on the same checkpoint and data.
-    from tasks.people_depth.defocus import main as defocus_main
+    for name in ("si_full", "si_hum", "rmse", "rel"):
+        assert evaluated[f"test/{name}"] == pytest.approx(metrics[f"test/{name}"], abs=1e-5)
+    # The video command on the same checkpoint and data.
+    from tasks.people_depth.video import main as video_main
 
     out = tmp_path / "bokeh.mp4"
-    defocus_main(["--checkpoint", str(last), "--root", str(shared_data_dir / "mannequin_challenge_tiny"),
-                  "--aperture", "4", "--out", str(out)])
+    video_main(["--checkpoint", str(last), "--root", str(shared_data_dir / "mannequin_challenge_tiny"),
+                "--aperture", "4", "--out", str(out)])
     reader = open_video(out)
     assert len(reader) == 4 and reader[0].shape == (48, 3 * 64, 3)
 
 
-@pytest.mark.parametrize("inputs, channels", [("full", 6), ("rgb", 3)])
-def test_tiny_network_forward_backward_reaches_every_parameter(inputs, channels):
-    model = hourglass(inputs, widths=(4, 8, 16))
-    batch = {"image": torch.rand(2, 3, 20, 28), "human_mask": (torch.rand(2, 1, 20, 28) > 0.8).float(),
-             "parallax_depth": torch.rand(2, 1, 20, 28) + 1, "confidence": torch.rand(2, 1, 20, 28)}
-    x = network_inputs(batch, inputs)
-    assert x.shape[1] == channels
-    out = model(x)
+def _batch(h=20, w=28, keypoints=True):
+    batch = {"image": torch.rand(2, 3, h, w), "human_mask": (torch.rand(2, 1, h, w) > 0.8).float(),
+             "input_log_depth": torch.randn(2, 1, h, w), "confidence": torch.rand(2, 1, h, w)}
+    if keypoints:
+        batch["keypoints"] = torch.randint(0, 19, (2, 1, h, w)).float() / 18
+    return batch
+
+
+@pytest.mark.parametrize("inputs", list(INPUT_CHANNELS))
+def test_tiny_hourglass_forward_backward_reaches_every_parameter(inputs):
+    model = hourglass_depth_net(inputs, width=0.0625)
+    x = network_inputs(_batch(), inputs)
+    assert x.shape[1] == INPUT_CHANNELS[inputs]
+    depth, confidence = model.forward_with_confidence(x)  # sizes not a multiple of 16: padded and cropped
+    assert depth.shape == confidence.shape == (2, 1, 20, 28) and torch.equal(depth, model(x))
+    (depth.square().mean() + confidence.mean()).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    # Every weight learns; the biases of convolutions followed by batch norm get an exact zero
+    # gradient in training mode (the norm removes them), as in the public network.
+    dead = [n for n, p in model.named_parameters() if p.ndim > 1 and p.grad.abs().sum() == 0]
+    assert not dead
+
+
+def test_unet_option_forward_backward():
+    model = unet_depth_net("IDCM", widths=(4, 8, 16))
+    out = model(network_inputs(_batch(), "IDCM"))
     assert out.shape == (2, 1, 20, 28)
     out.square().mean().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
-def test_full_inputs_see_only_relative_parallax_depth():
-    batch = {"image": torch.rand(1, 3, 8, 8), "human_mask": torch.zeros(1, 1, 8, 8),
-             "parallax_depth": torch.rand(1, 1, 8, 8) + 1, "confidence": torch.rand(1, 1, 8, 8)}
-    scaled = dict(batch, parallax_depth=batch["parallax_depth"] * 17.0)
-    torch.testing.assert_close(network_inputs(batch, "full"), network_inputs(scaled, "full"))
+def test_input_channels_follow_the_public_order():
+    batch = _batch(8, 8)
+    x = network_inputs(batch, "IDCMK")
+    for channel, key in ((3, "human_mask"), (4, "keypoints"), (5, "input_log_depth"), (6, "confidence")):
+        assert torch.equal(x[:, channel], batch[key][:, 0]), key
+    assert torch.equal(network_inputs(batch, "IDCM")[:, 4], batch["input_log_depth"][:, 0])
+    assert torch.equal(network_inputs(batch, "I"), batch["image"])
+    with pytest.raises(KeyError, match="data.keypoints=true"):
+        network_inputs(_batch(8, 8, keypoints=False), "IDCMK")
 
 
-@pytest.mark.parametrize("experiment", ["people_depth_mc", "people_depth_single_frame"])
-def test_experiment_configs_compose(experiment, cfg_train):
-    cfg = cfg_train([f"experiment={experiment}"])
+# Public key names and shapes read off google/mannequinchallenge models/hourglass.py (HourglassModel:
+# seq = [Conv 7x7, BatchNorm, ReLU, Channels4]; ChannelsN.list = [lower or skip path, the other];
+# an inception's convs.<b> = [Conv 1x1, BN, ReLU(, Conv kxk, BN, ReLU)]), for the IDCMK model (7 inputs).
+PUBLIC_KEYS = {
+    "seq.0.weight": (128, 7, 7, 7),
+    "seq.1.weight": (128,),
+    "seq.1.running_mean": (128,),
+    "seq.3.list.1.0.convs.3.3.weight": (16, 64, 11, 11),  # Channels4 skip: inception A, 11x11 branch
+    "seq.3.list.0.1.convs.0.0.weight": (32, 128, 1, 1),  # Channels4 lower path, first B
+    "seq.3.list.0.5.convs.2.3.weight": (16, 32, 7, 7),  # Channels4 lower path, last (H), 7x7 branch
+    "seq.3.list.0.3.list.0.2.convs.0.0.weight": (64, 128, 1, 1),  # Channels3 lower, D
+    "seq.3.list.0.3.list.1.1.convs.1.3.weight": (32, 64, 3, 3),  # Channels3 skip, C
+    "seq.3.list.0.3.list.0.3.list.1.5.convs.3.3.weight": (64, 64, 11, 11),  # Channels2 lower, last F
+    "seq.3.list.0.3.list.0.3.list.1.3.list.1.3.convs.2.3.weight": (64, 32, 5, 5),  # Channels1 lower, 3rd E
+    "seq.3.list.0.3.list.0.3.list.1.3.list.0.1.convs.0.1.running_var": (64,),  # Channels1 skip, BN
+    "pred_layer.weight": (1, 64, 3, 3),
+    "uncertainty_layer.0.bias": (1,),
+}
+# 22 inception blocks of 4 branches: 5 keys (conv w, b; BN mean, var, count) for the 1x1 branch, 10
+# for each other -> 35 each; stem 2 + 7 (affine BN); heads 4.
+PUBLIC_KEY_COUNT = 22 * 35 + 2 + 5 + 4
+
+
+def _as_public(state: dict) -> dict:
+    """Our state dict under the public names, as the public code's DataParallel saves it."""
+    ours_to_public = {ours: public for public, ours in public_module_names().items()}
+    out = {}
+    for key, value in state.items():
+        for ours in sorted(ours_to_public, key=len, reverse=True):
+            if key.startswith(ours + "."):
+                key = ours_to_public[ours] + key[len(ours):]
+                break
+        out["module." + key] = value
+    return out
+
+
+def test_public_checkpoint_key_names_load_through_pretrained_path(tmp_path):
+    torch.manual_seed(0)
+    source = hourglass_depth_net("IDCMK", width=1.0)
+    for module in source.modules():  # non-trivial running statistics, so the BN buffers matter
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    public = _as_public(source.state_dict())
+    names = {k[len("module."):]: tuple(v.shape) for k, v in public.items()}
+    assert len(names) == PUBLIC_KEY_COUNT
+    for key, shape in PUBLIC_KEYS.items():
+        assert names.get(key) == shape, key
+    path = tmp_path / "best_depth_Ours_Bilinear_inc_7_net_G.pth"
+    torch.save(public, path)
+    task = PeopleDepthTask(inputs="IDCMK", width=1.0, pretrained_path=str(path)).eval()
+    x = network_inputs(_batch(32, 48), "IDCMK")
+    with torch.no_grad():
+        torch.testing.assert_close(task.model(x), source.eval()(x))
+
+
+def test_public_checkpoint_of_another_input_set_is_refused(tmp_path):
+    path = tmp_path / "inc_3.pth"
+    torch.save(_as_public(hourglass_depth_net("I", width=0.125).state_dict()), path)
+    with pytest.raises(ValueError, match="shapes differ"):
+        PeopleDepthTask(inputs="IDCM", width=0.125, pretrained_path=str(path))
+
+
+@pytest.mark.parametrize("model", ["I", "IDCM", "IDCMK"])
+def test_experiment_configs_compose(model, cfg_train):
+    cfg = cfg_train([f"experiment=people_depth_{model}"])
     assert cfg.task._target_.endswith("PeopleDepthTask") and cfg.data._target_.endswith("MannequinChallengeDataModule")
-    assert cfg.task.inputs == ("rgb" if "single" in experiment else "full")
+    assert cfg.task.inputs == model and cfg.task.network == "hourglass" and cfg.task.width == 1.0
+    assert cfg.data.keypoints == (model == "IDCMK")
 
 
 @pytest.mark.slow  # W&B's offline run start-up takes tens of seconds on a busy machine

@@ -339,3 +339,95 @@ def test_dilation_rules_paper_and_exact():
     assert [aligned_dilation(s, 0.0, "paper") for s in (6, 12, 24, 96)] == [1, 2, 4, 16]
     with pytest.raises(ValueError, match="dilation rule"):
         aligned_dilation(8, 0.5, "other")
+
+
+def test_highlight_refuses_unreadable_short_videos_and_unknown_extractor(tmp_path):
+    import numpy as np
+
+    from core.video import VideoDecodeError, write_video
+    from datamodules.synthetic.thumos14 import write_corrupt_video
+    from datamodules.thumos14_extract import SnippetFeatureExtractor
+    from tasks.talnet.highlight import make_highlight
+    from tasks.talnet.module import TALNetTask
+
+    task = TALNetTask(num_classes=6, feature_dim=96, hidden_dim=8, anchor_scales=[2, 4])
+    settings = SnippetFeatureExtractor().settings()  # 5-frame snippets at 10 fps
+    short = write_video(tmp_path / "short.mp4", [np.zeros((32, 32, 3), np.uint8)] * 3, fps=10)
+    with pytest.raises(ValueError, match=r"short.mp4: the video lasts 0.30 s .* shorter than one snippet"):
+        make_highlight(short, task, tmp_path / "out", extractor_settings=settings)
+    broken = write_corrupt_video(tmp_path / "broken.mp4", short)
+    with pytest.raises(VideoDecodeError, match="broken.mp4"):
+        make_highlight(broken, task, tmp_path / "out", extractor_settings=settings)
+    with pytest.raises(FileNotFoundError, match="missing.mp4"):
+        make_highlight(tmp_path / "missing.mp4", task, tmp_path / "out", extractor_settings=settings)
+    with pytest.raises(ValueError, match="records no feature-extractor settings"):
+        make_highlight(short, task, tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_highlight_of_a_generated_video_lies_on_its_labelled_action(cfg_train, tmp_path):
+    """Train a small RGB model on generated videos of one class, then cut the highlight of a test
+    video with the command: the clip is the top detection plus context, and it lies on the
+    video's longest labelled action."""
+    from PIL import Image
+
+    from core.video import open_video
+    from datamodules.thumos14 import read_split_annotations
+    from tasks.talnet.highlight import main as highlight
+
+    data = [
+        "data=thumos14",
+        "data.generator.num_validation_videos=12",
+        "data.generator.num_test_videos=2",
+        "data.generator.num_action_classes=1",
+        "data.generator.min_duration=10",
+        "data.generator.max_duration=14",
+        "data.generator.min_action=2.0",
+        "data.generator.size=32",
+        "data.batch_size=4",
+    ]
+    cfg = cfg_train(
+        [
+            "task=talnet",
+            *data,
+            "task.modalities=[rgb]",
+            "trainer.max_epochs=25",
+            "trainer.num_sanity_val_steps=0",
+            "callbacks.rich_progress_bar=null",
+        ],
+        run_dir=tmp_path / "run",
+    )
+    train(cfg)
+    ckpt = json.loads((tmp_path / "run" / "metrics.json").read_text())["best_checkpoint"]
+    root = Path(cfg.data.root)
+    video = root / "videos/test/video_test_0000001.mp4"
+    out = tmp_path / "share" / "clip.mp4"
+    paths = highlight([str(video), "--checkpoint", ckpt, "--out", str(out)])
+    assert paths["mp4"] == out and out.exists()
+    record = json.loads(paths["detections"].read_text())
+    top = record["highlight"]
+    start, end = top["segment"]
+    dets = record["results"]["video_test_0000001"]
+    assert top["score"] == max(d["score"] for d in dets) and top["label"] == "BaseballPitch"
+    context = 0.5 * (end - start)
+    assert top["clip"] == pytest.approx(
+        [max(0.0, start - context), min(record_duration(video), end + context)], abs=1e-6
+    )
+    actions = [
+        s
+        for s in read_split_annotations(root, "test", ["BaseballPitch"])
+        if s.video == "video_test_0000001" and s.label == "BaseballPitch"
+    ]
+    longest = max(actions, key=lambda s: s.end - s.start)
+    assert longest.start <= (start + end) / 2 <= longest.end
+    clip = open_video(out)
+    assert len(clip) / clip.get_avg_fps() == pytest.approx(top["clip"][1] - top["clip"][0], abs=0.25)
+    gif = Image.open(paths["gif"])
+    assert gif.is_animated and gif.info.get("loop") == 0
+    assert paths["timeline"].read_bytes()[:4] == b"\x89PNG"
+
+
+def record_duration(video):
+    from datamodules.thumos14_extract import video_duration
+
+    return video_duration(video)

@@ -1,0 +1,375 @@
+"""Landmark recognition and retrieval on Google-Landmarks-v2, with Detect-to-Retrieve.
+
+Training: the global descriptor (model.GlobalDescriptor) with sub-center ArcFace on landmark ids
+(pytorch-metric-learning's SubCenterArcFaceLoss; Deng et al., ECCV 2020), and, when ``detector`` is
+set, the landmark box detector (model.landmark_detector) on the images that have D2R boxes.
+Validation: GAP of the ArcFace head's (landmark, cosine) on held-out training images.
+Test: descriptors of the training images, index.csv and test.csv; retrieval = faiss search of the
+index (optional alpha-QE), recognition = similarity-weighted vote of the ``knn`` nearest training
+images; with ``d2r``, the shortlist is re-scored by global similarity + ``fusion_weight`` x the
+regional similarity (R-ASMK selective match kernel or R-VLAD dot product over the whole image and
+the detected boxes). GAP and mAP@100 are logged for Public and Private (``test/<metric>_<variant>_<usage>``,
+variant ``global`` or ``d2r``); submissions, a picture of queries with their top images and a
+results JSON go to the run directory."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from PIL import Image, ImageDraw
+from pytorch_metric_learning.losses import SubCenterArcFaceLoss
+from torch import nn
+
+from core.io import atomic_path, atomic_write_json, atomic_write_text
+from core.media import log_image
+from core.metrics import current_rank, gather_objects
+from core.optim import check_scheduler, configure_optimizers
+from datamodules.gldv2 import TEST_SPLITS
+from datamodules.gldv2_files import RECOGNITION, RETRIEVAL, USAGES, recognition_rows, retrieval_rows
+from tasks.landmarks import d2r as d2r_lib
+from tasks.landmarks import search as search_lib
+from tasks.landmarks.metrics import GlobalAveragePrecision, MeanAveragePrecisionAtK
+from tasks.landmarks.model import GlobalDescriptor, landmark_detector
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("global", "d2r")
+DEFAULT_ARCFACE = {"margin": 28.6, "scale": 30.0, "sub_centers": 3}
+DEFAULT_SEARCH = {"index": "flat", "k": 100, "knn": 5, "query_expansion": False, "qe_top": 2, "qe_alpha": 3.0}
+DEFAULT_DETECTOR = {"backbone": "test_resnet", "weight": 1.0, "score_threshold": 0.5, "max_regions": 3}
+DEFAULT_D2R = {
+    "aggregation": "rasmk",
+    "codebook_size": 64,
+    "alpha": 3.0,
+    "tau": 0.0,
+    "fusion_weight": 1.0,
+    "shortlist": 100,
+    "codebook_images": 300,
+}
+
+
+def _csv_text(rows: list[list[str]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
+
+
+class LandmarkRetrievalTask(pl.LightningModule):
+    """Global descriptor + optional D2R detector for GLDv2 recognition and retrieval (see module doc).
+
+    ``arcface``: {margin (degrees), scale, sub_centers}; ``detector``: null or {backbone, weight,
+    score_threshold, max_regions}; ``d2r``: null or {aggregation: rasmk|rvlad, codebook_size, alpha,
+    tau, fusion_weight, shortlist, codebook_images}; ``search``: {index: flat|hnsw|ivf, k, knn,
+    query_expansion, qe_top, qe_alpha}."""
+
+    def __init__(
+        self,
+        backbone: str,
+        num_classes: int,
+        image_size: int,
+        embedding_dim: int = 128,
+        gem_p: float = 3.0,
+        pretrained: bool = False,
+        arcface: dict[str, Any] | None = None,
+        detector: dict[str, Any] | None = None,
+        d2r: dict[str, Any] | None = None,
+        search: dict[str, Any] | None = None,
+        figure_queries: int = 4,
+        figure_top: int = 5,
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        check_scheduler(scheduler)
+        self.save_hyperparameters()
+        self.arc_cfg = {**DEFAULT_ARCFACE, **(arcface or {})}
+        self.det_cfg = None if detector is None else {**DEFAULT_DETECTOR, **detector}
+        self.d2r_cfg = None if d2r is None else {**DEFAULT_D2R, **d2r}
+        self.search_cfg = {**DEFAULT_SEARCH, **(search or {})}
+        if self.search_cfg["index"] not in search_lib.INDEX_KINDS:
+            raise ValueError(f"task.search.index={self.search_cfg['index']!r}: expected {search_lib.INDEX_KINDS}")
+        if self.d2r_cfg is not None and self.d2r_cfg["aggregation"] not in ("rasmk", "rvlad"):
+            raise ValueError(f"task.d2r.aggregation={self.d2r_cfg['aggregation']!r}: expected rasmk or rvlad")
+        self.descriptor = GlobalDescriptor(backbone, embedding_dim, gem_p, pretrained)
+        self.arcface = SubCenterArcFaceLoss(
+            num_classes=num_classes,
+            embedding_size=embedding_dim,
+            margin=float(self.arc_cfg["margin"]),
+            scale=float(self.arc_cfg["scale"]),
+            sub_centers=int(self.arc_cfg["sub_centers"]),
+        )
+        self.detector = None
+        if self.det_cfg is not None:
+            self.detector = landmark_detector(self.det_cfg["backbone"], image_size)
+        self.val_gap = GlobalAveragePrecision()
+        self.val_correct: list[float] = []
+        self.test_metrics = nn.ModuleDict()
+        for variant in VARIANTS:
+            for usage in USAGES:
+                self.test_metrics[f"gap_{variant}_{usage.lower()}"] = GlobalAveragePrecision()
+                self.test_metrics[f"map100_{variant}_{usage.lower()}"] = MeanAveragePrecisionAtK(100)
+        self._test_items: dict[int, list] = {}
+        self.landmark_ids: list[int] = []
+
+    # --- training -----------------------------------------------------------------------------
+    def detector_loss(self, images: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor | None:
+        """Faster R-CNN loss on the images of the batch that have boxes (None if none has)."""
+        keep = [i for i, b in enumerate(boxes) if len(b)]
+        if self.detector is None or not keep:
+            return None
+        h, w = images.shape[-2:]
+        scale = torch.tensor([w, h, w, h], dtype=images.dtype, device=images.device)
+        targets = [
+            {"boxes": boxes[i].to(images) * scale, "labels": torch.ones(len(boxes[i]), dtype=torch.int64, device=images.device)}
+            for i in keep
+        ]
+        self.detector.train()
+        losses = self.detector([images[i] for i in keep], targets)
+        return sum(losses.values())
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        descriptors, _ = self.descriptor(batch["image"])
+        loss = arc = self.arcface(descriptors, batch["label"])
+        self.log("train/arcface", arc, prog_bar=True, batch_size=len(descriptors))
+        det = self.detector_loss(batch["image"], batch["boxes"])
+        if det is not None:
+            loss = loss + float(self.det_cfg["weight"]) * det
+            self.log("train/detector", det, batch_size=len(descriptors))
+        self.log("train/loss", loss, batch_size=len(descriptors))
+        return loss
+
+    def configure_optimizers(self):
+        return configure_optimizers(self, self.hparams.optimizer, self.hparams.scheduler)
+
+    # --- validation ---------------------------------------------------------------------------
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        descriptors, _ = self.descriptor(batch["image"])
+        cosine = self.arcface.get_cosine(descriptors)
+        score, predicted = cosine.max(1)
+        labels = batch["label"]
+        self.val_gap.update(batch["index"], predicted, score, [[int(t)] for t in labels])
+        self.val_correct.append(float((predicted == labels).float().mean()))
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/gap", self.val_gap.compute().float(), prog_bar=True)
+        self.val_gap.reset()
+
+    # --- test ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def detect(self, images: torch.Tensor) -> list[np.ndarray]:
+        """Relative landmark boxes (n, 4: x1 y1 x2 y2) per image, at most ``max_regions`` above
+        ``score_threshold``; empty lists without a detector."""
+        if self.detector is None:
+            return [np.zeros((0, 4), np.float32) for _ in images]
+        self.detector.eval()
+        h, w = images.shape[-2:]
+        out = []
+        for det in self.detector(list(images)):
+            keep = det["scores"] >= float(self.det_cfg["score_threshold"])
+            boxes = det["boxes"][keep][: int(self.det_cfg["max_regions"])].float().cpu().numpy()
+            out.append((boxes / np.array([w, h, w, h], dtype=np.float32)).clip(0, 1))
+        return out
+
+    def extract(self, images: torch.Tensor) -> list[dict[str, Any]]:
+        """Descriptor, local feature map (float16) and detected boxes of each image."""
+        descriptors, local = self.descriptor(images)
+        boxes = self.detect(images)
+        return [
+            {"descriptor": d.float().cpu().numpy(), "local": loc.half().cpu().numpy(), "boxes": b}
+            for d, loc, b in zip(descriptors, local, boxes)
+        ]
+
+    def on_test_epoch_start(self) -> None:
+        self._test_items = {k: [] for k in range(len(TEST_SPLITS))}
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        for index, item in zip(batch["index"].tolist(), self.extract(batch["image"])):
+            self._test_items[dataloader_idx].append((index, item))
+
+    def _gathered(self, split: int) -> list[dict[str, Any]]:
+        items = dict(gather_objects(self._test_items.get(split, [])))  # each index once
+        return [items[i] for i in sorted(items)]
+
+    def on_test_epoch_end(self) -> None:
+        dm = self.trainer.datamodule
+        train, index, test = (self._gathered(k) for k in range(len(TEST_SPLITS)))
+        train_labels = np.asarray(dm.datasets["gallery_train"].labels)
+        landmark_ids = np.asarray(dm.landmark_ids)
+        outputs = self.search_all(train, train_labels, index, test)
+        self._score(outputs, dm, landmark_ids)
+        if self.global_rank == 0:
+            self._write_outputs(outputs, dm, landmark_ids)
+        self._test_items = {}
+
+    def search_all(self, train, train_labels, index, test) -> dict[str, dict[str, Any]]:
+        """Rankings of index images and (landmark class, score) per test query, per variant."""
+        cfg = self.search_cfg
+        g = np.stack([t["descriptor"] for t in train])
+        x = np.stack([t["descriptor"] for t in index])
+        q = np.stack([t["descriptor"] for t in test])
+        index_db = search_lib.build_index(x, cfg["index"])
+        train_db = search_lib.build_index(g, cfg["index"])
+        k_ret = max(int(cfg["k"]), int((self.d2r_cfg or {}).get("shortlist", 0)))
+        k_rec = max(int(cfg["knn"]), int((self.d2r_cfg or {}).get("shortlist", 0)))
+        if cfg["query_expansion"]:
+            ret_sims, ret_ids = search_lib.alpha_query_expansion(index_db, q, x, k_ret, int(cfg["qe_top"]), float(cfg["qe_alpha"]))
+        else:
+            ret_sims, ret_ids = search_lib.search(index_db, q, k_ret)
+        rec_sims, rec_ids = search_lib.search(train_db, q, k_rec)
+        out = {"global": self._rank(ret_sims, ret_ids, rec_sims, rec_ids, train_labels)}
+        if self.d2r_cfg is not None:
+            regional = self._regional_similarity(train, index, test)
+            fused_ret = ret_sims + float(self.d2r_cfg["fusion_weight"]) * regional(test, index, ret_ids)
+            fused_rec = rec_sims + float(self.d2r_cfg["fusion_weight"]) * regional(test, train, rec_ids)
+            out["d2r"] = self._rank(fused_ret, ret_ids, fused_rec, rec_ids, train_labels)
+        return out
+
+    def _rank(self, ret_sims, ret_ids, rec_sims, rec_ids, train_labels) -> dict[str, Any]:
+        k, knn = int(self.search_cfg["k"]), int(self.search_cfg["knn"])
+        rankings = []
+        for sims, ids in zip(ret_sims, ret_ids):
+            order = np.argsort(-sims, kind="stable")
+            rankings.append([int(i) for i in ids[order] if i >= 0][:k])
+        recognition = []
+        for sims, ids in zip(rec_sims, rec_ids):
+            order = np.argsort(-sims, kind="stable")[:knn]
+            votes: dict[int, float] = {}
+            for s, i in zip(sims[order], ids[order]):
+                if i >= 0:
+                    votes[int(train_labels[i])] = votes.get(int(train_labels[i]), 0.0) + float(s)
+            best = max(votes, key=lambda c: (votes[c], -c))
+            recognition.append((best, votes[best] / knn))
+        return {"rankings": rankings, "recognition": recognition}
+
+    def _regional_similarity(self, train, index, test):
+        """A function (queries, database, shortlist ids) -> (Q, K) regional similarities."""
+        cfg = self.d2r_cfg
+        rng = np.random.default_rng(0)
+        chosen = rng.permutation(len(train))[: int(cfg["codebook_images"])]
+        local = np.concatenate(
+            [t["local"].astype(np.float32).reshape(t["local"].shape[0], -1).T for t in (train[i] for i in chosen)]
+        )
+        local /= np.linalg.norm(local, axis=1, keepdims=True) + 1e-12
+        aggregator = d2r_lib.RegionalAggregator(
+            d2r_lib.fit_codebook(local, int(cfg["codebook_size"])), float(cfg["alpha"]), float(cfg["tau"])
+        )
+        cache: dict[int, list] = {}
+
+        def represent(items):
+            key = id(items)
+            if key not in cache:
+                make = aggregator.rasmk if cfg["aggregation"] == "rasmk" else aggregator.rvlad
+                cache[key] = [make(t["local"].astype(np.float32), t["boxes"]) for t in items]
+            return cache[key]
+
+        def similarity(queries, database, ids):
+            qr, dr = represent(queries), represent(database)
+            out = np.zeros(ids.shape, dtype=np.float32)
+            for a, row in enumerate(ids):
+                for b, j in enumerate(row):
+                    if j < 0:
+                        continue
+                    if cfg["aggregation"] == "rasmk":
+                        out[a, b] = aggregator.asmk_similarity(qr[a], dr[j])
+                    else:
+                        out[a, b] = float(qr[a] @ dr[j])
+            return out
+
+        return similarity
+
+    def _score(self, outputs, dm, landmark_ids: np.ndarray) -> None:
+        """Update and compute the test metrics (each rank its share of the queries; every rank
+        computes); queries are numbered in sorted-id order, the official GAP tie-break."""
+        test_ids, index_ids = dm.ids["test"], dm.ids["index"]
+        order = {q: n for n, q in enumerate(sorted(test_ids))}
+        world, rank = self.trainer.world_size, current_rank()
+        recognition, _ = dm.solutions.get(RECOGNITION, (None, None))
+        retrieval, _ = dm.solutions.get(RETRIEVAL, (None, None))
+        position = {q: n for n, q in enumerate(test_ids)}
+        results = {}
+        for variant, out in outputs.items():
+            for usage in USAGES:
+                name = usage.lower()
+                if recognition and recognition[usage]:
+                    metric = self.test_metrics[f"gap_{variant}_{name}"]
+                    mine = [q for q in recognition[usage] if order[q] % world == rank]
+                    preds = [out["recognition"][position[q]] for q in mine]
+                    metric.update(
+                        [order[q] for q in mine],
+                        [int(landmark_ids[c]) for c, _ in preds],
+                        [s for _, s in preds],
+                        [recognition[usage][q] for q in mine],
+                    )
+                    results[f"test/gap_{variant}_{name}"] = float(metric.compute())
+                    metric.reset()
+                if retrieval and retrieval[usage]:
+                    metric = self.test_metrics[f"map100_{variant}_{name}"]
+                    mine = [q for q in retrieval[usage] if order[q] % world == rank]
+                    metric.update(
+                        [order[q] for q in mine],
+                        [[index_ids[i] for i in out["rankings"][position[q]]] for q in mine],
+                        [retrieval[usage][q] for q in mine],
+                    )
+                    results[f"test/map100_{variant}_{name}"] = float(metric.compute())
+                    metric.reset()
+        for key, value in results.items():
+            self.log(key, value, sync_dist=False, add_dataloader_idx=False)
+        self.test_results = results
+
+    def _write_outputs(self, outputs, dm, landmark_ids: np.ndarray) -> None:
+        run_dir = Path(self.trainer.default_root_dir)
+        test_ids, index_ids = dm.ids["test"], dm.ids["index"]
+        for variant, out in outputs.items():
+            suffix = "" if variant == "global" else f"_{variant}"
+            rec = {q: (int(landmark_ids[c]), s) for q, (c, s) in zip(test_ids, out["recognition"])}
+            ret = {q: [index_ids[i] for i in ranking] for q, ranking in zip(test_ids, out["rankings"])}
+            atomic_write_text(run_dir / f"submission_recognition{suffix}.csv", _csv_text(recognition_rows(rec)))
+            atomic_write_text(run_dir / f"submission_retrieval{suffix}.csv", _csv_text(retrieval_rows(ret)))
+        atomic_write_json(run_dir / "landmarks_results.json", getattr(self, "test_results", {}))
+        best = "d2r" if "d2r" in outputs else "global"
+        figure = self.retrieval_figure(dm, outputs[best]["rankings"])
+        if figure is not None:
+            with atomic_path(run_dir / "retrieval_examples.png") as tmp:
+                figure.save(tmp, format="PNG")
+            log_image(self, "test/retrieval_examples", [np.asarray(figure)])
+
+    def retrieval_figure(self, dm, rankings: list[list[int]], thumb: int = 96) -> Image.Image | None:
+        """Rows of a landmark query (blue frame) and its top retrieved index images, green frame =
+        relevant, red = not (from the retrieval solution)."""
+        retrieval, _ = dm.solutions.get(RETRIEVAL, (None, None))
+        if not retrieval:
+            return None
+        relevant = {q: set(v) for usage in USAGES for q, v in retrieval[usage].items()}
+        test_ids, index_ids = dm.ids["test"], dm.ids["index"]
+        rows = [n for n, q in enumerate(test_ids) if q in relevant][: int(self.hparams.figure_queries)]
+        top = int(self.hparams.figure_top)
+        if not rows:
+            return None
+        canvas = Image.new("RGB", ((top + 1) * (thumb + 6), len(rows) * (thumb + 6)), "white")
+        draw = ImageDraw.Draw(canvas)
+        for r, n in enumerate(rows):
+            cells = [(dm.datasets["test"].paths[n], (40, 90, 220))]
+            for i in rankings[n][:top]:
+                good = index_ids[i] in relevant[test_ids[n]]
+                cells.append((dm.datasets["index"].paths[i], (30, 170, 60) if good else (220, 40, 40)))
+            for c, (path, colour) in enumerate(cells):
+                x, y = c * (thumb + 6), r * (thumb + 6)
+                draw.rectangle([x, y, x + thumb + 5, y + thumb + 5], fill=colour)
+                with Image.open(path) as image:
+                    canvas.paste(image.convert("RGB").resize((thumb, thumb)), (x + 3, y + 3))
+        return canvas
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        ids = list(getattr(dm, "landmark_ids", []) or self.landmark_ids)
+        checkpoint["landmark_ids"] = [int(i) for i in ids]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.landmark_ids = list(checkpoint.get("landmark_ids", []))
