@@ -79,8 +79,9 @@ def stage(name: str, n: int, args) -> dict:
         base = rss_mb()
         start = time.perf_counter()
         k = None if args.attribution_classes == "all" else int(args.attribution_classes)
-        store = collect_activations(classifier, args.layer, GeneratedImages(), work / f"collect_{n}",
-                                    batch_size=64, attribution_classes=k)
+        store = collect_activations(
+            classifier, args.layer, GeneratedImages(), work / f"collect_{n}", batch_size=64, attribution_classes=k
+        )
         extra = {"channels": int(store.activations.shape[1]), "attribution_classes": args.attribution_classes}
     elif name == "umap":
         from tasks.atlas.layout import umap_layout
@@ -113,14 +114,21 @@ def stage(name: str, n: int, args) -> dict:
         directions = torch.rand(args.icons, args.channels)
         base = rss_mb()
         start = time.perf_counter()
-        FeatureVisualizer(icon_size=64, steps=args.steps, batch_size=64, transforms="standard",
-                          cossim_pow=1).render(classifier, args.layer, directions)
+        FeatureVisualizer(icon_size=64, steps=args.steps, batch_size=64, transforms="standard", cossim_pow=1).render(
+            classifier, args.layer, directions
+        )
         extra = {"icons": args.icons, "steps": args.steps}
     else:
         raise ValueError(name)
     seconds = time.perf_counter() - start
-    return {"stage": name, "n": n, "seconds": round(seconds, 2), "base_rss_mb": round(base),
-            "peak_rss_mb": round(rss_mb()), **extra}
+    return {
+        "stage": name,
+        "n": n,
+        "seconds": round(seconds, 2),
+        "base_rss_mb": round(base),
+        "peak_rss_mb": round(rss_mb()),
+        **extra,
+    }
 
 
 def compare_presets(atlas_dir: Path, args) -> None:
@@ -148,14 +156,17 @@ def compare_presets(atlas_dir: Path, args) -> None:
         start = time.perf_counter()
         icons = visualizer.render(classifier, cfg.atlas.layer, directions, whitening=whitening)
         seconds = time.perf_counter() - start
-        print(f"{preset:<10}{visualizer.icon_size:>8}{visualizer.steps:>7}{visualizer.attempts:>9}"
-              f"{visualizer.transforms:>11}{seconds:>9.1f}{seconds / len(directions):>8.2f}", flush=True)
+        print(
+            f"{preset:<10}{visualizer.icon_size:>8}{visualizer.steps:>7}{visualizer.attempts:>9}"
+            f"{visualizer.transforms:>11}{seconds:>9.1f}{seconds / len(directions):>8.2f}",
+            flush=True,
+        )
         rows.append(icons.images)
     size = max(r.shape[1] for r in rows)
     canvas = np.full((2 * size, len(directions) * size, 3), 255, np.uint8)
     for r, icons in enumerate(rows):
         for i, icon in enumerate(icons):
-            canvas[r * size: r * size + icon.shape[0], i * size: i * size + icon.shape[1]] = icon
+            canvas[r * size : r * size + icon.shape[0], i * size : i * size + icon.shape[1]] = icon
     save_png(Image.fromarray(canvas), args.out)
     print(f"wrote {args.out}: top row atlas=default (published), bottom row atlas=cpu; same {len(directions)} cells")
 
@@ -166,7 +177,9 @@ def main() -> None:
     parser.add_argument("--stages", nargs="+", default=["collect", "umap", "grid", "featurevis"])
     parser.add_argument("--collect-max", type=int, default=10_000, help="largest N to collect for real")
     parser.add_argument("--layer", default="blocks.4")
-    parser.add_argument("--channels", type=int, default=56, help="width of synthetic activations (tinynet_e blocks.4: 56)")
+    parser.add_argument(
+        "--channels", type=int, default=56, help="width of synthetic activations (tinynet_e blocks.4: 56)"
+    )
     parser.add_argument("--attribution-classes", default="all", help="'all' (every logit, as published) or k")
     parser.add_argument("--fit-size", type=int, default=None, help="UMAP fit subset (null: fit on all)")
     parser.add_argument("--icons", type=int, default=64)
@@ -187,14 +200,29 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_atlas_") as work:
         print(f"{'stage':<11}{'N':>8}{'seconds':>10}{'base MB':>9}{'peak MB':>9}  notes")
         for name in args.stages:
-            for n in (args.sizes if name != "featurevis" else args.sizes[:1]):
+            for n in args.sizes if name != "featurevis" else args.sizes[:1]:
                 if name == "collect" and n > args.collect_max:
                     print(f"{name:<11}{n:>8}{'skipped':>10}  (> --collect-max; scale the 10k rate)")
                     continue
-                cmd = [sys.executable, __file__, "--child", name, str(n), "--work", work,
-                       *functools.reduce(operator.iadd, [[f"--{k.replace('_', '-')}", str(v)] for k, v in vars(args).items()
-                             if k in ("layer", "channels", "attribution_classes", "icons", "steps", "threads")
-                             ], []), *(["--fit-size", str(args.fit_size)] if args.fit_size else [])]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    name,
+                    str(n),
+                    "--work",
+                    work,
+                    *functools.reduce(
+                        operator.iadd,
+                        [
+                            [f"--{k.replace('_', '-')}", str(v)]
+                            for k, v in vars(args).items()
+                            if k in ("layer", "channels", "attribution_classes", "icons", "steps", "threads")
+                        ],
+                        [],
+                    ),
+                    *(["--fit-size", str(args.fit_size)] if args.fit_size else []),
+                ]
                 proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
                 lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
                 if proc.returncode != 0 or not lines:
@@ -206,7 +234,10 @@ def main() -> None:
                     notes["ms_per_icon_step"] = round(1000 * r["seconds"] / (r["icons"] * r["steps"]), 1)
                 if name == "collect":
                     notes["images_per_s"] = round(n / r["seconds"], 1)
-                print(f"{name:<11}{r['n']:>8}{r['seconds']:>10}{r['base_rss_mb']:>9}{r['peak_rss_mb']:>9}  {notes}", flush=True)
+                print(
+                    f"{name:<11}{r['n']:>8}{r['seconds']:>10}{r['base_rss_mb']:>9}{r['peak_rss_mb']:>9}  {notes}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

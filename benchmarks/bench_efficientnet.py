@@ -20,8 +20,10 @@ import torch
 from timm.optim import create_optimizer_v2
 from torch.utils.data import DataLoader, Dataset
 
-import tasks.efficientnet  # noqa: F401
+from core.registry import register_models
 from tasks.classification.module import ImageClassificationTask
+
+register_models()  # the compound_scaled_* timm models
 
 OPTIMIZER = {"opt": "rmsproptf", "lr": 0.008, "momentum": 0.9, "eps": 0.001, "weight_decay": 1e-5}
 
@@ -80,17 +82,30 @@ def plain_loop(args, images, targets, sync) -> float:
 
 def through_task(args, images, targets, sync) -> float:
     task = ImageClassificationTask(
-        backbone="compound_scaled_efficientnet", num_classes=1000, image_size=args.image_size,
-        drop_rate=0.2, drop_path_rate=0.2, label_smoothing=0.1, optimizer=OPTIMIZER,
-        scheduler=None, channels_last=args.channels_last,
+        backbone="compound_scaled_efficientnet",
+        num_classes=1000,
+        image_size=args.image_size,
+        drop_rate=0.2,
+        drop_path_rate=0.2,
+        label_smoothing=0.1,
+        optimizer=OPTIMIZER,
+        scheduler=None,
+        channels_last=args.channels_last,
     )
     timer = StepTimer(args.warmup, sync)
     accelerator = "gpu" if args.device.startswith("cuda") else "cpu"
     trainer = pl.Trainer(
-        accelerator=accelerator, devices=1, max_steps=args.warmup + args.steps,
-        precision="bf16-mixed" if args.bf16 else "32-true", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
-        num_sanity_val_steps=0, limit_val_batches=0,
+        accelerator=accelerator,
+        devices=1,
+        max_steps=args.warmup + args.steps,
+        precision="bf16-mixed" if args.bf16 else "32-true",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
     )
     loader = DataLoader(SameBatch(images.cpu(), targets.cpu(), args.warmup + args.steps), batch_size=None)
     trainer.fit(task, train_dataloaders=loader)
@@ -120,8 +135,10 @@ def main() -> None:
     timm_ips = plain_loop(args, images, targets, sync)
     task_ips = through_task(args, images, targets, sync)
     where = torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads"
-    print(f"EfficientNet-B0 {args.image_size}px training, batch {args.batch_size}, {args.steps} timed steps "
-          f"on {where}{', channels_last' if args.channels_last else ''}{', bf16' if args.bf16 else ''}")
+    print(
+        f"EfficientNet-B0 {args.image_size}px training, batch {args.batch_size}, {args.steps} timed steps "
+        f"on {where}{', channels_last' if args.channels_last else ''}{', bf16' if args.bf16 else ''}"
+    )
     print(f"  timm plain loop : {timm_ips:8.2f} img/s")
     print(f"  through the task: {task_ips:8.2f} img/s")
     print(f"  ratio task / timm: {task_ips / timm_ips:.3f}")

@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--max-per-class", type=int, default=100)
     parser.add_argument("--num-classes", type=int, default=12)
     parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--class-step", type=int, default=2, help="2: every other species (1 or 3 spots)")
     parser.add_argument("--out", default="/tmp/fgvc_prior_shift")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -65,6 +66,7 @@ def main() -> None:
                 test_prior=prior,
                 image_size=64,
                 seed=args.seed,
+                class_step=args.class_step,
             ),
         )
     common = [

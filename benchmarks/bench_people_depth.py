@@ -1,10 +1,12 @@
 """Frames per second of the people-depth inference pipeline on CPU, by stage.
 
-    python benchmarks/bench_people_depth.py [--width 384 --height 224 --repeats 10 --threads 2]
+    python benchmarks/bench_people_depth.py [--width 384 --height 224 --repeats 10 --threads 2 --net-width 1.0]
 
 Stages per frame: optical flow (DIS, forward and backward), triangulation + confidence
-(relative pose, per-pixel depth, epipolar distance, parallax angle, forward-backward error), and
-the hourglass network (one forward pass). The frame pair is rendered by the data generator."""
+(relative pose, per-pixel depth, epipolar distance, parallax angle, forward-backward error, the
+public loader's masking) and the centred input log depth, and the network (the paper's hourglass at
+``--net-width`` times its channels, IDCM inputs; one forward pass). The frame pair is rendered by
+the data generator."""
 
 from __future__ import annotations
 
@@ -16,10 +18,16 @@ import numpy as np
 import torch
 
 from core.flow import dense_flow, forward_backward_error
+from datamodules.mannequin_geometry import (
+    centred_log_depth,
+    epipolar_distance,
+    parallax_angle,
+    parallax_confidence,
+    relative_pose,
+    triangulate_depth,
+)
 from datamodules.synthetic.mannequin_challenge import _look_rotation, _Scene, render_frame
-from tasks.people_depth.geometry import epipolar_distance, parallax_angle, relative_pose, triangulate_depth
-from tasks.people_depth.model import hourglass, network_inputs
-from tasks.people_depth.parallax import parallax_confidence
+from tasks.people_depth.model import hourglass_depth_net, network_inputs
 
 
 def _pair(width: int, height: int):
@@ -51,8 +59,12 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--widths", type=int, nargs="+", default=[8, 16, 32, 64],
-                        help="hourglass widths (conf/task/people_depth.yaml default; the experiments use 16 32 64 128)")
+    parser.add_argument(
+        "--net-width",
+        type=float,
+        default=1.0,
+        help="hourglass channel multiplier (1.0: the paper's network; Table 2 demo: 0.25)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -67,33 +79,42 @@ def main() -> None:
 
     def triangulation_stage():
         depth = triangulate_depth(flows["fw"], K, rotation, translation)
-        confidence = parallax_confidence(
+        confidence, valid = parallax_confidence(
             forward_backward_error(flows["fw"], flows["bw"]),
             epipolar_distance(flows["fw"], K, rotation, translation),
-            parallax_angle(np.where(depth > 0, depth, 1.0), K, rotation, translation))
-        human = mask > 0
-        flows["depth"] = np.where(human, 0.0, depth).astype(np.float32)
-        flows["confidence"] = np.where(human, 0.0, confidence).astype(np.float32)
+            parallax_angle(np.where(depth > 0, depth, 1.0), K, rotation, translation),
+        )
+        valid &= (depth > 0) & ~(mask > 0)
+        flows["depth"] = np.where(valid, depth, 0.0).astype(np.float32)
+        flows["confidence"] = np.where(valid, confidence, 0.0).astype(np.float32)
+        flows["input_log_depth"] = centred_log_depth(flows["depth"])
 
-    model = hourglass("full", args.widths).eval()
+    model = hourglass_depth_net("IDCM", args.net_width).eval()
 
     def network_stage():
-        batch = {"image": torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255,
-                 "human_mask": torch.from_numpy((mask > 0).astype(np.float32))[None, None],
-                 "parallax_depth": torch.from_numpy(flows["depth"])[None, None],
-                 "confidence": torch.from_numpy(flows["confidence"])[None, None]}
+        batch = {
+            "image": torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255,
+            "human_mask": torch.from_numpy((mask > 0).astype(np.float32))[None, None],
+            "input_log_depth": torch.from_numpy(flows["input_log_depth"])[None, None],
+            "confidence": torch.from_numpy(flows["confidence"])[None, None],
+        }
         with torch.inference_mode():
-            model(network_inputs(batch, "full"))
+            model(network_inputs(batch, "IDCM"))
 
-    stages = {"flow (DIS fw+bw)": flow_stage, "triangulation+confidence": triangulation_stage,
-              "network (hourglass)": network_stage}
+    stages = {
+        "flow (DIS fw+bw)": flow_stage,
+        "triangulation+confidence": triangulation_stage,
+        "network (hourglass)": network_stage,
+    }
     times = {}
     for name, fn in stages.items():
         times[name] = _time(fn, args.repeats)
     total = sum(times.values())
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"people-depth pipeline at {args.width}x{args.height}, CPU, {args.threads} threads, "
-          f"widths {args.widths}, load average {load:.1f}")
+    print(
+        f"people-depth pipeline at {args.width}x{args.height}, CPU, {args.threads} threads, "
+        f"hourglass width {args.net_width}, load average {load:.1f}"
+    )
     for name, seconds in times.items():
         print(f"  {name:28s} {seconds * 1000:8.1f} ms   {1 / seconds:7.1f} fps")
     print(f"  {'total':28s} {total * 1000:8.1f} ms   {1 / total:7.1f} fps")

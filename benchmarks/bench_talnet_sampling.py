@@ -33,9 +33,7 @@ def pyav_all(path: Path) -> int:
     import av
 
     with av.open(str(path)) as container:
-        return sum(
-            1 for frame in container.decode(video=0) if frame.to_ndarray(format="rgb24") is not None
-        )
+        return sum(1 for frame in container.decode(video=0) if frame.to_ndarray(format="rgb24") is not None)
 
 
 def decord_snippets(path: Path) -> int:
@@ -64,14 +62,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    frames = _render_video(
-        rng, args.seconds, args.fps, args.size, [(0, 5.0, 20.0), (3, 30.0, 50.0)]
-    )
+    frames = _render_video(rng, args.seconds, args.fps, args.size, [(0, 5.0, 20.0), (3, 30.0, 50.0)])
     with tempfile.TemporaryDirectory() as tmp:
         path = write_video(Path(tmp) / "video_test_0000001.mp4", frames, fps=args.fps)
         total = len(frames)
         print(
-            f"video: {total} frames, {args.size}x{args.size}, {args.fps:g} fps, {path.stat().st_size / 1e6:.2f} MB (H.264)"
+            f"video: {total} frames, {args.size}x{args.size}, {args.fps:g} fps, "
+            f"{path.stat().st_size / 1e6:.2f} MB (H.264)"
         )
         cases = {
             "decord, every frame": lambda: decord_all(path),

@@ -37,10 +37,7 @@ def write_case(out: Path, videos: int, detections: int, seed: int = 0) -> tuple[
         labels = rng.integers(0, 20, n)
         starts = np.round(rng.uniform(0, duration - 12, n), 1)
         ends = np.round(starts + rng.uniform(1, 10, n), 1)
-        anns = [
-            {"label": CLASSES[c], "segment": [float(s), float(e)]}
-            for c, s, e in zip(labels, starts, ends)
-        ]
+        anns = [{"label": CLASSES[c], "segment": [float(s), float(e)]} for c, s, e in zip(labels, starts, ends)]
         anns += [a for a in anns if rng.random() < 0.05]  # duplicated annotation lines
         if v < videos:
             database[name] = {
@@ -50,9 +47,7 @@ def write_case(out: Path, videos: int, detections: int, seed: int = 0) -> tuple[
                 "annotations": anns,
             }
         pick = rng.integers(0, n, detections)
-        seg = np.sort(
-            np.round(np.stack([starts, ends], 1)[pick] + rng.normal(0, 1.0, (detections, 2)), 1), 1
-        )
+        seg = np.sort(np.round(np.stack([starts, ends], 1)[pick] + rng.normal(0, 1.0, (detections, 2)), 1), 1)
         lab = np.where(rng.random(detections) < 0.6, labels[pick], rng.integers(0, 20, detections))
         score = np.round(rng.random(detections), 2)
         results[name] = [
@@ -64,9 +59,7 @@ def write_case(out: Path, videos: int, detections: int, seed: int = 0) -> tuple[
     out.mkdir(parents=True, exist_ok=True)
     gt_path, res_path = out / "ground_truth.json", out / "results.json"
     gt_path.write_text(json.dumps({"version": "tie-case", "taxonomy": [], "database": database}))
-    res_path.write_text(
-        json.dumps({"version": "tie-case", "results": results, "external_data": {}})
-    )
+    res_path.write_text(json.dumps({"version": "tie-case", "results": results, "external_data": {}}))
     return gt_path, res_path
 
 
@@ -84,9 +77,7 @@ def main() -> None:
     parser.add_argument("--official", default=None, help="command with {gt} and {results}")
     args = parser.parse_args()
     gt, res = write_case(Path(args.out), args.videos, args.detections)
-    print(
-        f"{args.videos} videos (+{max(1, args.videos // 50)} outside the set) x {args.detections} detections"
-    )
+    print(f"{args.videos} videos (+{max(1, args.videos // 50)} outside the set) x {args.detections} detections")
     ours = [sys.executable, "-m", "tasks.talnet.evaluate", str(res), "--annotations", str(gt)]
     seconds, stdout = timed(ours)
     print(f"ours: whole command {seconds:.2f} s")
@@ -94,9 +85,7 @@ def main() -> None:
     if args.official:
         command = shlex.split(args.official.format(gt=gt, results=res))
         seconds_official, stdout = timed(command)
-        print(
-            f"official: whole command {seconds_official:.2f} s ({seconds_official / seconds:.1f}x ours)"
-        )
+        print(f"official: whole command {seconds_official:.2f} s ({seconds_official / seconds:.1f}x ours)")
         print(stdout)
 
 

@@ -45,6 +45,8 @@ def random_detections(annotation_file: Path, out: Path, per_video: int = 200, se
     database = json.loads(annotation_file.read_text())["database"]
     results = {}
     for video, entry in database.items():
+        if entry["subset"] != "Test":
+            continue  # detections elsewhere would be scored as false positives
         start = rng.uniform(0, entry["duration"], per_video)
         length = np.exp(rng.uniform(np.log(0.5), np.log(entry["duration"]), per_video))
         results[video] = [
@@ -69,35 +71,44 @@ def main() -> None:
     common = ["data=thumos14", f"paths.data_dir={out / 'data'}", f"paths.log_dir={out / 'logs'}"]
     train = [*common, f"trainer.max_epochs={args.epochs}", "callbacks.rich_progress_bar=null"]
     rows = {}
-    runs = {
-        "rgb stream": ["task.modalities=[rgb]"],
-        "flow stream": ["task.modalities=[flow]"],
-        "early fusion (one stream, joint)": ["task.modalities=[rgb,flow]", "task.fusion=early"],
-        "late fusion, trained jointly": ["task.modalities=[rgb,flow]", "task.fusion=late"],
-        "BEFORE: rgb, selected on test": [
-            "task.modalities=[rgb]",
-            "data.val_subset=Test",
-            "data.allow_test_selection=true",
-        ],
-        "BEFORE: union joint, selected on test": [
-            "task.modalities=[rgb,flow]",
-            "task.fusion=union",
-            "data.val_subset=Test",
-            "data.allow_test_selection=true",
-        ],
+    runs = {  # name: (run folder, overrides)
+        "rgb stream": ("rgb_stream", ["task.modalities=[rgb]"]),
+        "flow stream": ("flow_stream", ["task.modalities=[flow]"]),
+        "early fusion (one stream, joint)": (
+            "early_fusion",
+            ["task.modalities=[rgb,flow]", "task.fusion=early"],
+        ),
+        "late fusion, trained jointly": ("late_fusion", ["task.modalities=[rgb,flow]", "task.fusion=late"]),
+        "BEFORE: rgb, selected on test": (
+            "before_rgb",
+            ["task.modalities=[rgb]", "data.val_subset=Test", "data.allow_test_selection=true"],
+        ),
+        "BEFORE: union joint, selected on test": (
+            "before_union_joint",
+            [
+                "task.modalities=[rgb,flow]",
+                "task.fusion=union",
+                "data.val_subset=Test",
+                "data.allow_test_selection=true",
+            ],
+        ),
     }
     print("training (the first run generates the videos and extracts features):")
-    slug = {name: name.split(":")[-1].split(",")[0].strip().replace(" ", "_") for name in runs}
-    slug = {n: ("before_" if n.startswith("BEFORE") else "") + s for n, s in slug.items()}
+    slug = {name: folder for name, (folder, _) in runs.items()}
+
+    def trained(name: str) -> dict:
+        """Train one run, or read the metrics of a finished one (the bench resumes)."""
+        folder, extra = runs[name]
+        done = out / "runs" / folder / "metrics.json"
+        if done.exists():
+            return json.loads(done.read_text())["metrics"]
+        return run("train.py", ["task=talnet", *train, *extra], out / "runs" / folder)
+
     first = next(iter(runs))
-    rows[first] = run("train.py", ["task=talnet", *train, *runs[first]], out / "runs" / slug[first])
+    rows[first] = trained(first)  # generates the videos and extracts the features once
     with ThreadPoolExecutor(args.jobs) as pool:
-        done = {
-            name: pool.submit(run, "train.py", ["task=talnet", *train, *extra], out / "runs" / slug[name])
-            for name, extra in runs.items()
-            if name != first
-        }
-        rows.update({name: job.result() for name, job in done.items()})
+        jobs = {name: pool.submit(trained, name) for name in runs if name != first}
+        rows.update({name: job.result() for name, job in jobs.items()})
     rows = {name: rows[name] for name in runs}
 
     def best(name: str) -> Path:

@@ -14,7 +14,7 @@ from tasks.atlas.network import IMAGENET_MEAN, IMAGENET_STD, Classifier
 class BuildActivationAtlas(pl.Callback):
     """At the end of fit, on global rank 0, builds ``atlas`` of the task's network (``task.model``,
     copied, so training state is untouched) over the DataModule's images into
-    ``<run dir>/<output_subdir>`` and logs its images to W&B when a W&B logger is configured."""
+    ``<run dir>/<output_subdir>`` and logs its images to the run's loggers (core.media)."""
 
     def __init__(self, atlas: ActivationAtlas, output_subdir: str = "atlas") -> None:
         self.atlas = atlas

@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import zipfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -37,7 +37,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """``torch.save`` into a temporary beside the checkpoint, fsync, rename (local paths); remote
     URLs keep Lightning's fsspec path."""
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None or "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
         with atomic_path(path) as tmp:
@@ -75,23 +75,25 @@ def constructor_parameters(cls: type) -> tuple[set[str], set[str], bool]:
     return names, required, True
 
 
-def read_checkpoint(path: str | Path, task_class: Optional[type] = None) -> dict[str, Any]:
+def read_checkpoint(path: str | Path, task_class: type | None = None, rebuild: bool = False) -> dict[str, Any]:
     """Open a Lightning checkpoint (memory-mapped, tensors not copied) and check that it is whole
-    and, when ``task_class`` is given, that it was saved by that task. Raises CheckpointError with a
-    one-line reason: empty, truncated, not a checkpoint, another task's."""
+    and, when ``task_class`` is given, that it was saved by that task; with ``rebuild`` (the task
+    will be built from the checkpoint's hyper-parameters) an unstamped checkpoint's hyper-parameters
+    must fit the task's constructor. Raises CheckpointError with a one-line reason: empty,
+    truncated, not a checkpoint, another task's."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     size = path.stat().st_size
     if size == 0:
         raise CheckpointError(
-            path, "checkpoint is empty (0 bytes): the save that wrote it was interrupted; "
-            "resume from another checkpoint of the run (ckpt_path=<file>) or start a new run"
+            path,
+            "checkpoint is empty (0 bytes): the save that wrote it was interrupted; "
+            "resume from another checkpoint of the run (ckpt_path=<file>) or start a new run",
         )
     if not zipfile.is_zipfile(path):
         raise CheckpointError(
-            path, f"checkpoint is truncated or not a PyTorch checkpoint ({size} bytes, no zip "
-            "directory at its end)"
+            path, f"checkpoint is truncated or not a PyTorch checkpoint ({size} bytes, no zip directory at its end)"
         )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -101,24 +103,28 @@ def read_checkpoint(path: str | Path, task_class: Optional[type] = None) -> dict
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         keys = list(checkpoint)[:6] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise CheckpointError(
-            path, f"not a Lightning checkpoint (no 'state_dict'; holds {keys}); plain weights go "
-            "to the task's pretrained_path instead"
+            path,
+            f"not a Lightning checkpoint (no 'state_dict'; holds {keys}); plain weights go "
+            "to the task's pretrained_path instead",
         )
     if task_class is not None:
-        check_task_class(path, checkpoint, task_class)
+        check_task_class(path, checkpoint, task_class, rebuild)
     return checkpoint
 
 
-def check_task_class(path: Path, checkpoint: dict[str, Any], task_class: type) -> None:
-    """Refuse a checkpoint saved by another task: by its stamp, or, for checkpoints without one,
-    by hyper-parameters the task's constructor does not take."""
+def check_task_class(path: Path, checkpoint: dict[str, Any], task_class: type, rebuild: bool = True) -> None:
+    """Refuse a checkpoint saved by another task: by its stamp, or, for checkpoints without one
+    that the task is to be rebuilt from, by hyper-parameters its constructor does not take."""
     expected = qualified_name(task_class)
     stamped = checkpoint.get(TASK_CLASS_KEY)
     if stamped and stamped != expected:
         raise CheckpointError(
-            path, f"checkpoint of {stamped}, but the task is {expected}; choose the task it was "
-            "trained with (task=<its config>)"
+            path,
+            f"checkpoint of {stamped}, but the task is {expected}; choose the task it was "
+            "trained with (task=<its config>)",
         )
+    if stamped or not rebuild:
+        return
     hparams = checkpoint.get("hyper_parameters") or {}
     names, required, open_ended = constructor_parameters(task_class)
     unknown = sorted(set(hparams) - names) if not open_ended else []
@@ -126,6 +132,7 @@ def check_task_class(path: Path, checkpoint: dict[str, Any], task_class: type) -
     if unknown or (missing and hparams):
         detail = f"unknown {unknown[:5]}" if unknown else f"missing {missing[:5]}"
         raise CheckpointError(
-            path, f"its hyper-parameters do not fit {expected} ({detail}): a checkpoint of another "
-            "task? choose the task it was trained with (task=<its config>)"
+            path,
+            f"its hyper-parameters do not fit {expected} ({detail}): a checkpoint of another "
+            "task? choose the task it was trained with (task=<its config>)",
         )

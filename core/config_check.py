@@ -11,7 +11,7 @@ import collections.abc
 import inspect
 import types
 import typing
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
@@ -123,7 +123,7 @@ def _check_nested(value: Any, where: str) -> None:
             _check_nested(item, f"{where}[{k}]")
 
 
-def check_config_types(cfg: DictConfig, groups: Optional[tuple[str, ...]] = GROUPS) -> None:
+def check_config_types(cfg: DictConfig, groups: tuple[str, ...] | None = GROUPS) -> None:
     """Refuse config values whose type does not fit the constructor argument they feed."""
     for group in groups:
         node = cfg.get(group)

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -29,7 +29,7 @@ class DataContractError(ValueError):
     """The task was built for another number of classes or feature width than the data holds."""
 
 
-def _batch_size(batch: Any) -> Optional[int]:
+def _batch_size(batch: Any) -> int | None:
     if isinstance(batch, torch.Tensor) and batch.ndim > 0:
         return batch.shape[0]
     if isinstance(batch, dict):
@@ -63,7 +63,7 @@ def _nonfinite_rows(value: Any, n: int, where: str, found: dict[str, set[int]]) 
                 found[where] = bad
 
 
-def _sample_names(batch: Any, n: int) -> Optional[list[str]]:
+def _sample_names(batch: Any, n: int) -> list[str] | None:
     if isinstance(batch, dict):
         for key in NAME_KEYS:
             names = batch.get(key)
@@ -80,7 +80,9 @@ def describe_nonfinite_inputs(batch: Any) -> str:
     found: dict[str, set[int]] = {}
     _nonfinite_rows(batch, n, "batch", found)
     if not found:
-        return "no input value of the batch is NaN/inf, so the model diverged (lower the learning rate or clip gradients)"
+        return (
+            "no input value of the batch is NaN/inf, so the model diverged (lower the learning rate or clip gradients)"
+        )
     names = _sample_names(batch, n)
     parts = []
     for where, rows in found.items():
@@ -106,7 +108,9 @@ class FiniteLossGuard(pl.Callback):
         if not bad:
             return
         value = loss.detach().flatten()[0].item() if loss.numel() else float("nan")
-        detail = describe_nonfinite_inputs(self._batch) if not torch.isfinite(loss.detach()).all() else "on another rank"
+        detail = (
+            describe_nonfinite_inputs(self._batch) if not torch.isfinite(loss.detach()).all() else "on another rank"
+        )
         raise NonFiniteLossError(
             f"training loss is {value} at global step {trainer.global_step} (epoch {trainer.current_epoch}, "
             f"batch {self._batch_idx}); {detail}. The run stopped; the last good checkpoint is kept."

@@ -11,12 +11,34 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
 class _HistoryKeepingWriter(ExperimentWriter):
     """Lightning's writer deletes an existing ``metrics.csv`` when it starts; this one appends to
-    it (taking over its header), so a resumed run keeps the metrics of its earlier attempts."""
+    it (taking over its header), so a resumed run keeps the metrics of its earlier attempts. Rows
+    of an earlier attempt at or after the first step this attempt logs (the part of an epoch that
+    was killed before its checkpoint, and is now run again) are dropped, so no step appears twice."""
+
+    _earlier_attempt = False
 
     def _check_log_dir_exists(self) -> None:
         if self._fs.isfile(self.metrics_file_path):
             with self._fs.open(self.metrics_file_path, "r", newline="") as f:
                 self.metrics_keys = list(next(csv.reader(f), []))
+            self._earlier_attempt = True
+
+    def save(self) -> None:
+        if self._earlier_attempt and self.metrics:
+            self._earlier_attempt = False
+            self._drop_rows_from(min(int(m["step"]) for m in self.metrics))
+        super().save()
+
+    def _drop_rows_from(self, step: int) -> None:
+        with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+            rows = list(csv.DictReader(f))
+        kept = [row for row in rows if not row.get("step") or int(float(row["step"])) < step]
+        if len(kept) == len(rows):
+            return
+        with self._fs.open(self.metrics_file_path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
+            writer.writeheader()
+            writer.writerows(kept)
 
 
 class CSVLogger(LightningCSVLogger):

@@ -5,8 +5,9 @@
 decay). ``scheduler``: ``null`` / ``{name: constant}`` (the LR stays put) or ``{name: cosine,
 warmup_epochs: 1.0, min_factor: 0.0}`` (linear warm-up over ``warmup_epochs``, then half a cosine
 down to ``min_factor * lr``) or ``{name: exponential, warmup_epochs: 5, decay_epochs: 2.4,
-decay_factor: 0.97}`` (the EfficientNet reference's staircase decay); schedules step with every
-optimizer step. In a task config::
+decay_factor: 0.97}`` (the EfficientNet reference's staircase decay), stepped every optimizer
+step; or ``{name: step, step_epochs: 10, gamma: 0.5}`` (the LR times ``gamma`` every ``step_epochs``
+epochs, stepped per epoch). In a task config::
 
     task:
       optimizer: {opt: adamw, lr: 1e-3, weight_decay: 1e-4}
@@ -29,11 +30,12 @@ import torch
 from timm.optim import create_optimizer_v2
 
 DEFAULT_OPTIMIZER: dict[str, Any] = {"opt": "adamw", "lr": 1e-3, "weight_decay": 0.0}
-SCHEDULERS = ("constant", "cosine", "exponential")
+SCHEDULERS = ("constant", "cosine", "exponential", "step")
 SCHEDULER_KEYS = {
     "constant": set(),
     "cosine": {"warmup_epochs", "min_factor"},
     "exponential": {"warmup_epochs", "decay_epochs", "decay_factor"},
+    "step": {"step_epochs", "gamma"},
 }
 
 
@@ -101,14 +103,23 @@ def configure_optimizers(
     opt = create_optimizer(model if model is not None else module, optimizer)
     if config["name"] == "constant":
         return opt
+    if config["name"] == "step":
+        every, gamma = int(config.get("step_epochs", 1)), float(config.get("gamma", 0.1))
+        if every < 1:
+            raise ValueError(f"task.scheduler.step_epochs={every}: must be >= 1")
+        by_epoch = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: gamma ** (epoch // every))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": by_epoch, "interval": "epoch"}}
     trainer = module.trainer
     total = max(1, int(trainer.estimated_stepping_batches))
     per_epoch = total / max(1, trainer.max_epochs or 1)
     warmup = int(float(config.get("warmup_epochs", 0.0)) * per_epoch)
     if config["name"] == "exponential":
-        schedule = exponential_decay_with_warmup(per_epoch, float(config.get("warmup_epochs", 5.0)),
-                                                 float(config.get("decay_epochs", 2.4)),
-                                                 float(config.get("decay_factor", 0.97)))
+        schedule = exponential_decay_with_warmup(
+            per_epoch,
+            float(config.get("warmup_epochs", 5.0)),
+            float(config.get("decay_epochs", 2.4)),
+            float(config.get("decay_factor", 0.97)),
+        )
     else:
         schedule = cosine_with_warmup(total, warmup, float(config.get("min_factor", 0.0)))
     lr_scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedule)

@@ -9,7 +9,8 @@ lazily, so composing a config imports nothing heavy until a resolver is used).""
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 # Modules whose import registers timm models (``@register_model``).
 MODEL_MODULES = ("tasks.efficientnet.model",)

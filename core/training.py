@@ -231,7 +231,7 @@ def load_task(cfg: DictConfig) -> pl.LightningModule:
         if not path.exists():
             raise FileNotFoundError(f"ckpt_path={path}: no such checkpoint file")
         task_class = get_class(cfg.task._target_)
-        read_checkpoint(path, task_class)
+        read_checkpoint(path, task_class, rebuild=True)
         try:
             return task_class.load_from_checkpoint(path, map_location="cpu")
         except (TypeError, KeyError) as err:

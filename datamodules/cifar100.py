@@ -80,7 +80,9 @@ def read_cifar100_split(root: Path, split: str) -> tuple[np.ndarray, list[int]]:
         raise DataFormatError(path, f"'data' must be a numpy array of uint8 pixels, found {type(data).__name__}")
     if data.dtype != np.uint8:
         if data.dtype.kind not in "iu" or (data.size and not 0 <= data.min() <= data.max() <= 255):
-            found = f"{data.dtype}" + (f" values {data.min()}..{data.max()}" if data.size and data.dtype.kind in "iuf" else "")
+            found = str(data.dtype)
+            if data.size and data.dtype.kind in "iuf":
+                found += f" values {data.min()}..{data.max()}"
             raise DataFormatError(path, f"'data' must hold uint8 pixels 0..255, found {found}")
         data = data.astype(np.uint8)  # integer pixels, all in range: exact
     raw_labels = _get(record, "fine_labels", path)

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -115,7 +115,7 @@ def read_boxes(path: str | Path) -> dict[str, list[tuple[float, float, float, fl
         for k in range(0, len(values), 4):
             top, left, bottom, right = values[k : k + 4]
             if not (0 <= top < bottom <= 1 and 0 <= left < right <= 1):
-                raise DataFormatError(path, f"box {values[k:k + 4]} is not top<bottom, left<right in [0, 1]", line)
+                raise DataFormatError(path, f"box {values[k : k + 4]} is not top<bottom, left<right in [0, 1]", line)
             out.setdefault(_check_id(row[0], path, line), []).append((left, top, right, bottom))
     return out
 
@@ -206,7 +206,7 @@ class GLDv2DataModule(pl.LightningDataModule):
         box_files: Sequence[str] = BOX_FILES,
         skip_missing: bool = False,
         seed: int = 0,
-        generator: Optional[Callable[[Path], object]] = None,
+        generator: Callable[[Path], object] | None = None,
     ) -> None:
         super().__init__()
         self.root = Path(root)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -50,7 +51,7 @@ class ImageDataset(Dataset):
         self,
         images: Sequence[str | Path] | np.ndarray,
         labels: Sequence[int],
-        transform: Optional[Callable] = None,
+        transform: Callable | None = None,
         skip_corrupt: bool = False,
         description: str = "the data set",
     ) -> None:
@@ -142,12 +143,12 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         image_size: int = 224,
         batch_size: int = 64,
         num_workers: int = 2,
-        augment: Optional[dict] = None,
+        augment: dict | None = None,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
         crop_pct: float = 0.875,
         skip_corrupt: bool = False,
-        generator: Optional[Callable[[Path], Any]] = None,
+        generator: Callable[[Path], Any] | None = None,
         interpolation: str = "bilinear",
     ) -> None:
         super().__init__()
@@ -189,7 +190,7 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         )
         return _posterize_zero_bits_as_tf(transform)
 
-    def setup(self, stage: Optional[str] = None) -> None:
+    def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
         ensure_generated(self.root, None)  # a clear error if the data set is missing
@@ -205,7 +206,8 @@ class ImageClassificationDataModule(pl.LightningDataModule):
                 images, labels, self.transform(split == "train"), self.skip_corrupt,
                 description=f"the {split} split of {self.split_folder(split)}",
             )
-        self.data_facts = {"num_classes": len(self.class_names), "source": f"{len(self.class_names)} classes in {self.root}"}
+        # what the files hold, for core.guards.DataContractCheck
+        self.data_facts = {"num_classes": len(self.class_names), "source": f"classes of {self.root}"}
 
     @property
     def skipped_samples(self) -> int:

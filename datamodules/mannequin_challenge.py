@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -90,27 +90,33 @@ def read_trajectory(path: str | Path, rotation_tolerance: float = 1e-2) -> Traje
             continue
         if len(fields) != FRAME_COLUMNS:
             raise DataFormatError(
-                path, f"expected {FRAME_COLUMNS} columns (timestamp, 6 intrinsics, 12 pose values), "
-                f"found {len(fields)}", number)
+                path,
+                f"expected {FRAME_COLUMNS} columns (timestamp, 6 intrinsics, 12 pose values), found {len(fields)}",
+                number,
+            )
         try:
             timestamp = int(fields[0])
         except ValueError:
-            raise DataFormatError(path, f"timestamp must be an integer (microseconds), got {fields[0]!r}", number)
+            raise DataFormatError(
+                path, f"timestamp must be an integer (microseconds), got {fields[0]!r}", number
+            ) from None
         try:
             values = np.array([float(v) for v in fields[1:]])
         except ValueError as err:
-            raise DataFormatError(path, f"non-numeric camera value ({err})", number)
+            raise DataFormatError(path, f"non-numeric camera value ({err})", number) from err
         if not np.isfinite(values).all():
             raise DataFormatError(path, "camera values must be finite", number)
         if timestamp < 0 or (timestamps and timestamp <= timestamps[-1]):
-            raise DataFormatError(path, f"timestamps must increase; {timestamp} follows "
-                                  f"{timestamps[-1] if timestamps else 'nothing'}", number)
+            raise DataFormatError(
+                path,
+                f"timestamps must increase; {timestamp} follows {timestamps[-1] if timestamps else 'nothing'}",
+                number,
+            )
         if values[0] <= 0 or values[1] <= 0:
             raise DataFormatError(path, f"focal lengths must be positive, got {values[0]}, {values[1]}", number)
         pose = values[6:].reshape(3, 4)
         rotation = pose[:, :3]
-        if (np.abs(rotation @ rotation.T - np.eye(3)).max() > rotation_tolerance
-                or np.linalg.det(rotation) <= 0):
+        if np.abs(rotation @ rotation.T - np.eye(3)).max() > rotation_tolerance or np.linalg.det(rotation) <= 0:
             raise DataFormatError(path, "pose columns 8-19 do not hold a rotation [R | t] (R R^T != I)", number)
         timestamps.append(timestamp)
         intrinsics.append(values[:4])
@@ -120,7 +126,7 @@ def read_trajectory(path: str | Path, rotation_tolerance: float = 1e-2) -> Traje
     return Trajectory(path, url, np.array(timestamps, dtype=np.int64), np.array(intrinsics), np.array(poses))
 
 
-def _frame_path(folder: Path, timestamp: int) -> Optional[Path]:
+def _frame_path(folder: Path, timestamp: int) -> Path | None:
     for ext in FRAME_EXTENSIONS:
         candidate = folder / f"{timestamp}{ext}"
         if candidate.exists():
@@ -140,7 +146,7 @@ def read_depth(path: Path) -> np.ndarray:
     try:
         depth = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as err:
-        raise DataFormatError(path, f"cannot read depth array ({err})")
+        raise DataFormatError(path, f"cannot read depth array ({err})") from err
     if depth.ndim != 2 or not np.issubdtype(depth.dtype, np.floating):
         raise DataFormatError(path, f"depth must be a 2-D float array, got {depth.dtype} {depth.shape}")
     return np.nan_to_num(depth.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
@@ -163,20 +169,24 @@ def read_keypoints(path: Path) -> np.ndarray:
     for number, person in enumerate(record["people"]):
         values = person.get("pose_keypoints_2d") if isinstance(person, dict) else None
         if not isinstance(values, list) or len(values) not in (3 * COCO_KEYPOINTS, 75):
-            raise DataFormatError(path, f'person {number}: "pose_keypoints_2d" must hold 54 (COCO-18) or 75 '
-                                  f"(BODY_25) numbers, got {len(values) if isinstance(values, list) else values!r}")
+            raise DataFormatError(
+                path,
+                f'person {number}: "pose_keypoints_2d" must hold 54 (COCO-18) or 75 '
+                f"(BODY_25) numbers, got {len(values) if isinstance(values, list) else values!r}",
+            )
         try:
             points = np.asarray(values, dtype=np.float64).reshape(-1, 3)
         except (TypeError, ValueError):
-            raise DataFormatError(path, f'person {number}: non-numeric "pose_keypoints_2d" value')
+            raise DataFormatError(path, f'person {number}: non-numeric "pose_keypoints_2d" value') from None
         if not np.isfinite(points).all():
             raise DataFormatError(path, f"person {number}: keypoint values must be finite")
         people.append(points[list(BODY25_TO_COCO)] if len(points) == 25 else points)
     return np.array(people, dtype=np.float64).reshape(-1, COCO_KEYPOINTS, 3)
 
 
-def keypoint_image(people: np.ndarray, height: int, width: int, scale: tuple[float, float] = (1.0, 1.0),
-                   radius: int = 2) -> np.ndarray:
+def keypoint_image(
+    people: np.ndarray, height: int, width: int, scale: tuple[float, float] = (1.0, 1.0), radius: int = 2
+) -> np.ndarray:
     """uint8 (H, W) map: a disc of ``radius`` px at each detected keypoint (c > 0) holding its COCO
     index + 1, 0 elsewhere. ``scale`` = (sx, sy) maps the file's pixel coordinates to this size."""
     image = np.zeros((height, width), dtype=np.uint8)
@@ -216,9 +226,19 @@ class MannequinChallengeClips(Dataset):
     ``skipped`` (warned once). With ``cache`` the parallax inputs (two optical flows per sample) are
     computed once per process and kept."""
 
-    def __init__(self, split_dir: str | Path, image_size: Sequence[int] = (96, 128), reference_offset: int = 2,
-                 frame_stride: int = 1, flow_method: str = "dis", hflip: bool = False, cache: bool = True,
-                 keypoints: bool = False, keypoint_radius: int = 2, random_percentile: bool = False):
+    def __init__(
+        self,
+        split_dir: str | Path,
+        image_size: Sequence[int] = (96, 128),
+        reference_offset: int = 2,
+        frame_stride: int = 1,
+        flow_method: str = "dis",
+        hflip: bool = False,
+        cache: bool = True,
+        keypoints: bool = False,
+        keypoint_radius: int = 2,
+        random_percentile: bool = False,
+    ):
         self.split_dir = Path(split_dir)
         self.cache = {} if cache else None
         if not self.split_dir.is_dir():
@@ -246,22 +266,28 @@ class MannequinChallengeClips(Dataset):
                     self.skipped += 1
         needed = "a frame image, depth, mask" + (", keypoint file" if keypoints else "")
         if self.skipped:
-            warnings.warn(f"{self.split_dir}: skipped {self.skipped} frames lacking {needed} or reference frame")
+            warnings.warn(
+                f"{self.split_dir}: skipped {self.skipped} frames lacking {needed} or reference frame", stacklevel=2
+            )
         if not self.samples:
             raise FileNotFoundError(
                 f"{self.split_dir}: no usable frames; expected <clip>/frames/<timestamp>.png|.jpg, "
                 "<clip>/depth/<timestamp>.npy and <clip>/masks/<timestamp>.png"
-                + (" and <clip>/keypoints/<timestamp>_keypoints.json" if keypoints else "") + " beside each <clip>.txt")
+                + (" and <clip>/keypoints/<timestamp>_keypoints.json" if keypoints else "")
+                + " beside each <clip>.txt"
+            )
 
     def clip_dir(self, traj: Trajectory) -> Path:
         return self.split_dir / traj.name
 
     def _complete(self, traj: Trajectory, timestamp: int) -> bool:
         folder = self.clip_dir(traj)
-        return (_frame_path(folder / "frames", timestamp) is not None
-                and (folder / "depth" / f"{timestamp}.npy").exists()
-                and (folder / "masks" / f"{timestamp}.png").exists()
-                and (not self.keypoints or (folder / "keypoints" / f"{timestamp}_keypoints.json").exists()))
+        return (
+            _frame_path(folder / "frames", timestamp) is not None
+            and (folder / "depth" / f"{timestamp}.npy").exists()
+            and (folder / "masks" / f"{timestamp}.png").exists()
+            and (not self.keypoints or (folder / "keypoints" / f"{timestamp}_keypoints.json").exists())
+        )
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -278,13 +304,19 @@ class MannequinChallengeClips(Dataset):
         depth = read_depth(folder / "depth" / f"{ts}.npy")
         mask = read_mask(folder / "masks" / f"{ts}.png")
         if depth.shape != image.shape[:2] or mask.shape != image.shape[:2]:
-            raise DataFormatError(folder, f"frame {ts}: image {image.shape[:2]}, depth {depth.shape} and "
-                                  f"mask {mask.shape} differ in size")
+            raise DataFormatError(
+                folder, f"frame {ts}: image {image.shape[:2]}, depth {depth.shape} and mask {mask.shape} differ in size"
+            )
         labels = None
         if keypoints:
             scale = (self.width / image.shape[1], self.height / image.shape[0])
-            labels = keypoint_image(read_keypoints(folder / "keypoints" / f"{ts}_keypoints.json"),
-                                    self.height, self.width, scale, self.keypoint_radius)
+            labels = keypoint_image(
+                read_keypoints(folder / "keypoints" / f"{ts}_keypoints.json"),
+                self.height,
+                self.width,
+                scale,
+                self.keypoint_radius,
+            )
         size = (self.width, self.height)
         if image.shape[:2] != (self.height, self.width):
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
@@ -302,10 +334,21 @@ class MannequinChallengeClips(Dataset):
         image, depth, mask, labels = self._load(pair.clip, pair.frame, self.keypoints)
         reference, _, _ = self.load_frame(pair.clip, pair.reference)
         K = intrinsics_matrix(traj.intrinsics[pair.frame], self.width, self.height)
-        parallax = parallax_inputs(image, reference, K, traj.poses[pair.frame], traj.poses[pair.reference],
-                                   human_mask=mask, flow_method=self.flow_method)
-        maps = {"parallax_depth": parallax.depth, "confidence": parallax.confidence, "depth": depth,
-                "human_mask": (mask > 0).astype(np.float32)}
+        parallax = parallax_inputs(
+            image,
+            reference,
+            K,
+            traj.poses[pair.frame],
+            traj.poses[pair.reference],
+            human_mask=mask,
+            flow_method=self.flow_method,
+        )
+        maps = {
+            "parallax_depth": parallax.depth,
+            "confidence": parallax.confidence,
+            "depth": depth,
+            "human_mask": (mask > 0).astype(np.float32),
+        }
         if labels is not None:
             maps["keypoint_labels"] = labels
         arrays = image, maps
@@ -336,10 +379,20 @@ class MannequinChallengeDataModule(pl.LightningDataModule):
     """Train on ``train/`` (frozen people), validate on ``validation/``, test on ``test/``. With
     ``keypoints`` every frame needs its OpenPose keypoint file (the IDCMK model's K channel)."""
 
-    def __init__(self, root: str, image_size: Sequence[int] = (96, 128), reference_offset: int = 2,
-                 frame_stride: int = 1, flow_method: str = "dis", hflip: bool = True, batch_size: int = 8,
-                 num_workers: int = 0, keypoints: bool = False, keypoint_radius: int = 2,
-                 generator: Optional[Callable[[Path], object]] = None):
+    def __init__(
+        self,
+        root: str,
+        image_size: Sequence[int] = (96, 128),
+        reference_offset: int = 2,
+        frame_stride: int = 1,
+        flow_method: str = "dis",
+        hflip: bool = True,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        keypoints: bool = False,
+        keypoint_radius: int = 2,
+        generator: Callable[[Path], object] | None = None,
+    ):
         super().__init__()
         self.root = Path(root)
         self.image_size = [int(s) for s in image_size]
@@ -366,12 +419,19 @@ class MannequinChallengeDataModule(pl.LightningDataModule):
         if name not in self.datasets:
             train = name == "train"
             self.datasets[name] = MannequinChallengeClips(
-                self.root / name, self.image_size, self.reference_offset,
-                self.frame_stride if train else 1, self.flow_method, hflip=self.hflip and train,
-                keypoints=self.keypoints, keypoint_radius=self.keypoint_radius, random_percentile=train)
+                self.root / name,
+                self.image_size,
+                self.reference_offset,
+                self.frame_stride if train else 1,
+                self.flow_method,
+                hflip=self.hflip and train,
+                keypoints=self.keypoints,
+                keypoint_radius=self.keypoint_radius,
+                random_percentile=train,
+            )
         return self.datasets[name]
 
-    def setup(self, stage: Optional[str] = None) -> None:
+    def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit"):
             self.split("train"), self.split("validation")
         if stage in (None, "validate"):
@@ -380,9 +440,14 @@ class MannequinChallengeDataModule(pl.LightningDataModule):
             self.split("test")
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        return DataLoader(self.split(name), batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          drop_last=shuffle and len(self.split(name)) > self.batch_size)
+        return DataLoader(
+            self.split(name),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            drop_last=shuffle and len(self.split(name)) > self.batch_size,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

@@ -22,7 +22,6 @@ time as in the public loader; a random 40th-60th percentile in training), 0 wher
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -100,9 +99,7 @@ def epipolar_distance(flow: np.ndarray, K: np.ndarray, rotation: np.ndarray, tra
     return (num / np.maximum(den, 1e-12)).reshape(h, w).astype(np.float32)
 
 
-def parallax_angle(
-    depth: np.ndarray, K: np.ndarray, rotation: np.ndarray, translation: np.ndarray
-) -> np.ndarray:
+def parallax_angle(depth: np.ndarray, K: np.ndarray, rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
     """Angle (degrees) between the two viewing rays of each triangulated point: small angles mean
     depth is poorly constrained."""
     h, w = depth.shape
@@ -127,8 +124,9 @@ class ConfidenceParams:
     min_angle_confidence: float = 0.25
 
 
-def parallax_confidence(lr_error: np.ndarray, epipolar: np.ndarray, angle: np.ndarray,
-                        params: ConfidenceParams = ConfidenceParams()) -> tuple[np.ndarray, np.ndarray]:
+def parallax_confidence(
+    lr_error: np.ndarray, epipolar: np.ndarray, angle: np.ndarray, params: ConfidenceParams = ConfidenceParams()
+) -> tuple[np.ndarray, np.ndarray]:
     """(C_lr * C_ep * C_pa, valid) before the human mask: see the module docstring."""
     c_lr = np.maximum(0.0, 1.0 - lr_error**2 / params.lr**2)
     c_ep = np.maximum(0.0, 1.0 - epipolar**2 / params.epipolar**2)
@@ -152,7 +150,7 @@ def parallax_inputs(
     K: np.ndarray,
     pose: np.ndarray,
     pose_reference: np.ndarray,
-    human_mask: Optional[np.ndarray] = None,
+    human_mask: np.ndarray | None = None,
     flow_method: str = "dis",
     params: ConfidenceParams = ConfidenceParams(),
 ) -> ParallaxInputs:
@@ -172,8 +170,11 @@ def parallax_inputs(
     valid &= depth > 0
     if human_mask is not None:
         valid &= ~(human_mask > 0)
-    return ParallaxInputs(depth=np.where(valid, depth, 0.0).astype(np.float32),
-                          confidence=np.where(valid, confidence, 0.0).astype(np.float32), flow=flow_fw)
+    return ParallaxInputs(
+        depth=np.where(valid, depth, 0.0).astype(np.float32),
+        confidence=np.where(valid, confidence, 0.0).astype(np.float32),
+        flow=flow_fw,
+    )
 
 
 def centred_log_depth(depth: np.ndarray, percentile: float = 50.0) -> np.ndarray:

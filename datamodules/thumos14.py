@@ -55,9 +55,7 @@ SPLITS = {
 DATABASE_NAME = "thumos14.json"
 
 
-def read_split_annotations(
-    root: str | Path, split: str, classes: Sequence[str]
-) -> list[AnnotatedSegment]:
+def read_split_annotations(root: str | Path, split: str, classes: Sequence[str]) -> list[AnnotatedSegment]:
     """All segments of a split: the class files and ``Ambiguous_<suffix>.txt``."""
     _, folder, suffix, _ = SPLITS[split]
     directory = Path(root) / folder
@@ -67,9 +65,7 @@ def read_split_annotations(
     return segments
 
 
-def check_durations(
-    segments: Sequence[AnnotatedSegment], duration: float, video: Path, tolerance: float
-) -> None:
+def check_durations(segments: Sequence[AnnotatedSegment], duration: float, video: Path, tolerance: float) -> None:
     """An annotation past the end of its video (beyond ``tolerance`` seconds) is a data error."""
     for seg in segments:
         if seg.end > duration + tolerance:
@@ -200,13 +196,11 @@ def prepare_features(
             "fps": extractor.fps,
             "segments": np.array([[s.start, min(s.end, duration)] for s in actions]).reshape(-1, 2),
             "labels": np.array([index[s.label] for s in actions], dtype=np.int64),
-            "ambiguous": np.array(
-                [[s.start, min(s.end, duration)] for s in segs if s.label == AMBIGUOUS]
-            ).reshape(-1, 2),
+            "ambiguous": np.array([[s.start, min(s.end, duration)] for s in segs if s.label == AMBIGUOUS]).reshape(
+                -1, 2
+            ),
         }
-    atomic_write_json(
-        features_dir / DATABASE_NAME, annotation_database(database, classes, "thumos14-extracted")
-    )
+    atomic_write_json(features_dir / DATABASE_NAME, annotation_database(database, classes, "thumos14-extracted"))
     atomic_write_json(
         features_dir / "extraction_report.json",
         {
@@ -218,8 +212,7 @@ def prepare_features(
     log.info("Feature extraction into %s: %s", features_dir, report.summary())
     if report.unreadable:
         warnings.warn(
-            f"{len(report.unreadable)} unreadable videos skipped (listed in "
-            f"{features_dir / 'extraction_report.json'})",
+            f"{len(report.unreadable)} unreadable videos skipped (listed in {features_dir / 'extraction_report.json'})",
             stacklevel=2,
         )
     return report

@@ -44,13 +44,9 @@ def read_annotation_database(path: str | Path, classes: Sequence[str]) -> dict[s
             try:
                 label, (start, end) = ann["label"], (float(v) for v in ann["segment"])
             except (KeyError, TypeError, ValueError) as err:
-                raise DataFormatError(
-                    path, f'{where}.annotations[{k}] needs "label" and a 2-number "segment"'
-                ) from err
+                raise DataFormatError(path, f'{where}.annotations[{k}] needs "label" and a 2-number "segment"') from err
             if not 0 <= start <= end:
-                raise DataFormatError(
-                    path, f"{where}.annotations[{k}]: segment [{start}, {end}] is not ordered"
-                )
+                raise DataFormatError(path, f"{where}.annotations[{k}]: segment [{start}, {end}] is not ordered")
             if label == AMBIGUOUS:
                 ambiguous.append((start, end))
                 continue
@@ -69,9 +65,7 @@ def read_annotation_database(path: str | Path, classes: Sequence[str]) -> dict[s
     return videos
 
 
-def annotation_database(
-    videos: dict[str, dict[str, Any]], classes: Sequence[str], version: str
-) -> dict:
+def annotation_database(videos: dict[str, dict[str, Any]], classes: Sequence[str], version: str) -> dict:
     """The inverse of ``read_annotation_database``: a JSON-ready database."""
     database = {}
     for video, v in sorted(videos.items()):
@@ -79,10 +73,7 @@ def annotation_database(
             {"label": classes[int(c)], "segment": [float(s), float(e)], "label_id": int(c)}
             for (s, e), c in zip(v["segments"], v["labels"])
         ]
-        anns += [
-            {"label": AMBIGUOUS, "segment": [float(s), float(e)], "label_id": -1}
-            for s, e in v["ambiguous"]
-        ]
+        anns += [{"label": AMBIGUOUS, "segment": [float(s), float(e)], "label_id": -1} for s, e in v["ambiguous"]]
         database[video] = {
             "subset": v["subset"],
             "duration": v["duration"],
@@ -115,9 +106,7 @@ def parse_annotation_file(path: str | Path, label: str) -> list[AnnotatedSegment
         try:
             start, end = float(fields[1]), float(fields[2])
         except ValueError:
-            raise DataFormatError(
-                path, f"start/end are not numbers: {text.strip()!r}", number
-            ) from None
+            raise DataFormatError(path, f"start/end are not numbers: {text.strip()!r}", number) from None
         if not (np.isfinite(start) and np.isfinite(end)) or start < 0 or end < start:
             raise DataFormatError(path, f"segment [{start}, {end}] is not a valid interval", number)
         segments.append(AnnotatedSegment(fields[0], start, end, label, Path(path), number))

@@ -32,9 +32,7 @@ def resampled_frame_indices(num_source_frames: int, source_fps: float, fps: floa
     """Source frame index shown at each tick ``k / fps`` of the resampled video."""
     duration = num_source_frames / source_fps
     count = max(1, int(np.floor(duration * fps + 1e-6)))
-    return np.minimum(
-        np.round(np.arange(count) * source_fps / fps).astype(np.int64), num_source_frames - 1
-    )
+    return np.minimum(np.round(np.arange(count) * source_fps / fps).astype(np.int64), num_source_frames - 1)
 
 
 def snippet_starts(num_frames_resampled: int, feat_stride: int, num_frames: int) -> np.ndarray:
@@ -146,9 +144,7 @@ class SnippetFeatureExtractor:
             with torch.random.fork_rng():
                 torch.manual_seed(self.seed)  # random-init features must be the same on resume
                 for stream, in_chans in (("rgb", 3), ("flow", 2 * (self.num_frames - 1))):
-                    net = timm.create_model(
-                        self.backbone, pretrained=False, num_classes=0, in_chans=in_chans
-                    )
+                    net = timm.create_model(self.backbone, pretrained=False, num_classes=0, in_chans=in_chans)
                     if self.weights[stream]:
                         load_pretrained(net, self.weights[stream])
                     nets[stream] = net.eval()
@@ -160,15 +156,10 @@ class SnippetFeatureExtractor:
         """Features per stream (the array holds 2x this)."""
         return int(self.nets["rgb"].num_features)
 
-    def snippet_inputs(
-        self, starts: np.ndarray, frames: np.ndarray
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def snippet_inputs(self, starts: np.ndarray, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Network inputs for snippets starting at ``starts`` within ``frames``."""
         flows = np.stack(
-            [
-                dense_flow(frames[j], frames[j + 1], method=self.flow_method)
-                for j in range(len(frames) - 1)
-            ]
+            [dense_flow(frames[j], frames[j + 1], method=self.flow_method) for j in range(len(frames) - 1)]
         )  # (n-1, H, W, 2)
         flows = np.clip(flows, -self.flow_bound, self.flow_bound) / self.flow_bound
         centre = starts + self.num_frames // 2
@@ -176,9 +167,7 @@ class SnippetFeatureExtractor:
         rgb = torch.from_numpy(rgb).permute(0, 3, 1, 2).contiguous()
         stack = np.stack([flows[s : s + self.num_frames - 1] for s in starts])  # (n, L, H, W, 2)
         n, length, h, w, _ = stack.shape
-        flow = torch.from_numpy(
-            stack.transpose(0, 1, 4, 2, 3).reshape(n, 2 * length, h, w).astype(np.float32)
-        )
+        flow = torch.from_numpy(stack.transpose(0, 1, 4, 2, 3).reshape(n, 2 * length, h, w).astype(np.float32))
         return rgb, flow
 
     @torch.no_grad()
@@ -194,18 +183,12 @@ class SnippetFeatureExtractor:
 
     def _extract_video(self, path: str | Path) -> np.ndarray:
         rows = []
-        for starts, frames in sample_snippets(
-            path, self.fps, self.feat_stride, self.num_frames, self.frame_size
-        ):
+        for starts, frames in sample_snippets(path, self.fps, self.feat_stride, self.num_frames, self.frame_size):
             rgb, flow = self.snippet_inputs(starts, frames)
             parts = []
             for stream, x in (("rgb", rgb), ("flow", flow)):
                 net = self.nets[stream]
-                parts.append(
-                    torch.cat(
-                        [net(x[b : b + self.batch_size]) for b in range(0, len(x), self.batch_size)]
-                    )
-                )
+                parts.append(torch.cat([net(x[b : b + self.batch_size]) for b in range(0, len(x), self.batch_size)]))
             rows.append(torch.cat(parts, dim=1))
         return torch.cat(rows).numpy().astype(np.float32)
 

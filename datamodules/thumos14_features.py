@@ -78,8 +78,7 @@ class SnippetFeatureDataset(Dataset):
             "video": name,
             "video_id": self.video_ids[name],
             "features": {
-                m: features[k * self.feature_dim : (k + 1) * self.feature_dim]
-                for k, m in enumerate(self.modalities)
+                m: features[k * self.feature_dim : (k + 1) * self.feature_dim] for k, m in enumerate(self.modalities)
             },
             "segments": torch.as_tensor(v["segments"], dtype=torch.float32),
             "labels": torch.as_tensor(v["labels"], dtype=torch.long),
@@ -106,9 +105,7 @@ def collate_videos(items: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("video", "segments", "labels"):
         batch[key] = [it[key] for it in items]
     for key in ("video_id", "duration", "t0", "dt"):
-        batch[key] = torch.tensor(
-            [it[key] for it in items], dtype=torch.float64 if key != "video_id" else torch.long
-        )
+        batch[key] = torch.tensor([it[key] for it in items], dtype=torch.float64 if key != "video_id" else torch.long)
     return batch
 
 
@@ -181,7 +178,9 @@ class Thumos14FeaturesDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.videos = read_annotation_database(self.annotation_file, self.class_names)
         for name in self.videos:  # a database key names a file inside features_dir, nothing else
-            resolve_inside(self.features_dir, name, self.annotation_file, line_of_key(self.annotation_file, name), ".npy")
+            resolve_inside(
+                self.features_dir, name, self.annotation_file, line_of_key(self.annotation_file, name), ".npy"
+            )
         self.video_ids = {name: i for i, name in enumerate(sorted(self.videos))}
         splits = {}
         for key, subset in self.subsets.items():

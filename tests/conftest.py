@@ -55,6 +55,17 @@ SMALL_DATA: dict[str, list[str]] = {
         "data.generator.size=32",
         "data.batch_size=2",
     ],
+    "gldv2": [
+        "data=gldv2",
+        "data.generator.num_landmarks=5",
+        "data.generator.train_per_landmark=6",
+        "data.generator.index_per_landmark=2",
+        "data.generator.test_per_landmark=2",
+        "data.generator.index_distractors=3",
+        "data.generator.test_distractors=3",
+        "data.image_size=64",
+        "data.batch_size=8",
+    ],
     "mannequin_challenge": [
         "data=mannequin_challenge",
         "data.image_size=[48,64]",

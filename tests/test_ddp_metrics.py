@@ -302,7 +302,8 @@ def _landmarks_gap_batches() -> list[tuple]:
         sample += size
         landmarks = torch.randint(0, 4, (size,), generator=g)
         scores = torch.round(torch.rand(size, generator=g) * 4) / 4
-        truths = [[] if torch.rand(1, generator=g) < 0.25 else [int(torch.randint(0, 4, (1,), generator=g))] for _ in ids]
+        kinds = torch.rand(size, generator=g) < 0.25  # non-landmark queries
+        truths = [[] if k else [int(t)] for k, t in zip(kinds, torch.randint(0, 4, (size,), generator=g))]
         predicted = (torch.rand(size, generator=g) > 0.2).tolist()
         out.append((ids, landmarks, scores, truths, predicted))
     return out
@@ -315,8 +316,10 @@ def _landmarks_map_batches() -> list[tuple]:
     for size in (2, 4, 3, 1, 3):
         ids = list(range(sample, sample + size))
         sample += size
-        rankings = [torch.randint(0, 12, (int(torch.randint(0, 8, (1,), generator=g)),), generator=g).tolist() for _ in ids]
-        relevant = [torch.randperm(12, generator=g)[: int(torch.randint(1, 5, (1,), generator=g))].tolist() for _ in ids]
+        lengths = torch.randint(0, 8, (size,), generator=g).tolist()
+        rankings = [torch.randint(0, 12, (n,), generator=g).tolist() for n in lengths]
+        counts = torch.randint(1, 5, (size,), generator=g).tolist()
+        relevant = [torch.randperm(12, generator=g)[:n].tolist() for n in counts]
         out.append((ids, rankings, relevant))
     return out
 

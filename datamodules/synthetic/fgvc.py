@@ -186,13 +186,14 @@ MIXED_DOMAINS = -1  # domain of class c: (c // 12) % 2, i.e. alternate families 
 
 
 def _images(
-    labels: list[int], size: int, seed: int, domain: int = 0, first_class: int = 0
+    labels: list[int], size: int, seed: int, domain: int = 0, first_class: int = 0, class_step: int = 1
 ) -> Iterator[tuple[int, int, Image.Image]]:
-    """Render every label's specimen; class c draws the parts of ``first_class + c`` (a disjoint set
-    of species for a transfer target)."""
+    """Render every label's specimen; class c draws the parts of generator class
+    ``first_class + c * class_step`` (a disjoint set of species for a transfer target; every other
+    species for an easier set)."""
     rng = np.random.default_rng(seed)
     for i, c in enumerate(labels):
-        parts_of = first_class + c
+        parts_of = first_class + c * class_step
         drawn_domain = (parts_of // 12) % 2 if domain == MIXED_DOMAINS else domain
         yield i, c, render_specimen(class_parts(parts_of), size, rng, drawn_domain)
 
@@ -223,12 +224,14 @@ def write_inaturalist2019(
     image_size: int = 64,
     seed: int = 0,
     domain: int = 0,
+    class_step: int = 1,
 ) -> Path:
     """iNaturalist 2019: ``train2019.json`` / ``val2019.json`` / ``test2019.json`` (COCO style:
     ``images`` {id, file_name, width, height}, ``annotations`` {id, image_id, category_id},
     ``categories`` {id, name, kingdom .. genus}), images under
     ``train_val2019/<super>/<category id>/<hash>.jpg`` and ``test2019/<hash>.jpg``.
-    ``domain=MIXED_DOMAINS`` draws alternate families on a field and on a sheet."""
+    ``domain=MIXED_DOMAINS`` draws alternate families on a field and on a sheet; ``class_step`` 2 draws
+    every other species (1 or 3 spots, no 2 spots or bar: an easier set)."""
     root = Path(root)
     splits = _split_args(num_classes, max_per_class, imbalance, val_fraction, test_total, test_prior, seed)
     root.mkdir(parents=True, exist_ok=True)
@@ -237,7 +240,7 @@ def write_inaturalist2019(
     solution = []
     for offset, split in enumerate(("train", "val", "test")):
         images, annotations = [], []
-        for _, c, image in _images(splits[split], image_size, seed + 101 * (offset + 1), domain):
+        for _, c, image in _images(splits[split], image_size, seed + 101 * (offset + 1), domain, 0, class_step):
             name = f"{image_id:08x}{c:03d}.jpg"
             rel = f"test2019/{name}" if split == "test" else f"train_val2019/Animalia/{c}/{name}"
             (root / rel).parent.mkdir(parents=True, exist_ok=True)

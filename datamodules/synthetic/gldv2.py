@@ -94,7 +94,7 @@ def render_building(style: dict, rng: np.random.Generator, size: int, image: Ima
     exposure = rng.uniform(0.6, 1.25)
     draw = ImageDraw.Draw(image)
     faces = []
-    for k, (name, idx) in enumerate(_FACES.items()):
+    for name, idx in _FACES.items():
         p = cam[idx]
         normal = np.cross(p[1] - p[0], p[3] - p[0])
         normal /= np.linalg.norm(normal) + 1e-9
@@ -123,9 +123,7 @@ def render_building(style: dict, rng: np.random.Generator, size: int, image: Ima
                 for j in range(rows):
                     u0, u1 = (i + 0.7) / n, (i + 1.3) / n
                     v0, v1 = (j + 0.3) / rows, (j + 0.7) / rows if rows > 1 else 0.9
-                    corners = [
-                        a + u * (b - a) + v * (dd - a) for u, v in ((u0, v0), (u1, v0), (u1, v1), (u0, v1))
-                    ]
+                    corners = [a + u * (b - a) + v * (dd - a) for u, v in ((u0, v0), (u1, v0), (u1, v1), (u0, v1))]
                     draw.polygon([tuple(q) for q in corners], fill=pat)
     if style["roof"] != "flat":
         top = [6, 2, 3, 7]

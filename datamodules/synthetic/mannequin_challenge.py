@@ -76,16 +76,26 @@ def _figure_joints(base: np.ndarray, height: float, phase: float, swing: float) 
     up = np.array([0.0, -1.0, 0.0])
     head, hip, shoulder = base + up * 1.63 * s, base + up * 0.9 * s, base + up * 1.45 * s
     joints = {0: head + np.array([0.0, 0.0, -0.12 * s]), 1: shoulder}
-    for side, (sh, el, wr, hp, kn, an, eye, ear) in ((-1.0, (2, 3, 4, 8, 9, 10, 14, 16)),
-                                                     (1.0, (5, 6, 7, 11, 12, 13, 15, 17))):
+    for side, (sh, el, wr, hp, kn, an, eye, ear) in (
+        (-1.0, (2, 3, 4, 8, 9, 10, 14, 16)),
+        (1.0, (5, 6, 7, 11, 12, 13, 15, 17)),
+    ):
         leg, arm = swing * np.sin(phase) * side, -swing * np.sin(phase) * side
         s_point = shoulder + np.array([0.24 * s * side, 0.0, 0.0])
         h_point = hip + np.array([0.11 * s * side, 0.0, 0.0])
         arm_dir, leg_dir = np.array([0.0, np.cos(arm), np.sin(arm)]), np.array([0.0, np.cos(leg), np.sin(leg)])
-        joints.update({sh: s_point, el: s_point + 0.325 * s * arm_dir, wr: s_point + 0.65 * s * arm_dir,
-                       hp: h_point, kn: h_point + 0.45 * s * leg_dir, an: h_point + 0.9 * s * leg_dir,
-                       eye: head + np.array([0.045 * s * side, -0.03 * s, -0.1 * s]),
-                       ear: head + np.array([0.12 * s * side, 0.0, 0.0])})
+        joints.update(
+            {
+                sh: s_point,
+                el: s_point + 0.325 * s * arm_dir,
+                wr: s_point + 0.65 * s * arm_dir,
+                hp: h_point,
+                kn: h_point + 0.45 * s * leg_dir,
+                an: h_point + 0.9 * s * leg_dir,
+                eye: head + np.array([0.045 * s * side, -0.03 * s, -0.1 * s]),
+                ear: head + np.array([0.12 * s * side, 0.0, 0.0]),
+            }
+        )
     return np.array([joints[k] for k in range(18)])
 
 
@@ -105,20 +115,26 @@ class _Scene:
         objects = []
         for _ in range(rng.integers(1, 4)):
             r = rng.uniform(0.3, 0.7)
-            objects.append([rng.uniform(-self.wall_x + r, self.wall_x - r), self.floor_y - r,
-                            rng.uniform(3.0, self.wall_z - r), r])
+            objects.append(
+                [rng.uniform(-self.wall_x + r, self.wall_x - r), self.floor_y - r, rng.uniform(3.0, self.wall_z - r), r]
+            )
         self.objects = np.array(objects)
         self.object_colour = rng.uniform(0.2, 0.9, size=(len(objects), 3))
         self.people = []
         for _ in range(rng.integers(2, 5)):
-            self.people.append({
-                "x": rng.uniform(-1.8, 1.8), "z": rng.uniform(1.6, 5.0),
-                "height": rng.uniform(1.5, 1.9), "phase": rng.uniform(0, 2 * np.pi),
-                "swing": rng.uniform(0.1, 0.5), "colour": rng.uniform(0.15, 0.95, size=(2, 3)),
-                "stripes": rng.uniform(6.0, 14.0),
-                "velocity": rng.uniform(-0.04, 0.04, size=2) if moving else np.zeros(2),
-                "gait": rng.uniform(0.3, 0.6) if moving else 0.0,
-            })
+            self.people.append(
+                {
+                    "x": rng.uniform(-1.8, 1.8),
+                    "z": rng.uniform(1.6, 5.0),
+                    "height": rng.uniform(1.5, 1.9),
+                    "phase": rng.uniform(0, 2 * np.pi),
+                    "swing": rng.uniform(0.1, 0.5),
+                    "colour": rng.uniform(0.15, 0.95, size=(2, 3)),
+                    "stripes": rng.uniform(6.0, 14.0),
+                    "velocity": rng.uniform(-0.04, 0.04, size=2) if moving else np.zeros(2),
+                    "gait": rng.uniform(0.3, 0.6) if moving else 0.0,
+                }
+            )
 
     def people_spheres(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
         spheres, owner = [], []
@@ -140,9 +156,11 @@ class _Scene:
     def _plane_texture(self, plane: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         f, ph = self.plane_freq[plane], self.plane_phase[plane]
         # Smooth, non-repeating-looking texture (no hard edges that alias at grazing angles).
-        pattern = (np.sin(2 * np.pi * f[0, 0] * u + ph[0, 0]) * np.sin(2 * np.pi * f[0, 1] * v + ph[0, 1])
-                   + 0.6 * np.sin(2 * np.pi * f[1, 0] * (u + 0.7 * v) + ph[1, 0])
-                   + 0.6 * np.sin(2 * np.pi * f[1, 1] * (0.6 * u - v) + 3.0 * np.sin(1.3 * u) + ph[1, 1]))
+        pattern = (
+            np.sin(2 * np.pi * f[0, 0] * u + ph[0, 0]) * np.sin(2 * np.pi * f[0, 1] * v + ph[0, 1])
+            + 0.6 * np.sin(2 * np.pi * f[1, 0] * (u + 0.7 * v) + ph[1, 0])
+            + 0.6 * np.sin(2 * np.pi * f[1, 1] * (0.6 * u - v) + 3.0 * np.sin(1.3 * u) + ph[1, 1])
+        )
         return np.clip(self.plane_colour[plane][None] * (1.0 + 0.35 * pattern[:, None]), 0, 1)
 
     def cast(self, origin: np.ndarray, dirs: np.ndarray, frame: int):
@@ -152,8 +170,14 @@ class _Scene:
         colour = np.zeros((n, 3))
         kind = np.full(n, _ENV)
         # Room planes: 0 floor, 1 ceiling, 2 left, 3 right, 4 far wall, 5 near wall.
-        planes = [(1, self.floor_y), (1, self.ceiling_y), (0, -self.wall_x), (0, self.wall_x),
-                  (2, self.wall_z), (2, self.back_z)]
+        planes = [
+            (1, self.floor_y),
+            (1, self.ceiling_y),
+            (0, -self.wall_x),
+            (0, self.wall_x),
+            (2, self.wall_z),
+            (2, self.back_z),
+        ]
         for index, (axis, value) in enumerate(planes):
             with np.errstate(divide="ignore", invalid="ignore"):
                 t = (value - origin[axis]) / dirs[:, axis]
@@ -192,8 +216,16 @@ class _Scene:
         return colour, t_best, kind
 
 
-def render_frame(scene: _Scene, K: np.ndarray, cam_to_world: np.ndarray, centre: np.ndarray,
-                 width: int, height: int, frame: int, supersample: int = 2):
+def render_frame(
+    scene: _Scene,
+    K: np.ndarray,
+    cam_to_world: np.ndarray,
+    centre: np.ndarray,
+    width: int,
+    height: int,
+    frame: int,
+    supersample: int = 2,
+):
     """RGB uint8 (H, W, 3), z-depth float32 (H, W) and human mask uint8 (H, W) of one frame.
 
     Colour is averaged over ``supersample``^2 rays per pixel (anti-aliasing, so optical flow sees
@@ -222,8 +254,9 @@ def render_frame(scene: _Scene, K: np.ndarray, cam_to_world: np.ndarray, centre:
     return image, depth.astype(np.float32), mask
 
 
-def openpose_keypoints(scene: _Scene, K: np.ndarray, world_to_cam: np.ndarray, depth: np.ndarray,
-                       mask: np.ndarray, frame: int) -> dict:
+def openpose_keypoints(
+    scene: _Scene, K: np.ndarray, world_to_cam: np.ndarray, depth: np.ndarray, mask: np.ndarray, frame: int
+) -> dict:
     """The OpenPose JSON record of one frame: each figure with a visible joint, its 18 COCO keypoints
     as (x, y, c) in pixel coordinates (pixel centres at integers), c = 0.9 where the joint projects
     into the image onto a human pixel no more than 0.3 m behind the visible surface, else 0, 0, 0."""
@@ -235,13 +268,19 @@ def openpose_keypoints(scene: _Scene, K: np.ndarray, world_to_cam: np.ndarray, d
         for x, y, z in cam:
             u, v = (K @ np.array([x, y, z]))[:2] / z if z > 1e-6 else (-1.0, -1.0)
             col, row = int(np.floor(u)), int(np.floor(v))
-            visible = (z > 1e-6 and 0 <= col < w and 0 <= row < h and mask[row, col] > 0
-                       and z - depth[row, col] < 0.3)
+            visible = z > 1e-6 and 0 <= col < w and 0 <= row < h and mask[row, col] > 0 and z - depth[row, col] < 0.3
             values += [round(float(u) - 0.5, 3), round(float(v) - 0.5, 3), 0.9] if visible else [0.0, 0.0, 0.0]
             seen |= visible
         if seen:
-            people.append({"person_id": [-1], "pose_keypoints_2d": values, "face_keypoints_2d": [],
-                           "hand_left_keypoints_2d": [], "hand_right_keypoints_2d": []})
+            people.append(
+                {
+                    "person_id": [-1],
+                    "pose_keypoints_2d": values,
+                    "face_keypoints_2d": [],
+                    "hand_left_keypoints_2d": [],
+                    "hand_right_keypoints_2d": [],
+                }
+            )
     return {"version": 1.3, "people": people}
 
 
@@ -255,8 +294,9 @@ def _write_png(path: Path, image: np.ndarray) -> None:
         tmp.write_bytes(data.tobytes())
 
 
-def write_clip(folder: Path, name: str, rng: np.random.Generator, moving: bool, frames: int,
-               width: int, height: int) -> None:
+def write_clip(
+    folder: Path, name: str, rng: np.random.Generator, moving: bool, frames: int, width: int, height: int
+) -> None:
     """One clip: ``<folder>/<name>.txt`` and ``<folder>/<name>/{frames,depth,masks}/``."""
     scene = _Scene(rng, moving)
     fx = rng.uniform(0.75, 1.0)
@@ -303,8 +343,11 @@ def write_mannequin_challenge(
     moving people in ``validation`` and ``test``."""
     root = Path(root)
     rng = np.random.default_rng(seed)
-    for split, count, moving in (("train", train_clips, False), ("validation", validation_clips, True),
-                                 ("test", test_clips, True)):
+    for split, count, moving in (
+        ("train", train_clips, False),
+        ("validation", validation_clips, True),
+        ("test", test_clips, True),
+    ):
         for _ in range(count):
             name = "".join(rng.choice(list("0123456789abcdef"), 16))
             write_clip(root / split, name, rng, moving, frames_per_clip, width, height)

@@ -8,20 +8,20 @@ their ``checkpoints/last.ckpt``. When all jobs are back, the summary (table, plo
 written into the sweep folder; ``python -m tasks.efficientnet.summary <sweep dir>`` does the same
 by itself."""
 
-
 import itertools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
@@ -29,9 +29,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class CompoundScalingSweeperConf:
-    _target_: str = (
-        "hydra_plugins.compound_scaling_sweeper.compound_scaling_sweeper.CompoundScalingSweeper"
-    )
+    _target_: str = "hydra_plugins.compound_scaling_sweeper.compound_scaling_sweeper.CompoundScalingSweeper"
     # Grid of each coefficient: a list, or "start:stop:step" (stop included).
     alpha: Any = "1.0:1.4:0.05"
     beta: Any = "1.0:1.4:0.05"
@@ -40,9 +38,9 @@ class CompoundScalingSweeperConf:
     target: float = 2.0
     tolerance: float = 0.1
     # Compound coefficients to run each candidate at (paper: phi = 1 for the search).
-    phi: List[float] = field(default_factory=lambda: [1.0])
+    phi: list[float] = field(default_factory=lambda: [1.0])
     # compound and/or the single-dimension baselines depth, width, resolution at the same FLOPs.
-    dimensions: List[str] = field(default_factory=lambda: ["compound"])
+    dimensions: list[str] = field(default_factory=lambda: ["compound"])
     # Also run the unscaled baseline (phi = 0) once, as the reference point of the plot.
     include_baseline: bool = False
     # The config node the candidate's coefficients are written to (scaling.alpha, ...).
@@ -51,9 +49,9 @@ class CompoundScalingSweeperConf:
     skip_completed: bool = True
     # Write summary.{json,csv,md} and accuracy_vs_flops.png into the sweep folder at the end.
     summarize: bool = True
-    max_batch_size: Optional[int] = None
+    max_batch_size: int | None = None
     # Further ordinary sweep parameters, crossed with the candidates (as in the basic sweeper).
-    params: Optional[Dict[str, str]] = None
+    params: dict[str, str] | None = None
 
 
 ConfigStore.instance().store(
@@ -79,8 +77,8 @@ class CompoundScalingSweeper(Sweeper):
         scaling_key: str,
         skip_completed: bool,
         summarize: bool,
-        max_batch_size: Optional[int],
-        params: Optional[Dict[str, str]] = None,
+        max_batch_size: int | None,
+        params: dict[str, str] | None = None,
     ) -> None:
         from tasks.efficientnet.grid import sweep_candidates
 
@@ -88,17 +86,23 @@ class CompoundScalingSweeper(Sweeper):
             return OmegaConf.to_container(v) if OmegaConf.is_config(v) else v
 
         self.candidates = sweep_candidates(
-            plain(alpha), plain(beta), plain(gamma), list(phi), list(dimensions),
-            target, tolerance, include_baseline,
+            plain(alpha),
+            plain(beta),
+            plain(gamma),
+            list(phi),
+            list(dimensions),
+            target,
+            tolerance,
+            include_baseline,
         )
         self.scaling_key = scaling_key
         self.skip_completed = skip_completed
         self.summarize = summarize
         self.max_batch_size = max_batch_size
         self.params = dict(params or {})
-        self.hydra_context: Optional[HydraContext] = None
-        self.config: Optional[DictConfig] = None
-        self.launcher: Optional[Launcher] = None
+        self.hydra_context: HydraContext | None = None
+        self.config: DictConfig | None = None
+        self.launcher: Launcher | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hydra.core.hydra_config import HydraConfig
@@ -113,7 +117,7 @@ class CompoundScalingSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config
         )
 
-    def job_overrides(self, arguments: List[str]) -> List[List[str]]:
+    def job_overrides(self, arguments: list[str]) -> list[list[str]]:
         """Every job's override list: the command line's (swept) overrides x the candidates."""
         assert self.hydra_context is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
@@ -131,7 +135,7 @@ class CompoundScalingSweeper(Sweeper):
             return False
         return (sweep_dir / str(job_num) / "metrics.json").exists()
 
-    def sweep(self, arguments: List[str]) -> List[Sequence[JobReturn]]:
+    def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         assert self.config is not None and self.launcher is not None
         jobs = self.job_overrides(arguments)
         sweep_dir = Path(self.config.hydra.sweep.dir)
@@ -139,12 +143,19 @@ class CompoundScalingSweeper(Sweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         log.info(
             "Compound scaling sweep: %d candidates, %d jobs, into %s",
-            len(self.candidates), len(jobs), sweep_dir,
+            len(self.candidates),
+            len(jobs),
+            sweep_dir,
         )
         for c in self.candidates:
             log.info(
                 "  %-10s phi=%g alpha=%.3f beta=%.3f gamma=%.3f (alpha*beta^2*gamma^2 = %.3f)",
-                c.dimension, c.phi, c.alpha, c.beta, c.gamma, c.flops_factor,
+                c.dimension,
+                c.phi,
+                c.alpha,
+                c.beta,
+                c.gamma,
+                c.flops_factor,
             )
 
         # Launch runs of consecutive pending jobs with their own start index, so every job keeps
@@ -152,7 +163,7 @@ class CompoundScalingSweeper(Sweeper):
         pending = [i for i in range(len(jobs)) if not self._completed(sweep_dir, i)]
         if len(pending) < len(jobs):
             log.info("Skipping %d completed jobs", len(jobs) - len(pending))
-        returns: List[Sequence[JobReturn]] = []
+        returns: list[Sequence[JobReturn]] = []
         for _, group in itertools.groupby(enumerate(pending), key=lambda t: t[1] - t[0]):
             numbers = [num for _, num in group]
             size = self.max_batch_size or len(numbers)

@@ -112,14 +112,29 @@ class ActivationAtlas:
             raise KeyError(f"class_atlases: {name!r} is not a class of the data set; classes: {list(class_names)[:20]}")
         return list(class_names).index(name)
 
-    def build(self, classifier: Classifier, dataset: Dataset, out_dir: str | Path,
-              class_names: Sequence[str] = (), loggers: Sequence[Any] = ()) -> dict[str, Any]:
+    def build(
+        self,
+        classifier: Classifier,
+        dataset: Dataset,
+        out_dir: str | Path,
+        class_names: Sequence[str] = (),
+        loggers: Sequence[Any] = (),
+    ) -> dict[str, Any]:
         """Build the atlas into ``out_dir``; returns the summary also written to layout.json."""
         out_dir = Path(out_dir)
         timings: dict[str, float] = {}
         clock = time.perf_counter()
-        store = collect_activations(classifier, self.layer, dataset, out_dir / "activations", self.num_samples,
-                                    self.batch_size, self.num_workers, self.attribution_classes, self.seed)
+        store = collect_activations(
+            classifier,
+            self.layer,
+            dataset,
+            out_dir / "activations",
+            self.num_samples,
+            self.batch_size,
+            self.num_workers,
+            self.attribution_classes,
+            self.seed,
+        )
         timings["collect_s"], clock = time.perf_counter() - clock, time.perf_counter()
         labels = np.asarray(store.labels)
         num_classes = max(classifier.num_classes, int(labels.max()) + 1)
@@ -138,41 +153,88 @@ class ActivationAtlas:
         knn = knn_accuracy(coords, labels, k=self.knn_k, seed=self.seed)
         chance = float(np.bincount(labels).max() / len(labels))
         summary: dict[str, Any] = {
-            "layer": self.layer, "num_activations": len(labels), "channels": int(store.activations.shape[1]),
-            "grid_size": self.grid_size, "min_count": self.min_count, "num_cells": len(grid.cells),
-            "whitened": whitening is not None, "attribution_classes": self.attribution_classes,
-            "knn_accuracy": knn, "knn_k": self.knn_k, "knn_chance": chance,
-            "featurevis_objective": {"start_mean": float(icons.objective_start.mean()) if len(icons.objective_start) else None,
-                                     "end_mean": float(icons.objective_end.mean()) if len(icons.objective_end) else None},
+            "layer": self.layer,
+            "num_activations": len(labels),
+            "channels": int(store.activations.shape[1]),
+            "grid_size": self.grid_size,
+            "min_count": self.min_count,
+            "num_cells": len(grid.cells),
+            "whitened": whitening is not None,
+            "attribution_classes": self.attribution_classes,
+            "knn_accuracy": knn,
+            "knn_k": self.knn_k,
+            "knn_chance": chance,
+            "featurevis_objective": {
+                "start_mean": float(icons.objective_start.mean()) if len(icons.objective_start) else None,
+                "end_mean": float(icons.objective_end.mean()) if len(icons.objective_end) else None,
+            },
             "cells": [
-                {"row": int(r), "col": int(c), "count": int(n), "icon": i,
-                 "top_classes": [{"class": k, "name": names[k], "count": m} for k, m in top]}
+                {
+                    "row": int(r),
+                    "col": int(c),
+                    "count": int(n),
+                    "icon": i,
+                    "top_classes": [{"class": k, "name": names[k], "count": m} for k, m in top],
+                }
                 for i, ((r, c), n, top) in enumerate(zip(grid.cells, grid.counts, grid.top_classes(self.top_classes)))
             ],
             "class_atlases": {},
         }
-        arrays = {"coords": coords, "labels": labels, "indices": np.asarray(store.indices),
-                  "cells": grid.cells, "counts": grid.counts, "means": grid.means,
-                  "class_counts": grid.class_counts, "cell_of_sample": grid.cell_of_sample, "icons": icons.images}
+        arrays = {
+            "coords": coords,
+            "labels": labels,
+            "indices": np.asarray(store.indices),
+            "cells": grid.cells,
+            "counts": grid.counts,
+            "means": grid.means,
+            "class_counts": grid.class_counts,
+            "cell_of_sample": grid.cell_of_sample,
+            "icons": icons.images,
+        }
         if whitening is not None:
             arrays["whitening"] = whitening
         images = {"atlas": out_dir / "atlas.png", "layout": out_dir / "layout_scatter.png"}
 
         for name in self.class_atlases:
             c = self.class_index(name, names)
-            atlas = class_atlas(store.activations, store.attributions, labels, c, self.class_top_n,
-                                self.class_grid_size, self.class_min_count, self.class_umap, num_classes, self.seed)
-            class_icons = self.featurevis.render(classifier, self.layer, atlas.grid.means, whitening=whitening,
-                                                 cossim_pow=self.class_cossim_pow, attempts=self.class_attempts)
+            try:
+                atlas = class_atlas(
+                    store.activations,
+                    store.attributions,
+                    labels,
+                    c,
+                    self.class_top_n,
+                    self.class_grid_size,
+                    self.class_min_count,
+                    self.class_umap,
+                    num_classes,
+                    self.seed,
+                )
+            except ValueError as err:  # too few samples attribute to the class: say so, keep the rest
+                log.warning("class atlas of %s skipped: %s", names[c], err)
+                summary["class_atlases"][names[c]] = {"class": c, "skipped": str(err)}
+                continue
+            class_icons = self.featurevis.render(
+                classifier,
+                self.layer,
+                atlas.grid.means,
+                whitening=whitening,
+                cossim_pow=self.class_cossim_pow,
+                attempts=self.class_attempts,
+            )
             path = out_dir / f"class_atlas_{c}_{_slug(names[c])}.png"
             save_png(compose_atlas(self.class_grid_size, atlas.grid.cells, class_icons.images), path)
             images[f"class_atlas/{names[c]}"] = path
             agreement = attribution_agreement(grid, labels, store.class_attribution(c), c, self.agreement_cells)
             summary["class_atlases"][names[c]] = {
-                "class": c, "png": path.name, "grid_size": self.class_grid_size,
+                "class": c,
+                "png": path.name,
+                "grid_size": self.class_grid_size,
                 **atlas.enrichment(labels),
-                "cells": [{"row": int(r), "col": int(col), "count": int(n), "attribution": float(a)}
-                          for (r, col), n, a in zip(atlas.grid.cells, atlas.grid.counts, atlas.attribution)],
+                "cells": [
+                    {"row": int(r), "col": int(col), "count": int(n), "attribution": float(a)}
+                    for (r, col), n, a in zip(atlas.grid.cells, atlas.grid.counts, atlas.attribution)
+                ],
                 "top_attribution_cells_of_full_atlas": agreement,
             }
             arrays[f"class_{c}_indices"] = atlas.indices
@@ -187,8 +249,14 @@ class ActivationAtlas:
             np.savez_compressed(tmp, **arrays)
         atomic_write_json(out_dir / "layout.json", summary)
         log_atlas_images(loggers, images)
-        log.info("atlas of %s: %d cells, kNN accuracy of the layout %.3f (chance %.3f) -> %s",
-                 self.layer, len(grid.cells), knn, chance, out_dir)
+        log.info(
+            "atlas of %s: %d cells, kNN accuracy of the layout %.3f (chance %.3f) -> %s",
+            self.layer,
+            len(grid.cells),
+            knn,
+            chance,
+            out_dir,
+        )
         return summary
 
 

@@ -59,13 +59,27 @@ class ClassAtlas:
         kept = self.indices[self.grid.cell_of_sample >= 0]
         purity = float((labels[kept] == self.class_index).mean()) if len(kept) else 0.0
         base = float((labels == self.class_index).mean()) if len(labels) else 0.0
-        return {"purity": purity, "base_rate": base, "enrichment": purity / base if base > 0 else 0.0,
-                "num_samples": int(len(self.indices)), "num_in_cells": int(len(kept))}
+        return {
+            "purity": purity,
+            "base_rate": base,
+            "enrichment": purity / base if base > 0 else 0.0,
+            "num_samples": int(len(self.indices)),
+            "num_in_cells": int(len(kept)),
+        }
 
 
-def class_atlas(activations: np.ndarray, attributions: np.ndarray, labels: np.ndarray, class_index: int,
-                top_n: int = 3000, grid_size: int = 8, min_count: int = 5, umap: dict[str, Any] | None = None,
-                num_classes: int | None = None, seed: int = 0) -> ClassAtlas:
+def class_atlas(
+    activations: np.ndarray,
+    attributions: np.ndarray,
+    labels: np.ndarray,
+    class_index: int,
+    top_n: int = 3000,
+    grid_size: int = 8,
+    min_count: int = 5,
+    umap: dict[str, Any] | None = None,
+    num_classes: int | None = None,
+    seed: int = 0,
+) -> ClassAtlas:
     """The notebook's single-class atlas: samples of ``class_sample_indices``, a fresh UMAP of their
     activations (``umap``: keyword arguments of ``umap_layout``, normalized by ``normalize_layout``),
     a ``grid_size`` grid keeping cells with at least ``min_count`` samples (notebook: more than 4)."""
@@ -81,8 +95,9 @@ def class_atlas(activations: np.ndarray, attributions: np.ndarray, labels: np.nd
     return ClassAtlas(class_index, indices, coords, grid, strength)
 
 
-def attribution_agreement(grid: AtlasGrid, labels: np.ndarray, attribution: np.ndarray, class_index: int,
-                          top_cells: int = 5) -> dict[str, float]:
+def attribution_agreement(
+    grid: AtlasGrid, labels: np.ndarray, attribution: np.ndarray, class_index: int, top_cells: int = 5
+) -> dict[str, float]:
     """Do the cells of the full atlas with the highest mean attribution to a class hold that
     class's images? Returns the share of the class's label among the activations of those cells
     (``purity``), the share over the whole atlas (``chance``), and the share of the class's

@@ -57,7 +57,9 @@ class ActivationStore:
             raise FileNotFoundError(f"{marker}: no activation collection here")
         meta = json.loads(marker.read_text())
         if not meta.get("complete"):
-            raise ValueError(f"{marker}: collection is incomplete ({meta['done']}/{meta['num_samples']}); run it again to resume")
+            raise ValueError(
+                f"{marker}: collection is incomplete ({meta['done']}/{meta['num_samples']}); run it again to resume"
+            )
         arrays = {name: np.load(root / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
         return cls(root=root, meta=meta, **arrays)
 
@@ -79,6 +81,7 @@ def _sample_plan(dataset_size: int, num_samples: int | None, seed: int) -> tuple
 def notebook_positions(uniform: np.ndarray, height: int, width: int) -> np.ndarray:
     """Flat positions ``row * width + col`` with row uniform in 1..height-1 and col in 1..width-1
     (the notebook's ``randint(1, H)``, ``randint(1, W)``); a side of length 1 gives 0."""
+
     def draw(u: np.ndarray, size: int) -> np.ndarray:
         if size <= 1:
             return np.zeros(len(u), np.int64)
@@ -118,8 +121,14 @@ def collect_activations(
     out_dir.mkdir(parents=True, exist_ok=True)
     indices, uniform = _sample_plan(len(dataset), num_samples, seed)
     n = len(indices)
-    signature = {"layer": layer, "seed": seed, "num_samples": n, "dataset_size": len(dataset),
-                 "attribution_classes": attribution_classes, "positions": "notebook"}
+    signature = {
+        "layer": layer,
+        "seed": seed,
+        "num_samples": n,
+        "dataset_size": len(dataset),
+        "attribution_classes": attribution_classes,
+        "positions": "notebook",
+    }
     marker = out_dir / PROGRESS
     done = 0
     arrays: dict[str, np.ndarray] = {}
@@ -127,8 +136,10 @@ def collect_activations(
         meta = json.loads(marker.read_text())
         differs = {k: (meta.get(k), v) for k, v in signature.items() if meta.get(k) != v}
         if differs:
-            raise ValueError(f"{marker}: an earlier collection with other settings {differs} is here; "
-                             "choose another output folder or delete this one")
+            raise ValueError(
+                f"{marker}: an earlier collection with other settings {differs} is here; "
+                "choose another output folder or delete this one"
+            )
         if meta.get("complete"):
             return ActivationStore.open(out_dir)
         done = int(meta["done"])
@@ -138,8 +149,9 @@ def collect_activations(
 
     model = classifier.model.eval()
     attribute = attribution_classes is None or attribution_classes > 0
-    loader = DataLoader(Subset(dataset, indices[done:].tolist()), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers)
+    loader = DataLoader(
+        Subset(dataset, indices[done:].tolist()), batch_size=batch_size, shuffle=False, num_workers=num_workers
+    )
     tap = LayerTap(model, layer, grad_leaf=attribute)
     try:
         for step, (images, labels) in enumerate(loader):
@@ -151,8 +163,11 @@ def collect_activations(
                 pos = torch.from_numpy(notebook_positions(uniform[rows], *_grid_shape(output)))
                 batch = torch.arange(len(pos))
                 picked = acts[batch, :, pos]  # (B, C)
-                attributions = (logit_attribution(logits, output, batch, pos, attribution_classes)
-                                if attribute else torch.zeros(len(pos), 1))
+                attributions = (
+                    logit_attribution(logits, output, batch, pos, attribution_classes)
+                    if attribute
+                    else torch.zeros(len(pos), 1)
+                )
             if not arrays:
                 arrays = _create_arrays(out_dir, n, picked.shape[1], attributions.shape[1])
             arrays["activations"][rows] = picked.detach().float().numpy()
@@ -163,8 +178,16 @@ def collect_activations(
             done = rows.stop
             if (step + 1) % flush_every == 0 or done == n:
                 _flush(arrays)
-                atomic_write_json(marker, {**signature, "done": done, "channels": int(picked.shape[1]),
-                                           "spatial_positions": int(acts.shape[2]), "complete": done == n})
+                atomic_write_json(
+                    marker,
+                    {
+                        **signature,
+                        "done": done,
+                        "channels": int(picked.shape[1]),
+                        "spatial_positions": int(acts.shape[2]),
+                        "complete": done == n,
+                    },
+                )
     finally:
         tap.remove()
     if n == 0:
@@ -172,8 +195,9 @@ def collect_activations(
     return ActivationStore.open(out_dir)
 
 
-def logit_attribution(logits: torch.Tensor, leaf: torch.Tensor, batch: torch.Tensor, pos: torch.Tensor,
-                      top_k: int | None = None) -> torch.Tensor:
+def logit_attribution(
+    logits: torch.Tensor, leaf: torch.Tensor, batch: torch.Tensor, pos: torch.Tensor, top_k: int | None = None
+) -> torch.Tensor:
     """(B, K) attribution of the activation at ``pos`` (one per image) to each logit: the
     directional derivative of the logits along that activation, ``J_c . a_pos`` = activation x
     gradient summed over channels. ``leaf`` is the layer output the logits were computed from
@@ -185,24 +209,30 @@ def logit_attribution(logits: torch.Tensor, leaf: torch.Tensor, batch: torch.Ten
     flat[batch, :, pos] = spatial_view(leaf)[batch, :, pos].detach()
     if top_k is None:
         dummy = torch.zeros_like(logits, requires_grad=True)
-        pulled, = torch.autograd.grad(logits, leaf, grad_outputs=dummy, create_graph=True)
-        pushed, = torch.autograd.grad(pulled, dummy, grad_outputs=tangent)
+        (pulled,) = torch.autograd.grad(logits, leaf, grad_outputs=dummy, create_graph=True)
+        (pushed,) = torch.autograd.grad(pulled, dummy, grad_outputs=tangent)
         return pushed
     k = min(top_k, logits.shape[1])
     top = logits.topk(k, dim=1).indices
     out = torch.zeros(logits.shape)
     for j in range(k):
-        grad, = torch.autograd.grad(logits.gather(1, top[:, j:j + 1]).sum(), leaf, retain_graph=True)
+        (grad,) = torch.autograd.grad(logits.gather(1, top[:, j : j + 1]).sum(), leaf, retain_graph=True)
         out[batch, top[:, j]] = (grad * tangent).flatten(1).sum(1).detach()
     return out
 
 
 def _create_arrays(out_dir: Path, n: int, channels: int, num_logits: int) -> dict[str, np.ndarray]:
-    spec = {"activations": ((n, channels), np.float32), "labels": ((n,), np.int64),
-            "indices": ((n,), np.int64), "positions": ((n,), np.int64),
-            "attributions": ((n, num_logits), np.float32)}
-    return {name: np.lib.format.open_memmap(out_dir / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
-            for name, (shape, dtype) in spec.items()}
+    spec = {
+        "activations": ((n, channels), np.float32),
+        "labels": ((n,), np.int64),
+        "indices": ((n,), np.int64),
+        "positions": ((n,), np.int64),
+        "attributions": ((n, num_logits), np.float32),
+    }
+    return {
+        name: np.lib.format.open_memmap(out_dir / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+        for name, (shape, dtype) in spec.items()
+    }
 
 
 def _flush(arrays: dict[str, np.ndarray]) -> None:

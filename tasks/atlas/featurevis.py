@@ -33,13 +33,19 @@ class FourierImage(nn.Module):
     1 / frequency^decay_power (so gradient steps favour low frequencies, as natural images do),
     in a decorrelated colour space mapped to RGB and squashed by a sigmoid."""
 
-    def __init__(self, batch: int, size: int, decay_power: float = 1.0, sd: float = 0.01,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        batch: int,
+        size: int,
+        decay_power: float = 1.0,
+        sd: float = 0.01,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         self.size = size
         fy = torch.fft.fftfreq(size)[:, None]
         fx = torch.fft.rfftfreq(size)[None, :]
-        freqs = torch.sqrt(fx ** 2 + fy ** 2)
+        freqs = torch.sqrt(fx**2 + fy**2)
         self.register_buffer("scale", 1.0 / freqs.clamp_min(1.0 / size) ** decay_power)
         spectrum = torch.randn(batch, 3, size, size // 2 + 1, 2, generator=generator) * sd
         self.spectrum = nn.Parameter(spectrum)
@@ -51,9 +57,15 @@ class FourierImage(nn.Module):
         return torch.sigmoid(rgb)
 
 
-def robustness_transforms(images: torch.Tensor, generator: torch.Generator, pad: int = 12,
-                          jitter: int = 8, scales: Sequence[float] = tuple(1 + (i - 5) / 50 for i in range(11)),
-                          angles: Sequence[float] = tuple(range(-10, 11)), final_jitter: int = 4) -> torch.Tensor:
+def robustness_transforms(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    pad: int = 12,
+    jitter: int = 8,
+    scales: Sequence[float] = tuple(1 + (i - 5) / 50 for i in range(11)),
+    angles: Sequence[float] = tuple(range(-10, 11)),
+    final_jitter: int = 4,
+) -> torch.Tensor:
     """Lucid's ``standard_transforms``-like stack (the CPU preset): pad with grey, jitter, random
     scale and rotation per image, jitter again; the icon must keep its effect under all of them."""
     b = images.shape[0]
@@ -75,7 +87,7 @@ def robustness_transforms(images: torch.Tensor, generator: torch.Generator, pad:
 # copies are drawn more often), jitter 2. One draw per step for the whole batch, as in TensorFlow.
 ATLAS_PAD, ATLAS_PAD_VALUE = 2, 1.0
 ATLAS_JITTERS = (4, 4, 8, 8, 8)
-ATLAS_SCALES = tuple([0.995 ** n for n in range(-5, 80)] + [0.998 ** n for n in 2 * list(range(20, 40))])
+ATLAS_SCALES = tuple([0.995**n for n in range(-5, 80)] + [0.998**n for n in 2 * list(range(20, 40))])
 ATLAS_ANGLES = tuple(list(range(-20, 20)) + list(range(-10, 10)) + list(range(-5, 5)) + 5 * [0])
 ATLAS_FINAL_JITTER = 2
 
@@ -107,7 +119,7 @@ def _jitter(x: torch.Tensor, d: int, generator: torch.Generator) -> torch.Tensor
     if d <= 0:
         return x
     dy, dx = torch.randint(d + 1, (2,), generator=generator).tolist()
-    return x[:, :, dy: x.shape[2] - d + dy, dx: x.shape[3] - d + dx]
+    return x[:, :, dy : x.shape[2] - d + dy, dx : x.shape[3] - d + dx]
 
 
 def direction_cossim(acts: torch.Tensor, directions: torch.Tensor, cossim_pow: float = 1.0) -> torch.Tensor:
@@ -120,7 +132,7 @@ def direction_cossim(acts: torch.Tensor, directions: torch.Tensor, cossim_pow: f
     to a constant factor; the floor 0.1 keeps the gradient of anti-aligned starts alive."""
     dot = (acts * directions).mean(1)
     cossim = (dot / (1e-4 + acts.norm(dim=1))).clamp_min(0.1)
-    return dot * cossim ** cossim_pow
+    return dot * cossim**cossim_pow
 
 
 @dataclass
@@ -142,17 +154,29 @@ class FeatureVisualizer:
     ``none``), ``batch_size`` icons at a time; each icon keeps the attempt with the highest
     objective at the last step. Deterministic given ``seed``."""
 
-    def __init__(self, icon_size: int = 80, steps: int = 512, lr: float = 0.05, batch_size: int = 32,
-                 decay_power: float = 1.0, cossim_pow: float = 4.0, transforms: str = "atlas",
-                 attempts: int = 1, input_size: int | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        icon_size: int = 80,
+        steps: int = 512,
+        lr: float = 0.05,
+        batch_size: int = 32,
+        decay_power: float = 1.0,
+        cossim_pow: float = 4.0,
+        transforms: str = "atlas",
+        attempts: int = 1,
+        input_size: int | None = None,
+        seed: int = 0,
+    ) -> None:
         if transforms not in TRANSFORMS:
             raise ValueError(f"featurevis.transforms={transforms!r}: choose one of {sorted(TRANSFORMS)}")
         if attempts < 1:
             raise ValueError(f"featurevis.attempts={attempts} must be >= 1")
         shrink = 2 * ATLAS_PAD - sum(ATLAS_JITTERS) - ATLAS_FINAL_JITTER
         if transforms == "atlas" and icon_size + shrink < 8:
-            raise ValueError(f"featurevis.icon_size={icon_size} is too small for the atlas transforms, which crop "
-                             f"{-shrink} px: use icon_size >= {8 - shrink} or transforms=standard")
+            raise ValueError(
+                f"featurevis.icon_size={icon_size} is too small for the atlas transforms, which crop "
+                f"{-shrink} px: use icon_size >= {8 - shrink} or transforms=standard"
+            )
         self.icon_size = icon_size
         self.steps = steps
         self.lr = lr
@@ -164,8 +188,14 @@ class FeatureVisualizer:
         self.input_size = input_size
         self.seed = seed
 
-    def objective(self, classifier: Classifier, tap: LayerTap, images: torch.Tensor, directions: torch.Tensor,
-                  cossim_pow: float | None = None) -> torch.Tensor:
+    def objective(
+        self,
+        classifier: Classifier,
+        tap: LayerTap,
+        images: torch.Tensor,
+        directions: torch.Tensor,
+        cossim_pow: float | None = None,
+    ) -> torch.Tensor:
         """Per-image objective at the centre spatial position of the layer (the paper's "neuron")."""
         if self.input_size and images.shape[-1] != self.input_size:
             images = F.interpolate(images, size=(self.input_size,) * 2, mode="bilinear", align_corners=False)
@@ -179,13 +209,20 @@ class FeatureVisualizer:
             acts = spatial_view(output)
             centre = acts[:, :, acts.shape[2] // 2]
         if centre.shape[1] != directions.shape[1]:
-            raise ValueError(f"directions have {directions.shape[1]} channels but layer {tap.layer_name!r} "
-                             f"has {centre.shape[1]}")
+            raise ValueError(
+                f"directions have {directions.shape[1]} channels but layer {tap.layer_name!r} has {centre.shape[1]}"
+            )
         return direction_cossim(centre, directions, self.cossim_pow if cossim_pow is None else cossim_pow)
 
-    def render(self, classifier: Classifier, layer: str, directions: np.ndarray | torch.Tensor,
-               whitening: np.ndarray | None = None, cossim_pow: float | None = None,
-               attempts: int | None = None) -> Icons:
+    def render(
+        self,
+        classifier: Classifier,
+        layer: str,
+        directions: np.ndarray | torch.Tensor,
+        whitening: np.ndarray | None = None,
+        cossim_pow: float | None = None,
+        attempts: int | None = None,
+    ) -> Icons:
         """Optimize one icon for each row of ``directions`` (M, C); with ``whitening`` S (C, C) the
         objective uses ``v @ S`` (the notebooks' ``tf.matmul(vec[None], S)``). ``cossim_pow`` and
         ``attempts`` override the visualizer's own (a class atlas uses its own)."""
@@ -198,7 +235,7 @@ class FeatureVisualizer:
         results: dict[str, list[torch.Tensor]] = {k: [] for k in ("images", "start", "end", "last", "attempt")}
         with LayerTap(model, layer) as tap:
             for first in range(0, len(directions), self.batch_size):
-                batch = directions[first: first + self.batch_size]
+                batch = directions[first : first + self.batch_size]
                 best: dict[str, torch.Tensor] = {}
                 for attempt in range(attempts):
                     seed = (self.seed * 1_000_003 + first) * 7919 + attempt
@@ -221,8 +258,13 @@ class FeatureVisualizer:
                         pixels = image()
                         end = self.objective(classifier, tap, pixels, batch, cossim_pow)
                     if not best:
-                        best = {"images": pixels, "start": start, "end": end, "last": last,
-                                "attempt": torch.zeros(len(batch), dtype=torch.long)}
+                        best = {
+                            "images": pixels,
+                            "start": start,
+                            "end": end,
+                            "last": last,
+                            "attempt": torch.zeros(len(batch), dtype=torch.long),
+                        }
                         continue
                     better = last > best["last"]  # "this should be max, it is not a traditional loss"
                     for key, value in (("images", pixels), ("start", start), ("end", end), ("last", last)):
@@ -233,8 +275,14 @@ class FeatureVisualizer:
                     results[key].append(best[key])
         if not results["images"]:
             empty = np.zeros(0)
-            return Icons(np.zeros((0, self.icon_size, self.icon_size, 3), np.uint8), empty, empty, empty,
-                         np.zeros(0, np.int64))
+            return Icons(
+                np.zeros((0, self.icon_size, self.icon_size, 3), np.uint8), empty, empty, empty, np.zeros(0, np.int64)
+            )
         images = (torch.cat(results["images"]).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-        return Icons(images, torch.cat(results["start"]).numpy(), torch.cat(results["end"]).numpy(),
-                     torch.cat(results["last"]).numpy(), torch.cat(results["attempt"]).numpy())
+        return Icons(
+            images,
+            torch.cat(results["start"]).numpy(),
+            torch.cat(results["end"]).numpy(),
+            torch.cat(results["last"]).numpy(),
+            torch.cat(results["attempt"]).numpy(),
+        )

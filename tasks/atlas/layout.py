@@ -30,8 +30,15 @@ def umap_layout(
     if n < 3:
         raise ValueError(f"UMAP needs at least 3 activations, got {n}")
     neighbours = min(n_neighbors, n - 1)
-    reducer = umap.UMAP(n_neighbors=neighbours, min_dist=min_dist, metric=metric, n_components=2,
-                        random_state=seed, n_jobs=1, low_memory=True)
+    reducer = umap.UMAP(
+        n_neighbors=neighbours,
+        min_dist=min_dist,
+        metric=metric,
+        n_components=2,
+        random_state=seed,
+        n_jobs=1,
+        low_memory=True,
+    )
     if fit_size is None or fit_size >= n:
         coords = reducer.fit_transform(np.asarray(activations, dtype=np.float32))
     else:
@@ -45,8 +52,9 @@ def umap_layout(
     return normalize_layout(coords)
 
 
-def normalize_layout(layout: np.ndarray, min_percentile: float = 1, max_percentile: float = 99,
-                     relative_margin: float = 0.1) -> np.ndarray:
+def normalize_layout(
+    layout: np.ndarray, min_percentile: float = 1, max_percentile: float = 99, relative_margin: float = 0.1
+) -> np.ndarray:
     """The notebooks' ``normalize_layout``: per axis, take the 1st and 99th percentiles, widen them
     by a 10 % margin (``mins -= m * (maxs - mins)``, then ``maxs += m * (maxs - mins)`` with the
     already-lowered ``mins``), clip every point into that range, and scale the clipped points to
@@ -71,7 +79,7 @@ def whitening_matrix(activations: np.ndarray, chunk_size: int = 65536) -> np.nda
     n, channels = activations.shape
     gram = np.zeros((channels, channels), np.float64)
     for start in range(0, n, chunk_size):
-        block = np.asarray(activations[start:start + chunk_size], dtype=np.float64)
+        block = np.asarray(activations[start : start + chunk_size], dtype=np.float64)
         gram += block.T @ block
     correlation = (gram / max(n, 1)).astype(np.float32)
     try:
@@ -79,8 +87,10 @@ def whitening_matrix(activations: np.ndarray, chunk_size: int = 65536) -> np.nda
             raise np.linalg.LinAlgError("rank deficient")
         return np.linalg.inv(correlation).astype(np.float32)
     except np.linalg.LinAlgError:
-        log.warning("the activations' second-moment matrix (%d channels) is singular; whitening with its "
-                    "pseudo-inverse", channels)
+        log.warning(
+            "the activations' second-moment matrix (%d channels) is singular; whitening with its pseudo-inverse",
+            channels,
+        )
         return np.linalg.pinv(correlation).astype(np.float32)
 
 

@@ -72,9 +72,13 @@ def _network_from_checkpoint(path: Path) -> nn.Module:
     if missing:
         raise ValueError(f"{path}: not a classification checkpoint (hyper-parameters lack {missing})")
     register_models()
-    model = timm.create_model(hparams["backbone"], pretrained=False, num_classes=hparams["num_classes"],
-                              **(hparams.get("backbone_kwargs") or {}))
-    state = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    model = timm.create_model(
+        hparams["backbone"],
+        pretrained=False,
+        num_classes=hparams["num_classes"],
+        **(hparams.get("backbone_kwargs") or {}),
+    )
+    state = {k[len("model.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(state)
     return model
 

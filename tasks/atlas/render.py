@@ -12,8 +12,14 @@ from PIL import Image
 from core.io import atomic_write_bytes
 
 
-def compose_atlas(grid_size: int, cells: np.ndarray, icons: np.ndarray, cell_px: int | None = None,
-                  alpha: np.ndarray | None = None, background: int = 255) -> Image.Image:
+def compose_atlas(
+    grid_size: int,
+    cells: np.ndarray,
+    icons: np.ndarray,
+    cell_px: int | None = None,
+    alpha: np.ndarray | None = None,
+    background: int = 255,
+) -> Image.Image:
     """The atlas image: icon ``i`` (S, S, 3) drawn at cell ``cells[i]`` = (row, col) of a
     grid_size x grid_size canvas; empty cells stay ``background``. ``alpha`` (M,) in [0, 1] fades
     icons into the background (a class atlas shows attribution this way)."""
@@ -24,7 +30,7 @@ def compose_atlas(grid_size: int, cells: np.ndarray, icons: np.ndarray, cell_px:
         if icon.shape[0] != size:
             icon = np.asarray(Image.fromarray(icon).resize((size, size), Image.BICUBIC))
         a = 1.0 if alpha is None else float(alpha[i])
-        patch = canvas[row * size:(row + 1) * size, col * size:(col + 1) * size]
+        patch = canvas[row * size : (row + 1) * size, col * size : (col + 1) * size]
         patch[:] = a * icon.astype(np.float32) + (1 - a) * patch
     return Image.fromarray(canvas.round().clip(0, 255).astype(np.uint8))
 
@@ -35,8 +41,14 @@ def save_png(image: Image.Image, path: str | Path) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def layout_scatter(coords: np.ndarray, labels: np.ndarray, class_names: Sequence[str], grid_size: int,
-                   max_points: int = 50000, seed: int = 0) -> Image.Image:
+def layout_scatter(
+    coords: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    grid_size: int,
+    max_points: int = 50000,
+    seed: int = 0,
+) -> Image.Image:
     """The 2D layout coloured by label, in the atlas's orientation (row 0 at the top), with the
     grid drawn, so the icons can be read against where each class's images fall."""
     import matplotlib

@@ -23,8 +23,9 @@ def build_atlas(cfg: DictConfig) -> dict[str, Any]:
     classifier = instantiate(cfg.model, **stats, _convert_="all")
     atlas = instantiate(cfg.atlas, _convert_="all")
     loggers = instantiate_group(cfg.get("logger"))
-    summary = atlas.build(classifier, dataset, Path(cfg.paths.output_dir),
-                          getattr(datamodule, "class_names", ()), loggers)
+    summary = atlas.build(
+        classifier, dataset, Path(cfg.paths.output_dir), getattr(datamodule, "class_names", ()), loggers
+    )
     for logger in loggers:
         logger.finalize("success")
     return summary

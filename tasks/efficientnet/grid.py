@@ -8,13 +8,13 @@ are the baselines of the paper's Figure 3 / Figure 8 comparison, run by the same
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence, Union
 
 from tasks.efficientnet.scaling import flops_factor, satisfies_constraint
 
 DIMENSIONS = ("compound", "depth", "width", "resolution")
-GridSpec = Union[str, float, Sequence[float]]
+GridSpec = str | float | Sequence[float]
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,11 @@ class Candidate:
     def dimension(self) -> str:
         """Which dimensions it scales: ``compound``, or ``depth``/``width``/``resolution`` alone
         (``baseline`` when phi = 0 or all three are 1)."""
-        scaled = [d for d, c in zip(("depth", "width", "resolution"), (self.alpha, self.beta, self.gamma))
-                  if not math.isclose(c, 1.0)]
+        scaled = [
+            d
+            for d, c in zip(("depth", "width", "resolution"), (self.alpha, self.beta, self.gamma))
+            if not math.isclose(c, 1.0)
+        ]
         if self.phi == 0 or not scaled:
             return "baseline"
         return scaled[0] if len(scaled) == 1 else "compound"
@@ -80,9 +83,7 @@ def compound_candidates(
     return found
 
 
-def single_dimension_candidates(
-    dimensions: Iterable[str], target: float = 2.0, phi: float = 1.0
-) -> list[Candidate]:
+def single_dimension_candidates(dimensions: Iterable[str], target: float = 2.0, phi: float = 1.0) -> list[Candidate]:
     """Depth-, width- or resolution-only scaling with the same FLOPs growth ``target`` per unit phi."""
     corner = {
         "depth": Candidate(target, 1.0, 1.0, phi),

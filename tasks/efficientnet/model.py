@@ -12,9 +12,10 @@ Registered names work with ``timm.create_model`` and hence with the classificati
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Sequence
+from typing import Any
 
 import torch.nn as nn
 from timm.models import register_model
@@ -54,8 +55,13 @@ def _cfg(**kwargs: Any) -> dict:
 def _variant_cfg(setting: EfficientNetSetting) -> dict:
     """B0-B7 default config: native resolution, the reference evaluation crop, bicubic resizing."""
     size = setting.resolution
-    return _cfg(input_size=(3, size, size), pool_size=(-(-size // 32),) * 2, crop_pct=round(setting.crop_pct, 4),
-                first_conv="conv_stem", classifier="classifier")
+    return _cfg(
+        input_size=(3, size, size),
+        pool_size=(-(-size // 32),) * 2,
+        crop_pct=round(setting.crop_pct, 4),
+        first_conv="conv_stem",
+        classifier="classifier",
+    )
 
 
 default_cfgs = generate_default_cfgs(
@@ -191,12 +197,16 @@ def _efficientnet_variant(name: str, setting: EfficientNetSetting):
     def build(drop_rate: float = setting.dropout, **kwargs: Any) -> EfficientNet:
         kwargs = {"width_multiplier": setting.width, "depth_multiplier": setting.depth, **kwargs}
         model = compound_scaled_efficientnet(drop_rate=drop_rate, **kwargs)
-        model.pretrained_cfg = model.default_cfg = default_cfgs[f"compound_scaled_efficientnet_{name}"].default.to_dict()
+        model.pretrained_cfg = model.default_cfg = default_cfgs[
+            f"compound_scaled_efficientnet_{name}"
+        ].default.to_dict()
         return model
 
     build.__name__ = build.__qualname__ = f"compound_scaled_efficientnet_{name}"
-    build.__doc__ = (f"EfficientNet-{name.upper()} (width {setting.width}, depth {setting.depth}, "
-                     f"{setting.resolution} px, dropout {setting.dropout}).")
+    build.__doc__ = (
+        f"EfficientNet-{name.upper()} (width {setting.width}, depth {setting.depth}, "
+        f"{setting.resolution} px, dropout {setting.dropout})."
+    )
     return register_model(build)
 
 

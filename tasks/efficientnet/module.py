@@ -5,7 +5,7 @@ reference's staircase decay)."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from core.optim import configure_optimizers
 from tasks.classification.module import ImageClassificationTask
@@ -26,12 +26,14 @@ class EfficientNetTask(ImageClassificationTask):
     def __init__(
         self,
         *args: Any,
-        lr_reference_batch_size: Optional[int] = None,
+        lr_reference_batch_size: int | None = None,
         weight_decay_exclude: str = "norm",
         **kwargs: Any,
     ) -> None:
         if weight_decay_exclude not in WEIGHT_DECAY_EXCLUDE:
-            raise ValueError(f"task.weight_decay_exclude={weight_decay_exclude!r}: choose one of {WEIGHT_DECAY_EXCLUDE}")
+            raise ValueError(
+                f"task.weight_decay_exclude={weight_decay_exclude!r}: choose one of {WEIGHT_DECAY_EXCLUDE}"
+            )
         super().__init__(*args, **kwargs)
         self.save_hyperparameters()
 
@@ -39,7 +41,9 @@ class EfficientNetTask(ImageClassificationTask):
         datamodule = getattr(self.trainer, "datamodule", None)
         per_device = int(getattr(datamodule, "batch_size", 0) or 0)
         if per_device <= 0:
-            raise ValueError("task.lr_reference_batch_size needs the DataModule's batch_size to scale the learning rate")
+            raise ValueError(
+                "task.lr_reference_batch_size needs the DataModule's batch_size to scale the learning rate"
+            )
         return per_device * self.trainer.world_size * self.trainer.accumulate_grad_batches
 
     def scaled_lr(self) -> float:

@@ -19,8 +19,6 @@ The optimizer itself is timm's ``rmsproptf`` (``RMSpropTF``), which is TF1's ``R
 
 from __future__ import annotations
 
-from typing import Optional, Union
-
 import torch
 from pytorch_lightning.callbacks import WeightAveraging
 from torch import nn
@@ -37,7 +35,7 @@ def tf_weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def tf_ema_decay(decay: float, num_updates: Union[int, torch.Tensor]) -> torch.Tensor:
+def tf_ema_decay(decay: float, num_updates: int | torch.Tensor) -> torch.Tensor:
     """The decay TF's ExponentialMovingAverage uses at update ``num_updates``: min(decay, (1+n)/(10+n))."""
     n = torch.as_tensor(num_updates, dtype=torch.float64)
     return torch.clamp((1 + n) / (10 + n), max=decay)
@@ -52,8 +50,9 @@ class TFExponentialMovingAverage(WeightAveraging):
     there is the reference's at ``global_step = k + 1``. (The reference mixes its first update
     with the initial weights at decay 2/11; here the first update is a copy.)"""
 
-    def __init__(self, decay: float = 0.9999, device: Optional[Union[torch.device, str, int]] = None,
-                 use_buffers: bool = True) -> None:
+    def __init__(
+        self, decay: float = 0.9999, device: torch.device | str | int | None = None, use_buffers: bool = True
+    ) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"ema decay={decay} must be in [0, 1)")
         self.decay = decay

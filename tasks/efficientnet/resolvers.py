@@ -12,9 +12,7 @@ from __future__ import annotations
 from tasks.efficientnet.scaling import EFFICIENTNET_FAMILY, RESOLUTION_DIVISOR, round_resolution
 
 
-def compound_resolution(
-    base_resolution: int, gamma: float, phi: float, divisor: int = RESOLUTION_DIVISOR
-) -> int:
+def compound_resolution(base_resolution: int, gamma: float, phi: float, divisor: int = RESOLUTION_DIVISOR) -> int:
     """round(base_resolution * gamma^phi) to a multiple of ``divisor`` (4: see scaling.py)."""
     return round_resolution(int(base_resolution), float(gamma) ** float(phi), int(divisor))
 
@@ -26,5 +24,7 @@ def efficientnet_variant(variant: str, key: str) -> float | int:
         raise KeyError(f"efficientnet variant {variant!r}: choose one of {sorted(EFFICIENTNET_FAMILY)}")
     setting = EFFICIENTNET_FAMILY[name]
     if not hasattr(setting, key):
-        raise KeyError(f"efficientnet variant facts have no {key!r}; choose width, depth, resolution, dropout, crop_pct")
+        raise KeyError(
+            f"efficientnet variant facts have no {key!r}; choose width, depth, resolution, dropout, crop_pct"
+        )
     return getattr(setting, key)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
 from timm.layers import make_divisible
 
 # Channel counts are multiples of 8 and never more than 10 % below the exact value (the paper's
@@ -32,9 +33,7 @@ def round_repeats(repeats: int, depth_multiplier: float) -> int:
     return int(math.ceil(depth_multiplier * repeats))
 
 
-def round_resolution(
-    base_resolution: int, resolution_multiplier: float, divisor: int = RESOLUTION_DIVISOR
-) -> int:
+def round_resolution(base_resolution: int, resolution_multiplier: float, divisor: int = RESOLUTION_DIVISOR) -> int:
     """Scale the input size by the resolution multiplier, rounded to the nearest multiple of ``divisor``."""
     return max(divisor, int(round(base_resolution * resolution_multiplier / divisor)) * divisor)
 
@@ -44,9 +43,7 @@ def flops_factor(alpha: float, beta: float, gamma: float) -> float:
     return alpha * beta**2 * gamma**2
 
 
-def satisfies_constraint(
-    alpha: float, beta: float, gamma: float, target: float = 2.0, tolerance: float = 0.1
-) -> bool:
+def satisfies_constraint(alpha: float, beta: float, gamma: float, target: float = 2.0, tolerance: float = 0.1) -> bool:
     """True when |alpha * beta^2 * gamma^2 - target| <= tolerance and alpha, beta, gamma >= 1 (Eq. 3)."""
     if min(alpha, beta, gamma) < 1.0:
         return False

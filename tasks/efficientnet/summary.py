@@ -14,8 +14,9 @@ import csv
 import io
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -27,12 +28,24 @@ from tasks.efficientnet.grid import Candidate
 log = logging.getLogger(__name__)
 
 COLUMNS = (
-    "job", "dimension", "phi", "alpha", "beta", "gamma", "flops_factor", "backbone", "image_size",
-    "params_m", "gmacs", "val_accuracy", "test_accuracy", "status",
+    "job",
+    "dimension",
+    "phi",
+    "alpha",
+    "beta",
+    "gamma",
+    "flops_factor",
+    "backbone",
+    "image_size",
+    "params_m",
+    "gmacs",
+    "val_accuracy",
+    "test_accuracy",
+    "status",
 )
 
 
-def read_run(run_dir: Path) -> Optional[dict[str, Any]]:
+def read_run(run_dir: Path) -> dict[str, Any] | None:
     """One job's row, or None for a folder that is not a job of a compound-scaling sweep. The job's
     status, metrics and monitor come from core.sweeps.read_job, the one reader of sweep folders."""
     config_file = run_dir / RUN_CONFIG
@@ -87,11 +100,14 @@ def collect_runs(sweep_dir: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def best_run(rows: Sequence[dict], dimension: str = "compound", phi: Optional[float] = None) -> Optional[dict]:
+def best_run(rows: Sequence[dict], dimension: str = "compound", phi: float | None = None) -> dict | None:
     """The finished run of ``dimension`` (at ``phi``) with the best monitored value, under the
     sweep's ``monitor.mode`` (core.sweeps.best_job)."""
-    done = [r for r in rows if r["status"] == "done" and r["dimension"] == dimension
-            and (phi is None or math.isclose(r["phi"], phi))]
+    done = [
+        r
+        for r in rows
+        if r["status"] == "done" and r["dimension"] == dimension and (phi is None or math.isclose(r["phi"], phi))
+    ]
     return best_job(done) if done else None
 
 
@@ -103,18 +119,23 @@ def compare_dimensions(rows: Sequence[dict]) -> list[dict]:
         entry: dict[str, Any] = {"phi": phi}
         for dimension in ("compound", "depth", "width", "resolution"):
             run = best_run(rows, dimension, phi)
-            entry[dimension] = None if run is None else {
-                k: run[k] for k in ("job", "alpha", "beta", "gamma", "gmacs", "params_m", "val_accuracy")
-            }
+            entry[dimension] = (
+                None
+                if run is None
+                else {k: run[k] for k in ("job", "alpha", "beta", "gamma", "gmacs", "params_m", "val_accuracy")}
+            )
         table.append(entry)
     return table
 
 
 def format_markdown(rows: Sequence[dict]) -> str:
-    head = "| job | dimension | phi | alpha | beta | gamma | a*b^2*g^2 | res | params (M) | MACs (M) | val acc | test acc |"
+    head = (
+        "| job | dimension | phi | alpha | beta | gamma | a*b^2*g^2 | res | params (M) | MACs (M) | val acc "
+        "| test acc |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
 
-    def pct(v: Optional[float]) -> str:
+    def pct(v: float | None) -> str:
         return "" if v is None else f"{100 * v:.2f}"
 
     for r in rows:
@@ -133,20 +154,34 @@ def plot_accuracy_vs_flops(rows: Sequence[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    style = {"baseline": ("k", "*"), "compound": ("tab:red", "o"), "depth": ("tab:blue", "s"),
-             "width": ("tab:green", "^"), "resolution": ("tab:orange", "D")}
+    style = {
+        "baseline": ("k", "*"),
+        "compound": ("tab:red", "o"),
+        "depth": ("tab:blue", "s"),
+        "width": ("tab:green", "^"),
+        "resolution": ("tab:orange", "D"),
+    }
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     for dimension, (color, marker) in style.items():
         pts = [r for r in rows if r["dimension"] == dimension and r["status"] == "done"]
         if pts:
-            ax.scatter([1000 * r["gmacs"] for r in pts], [100 * r["val_accuracy"] for r in pts],
-                       c=color, marker=marker, label=dimension, s=40, zorder=3)
+            ax.scatter(
+                [1000 * r["gmacs"] for r in pts],
+                [100 * r["val_accuracy"] for r in pts],
+                c=color,
+                marker=marker,
+                label=dimension,
+                s=40,
+                zorder=3,
+            )
     best = best_run(rows)
     if best is not None:
         ax.annotate(
             f"best: a={best['alpha']:.2f} b={best['beta']:.2f} g={best['gamma']:.2f}",
-            (1000 * best["gmacs"], 100 * best["val_accuracy"]), textcoords="offset points",
-            xytext=(6, -12), fontsize=8,
+            (1000 * best["gmacs"], 100 * best["val_accuracy"]),
+            textcoords="offset points",
+            xytext=(6, -12),
+            fontsize=8,
         )
     ax.set_xlabel("multiply-adds per image (M)")
     ax.set_ylabel("validation top-1 accuracy (%)")
@@ -161,18 +196,25 @@ def plot_accuracy_vs_flops(rows: Sequence[dict], path: Path) -> Path:
 
 
 def log_to_wandb(sweep_dir: Path, rows: Sequence[dict], summary: dict, plot: Path) -> None:
-    """Log the table, the plot and the best triple as an offline W&B run in the sweep folder."""
-    import wandb
+    """Log the table, the plot and the best triple as an offline W&B run in the sweep folder
+    (through core.media, like every task's media), grouped with the sweep's job runs."""
+    from pytorch_lightning.loggers import WandbLogger
 
-    run = wandb.init(
-        project="visionlab", name=f"compound-scaling-{sweep_dir.name}", job_type="sweep-summary",
-        dir=str(sweep_dir), mode="offline", reinit=True,
+    from core.media import log_image, log_table
+
+    logger = WandbLogger(
+        project="visionlab",
+        name=f"compound-scaling-{sweep_dir.name}",
+        job_type="sweep-summary",
+        group=sweep_dir.name,
+        save_dir=str(sweep_dir),
+        offline=True,
     )
-    table = wandb.Table(columns=list(COLUMNS), data=[[r.get(c) for c in COLUMNS] for r in rows])
-    run.log({"sweep/summary": table, "sweep/accuracy_vs_flops": wandb.Image(str(plot))})
+    log_table(logger, "sweep/summary", list(COLUMNS), [[r.get(c) for c in COLUMNS] for r in rows], step=0)
+    log_image(logger, "sweep/accuracy_vs_flops", plot, step=0)
     if summary["best"]:
-        run.summary.update({f"best/{k}": v for k, v in summary["best"].items()})
-    run.finish()
+        logger.experiment.summary.update({f"best/{k}": v for k, v in summary["best"].items()})
+    logger.experiment.finish()
 
 
 def summarize_sweep(sweep_dir: str | Path, wandb: bool = False) -> dict:
@@ -182,9 +224,23 @@ def summarize_sweep(sweep_dir: str | Path, wandb: bool = False) -> dict:
     best = best_run(rows)
     summary = {
         "sweep_dir": str(sweep_dir),
-        "best": None if best is None else {
-            k: best[k] for k in ("job", "phi", "alpha", "beta", "gamma", "flops_factor", "image_size",
-                                 "params_m", "gmacs", "val_accuracy", "test_accuracy")
+        "best": None
+        if best is None
+        else {
+            k: best[k]
+            for k in (
+                "job",
+                "phi",
+                "alpha",
+                "beta",
+                "gamma",
+                "flops_factor",
+                "image_size",
+                "params_m",
+                "gmacs",
+                "val_accuracy",
+                "test_accuracy",
+            )
         },
         "comparison": compare_dimensions(rows),
         "runs": rows,
@@ -202,12 +258,17 @@ def summarize_sweep(sweep_dir: str | Path, wandb: bool = False) -> dict:
     if best is not None:
         log.info(
             "Best triple: alpha=%.3f beta=%.3f gamma=%.3f (val accuracy %.4f, %.1f M MACs, %.3f M params)",
-            best["alpha"], best["beta"], best["gamma"], best["val_accuracy"], 1000 * best["gmacs"], best["params_m"],
+            best["alpha"],
+            best["beta"],
+            best["gamma"],
+            best["val_accuracy"],
+            1000 * best["gmacs"],
+            best["params_m"],
         )
     return summary
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--wandb", action="store_true", help="also log the table and plot to W&B (offline)")
@@ -217,8 +278,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     print()
     if summary["best"]:
         b = summary["best"]
-        print(f"best triple: alpha={b['alpha']:.3f} beta={b['beta']:.3f} gamma={b['gamma']:.3f} "
-              f"(val acc {100 * b['val_accuracy']:.2f} %, {1000 * b['gmacs']:.1f} M MACs, {b['params_m']:.3f} M params)")
+        print(
+            f"best triple: alpha={b['alpha']:.3f} beta={b['beta']:.3f} gamma={b['gamma']:.3f} "
+            f"(val acc {100 * b['val_accuracy']:.2f} %, {1000 * b['gmacs']:.1f} M MACs, {b['params_m']:.3f} M params)"
+        )
     for entry in summary["comparison"]:
         parts = [f"phi={entry['phi']:g}"]
         for dimension in ("compound", "depth", "width", "resolution"):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from core.io import atomic_write_json
 from tasks.efficientnet.complexity import measure_backbone
@@ -92,7 +92,7 @@ def format_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
+def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--phi", type=float, nargs="*", default=[], help="compound coefficients to add")
     parser.add_argument("--network", choices=NETWORKS, default="efficientnet", help="baseline for --phi rows")
@@ -102,7 +102,11 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
     parser.add_argument("--base-resolution", type=int, default=224)
     parser.add_argument("--no-family", action="store_true", help="leave out the B0-B7 rows")
     parser.add_argument(
-        "--json", nargs="?", const="-", default=None, metavar="PATH",
+        "--json",
+        nargs="?",
+        const="-",
+        default=None,
+        metavar="PATH",
         help="also write the rows as JSON to PATH (stdout when PATH is omitted)",
     )
     args = parser.parse_args(argv)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from tasks.facemesh.anchors import decode, generate_anchors
 from tasks.facemesh.model import BlazeFace
-from tasks.facemesh.postprocess import weighted_nms
+from tasks.facemesh.postprocess import MAX_DETECTIONS, candidates, weighted_nms
 
 Detections = list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
@@ -58,7 +58,8 @@ def detect_faces(
     iou_threshold: float = 0.3,
     anchors: torch.Tensor | None = None,
 ) -> Detections:
-    """Per image: (boxes (K, 4) xyxy px, keypoints (K, 6, 2) px, scores (K,)) after weighted NMS."""
+    """Per image: (boxes (K, 4) xyxy px, keypoints (K, 6, 2) px, scores (K,)) after weighted NMS of
+    the (at most 100) best anchors scoring >= ``score_threshold``."""
     batch = to_batch(images)
     param = next(model.parameters())
     x, scale = letterbox(batch.to(param.device, param.dtype), model.input_size)
@@ -76,7 +77,7 @@ def detect_faces(
     out: Detections = []
     px = model.input_size / scale
     for b in range(len(x)):
-        keep = scores[b] >= score_threshold
+        keep = candidates(scores[b], score_threshold, MAX_DETECTIONS)
         bb, kk, ss = weighted_nms(boxes[b][keep], kps[b][keep], scores[b][keep], iou_threshold)
         out.append(((bb * px).cpu(), (kk * px).cpu(), ss.cpu()))
     return out

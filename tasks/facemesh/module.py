@@ -28,7 +28,7 @@ from tasks.facemesh.anchors import decode, generate_anchors
 from tasks.facemesh.losses import detector_loss, mesh_loss
 from tasks.facemesh.metrics import DetectorAP50, InterOcularNME
 from tasks.facemesh.model import blazeface_front, count_parameters, facemesh
-from tasks.facemesh.postprocess import weighted_nms
+from tasks.facemesh.postprocess import MAX_DETECTIONS, candidates, weighted_nms
 from tasks.facemesh.topology import face_topology
 
 log = logging.getLogger(__name__)
@@ -186,10 +186,12 @@ class FaceMeshTask(pl.LightningModule):
         size = float(self.hparams.detector_size)
         preds, targets = [], []
         for b in range(n):
-            keep = scores[b] >= 0.05  # low threshold: AP integrates over all operating points
+            # Low threshold (AP integrates over all operating points), at most the 100 best before
+            # blending (COCO counts at most 100 detections per image).
+            keep = candidates(scores[b], 0.05, MAX_DETECTIONS)
             bb, _, ss = weighted_nms(
                 boxes[b][keep],
-                torch.zeros(int(keep.sum()), 0, 2, device=boxes.device),
+                torch.zeros(len(keep), 0, 2, device=boxes.device),
                 scores[b][keep],
                 self.hparams.nms_iou_threshold,
             )

@@ -161,7 +161,8 @@ def draw_mesh(
     image: np.ndarray,
     points: np.ndarray,
     topology: FaceTopology,
-    color=(40, 255, 80),
+    color: tuple[int, int, int] = (40, 255, 80),
+    *,
     keypoints: np.ndarray | None = None,
     box: np.ndarray | None = None,
 ) -> np.ndarray:

@@ -5,6 +5,14 @@ from __future__ import annotations
 import torch
 from torchvision.ops import box_iou
 
+MAX_DETECTIONS = 100
+
+
+def candidates(scores: torch.Tensor, threshold: float, max_count: int = MAX_DETECTIONS) -> torch.Tensor:
+    """Indices of the (at most ``max_count``) highest scores >= ``threshold``, best first."""
+    keep = torch.nonzero(scores >= threshold).squeeze(1)
+    return keep[torch.argsort(scores[keep], descending=True)[:max_count]]
+
 
 def weighted_nms(
     boxes: torch.Tensor, keypoints: torch.Tensor, scores: torch.Tensor, iou_threshold: float = 0.3

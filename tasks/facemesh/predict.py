@@ -49,7 +49,11 @@ class FaceMeshProduct(ProductWriter):
         drawn = image
         for face in prediction:
             drawn = draw_mesh(
-                drawn, np.asarray(face["points"]), self.topology, np.asarray(face["keypoints"]), np.asarray(face["box"])
+                drawn,
+                np.asarray(face["points"]),
+                self.topology,
+                keypoints=np.asarray(face["keypoints"]),
+                box=np.asarray(face["box"]),
             )
         with atomic_path(folder / MESH_IMAGE) as tmp:
             cv2.imwrite(str(tmp), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))

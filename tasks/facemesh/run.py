@@ -127,7 +127,11 @@ def run(
         drawn = frames[0]
         for face in per_frame[0]:
             drawn = draw_mesh(
-                drawn, np.asarray(face["points"]), topo, np.asarray(face["keypoints"]), np.asarray(face["box"])
+                drawn,
+                np.asarray(face["points"]),
+                topo,
+                keypoints=np.asarray(face["keypoints"]),
+                box=np.asarray(face["box"]),
             )
         with atomic_path(out / f"{stem}_mesh.png") as tmp:
             cv2.imwrite(str(tmp), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))

@@ -44,9 +44,12 @@ def evaluate_clips(task, clips: dict, smoothing: dict) -> tuple[dict, np.ndarray
             iod = np.linalg.norm(gt[:, a, :2] - gt[:, b, :2], axis=-1)
             track = pipeline.track(frames)
             found = sum(f is not None for f in track)
+            smoothed = smooth_track(track, fps, topo, **smoothing)
+            if name == "moving":  # the clip with the smoothed mesh where there is one
+                video = np.stack([f if p is None else draw_mesh(f, p, topo) for f, p in zip(frames, smoothed)])
             streams = {
                 "raw": _stack([f.points if f is not None else None for f in track]),
-                "smoothed": _stack(smooth_track(track, fps, topo, **smoothing)),
+                "smoothed": _stack(smoothed),
                 "lowpass": _stack(smooth_track(track, fps, topo, **{**smoothing, "beta": 0.0})),
             }
             detail = {"frames": len(frames), "frames_with_face": found}
@@ -68,8 +71,6 @@ def evaluate_clips(task, clips: dict, smoothing: dict) -> tuple[dict, np.ndarray
             if name == "still":
                 results["metrics"]["jitter_true"] = jitter(gt, iod)
             results[name] = detail
-            if name == "moving":
-                video = np.stack([draw_mesh(f, p, topo) for f, p in zip(frames, streams["smoothed"])])
     finally:
         task.train(was_training)
     return results, video

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from core.io import atomic_write_json, atomic_write_text
 from core.media import log_image, log_table
+from core.weights import load_pretrained, read_state_dict
 from tasks.classification.module import ImageClassificationTask
 from tasks.fgvc import grading
 from tasks.fgvc.metrics import CategorizationAccuracy, MacroF1, SampleF2, TopKError
@@ -51,6 +53,21 @@ def grade(comp: grading.Competition, scores: np.ndarray, targets: np.ndarray, th
     return grading.accuracy(predicted, targets)
 
 
+def load_network_weights(model: nn.Module, path: str) -> None:
+    """``core.weights.load_pretrained`` for the network, also from a checkpoint of a task whose
+    state holds more than ``model.*`` (this task's taxonomy heads and prior buffers): only the
+    ``model.`` tensors are offered to the network, so checkpoints of this project pre-train it."""
+    state = read_state_dict(path)
+    inner = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+    if not inner or len(inner) == len(state):
+        load_pretrained(model, path)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        network_only = Path(folder) / f"{Path(path).stem}_network.pt"
+        torch.save(inner, network_only)
+        load_pretrained(model, network_only)
+
+
 class FineGrainedTask(ImageClassificationTask):
     """Single-label fine-grained classification graded as ``competition`` (a key of
     :data:`tasks.fgvc.grading.COMPETITIONS`).
@@ -80,7 +97,11 @@ class FineGrainedTask(ImageClassificationTask):
         confused_pairs: int = 6,
         **kwargs: Any,
     ) -> None:
+        pretrained_path = kwargs.pop("pretrained_path", None)
         super().__init__(backbone, num_classes, image_size, **kwargs)
+        self.hparams["pretrained_path"] = pretrained_path
+        if pretrained_path:
+            load_network_weights(self.model, pretrained_path)
         self.competition = grading.competition(competition)
         if prior_adjustment not in ("none", "em"):
             raise ValueError(f"task.prior_adjustment={prior_adjustment!r}: choose 'none' or 'em'")

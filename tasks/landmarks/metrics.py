@@ -81,7 +81,9 @@ class MeanAveragePrecisionAtK(PerSampleMetric):
         self.k = int(k)
         self.add_table("ap", width=1)
 
-    def update(self, sample_ids: Sequence[int] | torch.Tensor, rankings: Sequence[Sequence], relevant: Sequence[Sequence]) -> None:
+    def update(
+        self, sample_ids: Sequence[int] | torch.Tensor, rankings: Sequence[Sequence], relevant: Sequence[Sequence]
+    ) -> None:
         tag = self.new_tag()
         for i, ranking, truth in zip(torch.as_tensor(sample_ids).tolist(), rankings, relevant):
             ranking = ranking.tolist() if isinstance(ranking, torch.Tensor) else list(ranking)

@@ -127,7 +127,10 @@ class LandmarkRetrievalTask(pl.LightningModule):
         h, w = images.shape[-2:]
         scale = torch.tensor([w, h, w, h], dtype=images.dtype, device=images.device)
         targets = [
-            {"boxes": boxes[i].to(images) * scale, "labels": torch.ones(len(boxes[i]), dtype=torch.int64, device=images.device)}
+            {
+                "boxes": boxes[i].to(images) * scale,
+                "labels": torch.ones(len(boxes[i]), dtype=torch.int64, device=images.device),
+            }
             for i in keep
         ]
         self.detector.train()
@@ -193,14 +196,31 @@ class LandmarkRetrievalTask(pl.LightningModule):
         for index, item in zip(batch["index"].tolist(), self.extract(batch["image"])):
             self._test_items[dataloader_idx].append((index, item))
 
-    def _gathered(self, split: int) -> list[dict[str, Any]]:
-        items = dict(gather_objects(self._test_items.get(split, [])))  # each index once
-        return [items[i] for i in sorted(items)]
+    def _gathered(self, split: int) -> tuple[list[int], list[dict[str, Any]]]:
+        """(dataset positions, items) of a test split over all ranks, each position once."""
+        items = dict(gather_objects(self._test_items.get(split, [])))
+        keys = sorted(items)
+        return keys, [items[i] for i in keys]
 
     def on_test_epoch_end(self) -> None:
         dm = self.trainer.datamodule
-        train, index, test = (self._gathered(k) for k in range(len(TEST_SPLITS)))
-        train_labels = np.asarray(dm.datasets["gallery_train"].labels)
+        (train_at, train), (index_at, index), (test_at, test) = (self._gathered(k) for k in range(len(TEST_SPLITS)))
+        if len(test_at) < len(dm.ids["test"]) or len(index_at) < len(dm.ids["index"]):
+            log.warning(
+                "Only %d/%d test and %d/%d index images were extracted (limited test batches): the metrics "
+                "cover those queries only and are not the official scores",
+                len(test_at),
+                len(dm.ids["test"]),
+                len(index_at),
+                len(dm.ids["index"]),
+            )
+        self.split_view = {
+            "test_ids": [dm.ids["test"][i] for i in test_at],
+            "index_ids": [dm.ids["index"][i] for i in index_at],
+            "test_paths": [dm.datasets["test"].paths[i] for i in test_at],
+            "index_paths": [dm.datasets["index"].paths[i] for i in index_at],
+        }
+        train_labels = np.asarray(dm.datasets["gallery_train"].labels)[train_at]
         landmark_ids = np.asarray(dm.landmark_ids)
         outputs = self.search_all(train, train_labels, index, test)
         self._score(outputs, dm, landmark_ids)
@@ -219,7 +239,9 @@ class LandmarkRetrievalTask(pl.LightningModule):
         k_ret = max(int(cfg["k"]), int((self.d2r_cfg or {}).get("shortlist", 0)))
         k_rec = max(int(cfg["knn"]), int((self.d2r_cfg or {}).get("shortlist", 0)))
         if cfg["query_expansion"]:
-            ret_sims, ret_ids = search_lib.alpha_query_expansion(index_db, q, x, k_ret, int(cfg["qe_top"]), float(cfg["qe_alpha"]))
+            ret_sims, ret_ids = search_lib.alpha_query_expansion(
+                index_db, q, x, k_ret, int(cfg["qe_top"]), float(cfg["qe_alpha"])
+            )
         else:
             ret_sims, ret_ids = search_lib.search(index_db, q, k_ret)
         rec_sims, rec_ids = search_lib.search(train_db, q, k_rec)
@@ -287,8 +309,8 @@ class LandmarkRetrievalTask(pl.LightningModule):
     def _score(self, outputs, dm, landmark_ids: np.ndarray) -> None:
         """Update and compute the test metrics (each rank its share of the queries; every rank
         computes); queries are numbered in sorted-id order, the official GAP tie-break."""
-        test_ids, index_ids = dm.ids["test"], dm.ids["index"]
-        order = {q: n for n, q in enumerate(sorted(test_ids))}
+        test_ids, index_ids = self.split_view["test_ids"], self.split_view["index_ids"]
+        order = {q: n for n, q in enumerate(sorted(dm.ids["test"]))}
         world, rank = self.trainer.world_size, current_rank()
         recognition, _ = dm.solutions.get(RECOGNITION, (None, None))
         retrieval, _ = dm.solutions.get(RETRIEVAL, (None, None))
@@ -299,7 +321,7 @@ class LandmarkRetrievalTask(pl.LightningModule):
                 name = usage.lower()
                 if recognition and recognition[usage]:
                     metric = self.test_metrics[f"gap_{variant}_{name}"]
-                    mine = [q for q in recognition[usage] if order[q] % world == rank]
+                    mine = [q for q in recognition[usage] if order[q] % world == rank and q in position]
                     preds = [out["recognition"][position[q]] for q in mine]
                     metric.update(
                         [order[q] for q in mine],
@@ -307,25 +329,32 @@ class LandmarkRetrievalTask(pl.LightningModule):
                         [s for _, s in preds],
                         [recognition[usage][q] for q in mine],
                     )
-                    results[f"test/gap_{variant}_{name}"] = float(metric.compute())
-                    metric.reset()
+                    self._compute_into(results, f"test/gap_{variant}_{name}", metric)
                 if retrieval and retrieval[usage]:
                     metric = self.test_metrics[f"map100_{variant}_{name}"]
-                    mine = [q for q in retrieval[usage] if order[q] % world == rank]
+                    mine = [q for q in retrieval[usage] if order[q] % world == rank and q in position]
                     metric.update(
                         [order[q] for q in mine],
                         [[index_ids[i] for i in out["rankings"][position[q]]] for q in mine],
                         [retrieval[usage][q] for q in mine],
                     )
-                    results[f"test/map100_{variant}_{name}"] = float(metric.compute())
-                    metric.reset()
+                    self._compute_into(results, f"test/map100_{variant}_{name}", metric)
         for key, value in results.items():
             self.log(key, value, sync_dist=False, add_dataloader_idx=False)
         self.test_results = results
 
+    @staticmethod
+    def _compute_into(results: dict[str, float], key: str, metric) -> None:
+        """Compute on every rank; a subset with no scorable query (limited test batches) is left out."""
+        try:
+            results[key] = float(metric.compute())
+        except ValueError as err:
+            log.warning("%s not computed: %s", key, err)
+        metric.reset()
+
     def _write_outputs(self, outputs, dm, landmark_ids: np.ndarray) -> None:
         run_dir = Path(self.trainer.default_root_dir)
-        test_ids, index_ids = dm.ids["test"], dm.ids["index"]
+        test_ids, index_ids = self.split_view["test_ids"], self.split_view["index_ids"]
         for variant, out in outputs.items():
             suffix = "" if variant == "global" else f"_{variant}"
             rec = {q: (int(landmark_ids[c]), s) for q, (c, s) in zip(test_ids, out["recognition"])}
@@ -347,7 +376,7 @@ class LandmarkRetrievalTask(pl.LightningModule):
         if not retrieval:
             return None
         relevant = {q: set(v) for usage in USAGES for q, v in retrieval[usage].items()}
-        test_ids, index_ids = dm.ids["test"], dm.ids["index"]
+        test_ids, index_ids = self.split_view["test_ids"], self.split_view["index_ids"]
         rows = [n for n, q in enumerate(test_ids) if q in relevant][: int(self.hparams.figure_queries)]
         top = int(self.hparams.figure_top)
         if not rows:
@@ -355,16 +384,29 @@ class LandmarkRetrievalTask(pl.LightningModule):
         canvas = Image.new("RGB", ((top + 1) * (thumb + 6), len(rows) * (thumb + 6)), "white")
         draw = ImageDraw.Draw(canvas)
         for r, n in enumerate(rows):
-            cells = [(dm.datasets["test"].paths[n], (40, 90, 220))]
+            cells = [(self.split_view["test_paths"][n], (40, 90, 220))]
             for i in rankings[n][:top]:
                 good = index_ids[i] in relevant[test_ids[n]]
-                cells.append((dm.datasets["index"].paths[i], (30, 170, 60) if good else (220, 40, 40)))
+                cells.append((self.split_view["index_paths"][i], (30, 170, 60) if good else (220, 40, 40)))
             for c, (path, colour) in enumerate(cells):
                 x, y = c * (thumb + 6), r * (thumb + 6)
                 draw.rectangle([x, y, x + thumb + 5, y + thumb + 5], fill=colour)
                 with Image.open(path) as image:
                     canvas.paste(image.convert("RGB").resize((thumb, thumb)), (x + 3, y + 3))
         return canvas
+
+    @torch.no_grad()
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        """predict.py: per image the descriptor and the ArcFace head's landmark class and cosine
+        (tasks/landmarks/predict.py writes them)."""
+        if not batch["inputs"]:
+            return []
+        descriptors, _ = self.descriptor(batch["image"])
+        score, predicted = self.arcface.get_cosine(descriptors).max(1)
+        return [
+            {"descriptor": d.float().cpu().numpy(), "class": int(c), "score": float(s)}
+            for d, c, s in zip(descriptors, predicted, score)
+        ]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None

@@ -3,12 +3,11 @@
 A thin lens focused at depth f blurs a point at depth d into a disc whose radius grows with
 |1/f - 1/d|; here r(d) = aperture * |1 - f / d| pixels, clipped at ``max_radius``. Pixels with
 r < 0.5 (blur below half a pixel) are in focus and keep their exact values. The command that
-renders a clip with a trained model is ``python -m tasks.people_depth.video``."""
+renders a clip with a trained model is ``python -m tasks.people_depth.render_video``."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import cv2
 import numpy as np
@@ -31,8 +30,14 @@ def _disc(radius: float) -> np.ndarray:
     return kernel / kernel.sum()
 
 
-def defocus(image: np.ndarray, depth: np.ndarray, focus_depth: float, aperture: float = 6.0,
-            max_radius: float = 8.0, levels: int = 8) -> np.ndarray:
+def defocus(
+    image: np.ndarray,
+    depth: np.ndarray,
+    focus_depth: float,
+    aperture: float = 6.0,
+    max_radius: float = 8.0,
+    levels: int = 8,
+) -> np.ndarray:
     """Defocused RGB uint8 image: each pixel blends the two blur levels that bracket its radius."""
     radius = blur_radius(depth, focus_depth, aperture, max_radius)
     level_radii = np.linspace(0.0, max_radius, levels + 1)
@@ -57,7 +62,7 @@ def colorize_depth(depth: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_MAGMA), cv2.COLOR_BGR2RGB)
 
 
-def focus_on_people(depth: np.ndarray, human_mask: Optional[np.ndarray]) -> float:
+def focus_on_people(depth: np.ndarray, human_mask: np.ndarray | None) -> float:
     """The median predicted depth over the people (the whole frame when there are none)."""
     region = depth[(human_mask > 0) & (depth > 0)] if human_mask is not None else depth[depth > 0]
     if region.size == 0:
@@ -72,15 +77,23 @@ def side_by_side(image: np.ndarray, depth: np.ndarray, effect: np.ndarray) -> np
     return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)))
 
 
-def write_effect_video(path: str | Path, images, depths, masks, focus_depth: Optional[float] = None,
-                       aperture: float = 6.0, max_radius: float = 8.0, fps: float = 10.0) -> Path:
+def write_effect_video(
+    path: str | Path,
+    images,
+    depths,
+    masks,
+    focus_depth: float | None = None,
+    aperture: float = 6.0,
+    max_radius: float = 8.0,
+    fps: float = 10.0,
+) -> Path:
     """Defocus every frame of a clip (focus fixed from the first frame's people unless given) and
     write the side-by-side video to ``path``."""
     images, depths = list(images), list(depths)
     masks = list(masks) if masks is not None else [None] * len(images)
     if focus_depth is None:
         focus_depth = focus_on_people(depths[0], masks[0])
-    frames = [side_by_side(im, d, defocus(im, d, focus_depth * 1.0, aperture, max_radius))
-              for im, d in zip(images, depths)]
+    frames = [
+        side_by_side(im, d, defocus(im, d, focus_depth * 1.0, aperture, max_radius)) for im, d in zip(images, depths)
+    ]
     return write_video(path, frames, fps=fps)
-

@@ -39,27 +39,37 @@ def scale_invariant_mse(pred_log: torch.Tensor, log_gt: torch.Tensor, mask: torc
     return (d * d).sum(dim=(1, 2, 3)) / n - d.sum(dim=(1, 2, 3)) ** 2 / (n * n)
 
 
-def human_pair_mse(pred_log: torch.Tensor, log_gt: torch.Tensor, mask: torch.Tensor,
-                   human_mask: torch.Tensor) -> torch.Tensor:
+def human_pair_mse(
+    pred_log: torch.Tensor, log_gt: torch.Tensor, mask: torch.Tensor, human_mask: torch.Tensor
+) -> torch.Tensor:
     """Per image sum_{i in H} sum_{j in M} (d_i - d_j)^2 / (2 (|H| |M| + 1e-6)), H the human pixels
     with ground truth (the public ``Data_Human_Loss``, which halves the pair mean). (B,)"""
     d = pred_log - log_gt
     dm = d * mask
     n_full = mask.sum(dim=(1, 2, 3), keepdim=True)
     human = human_mask * mask
-    per_pixel = n_full * d * d + (dm * dm).sum(dim=(1, 2, 3), keepdim=True) - 2.0 * dm.sum(dim=(1, 2, 3), keepdim=True) * d
+    per_pixel = (
+        n_full * d * d + (dm * dm).sum(dim=(1, 2, 3), keepdim=True) - 2.0 * dm.sum(dim=(1, 2, 3), keepdim=True) * d
+    )
     n_human = human.sum(dim=(1, 2, 3))
     return (per_pixel * human).sum(dim=(1, 2, 3)) / (n_human * n_full.flatten() + EPSILON) / 2.0
 
 
-def data_term(pred_log: torch.Tensor, log_gt: torch.Tensor, mask: torch.Tensor,
-              human_mask: torch.Tensor | None = None, human_data_term: bool = False) -> torch.Tensor:
+def data_term(
+    pred_log: torch.Tensor,
+    log_gt: torch.Tensor,
+    mask: torch.Tensor,
+    human_mask: torch.Tensor | None = None,
+    human_data_term: bool = False,
+) -> torch.Tensor:
     """Mean over images of 1.5 MSE_M (the public default), or with ``human_data_term`` (their
     ``--human_data_term 1``) of MSE_M + 0.5 * human_pair_mse."""
     if human_data_term:
         if human_mask is None:
             raise ValueError("human_data_term needs the human mask")
-        per_image = scale_invariant_mse(pred_log, log_gt, mask) + 0.5 * human_pair_mse(pred_log, log_gt, mask, human_mask)
+        per_image = scale_invariant_mse(pred_log, log_gt, mask) + 0.5 * human_pair_mse(
+            pred_log, log_gt, mask, human_mask
+        )
     else:
         per_image = DATA_WEIGHT * scale_invariant_mse(pred_log, log_gt, mask)
     return per_image.mean()
@@ -106,10 +116,18 @@ def _pyramid(x: torch.Tensor, scales: int) -> list[torch.Tensor]:
     return out
 
 
-def joint_loss(pred_log: torch.Tensor, depth: torch.Tensor, image: torch.Tensor, mask: torch.Tensor | None = None,
-               human_mask: torch.Tensor | None = None, human_data_term: bool = False, scales: int = SCALES,
-               gradient_weight: float = GRADIENT_WEIGHT, first_order_weight: float = FIRST_ORDER_WEIGHT,
-               second_order_weight: float = SECOND_ORDER_WEIGHT) -> dict[str, torch.Tensor]:
+def joint_loss(
+    pred_log: torch.Tensor,
+    depth: torch.Tensor,
+    image: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    human_mask: torch.Tensor | None = None,
+    human_data_term: bool = False,
+    scales: int = SCALES,
+    gradient_weight: float = GRADIENT_WEIGHT,
+    first_order_weight: float = FIRST_ORDER_WEIGHT,
+    second_order_weight: float = SECOND_ORDER_WEIGHT,
+) -> dict[str, torch.Tensor]:
     """The public objective's three terms and their sum (``total``). ``depth`` is the ground truth
     (0 where unknown), ``image`` the RGB input in [0, 1], ``mask`` the per-pixel weight (default the
     ground-truth mask); weights per scale: gradient ``gradient_weight``, smoothness
@@ -123,8 +141,9 @@ def joint_loss(pred_log: torch.Tensor, depth: torch.Tensor, image: torch.Tensor,
     for s, (p, im) in enumerate(zip(preds, images)):
         if min(p.shape[-2:]) < 3:
             break
-        smooth = smooth + 0.5**s * (first_order_weight * first_order_smoothness(p, im)
-                                    + second_order_weight * second_order_smoothness(p, im))
+        smooth = smooth + 0.5**s * (
+            first_order_weight * first_order_smoothness(p, im) + second_order_weight * second_order_smoothness(p, im)
+        )
     parts["smoothness"] = smooth
     parts["total"] = parts["data"] + parts["gradient"] + parts["smoothness"]
     return parts

@@ -22,8 +22,6 @@ The metrics store one row per frame (``core.metrics.PerSampleMetric``), so under
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from core.metrics import PerSampleMetric, current_rank
@@ -60,8 +58,9 @@ def _pair_mse(d: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.
     return (per_pixel * rows).sum(1) / (n_rows * n_cols + EPSILON)
 
 
-def scale_invariant_rmse(pred_depth: torch.Tensor, target: torch.Tensor, human: torch.Tensor,
-                         region: str) -> tuple[torch.Tensor, torch.Tensor]:
+def scale_invariant_rmse(
+    pred_depth: torch.Tensor, target: torch.Tensor, human: torch.Tensor, region: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-frame si-RMSE (B,) of ``region`` and a (B,) bool of frames with pixels in the region.
 
     ``pred_depth`` and ``target`` are depths (B, 1, H, W), target <= 1e-8 where unknown; ``human``
@@ -85,7 +84,9 @@ def scale_invariant_rmse(pred_depth: torch.Tensor, target: torch.Tensor, human: 
     return torch.sqrt(mse.clamp_min(0.0)), has
 
 
-def scale_aligned_errors(pred_depth: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def scale_aligned_errors(
+    pred_depth: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-frame (RMSE, Rel, has ground truth) after the least-squares scale s = sum p g / sum p^2."""
     pred, gt, gt_mask, _ = _frames(pred_depth, target, torch.zeros_like(target))
     p = pred * gt_mask
@@ -113,8 +114,13 @@ class _PerFrameDepthMetric(PerSampleMetric):
     def frame_values(self, pred_depth, target, human_mask) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def update(self, pred_depth: torch.Tensor, target: torch.Tensor, human_mask: torch.Tensor,
-               sample_ids: Optional[torch.Tensor] = None) -> None:
+    def update(
+        self,
+        pred_depth: torch.Tensor,
+        target: torch.Tensor,
+        human_mask: torch.Tensor,
+        sample_ids: torch.Tensor | None = None,
+    ) -> None:
         """Add a batch of frames; ``sample_ids`` (B,) are data-set indices, so a frame repeated by a
         DistributedSampler's padding counts once (without them every frame counts)."""
         values, has = self.frame_values(pred_depth, target, human_mask)

@@ -18,8 +18,8 @@ keypoint image, input log depth, confidence."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -81,15 +81,27 @@ class InceptionBlock(nn.Module):
     def __init__(self, in_channels: int, spec: Inception, width: float = 1.0):
         super().__init__()
         base, branches = spec
-        self.branches = nn.ModuleList([nn.Sequential(
-            nn.Conv2d(in_channels, _scaled(base, width), 1),
-            nn.BatchNorm2d(_scaled(base, width), affine=False), nn.ReLU(inplace=True))])
+        self.branches = nn.ModuleList(
+            [
+                nn.Sequential(
+                    nn.Conv2d(in_channels, _scaled(base, width), 1),
+                    nn.BatchNorm2d(_scaled(base, width), affine=False),
+                    nn.ReLU(inplace=True),
+                )
+            ]
+        )
         for kernel, mid, out in branches:
             mid, out = _scaled(mid, width), _scaled(out, width)
-            self.branches.append(nn.Sequential(
-                nn.Conv2d(in_channels, mid, 1), nn.BatchNorm2d(mid, affine=False), nn.ReLU(inplace=True),
-                nn.Conv2d(mid, out, kernel, padding=(kernel - 1) // 2), nn.BatchNorm2d(out, affine=False),
-                nn.ReLU(inplace=True)))
+            self.branches.append(
+                nn.Sequential(
+                    nn.Conv2d(in_channels, mid, 1),
+                    nn.BatchNorm2d(mid, affine=False),
+                    nn.ReLU(inplace=True),
+                    nn.Conv2d(mid, out, kernel, padding=(kernel - 1) // 2),
+                    nn.BatchNorm2d(out, affine=False),
+                    nn.ReLU(inplace=True),
+                )
+            )
         self.out_channels = _scaled(base, width) + sum(_scaled(b[2], width) for b in branches)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -135,7 +147,9 @@ class HourglassDepthNet(nn.Module):
     def __init__(self, in_channels: int, width: float = 1.0, levels: Sequence[Level] = HOURGLASS_LEVELS):
         super().__init__()
         stem = _scaled(STEM_CHANNELS, width)
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, stem, 7, padding=3), nn.BatchNorm2d(stem), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, stem, 7, padding=3), nn.BatchNorm2d(stem), nn.ReLU(inplace=True)
+        )
         self.body = HourglassLevel(stem, levels, width)
         head = self.body.out_channels
         self.depth_head = nn.Conv2d(head, 1, 3, padding=1)
@@ -163,7 +177,9 @@ def _public_names(levels: Sequence[Level], ours: str, public: str) -> list[tuple
     ``ChannelsN`` holds ``list.<i>`` = [AvgPool, *down, Channels(N-1), *up, Upsample] for the lower
     path and ``list.<j>`` = [*skip] for the skip path."""
     level = levels[0]
-    lower, skip = (f"{public}.list.0", f"{public}.list.1") if level.lower_first else (f"{public}.list.1", f"{public}.list.0")
+    lower, skip = (
+        (f"{public}.list.0", f"{public}.list.1") if level.lower_first else (f"{public}.list.1", f"{public}.list.0")
+    )
     pairs = [(f"{ours}.skip.{i}", f"{skip}.{i}") for i in range(len(level.skip))]
     pairs += [(f"{ours}.down.{i}", f"{lower}.{i + 1}") for i in range(len(level.down))]
     inner_index = len(level.down) + 1
@@ -178,23 +194,29 @@ def public_module_names(levels: Sequence[Level] = HOURGLASS_LEVELS) -> dict[str,
     """Public module prefix -> ours, for ``models/hourglass.py``'s ``HourglassModel``: ``seq.0``/
     ``seq.1`` the stem conv and batch norm, ``seq.3`` the outermost level, ``pred_layer`` and
     ``uncertainty_layer.0`` the heads, and ``convs.<b>`` the branches of each inception block."""
-    names = {"seq.0": "stem.0", "seq.1": "stem.1", "pred_layer": "depth_head",
-             "uncertainty_layer.0": "confidence_head.0"}
+    names = {
+        "seq.0": "stem.0",
+        "seq.1": "stem.1",
+        "pred_layer": "depth_head",
+        "uncertainty_layer.0": "confidence_head.0",
+    }
     for ours, public in _public_names(levels, "body", "seq.3"):
         names[f"{public}.convs"] = f"{ours}.branches"
     return names
 
 
-def public_state_dict_to_ours(state: dict[str, torch.Tensor], levels: Sequence[Level] = HOURGLASS_LEVELS) -> dict[str, torch.Tensor]:
+def public_state_dict_to_ours(
+    state: dict[str, torch.Tensor], levels: Sequence[Level] = HOURGLASS_LEVELS
+) -> dict[str, torch.Tensor]:
     """Rename a public checkpoint's keys (``module.`` prefix from DataParallel stripped) to this
     module's; keys that match no public module are returned unchanged."""
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
     prefixes = sorted(public_module_names(levels).items(), key=lambda kv: -len(kv[0]))
     out = {}
     for key, value in state.items():
         for public, ours in prefixes:
             if key.startswith(public + "."):
-                key = ours + key[len(public):]
+                key = ours + key[len(public) :]
                 break
         out[key] = value
     return out
@@ -215,8 +237,12 @@ def hourglass_depth_net(inputs: str = "IDCM", width: float = 1.0) -> HourglassDe
 
 def _conv_block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
     )
 
 
@@ -258,8 +284,9 @@ def _in_channels(inputs: str) -> int:
     return INPUT_CHANNELS[inputs]
 
 
-def depth_network(network: str = "hourglass", inputs: str = "IDCM", width: float = 1.0,
-                  unet_widths: Optional[Sequence[int]] = None) -> nn.Module:
+def depth_network(
+    network: str = "hourglass", inputs: str = "IDCM", width: float = 1.0, unet_widths: Sequence[int] | None = None
+) -> nn.Module:
     """``hourglass`` (the paper's, default) or ``unet``."""
     if network == "hourglass":
         return hourglass_depth_net(inputs, width)
@@ -278,8 +305,10 @@ def network_inputs(batch: dict, inputs: str) -> torch.Tensor:
     channels = [rgb, batch["human_mask"]]
     if inputs == "IDCMK":
         if "keypoints" not in batch:
-            raise KeyError("inputs=IDCMK needs the keypoint channel: set data.keypoints=true "
-                           "(frames need <clip>/keypoints/<timestamp>_keypoints.json)")
+            raise KeyError(
+                "inputs=IDCMK needs the keypoint channel: set data.keypoints=true "
+                "(frames need <clip>/keypoints/<timestamp>_keypoints.json)"
+            )
         channels.append(batch["keypoints"])
     channels += [batch["input_log_depth"], batch["confidence"]]
     return torch.cat(channels, dim=1)

@@ -6,8 +6,9 @@ writes a defocus video of the first test clip into the run directory (tasks/peop
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -49,9 +50,9 @@ class PeopleDepthTask(pl.LightningModule):
         first_order_weight: float = 0.075,
         second_order_weight: float = 0.1,
         loss_scales: int = 5,
-        optimizer: Optional[dict[str, Any]] = None,
-        lr_decay_epochs: Optional[int] = None,
-        pretrained_path: Optional[str] = None,
+        optimizer: dict[str, Any] | None = None,
+        lr_decay_epochs: int | None = None,
+        pretrained_path: str | None = None,
         image_size: Sequence[int] = (96, 128),
         video_frames: int = 16,
         video_aperture: float = 6.0,
@@ -78,17 +79,24 @@ class PeopleDepthTask(pl.LightningModule):
         state = read_state_dict(path)
         if is_public_state_dict(state):
             if self.hparams.network != "hourglass":
-                raise ValueError(f"{path}: the public checkpoint is an hourglass, but task.network={self.hparams.network}")
+                raise ValueError(
+                    f"{path}: the public checkpoint is an hourglass, but task.network={self.hparams.network}"
+                )
             state = public_state_dict_to_ours(state)
         for prefix in ("model.", "module."):
             if state and all(k.startswith(prefix) for k in state):
-                state = {k[len(prefix):]: v for k, v in state.items()}
+                state = {k[len(prefix) :]: v for k, v in state.items()}
         own = self.model.state_dict()
-        mismatched = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
-                      if k in own and own[k].shape != v.shape]
+        mismatched = [
+            f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}"
+            for k, v in state.items()
+            if k in own and own[k].shape != v.shape
+        ]
         if mismatched:
-            raise ValueError(f"{path}: shapes differ from task.inputs={self.hparams.inputs}, "
-                             f"task.width={self.hparams.width}: {mismatched[:3]}")
+            raise ValueError(
+                f"{path}: shapes differ from task.inputs={self.hparams.inputs}, "
+                f"task.width={self.hparams.width}: {mismatched[:3]}"
+            )
         result = self.model.load_state_dict(state, strict=False)
         report = {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys)}
         if len(report["unexpected"]) == len(state):
@@ -112,9 +120,18 @@ class PeopleDepthTask(pl.LightningModule):
 
     def losses(self, pred_log: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
         h = self.hparams
-        return joint_loss(pred_log, batch["depth"], batch["image"], self.loss_mask(batch), batch["human_mask"],
-                          h.human_data_term, h.loss_scales, h.gradient_weight, h.first_order_weight,
-                          h.second_order_weight)
+        return joint_loss(
+            pred_log,
+            batch["depth"],
+            batch["image"],
+            self.loss_mask(batch),
+            batch["human_mask"],
+            h.human_data_term,
+            h.loss_scales,
+            h.gradient_weight,
+            h.first_order_weight,
+            h.second_order_weight,
+        )
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         parts = self.losses(self(batch), batch)
@@ -156,8 +173,12 @@ class PeopleDepthTask(pl.LightningModule):
         if not batch["inputs"]:  # every video of the batch was unreadable
             return []
         keys = [k for k in ("image", "human_mask", "input_log_depth", "confidence") if k in batch]
-        depth = torch.cat([self.predict_depth({k: batch[k][i:i + chunk] for k in keys})[:, 0].cpu()
-                           for i in range(0, len(batch["image"]), chunk)])
+        depth = torch.cat(
+            [
+                self.predict_depth({k: batch[k][i : i + chunk] for k in keys})[:, 0].cpu()
+                for i in range(0, len(batch["image"]), chunk)
+            ]
+        )
         return list(depth.split(batch["lengths"]))
 
     def on_test_epoch_end(self) -> None:

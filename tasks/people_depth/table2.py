@@ -20,38 +20,66 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from core.io import atomic_write_text
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MODELS = ("I", "IDCM", "IDCMK")
-COLUMNS = (("si-full", "test/si_full"), ("si-env", "test/si_env"), ("si-hum", "test/si_hum"),
-           ("si-intra", "test/si_intra"), ("si-inter", "test/si_inter"), ("RMSE", "test/rmse"), ("Rel", "test/rel"))
+COLUMNS = (
+    ("si-full", "test/si_full"),
+    ("si-env", "test/si_env"),
+    ("si-hum", "test/si_hum"),
+    ("si-intra", "test/si_intra"),
+    ("si-inter", "test/si_inter"),
+    ("RMSE", "test/rmse"),
+    ("Rel", "test/rel"),
+)
 CPU_SETTINGS = (
-    "data.image_size=[48,64]", "data.batch_size=4",
-    "data.generator.train_clips=16", "data.generator.validation_clips=4", "data.generator.test_clips=4",
-    "data.generator.frames_per_clip=6", "data.generator.width=64", "data.generator.height=48",
-    "task.width=0.25", "task.lr_decay_epochs=null", "task.optimizer.lr=0.002", "task.video_frames=4",
-    "trainer.num_sanity_val_steps=0", "logger=csv",
+    "data.image_size=[48,64]",
+    "data.batch_size=4",
+    "data.generator.train_clips=16",
+    "data.generator.validation_clips=4",
+    "data.generator.test_clips=4",
+    "data.generator.frames_per_clip=6",
+    "data.generator.width=64",
+    "data.generator.height=48",
+    "task.width=0.25",
+    "task.lr_decay_epochs=null",
+    "task.optimizer.lr=0.002",
+    "task.video_frames=4",
+    "trainer.num_sanity_val_steps=0",
+    "logger=csv",
 )
 
 
 def run_model(model: str, out: Path, epochs: int, extra: Sequence[str]) -> dict[str, float]:
     """Train and test one model in its own ``train.py`` process; its test metrics."""
     run_dir = out / "runs" / model
-    overrides = [f"experiment=people_depth_{model}", *CPU_SETTINGS, f"trainer.max_epochs={epochs}",
-                 f"paths.data_dir={out / 'data'}", f"data.root={out / 'data' / 'mannequin_challenge'}",
-                 f"hydra.run.dir={run_dir}", f"run_id=table2_{model}", *extra]
+    overrides = [
+        f"experiment=people_depth_{model}",
+        *CPU_SETTINGS,
+        f"trainer.max_epochs={epochs}",
+        f"paths.data_dir={out / 'data'}",
+        f"data.root={out / 'data' / 'mannequin_challenge'}",
+        f"hydra.run.dir={run_dir}",
+        f"run_id=table2_{model}",
+        *extra,
+    ]
     start = time.perf_counter()
     log_file = out / f"{model}.log"
     # One intra-op thread unless the caller says otherwise: on a shared 2-core machine two torch
     # threads spin against each other (an epoch measured 9 min wall with 2 threads, 16 s with 1).
     env = {"OMP_NUM_THREADS": "1", **os.environ}
     with open(log_file, "w") as log:
-        done = subprocess.run([sys.executable, str(PROJECT_ROOT / "train.py"), *overrides], cwd=PROJECT_ROOT,
-                              stdout=log, stderr=subprocess.STDOUT, env=env)
+        done = subprocess.run(
+            [sys.executable, str(PROJECT_ROOT / "train.py"), *overrides],
+            cwd=PROJECT_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     if done.returncode != 0:
         raise SystemExit(f"{model}: train.py failed ({done.returncode}); see {log_file}")
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
@@ -82,7 +110,7 @@ def to_markdown(rows: list[list]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Table 2 (I, IDCM, IDCMK) on generated data, as CSV and Markdown.")
     parser.add_argument("--out", default=str(PROJECT_ROOT / "logs" / "people_depth_table2"))
     parser.add_argument("--epochs", type=int, default=12)

@@ -46,9 +46,7 @@ def official_segment_tiou(detections: np.ndarray, ground_truth: np.ndarray) -> n
     torch); kept here so the scoring command stays torch-free and the NaN case stays official."""
     a = np.asarray(detections, dtype=np.float64).reshape(-1, 2)
     b = np.asarray(ground_truth, dtype=np.float64).reshape(-1, 2)
-    inter = (
-        np.minimum(a[:, None, 1], b[None, :, 1]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    ).clip(0)
+    inter = (np.minimum(a[:, None, 1], b[None, :, 1]) - np.maximum(a[:, None, 0], b[None, :, 0])).clip(0)
     union = (b[:, 1] - b[:, 0])[None, :] + (a[:, 1] - a[:, 0])[:, None] - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         return inter / union
@@ -147,10 +145,7 @@ class DetectionResult:
         return float(np.mean(self.map_per_threshold[idx]))
 
     def as_dict(self, prefix: str = "") -> dict[str, float]:
-        out = {
-            f"{prefix}mAP@{t:g}": float(v)
-            for t, v in zip(self.tiou_thresholds, self.map_per_threshold)
-        }
+        out = {f"{prefix}mAP@{t:g}": float(v) for t, v in zip(self.tiou_thresholds, self.map_per_threshold)}
         out[f"{prefix}mAP"] = self.average_map
         return out
 
@@ -174,33 +169,47 @@ def evaluate_detections(
     num_classes: int,
     tiou_thresholds: Sequence[float] = THUMOS_TIOU_THRESHOLDS,
     average_thresholds: Sequence[float] = THUMOS_AVERAGE_THRESHOLDS,
+    ignore_if_false: np.ndarray | None = None,
 ) -> DetectionResult:
     """mAP of ``detections`` (N, 5: video, label, start, end, score; in file order: ties depend on
     it) against ``ground_truth`` (M, 4: video, label, start, end). A detection whose video has no
     ground truth of its class (including videos outside the evaluated set) is a false positive.
     Classes without ground truth are left out of the mean (their AP is NaN); a class with ground
-    truth but no detections scores 0; no ground truth at all raises."""
+    truth but no detections scores 0; no ground truth at all raises.
+
+    ``ignore_if_false`` (N,) marks detections that are removed from the ranking when they turn out
+    false positives at a threshold (true positives stay): the THUMOS'14 toolkit's treatment of
+    detections overlapping an Ambiguous segment ("overlapping detections will be removed from the
+    FP list"). Removing a false positive takes no ground truth from anyone, so matching is
+    unchanged; only the precision of the remaining ranking changes."""
     thresholds = tuple(float(t) for t in tiou_thresholds)
     average = tuple(float(t) for t in average_thresholds)
     missing = [t for t in average if t not in thresholds]
     if missing:
-        raise ValueError(
-            f"average thresholds {missing} are not among the tIoU thresholds {thresholds}"
-        )
+        raise ValueError(f"average thresholds {missing} are not among the tIoU thresholds {thresholds}")
     detections = np.asarray(detections, dtype=np.float64).reshape(-1, 5)
     ground_truth = np.asarray(ground_truth, dtype=np.float64).reshape(-1, 4)
     check_detections(detections)
     if len(ground_truth) == 0:
         raise ValueError("no ground-truth segments: detection mAP is undefined")
+    if ignore_if_false is not None:
+        ignore_if_false = np.asarray(ignore_if_false, dtype=bool).reshape(-1)
+        if len(ignore_if_false) != len(detections):
+            raise ValueError(f"ignore_if_false has {len(ignore_if_false)} entries for {len(detections)} detections")
     ap = np.full((len(thresholds), num_classes), np.nan)
     for c in range(num_classes):
         gt = ground_truth[ground_truth[:, 1] == c]
         if len(gt) == 0:
             continue
-        det = detections[detections[:, 1] == c]
+        in_class = detections[:, 1] == c
+        det = detections[in_class]
         tp = match_detections(det[:, 0], det[:, 2:4], det[:, 4], gt[:, 0], gt[:, 2:4], thresholds)
+        ignore = None
+        if ignore_if_false is not None:  # in the same rank order as ``tp``
+            ignore = ignore_if_false[in_class][official_ranking(det[:, 4])]
         for t in range(len(thresholds)):
-            ap[t, c] = average_precision(tp[t], len(gt))
+            kept = tp[t] if ignore is None else tp[t][tp[t] | ~ignore]
+            ap[t, c] = average_precision(kept, len(gt))
     first_seen = dict.fromkeys(int(c) for c in ground_truth[:, 1] if 0 <= c < num_classes)
     return DetectionResult(thresholds, average, ap, tuple(first_seen))
 

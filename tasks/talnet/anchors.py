@@ -20,9 +20,7 @@ def anchor_segments(length: int, scales: Sequence[float]) -> torch.Tensor:
 def extend_with_context(segments: torch.Tensor, ratio: float) -> torch.Tensor:
     """Explicit context (TALNet Sec. 3.3): extend a segment by ``ratio`` of its length each side."""
     length = segments[..., 1] - segments[..., 0]
-    return torch.stack(
-        [segments[..., 0] - ratio * length, segments[..., 1] + ratio * length], dim=-1
-    )
+    return torch.stack([segments[..., 0] - ratio * length, segments[..., 1] + ratio * length], dim=-1)
 
 
 def encode_segments(segments: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

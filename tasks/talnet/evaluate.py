@@ -6,9 +6,10 @@
 ``--annotations`` is either the JSON database of the pre-extracted form (videos of ``--subset``)
 or a folder of the official per-class files (``<Class>_test.txt`` ...; ``--suffix test``).
 As in the official ActivityNet evaluator, detections of videos outside the evaluated set are false
-positives (a warning gives their number). ``--ambiguous drop`` removes detections lying inside an
-Ambiguous segment of their video before scoring (the THUMOS'14 toolkit's treatment); the default
-``keep`` scores them like any other detection. Imports NumPy and the standard library only (plus
+positives (a warning gives their number). ``--ambiguous drop`` treats Ambiguous segments as the
+THUMOS'14 toolkit (TH14evalDet) does: a detection overlapping one of its video's Ambiguous segments
+is removed from the ranking where it would be a false positive (a true positive stays); the default
+``keep`` scores every detection like the ActivityNet evaluator. Imports NumPy and the standard library only (plus
 the project's torch-free ``core`` helpers): no torch, Lightning or decord."""
 
 from __future__ import annotations
@@ -54,28 +55,19 @@ def load_ground_truth(
             else:
                 rows.append((index[s.video], classes.index(s.label), s.start, s.end))
     else:
-        database = {
-            k: v
-            for k, v in read_annotation_database(path, classes).items()
-            if v["subset"] == subset
-        }
+        database = {k: v for k, v in read_annotation_database(path, classes).items() if v["subset"] == subset}
         if not database:
             raise DataFormatError(path, f'no video has subset "{subset}"')
         videos = list(database)  # file order: the official evaluator's order
         for i, name in enumerate(videos):
-            rows += [
-                (i, int(c), s, e)
-                for (s, e), c in zip(database[name]["segments"], database[name]["labels"])
-            ]
+            rows += [(i, int(c), s, e) for (s, e), c in zip(database[name]["segments"], database[name]["labels"])]
             if len(database[name]["ambiguous"]):
                 ambiguous[i] = database[name]["ambiguous"].tolist()
     ambiguous = {k: np.asarray(v, dtype=np.float64).reshape(-1, 2) for k, v in ambiguous.items()}
     return videos, np.asarray(rows, dtype=np.float64).reshape(-1, 4), ambiguous
 
 
-def load_results(
-    path: str | Path, videos: Sequence[str], classes: Sequence[str] = THUMOS14_CLASSES
-):
+def load_results(path: str | Path, videos: Sequence[str], classes: Sequence[str] = THUMOS14_CLASSES):
     """Detections (N, 5: video index, label, start, end, score) from an ActivityNet results JSON,
     in file order, and the number of them on videos outside ``videos`` (those get indices from
     ``len(videos)`` on: no ground truth, so false positives). Refuses NaN/inf scores and times and
@@ -107,23 +99,23 @@ def load_results(
             if not (math.isfinite(start) and math.isfinite(end)):
                 raise DataFormatError(path, f"results.{video}[{k}]: segment [{start}, {end}]")
             if end < start:
-                raise DataFormatError(
-                    path, f"results.{video}[{k}]: segment [{start}, {end}] ends before it starts"
-                )
+                raise DataFormatError(path, f"results.{video}[{k}]: segment [{start}, {end}] ends before it starts")
             outside += v >= len(videos)
             rows.append((v, label_index[label], start, end, score))
     return np.asarray(rows, dtype=np.float64).reshape(-1, 5), int(outside)
 
 
-def inside_ambiguous(detections: np.ndarray, ambiguous: dict[int, np.ndarray]) -> np.ndarray:
-    """Mask of detections lying inside (start and end within) an Ambiguous segment of their video."""
+def overlaps_ambiguous(detections: np.ndarray, ambiguous: dict[int, np.ndarray]) -> np.ndarray:
+    """Mask of detections whose interval overlaps (positive intersection) an Ambiguous segment of
+    their video: the THUMOS'14 toolkit's test (``sum(intervaloverlapvalseconds(amb, det)) > 0``)."""
     mask = np.zeros(len(detections), dtype=bool)
     for video, segments in ambiguous.items():
         rows = np.flatnonzero(detections[:, 0] == video)
         if len(rows) == 0 or len(segments) == 0:
             continue
         s, e = detections[rows, 2:3], detections[rows, 3:4]
-        mask[rows] = ((s >= segments[None, :, 0]) & (e <= segments[None, :, 1])).any(1)
+        inter = np.minimum(e, segments[None, :, 1]) - np.maximum(s, segments[None, :, 0])
+        mask[rows] = (inter > 0).any(1)
     return mask
 
 
@@ -139,48 +131,39 @@ def score_results(
         raise ValueError(f"ambiguous must be 'keep' or 'drop', not {ambiguous!r}")
     videos, ground_truth, ambiguous_segments = load_ground_truth(annotations, subset, suffix)
     detections, outside = load_results(results, videos)
-    dropped = 0
-    if ambiguous == "drop":
-        inside = inside_ambiguous(detections, ambiguous_segments)
-        dropped = int(inside.sum())
-        detections = detections[~inside]
+    ignore = overlaps_ambiguous(detections, ambiguous_segments) if ambiguous == "drop" else None
     if outside:
         warnings.warn(
             f"{results}: {outside} detections are on videos outside the evaluated set; they "
             "count as false positives (as in the official ActivityNet evaluator)",
             stacklevel=2,
         )
-    result = evaluate_detections(detections, ground_truth, len(THUMOS14_CLASSES))
+    result = evaluate_detections(detections, ground_truth, len(THUMOS14_CLASSES), ignore_if_false=ignore)
     return {
         **result.as_dict(),
         "videos": len(videos),
         "detections": len(detections),
         "outside_detections": outside,
-        "ambiguous_dropped": dropped,
+        # detections that leave the ranking when false (--ambiguous drop), or 0
+        "ambiguous_overlapping": int(ignore.sum()) if ignore is not None else 0,
     }
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", help="ActivityNet-format results JSON")
-    parser.add_argument(
-        "--annotations", required=True, help="JSON database or folder of <Class>_<suffix>.txt"
-    )
+    parser.add_argument("--annotations", required=True, help="JSON database or folder of <Class>_<suffix>.txt")
     parser.add_argument("--subset", default="Test", help="subset of the JSON database to evaluate")
-    parser.add_argument(
-        "--suffix", default="test", help="file suffix in an annotation folder (val or test)"
-    )
+    parser.add_argument("--suffix", default="test", help="file suffix in an annotation folder (val or test)")
     parser.add_argument(
         "--ambiguous",
         choices=("keep", "drop"),
         default="keep",
-        help="drop: remove detections inside Ambiguous segments first (THUMOS'14 toolkit)",
+        help="drop: false positives overlapping an Ambiguous segment leave the ranking (THUMOS'14 toolkit)",
     )
     parser.add_argument("--out", default=None, help="write the metrics JSON here")
     args = parser.parse_args(argv)
-    metrics = score_results(
-        args.results, args.annotations, args.subset, args.suffix, args.ambiguous
-    )
+    metrics = score_results(args.results, args.annotations, args.subset, args.suffix, args.ambiguous)
     for key, value in metrics.items():
         print(f"{key:>20s}  {value:.6f}" if isinstance(value, float) else f"{key:>20s}  {value}")
     if args.out:

@@ -30,9 +30,7 @@ GIF_MAX_FPS = 10.0
 GIF_MAX_WIDTH = 320
 
 
-def detect_video(
-    video_path: str | Path, task, extractor: SnippetFeatureExtractor
-) -> tuple[np.ndarray, float]:
+def detect_video(video_path: str | Path, task, extractor: SnippetFeatureExtractor) -> tuple[np.ndarray, float]:
     """Detections (n, 4: label, start, end, score; best first) of one video, and its duration."""
     path = Path(video_path)
     reader = open_video(path)  # FileNotFoundError / VideoDecodeError name the file

@@ -33,11 +33,7 @@ def balanced_sample(
     """Indices of at most ``size`` samples, at most ``positive_fraction`` of them positive."""
     pos = torch.nonzero(positive).flatten()
     neg = torch.nonzero(negative).flatten()
-    pos = pos[
-        torch.randperm(len(pos), generator=generator).to(pos.device)[
-            : int(size * positive_fraction)
-        ]
-    ]
+    pos = pos[torch.randperm(len(pos), generator=generator).to(pos.device)[: int(size * positive_fraction)]]
     neg = neg[torch.randperm(len(neg), generator=generator).to(neg.device)[: size - len(pos)]]
     return pos, neg
 
@@ -73,15 +69,9 @@ def proposal_loss(
     pos, neg = balanced_sample(positive, negative, sample_size, 0.5)
     picked = torch.cat([pos, neg])
     target = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).to(flat_logits)
-    cls = (
-        F.binary_cross_entropy_with_logits(flat_logits[picked], target)
-        if len(picked)
-        else flat_logits.sum() * 0
-    )
+    cls = F.binary_cross_entropy_with_logits(flat_logits[picked], target) if len(picked) else flat_logits.sum() * 0
     if len(pos):
-        reg = F.smooth_l1_loss(
-            flat_deltas[pos], encode_segments(matched[pos], flat_anchors[pos]), beta=1 / 9
-        )
+        reg = F.smooth_l1_loss(flat_deltas[pos], encode_segments(matched[pos], flat_anchors[pos]), beta=1 / 9)
     else:
         reg = flat_deltas.sum() * 0
     return StageLoss(cls, reg)
@@ -107,9 +97,7 @@ def classifier_targets(
     foreground = best >= foreground_iou
     pos, neg = balanced_sample(foreground, ~foreground, sample_size, foreground_fraction)
     keep = torch.cat([pos, neg])
-    labels = torch.where(
-        foreground[keep], gt_labels[match[keep]], torch.full_like(match[keep], num_classes)
-    )
+    labels = torch.where(foreground[keep], gt_labels[match[keep]], torch.full_like(match[keep], num_classes))
     targets = encode_segments(gt[match[keep]], rois[keep])
     return rois[keep], labels, targets
 

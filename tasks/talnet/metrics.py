@@ -62,9 +62,7 @@ class TemporalActionDetectionMAP(PerSampleMetric):
 
     def compute(self) -> dict[str, torch.Tensor]:
         det, gt = self.tables("detections", "ground_truth")
-        self.result = evaluate_detections(
-            det, gt, self.num_classes, self.tiou_thresholds, self.average_thresholds
-        )
+        self.result = evaluate_detections(det, gt, self.num_classes, self.tiou_thresholds, self.average_thresholds)
         return {k: torch.tensor(v, dtype=torch.float32) for k, v in self.result.as_dict().items()}
 
 

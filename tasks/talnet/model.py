@@ -75,17 +75,14 @@ class SegmentProposalNetwork(nn.Module):
         super().__init__()
         self.scales = [float(s) for s in scales]
         self.towers = nn.ModuleList(
-            ReceptiveFieldAlignedTower(channels, aligned_dilation(s, context_ratio, dilation_rule))
-            for s in self.scales
+            ReceptiveFieldAlignedTower(channels, aligned_dilation(s, context_ratio, dilation_rule)) for s in self.scales
         )
         self.heads = nn.ModuleList(nn.Conv1d(channels, 3, 1) for _ in self.scales)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C, T) and mask (B, T) -> objectness logits (B, S, T) and deltas (B, S, T, 2)."""
         m = mask[:, None].to(x.dtype)
-        out = torch.stack(
-            [head(tower(x, m)) for tower, head in zip(self.towers, self.heads)], dim=1
-        )
+        out = torch.stack([head(tower(x, m)) for tower, head in zip(self.towers, self.heads)], dim=1)
         return out[:, :, 0], out[:, :, 1:].transpose(-1, -2)
 
 

@@ -93,9 +93,7 @@ class TALNetTask(pl.LightningModule):
             raise ValueError(f"fusion must be one of {FUSIONS}, not {fusion!r}")
         unknown = set(stream_checkpoints or {}) - set(modalities)
         if unknown:
-            raise ValueError(
-                f"stream_checkpoints names {sorted(unknown)}, not among modalities {list(modalities)}"
-            )
+            raise ValueError(f"stream_checkpoints names {sorted(unknown)}, not among modalities {list(modalities)}")
         if fusion == "early" and stream_checkpoints:
             raise ValueError(
                 "stream_checkpoints fuse per-modality streams late; fusion=early has one stream "
@@ -180,9 +178,7 @@ class TALNetTask(pl.LightningModule):
         for b in range(len(logits)):
             length = int(mask[b].sum())
             scores = logits[b, :, :length].sigmoid().reshape(-1)
-            segs = decode_segments(
-                deltas[b, :, :length].reshape(-1, 2), anchors[:, :length].reshape(-1, 2)
-            )
+            segs = decode_segments(deltas[b, :, :length].reshape(-1, 2), anchors[:, :length].reshape(-1, 2))
             segs = segs.clamp(0, length)
             ok = (segs[:, 1] - segs[:, 0]) > 0.5
             segs, scores = segs[ok], scores[ok]
@@ -191,9 +187,7 @@ class TALNetTask(pl.LightningModule):
             out.append((segs[kept], scores[kept]))
         return out
 
-    def _random_proposals(
-        self, length: int, n: int, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _random_proposals(self, length: int, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """The random-proposal baseline: centres uniform over the video, lengths log-uniform over the anchor range."""
         scales = self.hparams.anchor_scales
         lo, hi = (
@@ -217,18 +211,14 @@ class TALNetTask(pl.LightningModule):
     def feature_maps(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         mask = batch["mask"]
         return {
-            name: self.model.streams[name].temporal_features(x, mask)
-            for name, x in self.stream_inputs(batch).items()
+            name: self.model.streams[name].temporal_features(x, mask) for name, x in self.stream_inputs(batch).items()
         }
 
     def _classify(self, fmaps, index, rois, lengths, probabilities: bool):
         """Classification of ``rois`` by the streams in ``fmaps``: (scores, deltas). Late and
         early fusion average logits (then softmax when ``probabilities``); union averages the
         streams' probabilities. Class-specific boundary regressions are averaged in every mode."""
-        outs = [
-            self.model.streams[name].classifier(fmap, index, rois, lengths)
-            for name, fmap in fmaps.items()
-        ]
+        outs = [self.model.streams[name].classifier(fmap, index, rois, lengths) for name, fmap in fmaps.items()]
         deltas = mean_of(d for _, d in outs)
         if self.fusion == "union" and probabilities:
             return mean_of(logits.softmax(-1) for logits, _ in outs), deltas
@@ -268,9 +258,7 @@ class TALNetTask(pl.LightningModule):
         anchors = anchor_segments(any_fmap.shape[-1], self.anchor_scales).to(any_fmap)
         spn_losses, rois, labels, targets, index = [], [], [], [], []
         for b in range(len(mask)):
-            gt = self._to_snippets(
-                batch["segments"][b].to(any_fmap), float(batch["t0"][b]), float(batch["dt"][b])
-            )
+            gt = self._to_snippets(batch["segments"][b].to(any_fmap), float(batch["t0"][b]), float(batch["dt"][b]))
             valid = mask[b][None].expand(len(self.anchor_scales), -1)
             spn_losses.append(
                 proposal_loss(
@@ -284,9 +272,7 @@ class TALNetTask(pl.LightningModule):
                 )
             )
             candidates = torch.cat([proposals[b][0], gt])
-            r, lab, tgt = classifier_targets(
-                candidates, gt, batch["labels"][b].to(self.device), self.num_classes
-            )
+            r, lab, tgt = classifier_targets(candidates, gt, batch["labels"][b].to(self.device), self.num_classes)
             rois.append(r)
             labels.append(lab)
             targets.append(tgt)
@@ -334,10 +320,7 @@ class TALNetTask(pl.LightningModule):
         if self.hparams.proposal_source == "spn":
             spn = {name: self.model.streams[name].spn(fmap, mask) for name, fmap in fmaps.items()}
             if self.fusion == "union":
-                per_stream = [
-                    self._propose(self.model.streams[n].anchor_scales, *spn[n], mask, keep)
-                    for n in spn
-                ]
+                per_stream = [self._propose(self.model.streams[n].anchor_scales, *spn[n], mask, keep) for n in spn]
                 proposals = []
                 for b in range(len(mask)):
                     segs = torch.cat([p[b][0] for p in per_stream])
@@ -365,12 +348,8 @@ class TALNetTask(pl.LightningModule):
             )
             outputs.append(
                 {
-                    "detections": self._class_detections(
-                        segs, probs[:, : self.num_classes], deltas, t0, dt, duration
-                    ),
-                    "proposals": torch.cat(
-                        [self._to_seconds(segs, t0, dt, duration), scores[:, None]], 1
-                    ).cpu(),
+                    "detections": self._class_detections(segs, probs[:, : self.num_classes], deltas, t0, dt, duration),
+                    "proposals": torch.cat([self._to_seconds(segs, t0, dt, duration), scores[:, None]], 1).cpu(),
                 }
             )
         return outputs
@@ -387,9 +366,7 @@ class TALNetTask(pl.LightningModule):
         segs, scores, label = segs[ok], scores[ok], label[ok]
         # one NMS for all classes: shifting each class to its own stretch of time keeps them apart
         shifted = segs + (label.to(segs) * (duration + 1.0))[:, None]
-        kept = temporal_nms(
-            shifted, scores, self.hparams.detection_nms_iou, self.hparams.max_detections
-        )
+        kept = temporal_nms(shifted, scores, self.hparams.detection_nms_iou, self.hparams.max_detections)
         det = torch.cat([label[kept, None].to(segs), segs[kept], scores[kept, None]], 1)
         return det.cpu()
 
@@ -397,13 +374,10 @@ class TALNetTask(pl.LightningModule):
         outputs = self.detect(batch)
         ids = batch["video_id"].tolist()
         gts = [
-            torch.cat([lab[:, None].double(), seg.double()], 1)
-            for lab, seg in zip(batch["labels"], batch["segments"])
+            torch.cat([lab[:, None].double(), seg.double()], 1) for lab, seg in zip(batch["labels"], batch["segments"])
         ]
         map_metric.update(ids, [o["detections"] for o in outputs], gts)
-        recall_metric.update(
-            ids, [o["proposals"] for o in outputs], [seg for seg in batch["segments"]]
-        )
+        recall_metric.update(ids, [o["proposals"] for o in outputs], [seg for seg in batch["segments"]])
         return outputs
 
     def _log_metrics(self, stage: str, map_metric, recall_metric) -> None:
@@ -452,11 +426,7 @@ class TALNetTask(pl.LightningModule):
     def _class_names(self) -> list[str]:
         dm = getattr(self.trainer, "datamodule", None)
         names = list(getattr(dm, "class_names", None) or THUMOS14_CLASSES)
-        return (
-            names
-            if len(names) == self.num_classes
-            else [f"class_{c}" for c in range(self.num_classes)]
-        )
+        return names if len(names) == self.num_classes else [f"class_{c}" for c in range(self.num_classes)]
 
     def _write_outputs(self, outputs: list[dict[str, Any]], result) -> None:
         from tasks.talnet.visualize import plot_timeline
@@ -477,9 +447,7 @@ class TALNetTask(pl.LightningModule):
                 }
                 for c in range(self.num_classes)
             }
-            atomic_write_json(
-                run_dir / DETECTION_METRICS_FILE, {**result.as_dict(), "per_class_ap": per_class}
-            )
+            atomic_write_json(run_dir / DETECTION_METRICS_FILE, {**result.as_dict(), "per_class_ap": per_class})
         path = plot_timeline(unique[: self.hparams.timeline_videos], names, run_dir / TIMELINE_FILE)
         log_image(self, "test/timeline", path)
 
@@ -509,8 +477,6 @@ def load_stream(path: str, modality: str, num_classes: int) -> TALNetStream:
     if modality not in task.model.streams:
         raise ValueError(f"{path}: has streams {task.model.modalities}, not {modality!r}")
     if task.num_classes != num_classes:
-        raise ValueError(
-            f"{path}: trained for {task.num_classes} classes, fusion expects {num_classes}"
-        )
+        raise ValueError(f"{path}: trained for {task.num_classes} classes, fusion expects {num_classes}")
     log.info("Fusion: %s stream from %s", modality, path)
     return task.model.streams[modality]

@@ -39,9 +39,7 @@ def plot_timeline(
                 alpha=float(np.clip(score, 0.15, 1)),
             )
             if k < 3:
-                ax.text(
-                    e, y - 0.2, f" {class_names[int(lab)]} {score:.2f}", fontsize=5, va="bottom"
-                )
+                ax.text(e, y - 0.2, f" {class_names[int(lab)]} {score:.2f}", fontsize=5, va="bottom")
         ax.set_xlim(0, out["duration"])
         ax.set_ylim(0, 2.6)
         ax.set_yticks([0.5, 1.5], ["detections", "ground truth"], fontsize=7)

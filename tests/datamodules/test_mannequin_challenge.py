@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,11 @@ import torch
 
 from core.data import DataFormatError
 from datamodules.mannequin_challenge import (
-    MannequinChallengeClips, MannequinChallengeDataModule, flip_keypoint_labels, keypoint_image, read_keypoints,
+    MannequinChallengeClips,
+    MannequinChallengeDataModule,
+    flip_keypoint_labels,
+    keypoint_image,
+    read_keypoints,
     read_trajectory,
 )
 from datamodules.synthetic.mannequin_challenge import write_mannequin_challenge
@@ -18,11 +23,12 @@ from datamodules.synthetic.mannequin_challenge import write_mannequin_challenge
 URL = "https://www.youtube.com/watch?v=UnjOiW0CZHA"
 # Two frame lines as the release writes them: timestamp, fx fy cx cy, two zero distortion
 # coefficients, then [R | t] row-major.
-LINE_1 = ("33333 0.840311576 1.493887246 0.500000000 0.500000000 0.000000000 0.000000000 "
-          "0.999994 -0.002312 0.002578 -0.001012 0.002301 0.999988 0.004225 0.000410 "
-          "-0.002588 -0.004219 0.999988 -0.002911")
-LINE_2 = ("66667 0.840311576 1.493887246 0.500000000 0.500000000 0.000000000 0.000000000 "
-          "1 0 0 0.1 0 1 0 0.2 0 0 1 0.3")
+LINE_1 = (
+    "33333 0.840311576 1.493887246 0.500000000 0.500000000 0.000000000 0.000000000 "
+    "0.999994 -0.002312 0.002578 -0.001012 0.002301 0.999988 0.004225 0.000410 "
+    "-0.002588 -0.004219 0.999988 -0.002911"
+)
+LINE_2 = "66667 0.840311576 1.493887246 0.500000000 0.500000000 0.000000000 0.000000000 1 0 0 0.1 0 1 0 0.2 0 0 1 0.3"
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -40,18 +46,21 @@ def test_reads_the_release_format(tmp_path):
     assert traj.poses[0][2, 3] == pytest.approx(-0.002911)
 
 
-@pytest.mark.parametrize("text, line, message", [
-    ("", 1, "empty file"),
-    (f"{LINE_1}\n", 1, "source video URL"),
-    (f"{URL}\n{LINE_1}\n{LINE_2.rsplit(' ', 1)[0]}\n", 3, "expected 19 columns"),
-    (f"{URL}\n{LINE_1.replace('33333', '33.5', 1)}\n", 2, "timestamp must be an integer"),
-    (f"{URL}\n{LINE_1}\n{LINE_2.replace('0.1', 'abc')}\n", 3, "non-numeric"),
-    (f"{URL}\n{LINE_2}\n{LINE_1}\n", 3, "timestamps must increase"),
-    (f"{URL}\n{LINE_2.replace(' 1 0 0 0.1', ' 2 0 0 0.1')}\n", 2, "rotation"),
-    (f"{URL}\n{LINE_2.replace('0.840311576', '-0.84', 1)}\n", 2, "focal lengths"),
-    (f"{URL}\n{LINE_2.replace('0.3', 'nan')}\n", 2, "finite"),
-    (f"{URL}\n\n", None, "no frame lines"),
-])
+@pytest.mark.parametrize(
+    "text, line, message",
+    [
+        ("", 1, "empty file"),
+        (f"{LINE_1}\n", 1, "source video URL"),
+        (f"{URL}\n{LINE_1}\n{LINE_2.rsplit(' ', 1)[0]}\n", 3, "expected 19 columns"),
+        (f"{URL}\n{LINE_1.replace('33333', '33.5', 1)}\n", 2, "timestamp must be an integer"),
+        (f"{URL}\n{LINE_1}\n{LINE_2.replace('0.1', 'abc')}\n", 3, "non-numeric"),
+        (f"{URL}\n{LINE_2}\n{LINE_1}\n", 3, "timestamps must increase"),
+        (f"{URL}\n{LINE_2.replace(' 1 0 0 0.1', ' 2 0 0 0.1')}\n", 2, "rotation"),
+        (f"{URL}\n{LINE_2.replace('0.840311576', '-0.84', 1)}\n", 2, "focal lengths"),
+        (f"{URL}\n{LINE_2.replace('0.3', 'nan')}\n", 2, "finite"),
+        (f"{URL}\n\n", None, "no frame lines"),
+    ],
+)
 def test_malformed_files_name_file_and_line(tmp_path, text, line, message):
     path = _write(tmp_path, text)
     with pytest.raises(DataFormatError, match=message) as err:
@@ -68,8 +77,9 @@ def test_missing_trajectory_file_is_named(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("mc") / "mannequin_challenge"
-    return write_mannequin_challenge(root, train_clips=2, validation_clips=1, test_clips=1,
-                                     frames_per_clip=4, width=64, height=48, seed=1)
+    return write_mannequin_challenge(
+        root, train_clips=2, validation_clips=1, test_clips=1, frames_per_clip=4, width=64, height=48, seed=1
+    )
 
 
 def test_generated_layout_goes_through_the_reader(tiny_root):
@@ -123,16 +133,20 @@ def test_keypoint_rasterization_and_flip():
     assert set(np.unique(image)) == {0, 1, 3} and (image == 1).sum() == 5  # a radius-1 disc: 5 pixels
     half = keypoint_image(person[None], 6, 8, scale=(0.5, 0.5), radius=0)
     assert half[1, 1] == 1 and half[2, 5] == 3  # ((x + 0.5) * 0.5 - 0.5) rounded
-    np.testing.assert_array_equal(flip_keypoint_labels(np.array([0, 1, 2, 3, 6, 9, 12, 15, 16, 18])),
-                                  [0, 1, 2, 6, 3, 12, 9, 16, 15, 17])
+    np.testing.assert_array_equal(
+        flip_keypoint_labels(np.array([0, 1, 2, 3, 6, 9, 12, 15, 16, 18])), [0, 1, 2, 6, 3, 12, 9, 16, 15, 17]
+    )
 
 
-@pytest.mark.parametrize("text, message", [
-    ("{", "not valid JSON"),
-    ('{"version": 1.3}', '"people" list'),
-    ('{"people": [{"pose_keypoints_2d": [1, 2, 3]}]}', "54 \\(COCO-18\\) or 75"),
-    ('{"people": [{"pose_keypoints_2d": ' + str(["a"] * 54).replace("'", '"') + "}]}", "non-numeric"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{", "not valid JSON"),
+        ('{"version": 1.3}', '"people" list'),
+        ('{"people": [{"pose_keypoints_2d": [1, 2, 3]}]}', "54 \\(COCO-18\\) or 75"),
+        ('{"people": [{"pose_keypoints_2d": ' + str(["a"] * 54).replace("'", '"') + "}]}", "non-numeric"),
+    ],
+)
 def test_bad_keypoint_files_name_the_file(tmp_path, text, message):
     path = tmp_path / "123_keypoints.json"
     path.write_text(text)
@@ -146,7 +160,7 @@ def test_body25_keypoints_map_to_coco18(tmp_path):
     values[:, 0] = np.arange(25)  # x = BODY_25 index
     values[:, 2] = 1.0
     path = tmp_path / "1_keypoints.json"
-    path.write_text('{"people": [{"pose_keypoints_2d": [%s]}]}' % ", ".join(str(v) for v in values.ravel()))
+    path.write_text(json.dumps({"people": [{"pose_keypoints_2d": values.ravel().tolist()}]}))
     people = read_keypoints(path)
     # COCO 8 (right hip) is BODY_25 9: BODY_25 puts the mid-hip at 8.
     np.testing.assert_array_equal(people[0, :, 0], [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18])
@@ -205,10 +219,18 @@ def test_a_bad_depth_file_names_the_file(tiny_root, tmp_path):
 def test_datamodule_generates_when_missing_and_batches(tmp_path):
     from functools import partial
 
-    generator = partial(write_mannequin_challenge, train_clips=1, validation_clips=1, test_clips=1,
-                        frames_per_clip=3, width=32, height=24)
-    dm = MannequinChallengeDataModule(str(tmp_path / "mc"), image_size=(24, 32), reference_offset=1,
-                                      batch_size=2, generator=generator)
+    generator = partial(
+        write_mannequin_challenge,
+        train_clips=1,
+        validation_clips=1,
+        test_clips=1,
+        frames_per_clip=3,
+        width=32,
+        height=24,
+    )
+    dm = MannequinChallengeDataModule(
+        str(tmp_path / "mc"), image_size=(24, 32), reference_offset=1, batch_size=2, generator=generator
+    )
     dm.prepare_data()
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))

@@ -68,9 +68,10 @@ def test_save_killed_with_tmpdir_on_another_file_system(tmp_path):
     last = run / "checkpoints" / "last.ckpt"
     env = {**os.environ, "TMPDIR": str(tmpdir), "OMP_NUM_THREADS": "1"}
     try:
-        for attempt in range(4):
-            proc = subprocess.Popen([sys.executable, str(script), str(run)], env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _attempt in range(4):
+            proc = subprocess.Popen(
+                [sys.executable, str(script), str(run)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
             killed_mid_save = False
             deadline = time.monotonic() + 240
             try:
@@ -124,8 +125,12 @@ def test_written_files_and_generated_folders_follow_the_umask(tmp_path):
             tmp.write_bytes(b"x")
         from datamodules.synthetic.image_folder import write_image_folder
 
-        data = ensure_generated(tmp_path / "shared_data", partial(
-            write_image_folder, num_classes=2, train_per_class=1, val_per_class=1, test_per_class=1, image_size=8))
+        data = ensure_generated(
+            tmp_path / "shared_data",
+            partial(
+                write_image_folder, num_classes=2, train_per_class=1, val_per_class=1, test_per_class=1, image_size=8
+            ),
+        )
     finally:
         os.umask(previous)
     assert stat.S_IMODE(written.stat().st_mode) == 0o664

@@ -15,7 +15,7 @@ import pytest
 from scipy.io import loadmat, savemat
 
 from core.data import DataFormatError, ensure_generated
-from datamodules.cifar100 import FOLDER, Cifar100DataModule, read_cifar100_split
+from datamodules.cifar100 import FOLDER, read_cifar100_split
 from datamodules.flowers102 import Flowers102DataModule
 from datamodules.image_folder import ImageFolderDataModule
 from datamodules.synthetic.cifar100 import write_cifar100
@@ -68,7 +68,9 @@ def test_cifar_float_pixels_and_fractional_labels_are_errors(tmp_path):
     with open(test_file, "rb") as f:
         good = pickle.load(f, encoding="bytes")
     _rewrite(test_file, data=good[b"data"].astype(np.float64) / 255.0)
-    with pytest.raises(DataFormatError, match=r"'data' must hold uint8 pixels 0\.\.255, found float64 values 0\.0\.\.1\.0"):
+    with pytest.raises(
+        DataFormatError, match=r"'data' must hold uint8 pixels 0\.\.255, found float64 values 0\.0\.\.1\.0"
+    ):
         read_cifar100_split(tmp_path, "test")
     _rewrite(test_file, data=good[b"data"], fine_labels=[0, 1.7, *range(2, 100)])
     with pytest.raises(DataFormatError, match=r"fine_labels\[1\] = 1\.7 is not an integer class index"):
@@ -101,22 +103,25 @@ def write_png_header_bomb(path: Path, width: int, height: int) -> None:
 
     rows = zlib.compress(b"\x00" * (width + 1) * 4)
     path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-        + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", rows)
+        + chunk(b"IEND", b"")
     )
 
 
 @pytest.fixture
 def small_folder(tmp_path) -> Path:
     root = tmp_path / "shapes"
-    ensure_generated(root, partial(write_image_folder, num_classes=2, train_per_class=3, val_per_class=1,
-                                   test_per_class=1, image_size=16))
+    ensure_generated(
+        root,
+        partial(write_image_folder, num_classes=2, train_per_class=3, val_per_class=1, test_per_class=1, image_size=16),
+    )
     return root
 
 
 def _datamodule(root: Path, skip: bool) -> ImageFolderDataModule:
-    dm = ImageFolderDataModule(str(root), num_classes=2, image_size=16, batch_size=2, num_workers=0,
-                               skip_corrupt=skip)
+    dm = ImageFolderDataModule(str(root), num_classes=2, image_size=16, batch_size=2, num_workers=0, skip_corrupt=skip)
     dm.setup("fit")
     return dm
 

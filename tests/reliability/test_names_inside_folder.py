@@ -21,7 +21,7 @@ CLASSES = ("BaseballPitch",)
 def write_thumos_annotations(root: Path, bad_name: str) -> Path:
     """The published annotation layout of one class (+ Ambiguous) per split; line 2 of the
     validation BaseballPitch file names ``bad_name``. Returns that file."""
-    for split, (video_folder, folder, suffix, _) in SPLITS.items():
+    for video_folder, folder, suffix, _ in SPLITS.values():
         (root / video_folder).mkdir(parents=True, exist_ok=True)
         (root / folder).mkdir(parents=True, exist_ok=True)
         for label in (*CLASSES, "Ambiguous"):
@@ -54,8 +54,12 @@ def write_feature_database(folder: Path, names: list[str]) -> Path:
     annotations = folder / "annotations" / "thumos14.json"
     annotations.parent.mkdir(parents=True)
     database = {
-        name: {"subset": subset, "duration": 10.0, "fps": 10.0,
-               "annotations": [{"label": "BaseballPitch", "segment": [1.0, 2.0], "label_id": 0}]}
+        name: {
+            "subset": subset,
+            "duration": 10.0,
+            "fps": 10.0,
+            "annotations": [{"label": "BaseballPitch", "segment": [1.0, 2.0], "label_id": 0}],
+        }
         for name, subset in zip(names, ["Validation", "Validation", "Test"])
     }
     annotations.write_text(json.dumps({"version": "test", "database": database}, indent=2))

@@ -5,8 +5,6 @@ broken or foreign checkpoints and wrong-typed config values fail in one line nam
 from __future__ import annotations
 
 import csv
-import os
-import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -23,9 +21,16 @@ from tests.conftest import compose_config
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SMALL = [
-    "data=shapes", "data.generator.train_per_class=6", "data.generator.val_per_class=2",
-    "data.generator.test_per_class=2", "data.image_size=32", "data.num_workers=0", "data.batch_size=16",
-    "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0",
+    "data=shapes",
+    "data.generator.train_per_class=6",
+    "data.generator.val_per_class=2",
+    "data.generator.test_per_class=2",
+    "data.image_size=32",
+    "data.num_workers=0",
+    "data.batch_size=16",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.num_sanity_val_steps=0",
     "test=false",
 ]
 CLASSIFIER = "tasks.classification.module.ImageClassificationTask"
@@ -62,9 +67,20 @@ def test_two_runs_of_one_slurm_job_and_a_resumed_csv_history(tmp_path, shared_da
     metrics_csv = run / "csv" / "metrics.csv"
     first_attempt = csv_rows(metrics_csv)
     assert {row["epoch"] for row in first_attempt if "epoch" in row} == {"0"}
+    # a row the killed part of the next epoch had logged after the last checkpoint (step 2 is
+    # logged again when the epoch reruns): it must not appear twice
+    last_step = max(int(row["step"]) for row in first_attempt)
+    header = metrics_csv.read_text().splitlines()[0].split(",")
+    killed_row = {"step": str(last_step + 1), "lr-AdamW/pg1": "0.999"}
+    with open(metrics_csv, "a", newline="") as f:
+        csv.DictWriter(f, fieldnames=header).writerow(killed_row)
 
     # the job is requeued: the same run resumes from last.ckpt; a killed save's temporary is cleaned
-    stale = run / "checkpoints" / f".last.ckpt{TMP_MARK}{socket.gethostname().split('.')[0].replace('-', '_')}-{dead_pid()}-0badc0de.ckpt"
+    stale = (
+        run
+        / "checkpoints"
+        / f".last.ckpt{TMP_MARK}{socket.gethostname().split('.')[0].replace('-', '_')}-{dead_pid()}-0badc0de.ckpt"
+    )
     stale.write_bytes(b"half a checkpoint")
     cfg, _ = slurm_run_config([*SMALL, "trainer.max_epochs=2", "logger=csv"], logs, shared_data_dir)
     train(cfg)
@@ -72,13 +88,16 @@ def test_two_runs_of_one_slurm_job_and_a_resumed_csv_history(tmp_path, shared_da
     resumed = csv_rows(metrics_csv)
     assert {row["epoch"] for row in resumed if "epoch" in row} == {"0", "1"}
     assert all(row in resumed for row in first_attempt)  # the first attempt's history is kept
+    assert killed_row not in resumed
+    assert [row["step"] for row in resumed] == sorted((row["step"] for row in resumed), key=int)
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["loops"]["fit_loop"]["epoch_progress"]["total"]["processed"] == 2
     before = (run / "checkpoints" / "last.ckpt").stat().st_mtime_ns
 
     # another run started in the same allocation (another srun step, another learning rate)
-    other, _ = slurm_run_config([*SMALL, "trainer.max_epochs=3", "logger=csv", "task.optimizer.lr=0.001"],
-                                logs, shared_data_dir)
+    other, _ = slurm_run_config(
+        [*SMALL, "trainer.max_epochs=3", "logger=csv", "task.optimizer.lr=0.001"], logs, shared_data_dir
+    )
     with pytest.raises(RunMismatchError) as err:
         train(other)
     assert str(err.value) == (
@@ -152,10 +171,13 @@ def test_checkpoint_of_another_task_is_named(classifier_checkpoint, cfg_eval, tm
     checkpoint = torch.load(classifier_checkpoint, weights_only=True)
     del checkpoint["task_class"]
     torch.save(checkpoint, unstamped)
-    with pytest.raises(CheckpointError, match=(
-        rf"^{unstamped}: its hyper-parameters do not fit tasks\.talnet\.module\.TALNetTask \(unknown "
-        r"\['backbone', .*\]\): a checkpoint of another task\?"
-    )):
+    with pytest.raises(
+        CheckpointError,
+        match=(
+            rf"^{unstamped}: its hyper-parameters do not fit tasks\.talnet\.module\.TALNetTask \(unknown "
+            r"\['backbone', .*\]\): a checkpoint of another task\?"
+        ),
+    ):
         evaluate(cfg_eval([*overrides, f"ckpt_path={unstamped}"]))
 
 
@@ -186,6 +208,9 @@ def test_empty_and_truncated_pretrained_weights_are_named(tmp_path):
     truncated = tmp_path / "tinynet.pth"
     torch.save({"conv.weight": torch.zeros(64, 3, 3, 3)}, truncated)
     truncated.write_bytes(truncated.read_bytes()[:1000])
-    with pytest.raises(ValueError, match=rf"^{truncated}: cannot read weights, truncated or not a weights file "
-                                         r"\(RuntimeError: PytorchStreamReader failed"):
+    with pytest.raises(
+        ValueError,
+        match=rf"^{truncated}: cannot read weights, truncated or not a weights file "
+        r"\(RuntimeError: PytorchStreamReader failed",
+    ):
         read_state_dict(truncated)

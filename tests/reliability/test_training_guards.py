@@ -32,7 +32,9 @@ def write_features(root: Path, nan_video: str | None = None) -> list[str]:
         np.save(features / f"{name}.npy", array)
         label = THUMOS14_CLASSES[k % 20]
         database[name] = {
-            "subset": "Validation" if "validation" in name else "Test", "duration": 19.2, "fps": 10.0,
+            "subset": "Validation" if "validation" in name else "Test",
+            "duration": 19.2,
+            "fps": 10.0,
             "annotations": [{"label": label, "segment": [4.0, 10.0], "label_id": k % 20}],
         }
     (root / "thumos14.json").write_text(json.dumps({"version": "test", "database": database}))
@@ -41,10 +43,20 @@ def write_features(root: Path, nan_video: str | None = None) -> list[str]:
 
 def overrides(root: Path, *extra: str) -> list[str]:
     return [
-        "task=talnet", "data=thumos14_features", f"data.features_dir={root / 'features'}",
-        f"data.annotation_file={root / 'thumos14.json'}", f"data.feature_dim={WIDTH}", "data.batch_size=8",
-        "task.hidden_dim=8", "task.classifier_hidden=16", "task.anchor_scales=[4,8,16]",
-        "trainer.max_epochs=1", "trainer.num_sanity_val_steps=0", "logger=none", "test=false", *extra,
+        "task=talnet",
+        "data=thumos14_features",
+        f"data.features_dir={root / 'features'}",
+        f"data.annotation_file={root / 'thumos14.json'}",
+        f"data.feature_dim={WIDTH}",
+        "data.batch_size=8",
+        "task.hidden_dim=8",
+        "task.classifier_hidden=16",
+        "task.anchor_scales=[4,8,16]",
+        "trainer.max_epochs=1",
+        "trainer.num_sanity_val_steps=0",
+        "logger=none",
+        "test=false",
+        *extra,
     ]
 
 

@@ -181,7 +181,7 @@ def test_multirun_on_the_submitit_launcher_summarizes_every_job(slurm_cluster, t
         "trainer.devices=2",
         "hydra.launcher.timeout_min=15",
         "hydra.launcher.mem_gb=4",
-        "++hydra.core.sweeps._target_=core.sweeps.SweepSummary",
+        "++hydra.callbacks.sweep_summary._target_=core.sweeps.SweepSummary",
         *TINY,
         "data.batch_size=16",
         f"paths.log_dir={tmp_path / 'logs'}",

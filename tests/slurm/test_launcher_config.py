@@ -283,7 +283,7 @@ def test_local_launcher_sweep_into_the_default_sweep_folder(tmp_path):
             "hydra/launcher=local",
             "trainer=debug",
             "hydra.launcher.timeout_min=10",
-            "++hydra.core.sweeps._target_=core.sweeps.SweepSummary",
+            "++hydra.callbacks.sweep_summary._target_=core.sweeps.SweepSummary",
             "data.generator.train_per_class=12",
             "data.generator.val_per_class=4",
             "data.generator.test_per_class=4",

@@ -13,7 +13,6 @@ from torch.utils.data import Dataset
 from tasks.atlas.collect import ActivationStore, collect_activations, notebook_positions
 from tasks.atlas.network import LayerTap, find_layer, load_classifier, spatial_view
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -42,8 +41,9 @@ def classifier():
 
 def test_rows_are_the_layer_output_at_the_stored_position(classifier, tmp_path):
     data = NoiseImages()
-    store = collect_activations(classifier, "blocks.2", data, tmp_path, num_samples=10, batch_size=4,
-                                attribution_classes=0, seed=1)
+    store = collect_activations(
+        classifier, "blocks.2", data, tmp_path, num_samples=10, batch_size=4, attribution_classes=0, seed=1
+    )
     assert store.activations.shape[0] == 10 and isinstance(store.activations, np.memmap)
     assert len(set(store.indices.tolist())) == 10 and store.meta["complete"]
     with torch.no_grad(), LayerTap(classifier.model, "blocks.2") as tap:
@@ -71,8 +71,9 @@ def test_positions_are_drawn_as_the_notebook_draws_them():
 
 def test_attribution_to_every_logit_is_activation_times_logit_gradient(classifier, tmp_path):
     # at the pooled features, logit_c = W_c . a + b_c, so the attribution to c is a . W_c exactly
-    store = collect_activations(classifier, "global_pool", NoiseImages(8), tmp_path, batch_size=3,
-                                attribution_classes=None, seed=0)
+    store = collect_activations(
+        classifier, "global_pool", NoiseImages(8), tmp_path, batch_size=3, attribution_classes=None, seed=0
+    )
     weight = classifier.model.get_classifier().weight.detach().numpy()
     acts = np.asarray(store.activations)
     assert store.attributions.shape == (8, 3)
@@ -82,10 +83,12 @@ def test_attribution_to_every_logit_is_activation_times_logit_gradient(classifie
 
 def test_attribution_is_the_logits_change_along_the_one_position_and_top_k_keeps_its_columns(classifier, tmp_path):
     data = NoiseImages(6)
-    full = collect_activations(classifier, "blocks.2", data, tmp_path / "all", batch_size=3,
-                               attribution_classes=None, seed=2)
-    top2 = collect_activations(classifier, "blocks.2", data, tmp_path / "top2", batch_size=3,
-                               attribution_classes=2, seed=2)
+    full = collect_activations(
+        classifier, "blocks.2", data, tmp_path / "all", batch_size=3, attribution_classes=None, seed=2
+    )
+    top2 = collect_activations(
+        classifier, "blocks.2", data, tmp_path / "top2", batch_size=3, attribution_classes=2, seed=2
+    )
     # finite difference: add eps x (the activation at the stored position only) to the layer output
     eps, images = 1e-3, data.images[np.asarray(full.indices)]
     with torch.no_grad(), LayerTap(classifier.model, "blocks.2") as tap:

@@ -18,7 +18,6 @@ from tasks.atlas.featurevis import (
 )
 from tasks.atlas.network import LayerTap, load_classifier, spatial_view
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -34,14 +33,14 @@ def test_direction_cossim_by_hand():
     directions = torch.tensor([[2.0, 0.0], [1.0, 0.0], [0.0, 5.0]])
     dot = torch.tensor([3.0, -0.5, 5.0])  # (6 + 0) / 2, (-1 + 0) / 2, (0 + 10) / 2
     cossim = torch.tensor([3.0 / (5 + 1e-4), 0.1, 5.0 / (2 + 1e-4)])  # the middle one floored at 0.1
-    torch.testing.assert_close(direction_cossim(acts, directions, 4.0), dot * cossim ** 4)
+    torch.testing.assert_close(direction_cossim(acts, directions, 4.0), dot * cossim**4)
     torch.testing.assert_close(direction_cossim(acts, directions, 1.0), dot * cossim)
     torch.testing.assert_close(direction_cossim(acts, directions, 0.0), dot)
 
 
 def test_atlas_transform_lists_are_the_notebooks():
-    assert len(ATLAS_SCALES) == 85 + 40 and ATLAS_SCALES[0] == pytest.approx(0.995 ** -5)
-    assert ATLAS_SCALES[85] == ATLAS_SCALES[105] == pytest.approx(0.998 ** 20)  # the 0.998 list twice
+    assert len(ATLAS_SCALES) == 85 + 40 and ATLAS_SCALES[0] == pytest.approx(0.995**-5)
+    assert ATLAS_SCALES[85] == ATLAS_SCALES[105] == pytest.approx(0.998**20)  # the 0.998 list twice
     assert len(ATLAS_ANGLES) == 40 + 20 + 10 + 5 and ATLAS_ANGLES.count(0) == 3 + 5  # 5 unrotated copies
     assert min(ATLAS_ANGLES) == -20 and max(ATLAS_ANGLES) == 19
 
@@ -54,7 +53,7 @@ def test_atlas_transforms_crop_scale_and_rotate_the_batch_together():
         assert out.shape[:2] == (3, 3) and out.shape[2] == out.shape[3]
         sizes.add(out.shape[2])
     # 80 + 4 pad - 32 jitter = 52, scaled by 0.995^79 .. 0.995^-5 (35 .. 53), then jitter 2
-    assert min(sizes) >= int(0.995 ** 79 * 52) - 2 and max(sizes) <= int(0.995 ** -5 * 52) - 2
+    assert min(sizes) >= int(0.995**79 * 52) - 2 and max(sizes) <= int(0.995**-5 * 52) - 2
     assert len(sizes) > 3
     with pytest.raises(ValueError, match="too small for the atlas transforms"):
         FeatureVisualizer(icon_size=32, transforms="atlas")
@@ -87,8 +86,9 @@ def test_feature_visualization_raises_the_objective(classifier):
     with torch.no_grad(), LayerTap(classifier.model, "blocks.2") as tap:
         classifier.model(torch.randn(6, 3, 32, 32))
         directions = spatial_view(tap.output)[:, :, 0]  # real activation vectors as directions
-    visualizer = FeatureVisualizer(icon_size=24, steps=25, lr=0.05, batch_size=4, cossim_pow=1,
-                                   transforms="standard", seed=0)
+    visualizer = FeatureVisualizer(
+        icon_size=24, steps=25, lr=0.05, batch_size=4, cossim_pow=1, transforms="standard", seed=0
+    )
     icons = visualizer.render(classifier, "blocks.2", directions)
     assert icons.images.shape == (6, 24, 24, 3) and icons.images.dtype == np.uint8
     assert (icons.objective_end > icons.objective_start).all(), (icons.objective_start, icons.objective_end)

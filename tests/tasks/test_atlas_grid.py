@@ -18,10 +18,17 @@ from tasks.atlas.layout import knn_accuracy, normalize_layout, whitening_matrix
 from tasks.atlas.render import compose_atlas
 
 # Seven points on a 2 x 2 grid: (x, y) -> (row = y cell, col = x cell).
-COORDS = np.array([[0.1, 0.1], [0.2, 0.3],              # cell (0, 0): 2 points
-                   [0.9, 0.1],                           # cell (0, 1): 1 point
-                   [0.6, 0.7], [0.8, 0.9], [0.7, 0.6],   # cell (1, 1): 3 points
-                   [1.0, 1.0]])                          # the far edge belongs to cell (1, 1)
+COORDS = np.array(
+    [
+        [0.1, 0.1],
+        [0.2, 0.3],  # cell (0, 0): 2 points
+        [0.9, 0.1],  # cell (0, 1): 1 point
+        [0.6, 0.7],
+        [0.8, 0.9],
+        [0.7, 0.6],  # cell (1, 1): 3 points
+        [1.0, 1.0],
+    ]
+)  # the far edge belongs to cell (1, 1)
 ACTS = np.array([[1, 0], [3, 2], [5, 5], [0, 4], [2, 2], [4, 0], [4, 4]], np.float32)
 LABELS = np.array([0, 0, 1, 1, 1, 2, 1])
 
@@ -94,8 +101,17 @@ def test_knn_accuracy_on_separated_and_mixed_clusters():
 
 
 # attributions (7 samples x 3 classes): winners of class 0 are rows 0, 1, 4
-ATTRIBUTIONS = np.array([[2.0, 1.0, 0.0], [1.0, 0.5, 0.0], [0.0, 3.0, 0.0], [0.2, 1.0, 0.0],
-                         [4.0, 1.0, 0.0], [0.1, 0.0, 1.0], [-1.0, -2.0, -3.0]])
+ATTRIBUTIONS = np.array(
+    [
+        [2.0, 1.0, 0.0],
+        [1.0, 0.5, 0.0],
+        [0.0, 3.0, 0.0],
+        [0.2, 1.0, 0.0],
+        [4.0, 1.0, 0.0],
+        [0.1, 0.0, 1.0],
+        [-1.0, -2.0, -3.0],
+    ]
+)
 
 
 def test_class_samples_are_top_positive_attributions_then_winners_with_duplicates():
@@ -111,8 +127,9 @@ def test_class_atlas_lays_out_its_own_samples_on_its_own_grid():
     acts = np.concatenate([rng.normal(0, 1, (20, 4)) + [5, 0, 0, 0], rng.normal(0, 1, (20, 4)) + [0, 5, 0, 0]])
     labels = np.repeat([0, 1], 20)
     attributions = np.stack([acts[:, 0], acts[:, 1]], 1)  # class c is attributed by channel c
-    atlas = class_atlas(acts, attributions, labels, 0, top_n=5, grid_size=2, min_count=1,
-                        umap={"n_neighbors": 5}, num_classes=2)
+    atlas = class_atlas(
+        acts, attributions, labels, 0, top_n=5, grid_size=2, min_count=1, umap={"n_neighbors": 5}, num_classes=2
+    )
     expected = class_sample_indices(attributions, 0, top_n=5)
     assert atlas.indices.tolist() == expected.tolist() and len(expected) == 25  # 5 top + 20 winners
     assert atlas.coords.shape == (25, 2) and atlas.grid.grid_size == 2
@@ -134,9 +151,9 @@ def test_compose_atlas_places_icons_and_fades_with_alpha():
     icons = np.stack([np.full((4, 4, 3), 0, np.uint8), np.full((4, 4, 3), 100, np.uint8)])
     image = np.asarray(compose_atlas(3, np.array([[0, 2], [2, 1]]), icons, alpha=np.array([1.0, 0.5])))
     assert image.shape == (12, 12, 3)
-    assert (image[0:4, 8:12] == 0).all()        # row 0, col 2: the first icon, opaque
-    assert (image[8:12, 4:8] == 178).all()      # row 2, col 1: 0.5 * 100 + 0.5 * 255 = 177.5 -> 178
-    assert (image[0:4, 0:4] == 255).all()       # an empty cell stays white
+    assert (image[0:4, 8:12] == 0).all()  # row 0, col 2: the first icon, opaque
+    assert (image[8:12, 4:8] == 178).all()  # row 2, col 1: 0.5 * 100 + 0.5 * 255 = 177.5 -> 178
+    assert (image[0:4, 0:4] == 255).all()  # an empty cell stays white
 
 
 def test_class_atlas_of_a_class_nothing_attributes_to_is_refused():

@@ -30,14 +30,14 @@ register_models()  # the compound_scaled_* timm models (core.registry)
 @pytest.mark.parametrize(
     "channels, width, expected",
     [
-        (32, 1.1, 32),     # 35.2 -> nearest multiple of 8 is 32, and 32 >= 0.9 * 35.2 = 31.68
-        (40, 1.1, 48),     # 44.0 -> (44 + 4) // 8 * 8 = 48
-        (112, 1.1, 120),   # 123.2 -> 120 (>= 110.9)
-        (192, 1.1, 208),   # 211.2 -> 208
-        (1280, 1.1, 1408), # exact multiple stays
-        (44, 0.25, 16),    # 11 -> nearest is 8, but 8 < 0.9 * 11 = 9.9, so one step up: 16
-        (16, 0.25, 8),     # 4 -> never below the divisor
-        (24, 1.4, 32),     # 33.6 -> 32 (>= 30.24)
+        (32, 1.1, 32),  # 35.2 -> nearest multiple of 8 is 32, and 32 >= 0.9 * 35.2 = 31.68
+        (40, 1.1, 48),  # 44.0 -> (44 + 4) // 8 * 8 = 48
+        (112, 1.1, 120),  # 123.2 -> 120 (>= 110.9)
+        (192, 1.1, 208),  # 211.2 -> 208
+        (1280, 1.1, 1408),  # exact multiple stays
+        (44, 0.25, 16),  # 11 -> nearest is 8, but 8 < 0.9 * 11 = 9.9, so one step up: 16
+        (16, 0.25, 8),  # 4 -> never below the divisor
+        (24, 1.4, 32),  # 33.6 -> 32 (>= 30.24)
     ],
 )
 def test_round_filters(channels, width, expected):
@@ -55,10 +55,10 @@ def test_round_repeats_rounds_up(repeats, depth, expected):
 @pytest.mark.parametrize(
     "base, multiplier, expected",
     [
-        (224, 1.15, 256),            # 257.6 -> nearest multiple of 4 is 256
-        (224, 1.15**2, 296),         # 296.24 -> 296
-        (224, math.sqrt(2), 316),    # 316.78 -> 316
-        (48, 1.15, 56),              # 55.2 -> 56
+        (224, 1.15, 256),  # 257.6 -> nearest multiple of 4 is 256
+        (224, 1.15**2, 296),  # 296.24 -> 296
+        (224, math.sqrt(2), 316),  # 316.78 -> 316
+        (48, 1.15, 56),  # 55.2 -> 56
         (224, 1.0, 224),
     ],
 )
@@ -72,8 +72,10 @@ def test_efficientnet_phi1_stages_follow_the_rounding_rules():
     with torch.device("meta"):
         model = timm.create_model("compound_scaled_efficientnet", phi=1, alpha=1.2, beta=1.1)
     assert [len(stage) for stage in model.blocks] == [2, 3, 3, 4, 4, 5, 2]  # from 1, 2, 2, 3, 3, 4, 1
-    out_channels = [stage[-1].conv_pw.out_channels if hasattr(stage[-1], "conv_pwl") is False
-                    else stage[-1].conv_pwl.out_channels for stage in model.blocks]
+    out_channels = [
+        stage[-1].conv_pw.out_channels if hasattr(stage[-1], "conv_pwl") is False else stage[-1].conv_pwl.out_channels
+        for stage in model.blocks
+    ]
     assert out_channels == [16, 24, 48, 88, 120, 208, 352]
     assert model.conv_stem.out_channels == 32 and model.conv_head.out_channels == 1408
 
@@ -157,10 +159,10 @@ def test_table_command_prints_and_writes_json(tmp_path, capsys):
 
 # --- the grid and its constraint --------------------------------------------------------------
 def test_constraint_filter():
-    assert satisfies_constraint(1.2, 1.1, 1.15)                    # 1.920, within 0.1 of 2
+    assert satisfies_constraint(1.2, 1.1, 1.15)  # 1.920, within 0.1 of 2
     assert not satisfies_constraint(1.2, 1.1, 1.15, tolerance=0.05)
-    assert not satisfies_constraint(1.2, 1.2, 1.2)                 # 2.488
-    assert not satisfies_constraint(0.9, 1.2, 1.25)                # 2.025, but alpha < 1
+    assert not satisfies_constraint(1.2, 1.2, 1.2)  # 2.488
+    assert not satisfies_constraint(0.9, 1.2, 1.25)  # 2.025, but alpha < 1
     assert satisfies_constraint(2.0, 1.0, 1.0, tolerance=0.0)
 
 
@@ -173,8 +175,14 @@ def test_compound_candidates_on_a_hand_enumerated_grid():
 
 def test_grid_values_and_sweep_order():
     assert grid_values("1.0:1.4:0.1") == [1.0, 1.1, 1.2, 1.3, 1.4]
-    runs = sweep_candidates("1.0:1.4:0.1", "1.0:1.4:0.1", "1.0:1.4:0.1", [1],
-                            ["compound", "depth", "width", "resolution"], include_baseline=True)
+    runs = sweep_candidates(
+        "1.0:1.4:0.1",
+        "1.0:1.4:0.1",
+        "1.0:1.4:0.1",
+        [1],
+        ["compound", "depth", "width", "resolution"],
+        include_baseline=True,
+    )
     assert runs[0].dimension == "baseline"
     assert [r.dimension for r in runs[-3:]] == ["depth", "width", "resolution"]
     assert all(r.flops_factor == pytest.approx(2.0) for r in runs[-3:])
@@ -189,5 +197,9 @@ def test_resolution_reaches_data_and_task(tmp_path):
     assert cfg.data.image_size == 296 and cfg.task.image_size == 296
     assert cfg.task.backbone == "compound_scaled_efficientnet"
     assert dict(cfg.task.backbone_kwargs) == {
-        "phi": 2, "alpha": 1.2, "beta": 1.1, "width_multiplier": 1.0, "depth_multiplier": 1.0
+        "phi": 2,
+        "alpha": 1.2,
+        "beta": 1.1,
+        "width_multiplier": 1.0,
+        "depth_multiplier": 1.0,
     }

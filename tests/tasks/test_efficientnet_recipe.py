@@ -24,11 +24,22 @@ def test_b0_config_composes_the_paper_recipe(tmp_path):
     assert task._target_ == "tasks.efficientnet.module.EfficientNetTask"
     assert task.backbone == "compound_scaled_efficientnet_b0" and data.image_size == 224
     # RMSProp decay 0.9, momentum 0.9, epsilon 0.001 (utils.build_optimizer), TF semantics: rmsproptf
-    assert dict(task.optimizer) == {"opt": "rmsproptf", "lr": 0.016, "alpha": 0.9, "momentum": 0.9,
-                                    "eps": 0.001, "weight_decay": 1e-5}
+    assert dict(task.optimizer) == {
+        "opt": "rmsproptf",
+        "lr": 0.016,
+        "alpha": 0.9,
+        "momentum": 0.9,
+        "eps": 0.001,
+        "weight_decay": 1e-5,
+    }
     # base_learning_rate 0.016 per 256 images, warm-up 5 epochs, x0.97 every 2.4 epochs
     assert task.lr_reference_batch_size == 256
-    assert dict(task.scheduler) == {"name": "exponential", "warmup_epochs": 5, "decay_epochs": 2.4, "decay_factor": 0.97}
+    assert dict(task.scheduler) == {
+        "name": "exponential",
+        "warmup_epochs": 5,
+        "decay_epochs": 2.4,
+        "decay_factor": 0.97,
+    }
     assert task.weight_decay_exclude == "norm"
     # batch_norm_momentum 0.99 (PyTorch's momentum is 1 - decay), epsilon 1e-3
     assert task.backbone_kwargs.bn_momentum == pytest.approx(1 - 0.99) and task.backbone_kwargs.bn_eps == 0.001
@@ -68,8 +79,9 @@ def test_rmsproptf_is_tf1_rmsprop_by_hand():
     #   ms <- 0.9 ms + 0.1 g^2;  mom <- 0.9 mom + lr g / sqrt(ms + eps);  w <- w - mom
     # plus the L2 term's gradient wd * w (weight_decay * l2_loss = wd * w^2 / 2).
     w = nn.Parameter(torch.tensor([1.0]))
-    opt = create_optimizer_v2([{"params": [w], "weight_decay": 0.1}], opt="rmsproptf", lr=0.5, alpha=0.9,
-                              momentum=0.9, eps=1e-3)
+    opt = create_optimizer_v2(
+        [{"params": [w], "weight_decay": 0.1}], opt="rmsproptf", lr=0.5, alpha=0.9, momentum=0.9, eps=1e-3
+    )
     ms, mom, value = 1.0, 0.0, 1.0
     for step, (grad, lr) in enumerate([(2.0, 0.5), (-1.0, 0.25), (0.5, 0.25)]):
         for group in opt.param_groups:
@@ -90,16 +102,16 @@ def test_exponential_schedule_is_the_reference_staircase_with_warmup():
     factor = exponential_decay_with_warmup(10, warmup_epochs=0.5, decay_epochs=0.4, decay_factor=0.97)
     assert [factor(s) for s in range(5)] == [0.0, 0.2, 0.4, 0.6, 0.8]  # lr0 * step / warmup_steps
     # the decay counts from step 0: step 5 is in the second 4-step stair, step 8 in the third
-    assert [factor(s) for s in (5, 7, 8, 11, 12)] == pytest.approx([0.97, 0.97, 0.97 ** 2, 0.97 ** 2, 0.97 ** 3])
+    assert [factor(s) for s in (5, 7, 8, 11, 12)] == pytest.approx([0.97, 0.97, 0.97**2, 0.97**2, 0.97**3])
     # B0 on ImageNet at batch 2048: 625.57 steps per epoch, warm-up int(5 * 625.57) = 3127 steps
     imagenet = exponential_decay_with_warmup(1281167 / 2048)
-    assert imagenet(3126) == pytest.approx(3126 / 3127) and imagenet(3127) == pytest.approx(0.97 ** 2)
+    assert imagenet(3126) == pytest.approx(3126 / 3127) and imagenet(3127) == pytest.approx(0.97**2)
 
 
 def test_tf_ema_decay_warms_up_and_the_callback_averages_with_it():
     assert tf_ema_decay(0.9999, 0).item() == pytest.approx(0.1)  # (1 + 0) / (10 + 0)
     assert tf_ema_decay(0.9999, 10).item() == pytest.approx(11 / 20)
-    assert tf_ema_decay(0.9999, 10 ** 6).item() == pytest.approx(0.9999)
+    assert tf_ema_decay(0.9999, 10**6).item() == pytest.approx(0.9999)
     ema = TFExponentialMovingAverage(decay=0.9999)
     average = ema._kwargs["avg_fn"]
     # Lightning calls the average with n_averaged = 1 after the second optimizer step: TF's step 2
@@ -127,18 +139,38 @@ class RecordLearningRate(pl.Callback):
 
 @pytest.mark.usefixtures("one_thread")
 def test_learning_rate_is_per_256_images_and_starts_the_warm_up_at_zero(tmp_path, shared_data_dir):
-    cfg = compose_config("train", [
-        "experiment=efficientnet_b0", "data=shapes", "data.image_size=32", "data.batch_size=8", "data.num_workers=0",
-        "task.backbone=compound_scaled_efficientnet", "+task.backbone_kwargs.width_multiplier=0.25",
-        "+task.backbone_kwargs.depth_multiplier=0.34", "data.generator.train_per_class=2",
-        "data.generator.val_per_class=1", "data.generator.test_per_class=1",
-        f"data.root={tmp_path / 'shapes'}"], tmp_path / "run", shared_data_dir)
+    cfg = compose_config(
+        "train",
+        [
+            "experiment=efficientnet_b0",
+            "data=shapes",
+            "data.image_size=32",
+            "data.batch_size=8",
+            "data.num_workers=0",
+            "task.backbone=compound_scaled_efficientnet",
+            "+task.backbone_kwargs.width_multiplier=0.25",
+            "+task.backbone_kwargs.depth_multiplier=0.34",
+            "data.generator.train_per_class=2",
+            "data.generator.val_per_class=1",
+            "data.generator.test_per_class=1",
+            f"data.root={tmp_path / 'shapes'}",
+        ],
+        tmp_path / "run",
+        shared_data_dir,
+    )
     task = instantiate(cfg.task, _convert_="all")
     datamodule = instantiate(cfg.data)
     record = RecordLearningRate()
-    trainer = pl.Trainer(max_epochs=350, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[record],
-                         limit_val_batches=0, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_epochs=350,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[record],
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(task, datamodule=datamodule)
     assert record.initial == pytest.approx(0.016 * 8 / 256)
     assert record.steps_per_run == 3 * 350  # 20 images in batches of 8: warm-up over 5 x 3 steps
@@ -153,8 +185,13 @@ def test_autoaugment_v0_runs_its_zero_bit_posterize_as_tpu_does(tmp_path):
     from datamodules.image_folder import ImageFolderDataModule
 
     cfg = compose_config("train", ["experiment=efficientnet_b0"], tmp_path)
-    datamodule = ImageFolderDataModule(root=str(tmp_path), num_classes=2, image_size=32,
-                                       augment=dict(cfg.data.augment), interpolation=cfg.data.interpolation)
+    datamodule = ImageFolderDataModule(
+        root=str(tmp_path),
+        num_classes=2,
+        image_size=32,
+        augment=dict(cfg.data.augment),
+        interpolation=cfg.data.interpolation,
+    )
     transform = datamodule.transform(True)
     policy = next(t for t in transform.transforms if hasattr(t, "policy")).policy
     assert len(policy) == 25  # AutoAugment v0: 25 sub-policies

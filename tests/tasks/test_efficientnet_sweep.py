@@ -14,28 +14,43 @@ from hydra.utils import instantiate
 
 import core  # noqa: F401  (registers the config resolvers, core.registry)
 from core.training import train
-from tasks.efficientnet.module import EfficientNetTask
 from tasks.efficientnet.complexity import count_params
+from tasks.efficientnet.module import EfficientNetTask
 from tasks.efficientnet.scaling import round_resolution
 from tests.helpers import read_metrics, run_entry
 
 # A small baseline and a small data set, so each job takes seconds.
 SMALL_RUN = [
-    "scaling.base_resolution=32", "scaling.base_width=0.25", "scaling.base_depth=0.34",
-    "data.generator.train_per_class=8", "data.generator.val_per_class=4", "data.generator.test_per_class=4",
-    "data.generator.image_size=48", "data.batch_size=20", "data.num_workers=0",
-    "trainer.max_epochs=1", "logger=csv", "callbacks.rich_progress_bar=null",
+    "scaling.base_resolution=32",
+    "scaling.base_width=0.25",
+    "scaling.base_depth=0.34",
+    "data.generator.train_per_class=8",
+    "data.generator.val_per_class=4",
+    "data.generator.test_per_class=4",
+    "data.generator.image_size=48",
+    "data.batch_size=20",
+    "data.num_workers=0",
+    "trainer.max_epochs=1",
+    "logger=csv",
+    "callbacks.rich_progress_bar=null",
 ]
 
 
 def sweep_args(tmp_path: Path, data_dir: Path, sweep: Path) -> list[str]:
     return [
-        "-m", "hparams_search=compound_scaling_cpu", *SMALL_RUN,
+        "-m",
+        "hparams_search=compound_scaling_cpu",
+        *SMALL_RUN,
         # two candidates: the paper's triple and width-only scaling at the same FLOPs growth
-        "hydra.sweeper.alpha=[1.2]", "hydra.sweeper.beta=[1.1]", "hydra.sweeper.gamma=[1.15]",
-        "hydra.sweeper.dimensions=[compound,width]", "hydra.sweeper.include_baseline=false",
-        f"data.root={data_dir / 'effnet_shapes'}", f"paths.data_dir={data_dir}",
-        f"paths.log_dir={tmp_path / 'logs'}", f"hydra.sweep.dir={sweep}",
+        "hydra.sweeper.alpha=[1.2]",
+        "hydra.sweeper.beta=[1.1]",
+        "hydra.sweeper.gamma=[1.15]",
+        "hydra.sweeper.dimensions=[compound,width]",
+        "hydra.sweeper.include_baseline=false",
+        f"data.root={data_dir / 'effnet_shapes'}",
+        f"paths.data_dir={data_dir}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"hydra.sweep.dir={sweep}",
     ]
 
 
@@ -95,12 +110,21 @@ def test_sweep_resumes_skipping_finished_jobs(tmp_path, shared_data_dir):
 
 def test_b0_recipe_fast_dev_run(cfg_train, tmp_path):
     """experiment=efficientnet_b0 (RMSProp-TF, EMA, AutoAugment) through train(), on small shapes."""
-    cfg = cfg_train([
-        "experiment=efficientnet_b0", "data=shapes", "data.image_size=64", "data.batch_size=8",
-        "data.num_workers=0", "data.generator.train_per_class=4", "data.generator.val_per_class=2",
-        "data.generator.test_per_class=2", f"data.root={tmp_path / 'shapes_b0'}", "trainer=debug",
-        "logger=csv",
-    ])
+    cfg = cfg_train(
+        [
+            "experiment=efficientnet_b0",
+            "data=shapes",
+            "data.image_size=64",
+            "data.batch_size=8",
+            "data.num_workers=0",
+            "data.generator.train_per_class=4",
+            "data.generator.val_per_class=2",
+            "data.generator.test_per_class=2",
+            f"data.root={tmp_path / 'shapes_b0'}",
+            "trainer=debug",
+            "logger=csv",
+        ]
+    )
     assert cfg.task.backbone == "compound_scaled_efficientnet_b0" and cfg.task.optimizer.opt == "rmsproptf"
     metrics = train(cfg)
     assert 0.0 <= metrics["test/acc_top1"] <= 1.0
@@ -111,24 +135,46 @@ def test_transfer_recipe_loads_the_checkpoint_and_fine_tunes(data, cfg_train, tm
     # 1. a small scaled network trained briefly on shapes: the "pretrained" checkpoint
     source = tmp_path / "source"
     small = ["task.backbone_kwargs.width_multiplier=0.25", "task.backbone_kwargs.depth_multiplier=0.34"]
-    cfg = cfg_train([
-        "experiment=efficientnet_compound", "scaling.phi=0", "scaling.base_width=0.25",
-        "scaling.base_depth=0.34", "scaling.base_resolution=32", "data=shapes", "data.num_workers=0",
-        "data.generator.train_per_class=4", "data.generator.val_per_class=2",
-        "data.generator.test_per_class=2", "data.image_size=32", f"data.root={tmp_path / 'shapes'}",
-        "trainer.max_epochs=1", "logger=csv", "callbacks.rich_progress_bar=null",
-    ], run_dir=source)
+    cfg = cfg_train(
+        [
+            "experiment=efficientnet_compound",
+            "scaling.phi=0",
+            "scaling.base_width=0.25",
+            "scaling.base_depth=0.34",
+            "scaling.base_resolution=32",
+            "data=shapes",
+            "data.num_workers=0",
+            "data.generator.train_per_class=4",
+            "data.generator.val_per_class=2",
+            "data.generator.test_per_class=2",
+            "data.image_size=32",
+            f"data.root={tmp_path / 'shapes'}",
+            "trainer.max_epochs=1",
+            "logger=csv",
+            "callbacks.rich_progress_bar=null",
+        ],
+        run_dir=source,
+    )
     train(cfg)
     ckpt = source / "checkpoints" / "last.ckpt"
     pretrained = EfficientNetTask.load_from_checkpoint(ckpt, map_location="cpu")
 
     # 2. the transfer recipe, pointed at that checkpoint
-    overrides = [f"experiment=efficientnet_b0_{data}", *small, f"task.pretrained_path={ckpt}",
-                 "data.image_size=32", "data.batch_size=16", "data.num_workers=0", "trainer=debug",
-                 "logger=csv"]
-    overrides += (["data.generator.train_per_class=2", "data.generator.test_per_class=1"] if data == "cifar100"
-                  else ["data.generator.train_per_class=1", "data.generator.val_per_class=1",
-                        "data.generator.test_per_class=1"])
+    overrides = [
+        f"experiment=efficientnet_b0_{data}",
+        *small,
+        f"task.pretrained_path={ckpt}",
+        "data.image_size=32",
+        "data.batch_size=16",
+        "data.num_workers=0",
+        "trainer=debug",
+        "logger=csv",
+    ]
+    overrides += (
+        ["data.generator.train_per_class=2", "data.generator.test_per_class=1"]
+        if data == "cifar100"
+        else ["data.generator.train_per_class=1", "data.generator.val_per_class=1", "data.generator.test_per_class=1"]
+    )
     cfg = cfg_train(overrides, run_dir=tmp_path / "fine_tune")
     assert cfg.task.optimizer.opt == "sgd" and cfg.data.num_classes == cfg.task.num_classes
     task = instantiate(cfg.task, _convert_="all")

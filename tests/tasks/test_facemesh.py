@@ -34,19 +34,22 @@ TINY = [
 
 
 @pytest.mark.parametrize(
-    "config",
-    [["task=facemesh", "data=facemesh"], ["experiment=facemesh_light"], ["experiment=facemesh_full"]],
+    "config, crop, variant",
+    [
+        (["task=facemesh", "data=facemesh"], 128, "light"),
+        (["experiment=facemesh_light"], 128, "light"),
+        (["experiment=facemesh_full"], 192, "full"),
+    ],
     ids=["task", "light", "full"],
 )
-def test_fast_dev_run_of_every_facemesh_config(config, cfg_train, tmp_path):
+def test_fast_dev_run_of_every_facemesh_config(config, crop, variant, cfg_train, tmp_path):
     cfg = cfg_train([*config, *TINY, "trainer=debug"])
     metrics = train(cfg)
     assert set(metrics) >= {"val/nme", "val/ap50", "test/nme", "test/ap50"}
     assert 0.0 <= metrics["test/ap50"] <= 1.0 and metrics["test/nme"] > 0.0
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert record["monitor"] == {"metric": "val/nme", "mode": "min"}
-    crop = {"facemesh_full": 192}.get(cfg.get("experiment") or "", 128)
-    assert cfg.task.crop_size == crop and cfg.data.crop_size == crop
+    assert cfg.task.crop_size == crop and cfg.data.crop_size == crop and cfg.task.variant == variant
     temporal = json.loads((tmp_path / "run" / TEMPORAL_FILE).read_text())
     assert set(temporal) >= {"still", "moving", "metrics", "smoothing"}
     assert (tmp_path / "run" / SAMPLES_FILE).exists()
@@ -77,6 +80,8 @@ def test_train_bootstrap_checkpoint_eval_and_run_command(cfg_train, cfg_eval, tm
     summary = json.loads((run / "pseudo_labels_round1.json").read_text())
     assert summary["round"] == 1 and summary["epoch"] == 0 and summary["images"] == 3
     assert summary["labelled"] == len(summary["files"]) == 3  # every image has a detection at threshold 0
+    # pictures go to the loggers too (core.media; the CSV logger keeps them as files)
+    assert list(run.rglob("media/test/mesh_samples/*.png")) and list(run.rglob("media/test/moving_clip_mesh/*.mp4"))
     last = run / "checkpoints" / "last.ckpt"
     task = FaceMeshTask.load_from_checkpoint(last, map_location="cpu")
     assert task.hparams.num_points == 468 and task.bootstrap_done == 1

@@ -221,3 +221,48 @@ def test_predict_on_a_users_images(inat_run, tmp_path):
     rows = (out / "predictions.csv").read_text().splitlines()
     assert len(rows) == 6 and rows[0].startswith("input,class_1,label_1,score_1")
     assert "Genus" in rows[1]  # the iNaturalist species names stored in the checkpoint
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_grade_every_test_image_once(tmp_path):
+    """trainer=ddp_cpu: the test predictions of both ranks (a DistributedSampler pads the odd count)
+    are gathered, de-duplicated, adjusted by EM and written once; the scorer agrees with the log."""
+    from tests.helpers import read_metrics, run_entry
+
+    run_dir, data_dir = tmp_path / "run", tmp_path / "data"
+    run_entry(
+        "train.py",
+        [
+            "experiment=fgvc_inaturalist2019",
+            "trainer=ddp_cpu",
+            *SMALL,
+            "trainer.max_epochs=1",
+            "data.generator.max_per_class=12",
+            f"paths.data_dir={data_dir}",
+            f"hydra.run.dir={run_dir}",
+        ],
+        env={"OMP_NUM_THREADS": "1"},
+    )
+    solution = data_dir / "fgvc" / "inaturalist2019" / "solution.csv"
+    test_images = len(solution.read_text().splitlines()) - 1
+    assert test_images % 2 == 1  # the padded case
+    submission = (run_dir / "submission.csv").read_text().splitlines()
+    assert len(submission) - 1 == test_images and len(set(submission)) == len(submission)
+    from tasks.fgvc.grading import competition, score_files
+
+    score = score_files(competition("inaturalist2019"), run_dir / "submission.csv", solution)
+    assert score == pytest.approx(read_metrics(run_dir)["metrics"]["test/top1_error_em"], abs=1e-6)
+
+
+def test_a_checkpoint_of_this_task_pretrains_another(inat_run):
+    """task.pretrained_path=<an FGVC checkpoint>: the network's tensors load (its taxonomy heads and
+    prior buffers are not offered), and a classifier of another size starts anew."""
+    import torch
+
+    _, _, run = inat_run
+    ckpt = run / "checkpoints" / "last.ckpt"
+    task = FineGrainedTask("test_efficientnet", 6, 32, competition="herbarium2019", pretrained_path=str(ckpt))
+    source = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    assert torch.equal(task.model.conv_stem.weight, source["model.conv_stem.weight"])
+    assert task.model.get_classifier().weight.shape[0] == 6
+    assert task.hparams.pretrained_path == str(ckpt)

@@ -66,21 +66,11 @@ def write(path, text):
 def recognition_files(tmp_path):
     solution = write(
         tmp_path / "recognition_solution_v2.1.csv",
-        "id,landmarks,Usage\n"
-        "aaa1,10,Public\n"
-        "aaa2,,Public\n"
-        "bbb1,20 21,Private\n"
-        "bbb2,30,Private\n"
-        "ccc1,40,Ignored\n",
+        "id,landmarks,Usage\naaa1,10,Public\naaa2,,Public\nbbb1,20 21,Private\nbbb2,30,Private\nccc1,40,Ignored\n",
     )
     submission = write(
         tmp_path / "submission.csv",
-        "id,landmarks\n"
-        "aaa1,10 0.9\n"
-        "aaa2,7 0.95\n"
-        "bbb1,21 0.4\n"
-        "bbb2,\n"
-        "ccc1,99 1.0\n",
+        "id,landmarks\naaa1,10 0.9\naaa2,7 0.95\nbbb1,21 0.4\nbbb2,\nccc1,99 1.0\n",
     )
     return submission, solution
 
@@ -89,9 +79,22 @@ def test_cli_prints_public_and_private_separately_and_drops_ignored(recognition_
     submission, solution = recognition_files
     out = tmp_path / "m.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "tasks.landmarks.evaluate", str(submission), "--solution", str(solution),
-         "--track", "recognition", "--out", str(out)],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "tasks.landmarks.evaluate",
+            str(submission),
+            "--solution",
+            str(solution),
+            "--track",
+            "recognition",
+            "--out",
+            str(out),
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     # Public: aaa2 (non-landmark, 0.95) wrong, then aaa1 right at 2: (1/2) / 1. Private: bbb1 right,
     # bbb2 without prediction: 1 / 2. The Ignored ccc1 counts nowhere.
@@ -112,8 +115,20 @@ def test_retrieval_cli_on_published_headers(tmp_path):
     )
     submission = write(tmp_path / "s.csv", "id,images\nq01,i9 i1 i2\nq02,i3\nq03,i1\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "tasks.landmarks.evaluate", str(submission), "--solution", str(solution), "--track", "retrieval"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "tasks.landmarks.evaluate",
+            str(submission),
+            "--solution",
+            str(solution),
+            "--track",
+            "retrieval",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     # q01: (1/2 + 2/3) / 2; q02: 1.
     assert f"mAP@100 Public:  {(0.5 + 2 / 3) / 2:.6f}" in proc.stdout

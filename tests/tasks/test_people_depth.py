@@ -11,7 +11,11 @@ import torch
 from core.training import evaluate, train
 from core.video import open_video
 from tasks.people_depth.model import (
-    INPUT_CHANNELS, hourglass_depth_net, network_inputs, public_module_names, unet_depth_net,
+    INPUT_CHANNELS,
+    hourglass_depth_net,
+    network_inputs,
+    public_module_names,
+    unet_depth_net,
 )
 from tasks.people_depth.module import METRIC_NAMES, PeopleDepthTask
 from tasks.people_depth.video import VIDEO_NAME
@@ -19,18 +23,33 @@ from tasks.people_depth.video import VIDEO_NAME
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = [
-    "task=people_depth", "data=mannequin_challenge", "logger=csv",
-    "data.root=${paths.data_dir}/mannequin_challenge_tiny", "data.image_size=[48,64]", "data.batch_size=4",
-    "data.generator.train_clips=2", "data.generator.validation_clips=1", "data.generator.test_clips=1",
-    "data.generator.frames_per_clip=4", "data.generator.width=64", "data.generator.height=48",
-    "task.width=0.125", "task.video_frames=4",
+    "task=people_depth",
+    "data=mannequin_challenge",
+    "logger=csv",
+    "data.root=${paths.data_dir}/mannequin_challenge_tiny",
+    "data.image_size=[48,64]",
+    "data.batch_size=4",
+    "data.generator.train_clips=2",
+    "data.generator.validation_clips=1",
+    "data.generator.test_clips=1",
+    "data.generator.frames_per_clip=4",
+    "data.generator.width=64",
+    "data.generator.height=48",
+    "task.width=0.125",
+    "task.video_frames=4",
 ]
 
 
 @pytest.mark.parametrize("model", ["I", "IDCM", "IDCMK"])
 def test_each_table2_experiment_runs_and_writes_metrics_and_video(model, cfg_train, tmp_path):
-    overrides = [*TINY, f"experiment=people_depth_{model}", "data.image_size=[48,64]", "data.batch_size=4",
-                 "task.width=0.125", "trainer=debug"]
+    overrides = [
+        *TINY,
+        f"experiment=people_depth_{model}",
+        "data.image_size=[48,64]",
+        "data.batch_size=4",
+        "task.width=0.125",
+        "trainer=debug",
+    ]
     metrics = train(cfg_train(overrides))
     for name in METRIC_NAMES:
         assert 0.0 <= metrics[f"test/{name}"] < 50.0, name
@@ -49,23 +68,38 @@ def test_train_then_eval_from_checkpoint_gives_the_same_metric(cfg_train, cfg_ev
     task = PeopleDepthTask.load_from_checkpoint(last, map_location="cpu")
     assert task.hparams.inputs == "IDCM" and task.hparams.width == 0.125
     best = json.loads((run / "metrics.json").read_text())["best_checkpoint"]
-    evaluated = evaluate(cfg_eval([o for o in overrides if "trainer" not in o] + [f"ckpt_path={best}"],
-                                  run_dir=tmp_path / "eval"))
+    evaluated = evaluate(
+        cfg_eval([o for o in overrides if "trainer" not in o] + [f"ckpt_path={best}"], run_dir=tmp_path / "eval")
+    )
     for name in ("si_full", "si_hum", "rmse", "rel"):
         assert evaluated[f"test/{name}"] == pytest.approx(metrics[f"test/{name}"], abs=1e-5)
     # The video command on the same checkpoint and data.
-    from tasks.people_depth.video import main as video_main
+    from tasks.people_depth.render_video import main as video_main
 
     out = tmp_path / "bokeh.mp4"
-    video_main(["--checkpoint", str(last), "--root", str(shared_data_dir / "mannequin_challenge_tiny"),
-                "--aperture", "4", "--out", str(out)])
+    video_main(
+        [
+            "--checkpoint",
+            str(last),
+            "--root",
+            str(shared_data_dir / "mannequin_challenge_tiny"),
+            "--aperture",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
     reader = open_video(out)
     assert len(reader) == 4 and reader[0].shape == (48, 3 * 64, 3)
 
 
 def _batch(h=20, w=28, keypoints=True):
-    batch = {"image": torch.rand(2, 3, h, w), "human_mask": (torch.rand(2, 1, h, w) > 0.8).float(),
-             "input_log_depth": torch.randn(2, 1, h, w), "confidence": torch.rand(2, 1, h, w)}
+    batch = {
+        "image": torch.rand(2, 3, h, w),
+        "human_mask": (torch.rand(2, 1, h, w) > 0.8).float(),
+        "input_log_depth": torch.randn(2, 1, h, w),
+        "confidence": torch.rand(2, 1, h, w),
+    }
     if keypoints:
         batch["keypoints"] = torch.randint(0, 19, (2, 1, h, w)).float() / 18
     return batch
@@ -135,7 +169,7 @@ def _as_public(state: dict) -> dict:
     for key, value in state.items():
         for ours in sorted(ours_to_public, key=len, reverse=True):
             if key.startswith(ours + "."):
-                key = ours_to_public[ours] + key[len(ours):]
+                key = ours_to_public[ours] + key[len(ours) :]
                 break
         out["module." + key] = value
     return out
@@ -149,7 +183,7 @@ def test_public_checkpoint_key_names_load_through_pretrained_path(tmp_path):
             module.running_mean.uniform_(-0.1, 0.1)
             module.running_var.uniform_(0.5, 1.5)
     public = _as_public(source.state_dict())
-    names = {k[len("module."):]: tuple(v.shape) for k, v in public.items()}
+    names = {k[len("module.") :]: tuple(v.shape) for k, v in public.items()}
     assert len(names) == PUBLIC_KEY_COUNT
     for key, shape in PUBLIC_KEYS.items():
         assert names.get(key) == shape, key

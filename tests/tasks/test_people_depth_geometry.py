@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 
 from datamodules.mannequin_geometry import (
-    ConfidenceParams, centred_log_depth, epipolar_distance, intrinsics_matrix, parallax_confidence, parallax_inputs,
-    pixel_grid, project, relative_pose, triangulate_depth,
+    ConfidenceParams,
+    centred_log_depth,
+    epipolar_distance,
+    intrinsics_matrix,
+    parallax_confidence,
+    parallax_inputs,
+    pixel_grid,
+    project,
+    relative_pose,
+    triangulate_depth,
 )
 
 
@@ -67,17 +75,20 @@ def test_flow_off_the_epipolar_line_is_measured_and_lowers_confidence():
     np.testing.assert_allclose(bad, np.maximum(0.0, 1.0 - distance**2 / 4.0), rtol=1e-6)
 
 
-@pytest.mark.parametrize("lr, epipolar, angle, confidence, valid", [
-    # C = max(0, 1 - lr^2) * max(0, 1 - (gamma / 2)^2) * (1 - (min(alpha, 1) - 1)^2), worked by hand.
-    (0.0, 0.0, 2.0, 1.0, True),
-    (0.5, 0.0, 2.0, 0.75, True),
-    (0.0, 1.0, 2.0, 0.75, True),
-    (0.0, 3.0, 2.0, 0.0, True),  # far off the epipolar line: confidence 0, depth still kept
-    (0.0, 0.0, 0.5, 0.75, True),  # 1 - 0.25
-    (0.0, 0.0, 0.1, 0.19, False),  # 1 - 0.81 = 0.19 <= 0.25: parallax too small, dropped
-    (1.0, 0.0, 2.0, 0.0, False),  # left-right error 1 px: inconsistent flow, dropped
-    (0.5, 1.0, 0.5, 0.421875, True),  # 0.75^3
-])
+@pytest.mark.parametrize(
+    "lr, epipolar, angle, confidence, valid",
+    [
+        # C = max(0, 1 - lr^2) * max(0, 1 - (gamma / 2)^2) * (1 - (min(alpha, 1) - 1)^2), worked by hand.
+        (0.0, 0.0, 2.0, 1.0, True),
+        (0.5, 0.0, 2.0, 0.75, True),
+        (0.0, 1.0, 2.0, 0.75, True),
+        (0.0, 3.0, 2.0, 0.0, True),  # far off the epipolar line: confidence 0, depth still kept
+        (0.0, 0.0, 0.5, 0.75, True),  # 1 - 0.25
+        (0.0, 0.0, 0.1, 0.19, False),  # 1 - 0.81 = 0.19 <= 0.25: parallax too small, dropped
+        (1.0, 0.0, 2.0, 0.0, False),  # left-right error 1 px: inconsistent flow, dropped
+        (0.5, 1.0, 0.5, 0.421875, True),  # 0.75^3
+    ],
+)
 def test_public_loader_confidence_terms(lr, epipolar, angle, confidence, valid):
     c, v = parallax_confidence(np.array([lr]), np.array([epipolar]), np.array([angle]), ConfidenceParams())
     assert c[0] == pytest.approx(confidence, abs=1e-6) and bool(v[0]) == valid
@@ -98,8 +109,9 @@ def test_parallax_depth_from_real_flow_on_a_rendered_clip(tmp_path):
     from datamodules.mannequin_challenge import MannequinChallengeClips
     from datamodules.synthetic.mannequin_challenge import write_clip
 
-    write_clip(tmp_path / "train", "0123456789abcdef", np.random.default_rng(3), moving=False, frames=3,
-               width=128, height=96)
+    write_clip(
+        tmp_path / "train", "0123456789abcdef", np.random.default_rng(3), moving=False, frames=3, width=128, height=96
+    )
     data = MannequinChallengeClips(tmp_path / "train", image_size=(96, 128), reference_offset=2)
     traj = data.trajectories[0]
     image, depth, mask = data.load_frame(0, 0)

@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from tasks.people_depth.losses import (
-    data_term, first_order_smoothness, gradient_term_one_scale, human_pair_mse, joint_loss, scale_invariant_mse,
+    data_term,
+    first_order_smoothness,
+    gradient_term_one_scale,
+    human_pair_mse,
+    joint_loss,
+    scale_invariant_mse,
     second_order_smoothness,
 )
 
@@ -89,7 +94,9 @@ def test_joint_loss_weights_per_scale():
         p, lg, m, im = pred_log[..., ::k, ::k], log_gt[..., ::k, ::k], mask[..., ::k, ::k], image[..., ::k, ::k]
         grad += 0.75 * gradient_term_one_scale(p, lg, m).item()
         smooth += 0.5**s * (0.075 * first_order_smoothness(p, im).item() + 0.1 * second_order_smoothness(p, im).item())
-    assert parts["data"].item() == pytest.approx(1.5 * scale_invariant_mse(pred_log, log_gt, mask).mean().item(), rel=1e-12)
+    assert parts["data"].item() == pytest.approx(
+        1.5 * scale_invariant_mse(pred_log, log_gt, mask).mean().item(), rel=1e-12
+    )
     assert parts["gradient"].item() == pytest.approx(grad, rel=1e-12)
     assert parts["smoothness"].item() == pytest.approx(smooth, rel=1e-12)
     assert parts["total"].item() == pytest.approx(parts["data"].item() + grad + smooth, rel=1e-12)

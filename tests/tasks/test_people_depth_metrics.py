@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from tasks.people_depth.metrics import (
-    REGIONS, ScaleAlignedRel, ScaleAlignedRMSE, ScaleInvariantRMSE, scale_aligned_errors, scale_invariant_rmse,
+    REGIONS,
+    ScaleAlignedRel,
+    ScaleAlignedRMSE,
+    ScaleInvariantRMSE,
+    scale_aligned_errors,
+    scale_invariant_rmse,
 )
 
 
@@ -28,8 +33,13 @@ def _frame():
 #      sum = 2 * 2 = 4 over |H| |P| = 8 -> sqrt(0.5).
 # inter: pairs (i in H, j in E): 4 pairs, each 1 -> sum 4 over 4 -> 1.
 EPS = 1e-6
-EXPECTED = {"full": math.sqrt(0.5), "env": 0.0, "intra": math.sqrt(4 * EPS) / (2 + EPS), "hum": math.sqrt(0.5),
-            "inter": 1.0}
+EXPECTED = {
+    "full": math.sqrt(0.5),
+    "env": 0.0,
+    "intra": math.sqrt(4 * EPS) / (2 + EPS),
+    "hum": math.sqrt(0.5),
+    "inter": 1.0,
+}
 
 
 @pytest.mark.parametrize("region", REGIONS)
@@ -48,8 +58,13 @@ def test_second_hand_worked_frame_with_a_hole():
     # env: d = 0, 2 -> MSE_M = 2 - 1 = 1 -> sqrt(2). intra: d = 1, 3 -> 5 - 4 = 1 -> sqrt(2).
     # hum: i = 1: (1-0)^2 + (1-2)^2 + 0 + (1-3)^2 = 6; i = 3: 9 + 1 + 4 + 0 = 14 -> 20 / 8 -> sqrt(2.5).
     # inter: i = 1: 1 + 1 = 2; i = 3: 9 + 1 = 10 -> 12 / 4 -> sqrt(3).
-    expected = {"full": math.sqrt(2.5), "env": math.sqrt(2.0), "intra": math.sqrt(2.0), "hum": math.sqrt(2.5),
-                "inter": math.sqrt(3.0)}
+    expected = {
+        "full": math.sqrt(2.5),
+        "env": math.sqrt(2.0),
+        "intra": math.sqrt(2.0),
+        "hum": math.sqrt(2.5),
+        "inter": math.sqrt(3.0),
+    }
     for region, value in expected.items():
         assert scale_invariant_rmse(pred, target, human, region)[0].item() == pytest.approx(value, rel=1e-6), region
 
@@ -64,8 +79,13 @@ def test_pixel_pairs_by_brute_force():
     valid = target.flatten() > 0
     h = human.flatten() > 0.5
     # si-full/env/intra = sqrt(2 MSE_M) = sqrt(mean over ordered pairs of M x M of (d_i - d_j)^2).
-    pairs = {"full": (valid, valid, 1.0), "env": (valid & ~h, valid & ~h, 1.0), "intra": (valid & h, valid & h, 1.0),
-             "hum": (valid & h, valid, 1.0), "inter": (valid & h, valid & ~h, 1.0)}
+    pairs = {
+        "full": (valid, valid, 1.0),
+        "env": (valid & ~h, valid & ~h, 1.0),
+        "intra": (valid & h, valid & h, 1.0),
+        "hum": (valid & h, valid, 1.0),
+        "inter": (valid & h, valid & ~h, 1.0),
+    }
     for region, (a, b, _) in pairs.items():
         diffs = (d[a][:, None] - d[b][None, :]) ** 2
         expected = math.sqrt(diffs.sum().item() / diffs.numel())

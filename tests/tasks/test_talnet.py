@@ -169,6 +169,13 @@ def test_separate_streams_fuse_from_checkpoints_and_eval_matches_train(cfg_train
     from tasks.talnet.module import TALNetTask
 
     fusion = TALNetTask(num_classes=20, feature_dim=96, stream_checkpoints={m: str(p) for m, p in ckpts.items()})
+    with pytest.raises(ValueError, match="need the same anchors"):  # late fusion averages per anchor
+        TALNetTask(
+            num_classes=20,
+            feature_dim=96,
+            anchor_scales=[4, 8],
+            stream_checkpoints={m: str(p) for m, p in ckpts.items()},
+        )
     for modality, path in ckpts.items():
         alone = TALNetTask.load_from_checkpoint(path).model.streams[modality].state_dict()
         fused_stream = fusion.model.streams[modality].state_dict()

@@ -38,9 +38,7 @@ def _numpy_first_of_tie() -> int:
 
 
 def _ap(dets, gts, thresholds=(0.5,), num_classes=1):
-    res = evaluate_detections(
-        np.array(dets, float), np.array(gts, float), num_classes, thresholds, thresholds
-    )
+    res = evaluate_detections(np.array(dets, float), np.array(gts, float), num_classes, thresholds, thresholds)
     return res
 
 
@@ -128,15 +126,33 @@ def test_scoring_command_counts_out_of_set_detections_as_false_positives(tmp_pat
     assert metrics["mAP@0.5"] == pytest.approx(0.5) and metrics["outside_detections"] == 1
 
 
-def test_scoring_command_drops_detections_inside_ambiguous_only_on_request(tmp_path):
+def test_scoring_command_ignores_false_positives_on_ambiguous_only_on_request(tmp_path):
     from tasks.talnet.evaluate import main as score
 
-    results = {"video_test_0000001": [_det(0.9, 21.0, 29.0), _det(0.8, 0.0, 10.0)]}
+    # Ground truth BaseballPitch [0, 10], Ambiguous [20, 30]. Ranked: 0.95 [8, 22] (tIoU 2/22 with
+    # the GT: a FP at 0.5, overlapping Ambiguous), 0.9 [25, 35] (FP, overlapping Ambiguous),
+    # 0.8 [0, 10] (TP), 0.7 [40, 50] (FP, clear of Ambiguous).
+    results = {
+        "video_test_0000001": [
+            _det(0.95, 8.0, 22.0),
+            _det(0.9, 25.0, 35.0),
+            _det(0.8, 0.0, 10.0),
+            _det(0.7, 40.0, 50.0),
+        ]
+    }
     res, gt = _scoring_files(tmp_path, results)
     kept = score([res, "--annotations", gt])
-    assert kept["mAP@0.5"] == pytest.approx(0.5) and kept["ambiguous_dropped"] == 0
+    # FP, FP, TP, FP: precision 1/3 at recall 1 -> AP 1/3
+    assert kept["mAP@0.5"] == pytest.approx(1 / 3) and kept["ambiguous_overlapping"] == 0
     dropped = score([res, "--annotations", gt, "--ambiguous", "drop"])
-    assert dropped["mAP@0.5"] == pytest.approx(1.0) and dropped["ambiguous_dropped"] == 1
+    # the two false positives on Ambiguous leave the ranking: TP, FP -> AP 1
+    assert dropped["mAP@0.5"] == pytest.approx(1.0) and dropped["ambiguous_overlapping"] == 2
+    # a true positive that overlaps Ambiguous stays: [0, 21] has tIoU 10/21 with the GT, a TP at
+    # 0.3 (AP 1 once the other FP leaves) and a FP overlapping Ambiguous at 0.5 (nothing left: 0)
+    results["video_test_0000001"] = [_det(0.95, 0.0, 21.0), _det(0.9, 25.0, 35.0)]
+    res, gt = _scoring_files(tmp_path, results)
+    dropped = score([res, "--annotations", gt, "--ambiguous", "drop"])
+    assert dropped["mAP@0.3"] == pytest.approx(1.0) and dropped["mAP@0.5"] == pytest.approx(0.0)
 
 
 def test_scoring_command_names_the_bad_entry(tmp_path):
@@ -144,9 +160,7 @@ def test_scoring_command_names_the_bad_entry(tmp_path):
     from tasks.talnet.evaluate import main as score
 
     res, gt = _scoring_files(tmp_path, {"video_test_0000001": [_det(float("inf"), 0.0, 10.0)]})
-    with pytest.raises(
-        DataFormatError, match=r"results.json: results.video_test_0000001\[0\]: score is inf"
-    ):
+    with pytest.raises(DataFormatError, match=r"results.json: results.video_test_0000001\[0\]: score is inf"):
         score([res, "--annotations", gt])
     res, gt = _scoring_files(tmp_path, {"video_test_0000001": [_det(0.5, 10.0, 2.0)]})
     with pytest.raises(DataFormatError, match="ends before it starts"):
@@ -214,9 +228,7 @@ def test_thumos_keys_and_average():
 
 
 def test_metric_matches_function_and_counts_repeated_video_once():
-    metric = TemporalActionDetectionMAP(
-        num_classes=1, tiou_thresholds=(0.5,), average_thresholds=(0.5,)
-    )
+    metric = TemporalActionDetectionMAP(num_classes=1, tiou_thresholds=(0.5,), average_thresholds=(0.5,))
     det_v0 = torch.tensor([[0, 0, 10, 0.9], [0, 0, 10, 0.8]])
     gt_v0 = torch.tensor([[0, 0, 10.0]])
     metric.update([0], [det_v0], [gt_v0])
