@@ -37,13 +37,13 @@ def run(script: str, args: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--image-size", type=int, default=48)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--backbone", default="tinynet_e")
-    parser.add_argument("--max-per-class", type=int, default=100)
+    parser.add_argument("--max-per-class", type=int, default=200)
     parser.add_argument("--num-classes", type=int, default=12)
     parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--class-step", type=int, default=2, help="2: every other species (1 or 3 spots)")
+    parser.add_argument("--class-step", type=int, default=4, help="4: one marking; head, tail, body differ")
     parser.add_argument("--out", default="/tmp/fgvc_prior_shift")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -77,7 +77,8 @@ def main() -> None:
         "logger=csv",
         "data.augment.auto_augment=null",
         "data.augment.re_prob=0.0",
-        "data.augment.scale=[0.7,1.0]",
+        "data.augment.scale=[0.9,1.0]",
+        "data.augment.ratio=[0.9,1.1]",
         "data.sampler=instance",
         "task.taxonomy=null",
         f"data.num_classes={args.num_classes}",

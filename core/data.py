@@ -7,8 +7,9 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from filelock import FileLock
 
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 class DataFormatError(ValueError):
     """A data file does not follow its published format; the message names the file (and line)."""
 
-    def __init__(self, path: str | Path, problem: str, line: Optional[int] = None):
+    def __init__(self, path: str | Path, problem: str, line: int | None = None):
         where = f"{path}:{line}" if line is not None else str(path)
         super().__init__(f"{where}: {problem}")
         self.path = Path(path)
@@ -64,14 +65,16 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
         raise DataFormatError(path, f"not valid JSON: {err.msg} (column {err.colno})", err.lineno) from None
 
 
-def resolve_inside(root: str | Path, name: str, file: str | Path, line: Optional[int] = None, suffix: str = "") -> Path:
+def resolve_inside(root: str | Path, name: str, file: str | Path, line: int | None = None, suffix: str = "") -> Path:
     """``root / (name + suffix)`` for a ``name`` read from a data file, refusing any name that would
     leave ``root`` (``..``, an absolute path, a symlinked escape): a data file never acts outside
     its folder. The error names ``file`` and ``line``."""
     root = Path(root)
     text = str(name)
     if not text or "\x00" in text or Path(text).is_absolute() or text.startswith("~"):
-        raise DataFormatError(file, f"name {text!r} is empty or an absolute path, not a name inside {root}; refused", line)
+        raise DataFormatError(
+            file, f"name {text!r} is empty or an absolute path, not a name inside {root}; refused", line
+        )
     if ".." in Path(text).parts:
         raise DataFormatError(file, f"name {text!r} steps out of {root} with '..'; refused", line)
     candidate = root / (text + suffix)
@@ -82,7 +85,7 @@ def resolve_inside(root: str | Path, name: str, file: str | Path, line: Optional
     return candidate
 
 
-def line_of_key(path: str | Path, key: str) -> Optional[int]:
+def line_of_key(path: str | Path, key: str) -> int | None:
     """The first line of a JSON file that holds ``"key"``, to name it in an error (None if absent)."""
     import json
 
@@ -96,7 +99,7 @@ def line_of_key(path: str | Path, key: str) -> Optional[int]:
     return None
 
 
-def ensure_generated(root: str | Path, generator: Optional[Callable[[Path], object]]) -> Path:
+def ensure_generated(root: str | Path, generator: Callable[[Path], object] | None) -> Path:
     """Make sure ``root`` holds a data set; if it is missing and a generator is given, write one.
 
     The generator writes into a temporary sibling folder that is renamed into place when done, so

@@ -107,13 +107,13 @@ class FiniteLossGuard(pl.Callback):
             bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
         if not bad:
             return
+        where = f"at global step {trainer.global_step} (epoch {trainer.current_epoch}, batch {self._batch_idx})"
+        if bool(torch.isfinite(loss.detach()).all()):
+            raise NonFiniteLossError(f"training loss is not finite on another rank {where}; see that rank's error")
         value = loss.detach().flatten()[0].item() if loss.numel() else float("nan")
-        detail = (
-            describe_nonfinite_inputs(self._batch) if not torch.isfinite(loss.detach()).all() else "on another rank"
-        )
         raise NonFiniteLossError(
-            f"training loss is {value} at global step {trainer.global_step} (epoch {trainer.current_epoch}, "
-            f"batch {self._batch_idx}); {detail}. The run stopped; the last good checkpoint is kept."
+            f"training loss is {value} {where}; {describe_nonfinite_inputs(self._batch)}. "
+            "The run stopped; the last good checkpoint is kept."
         )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

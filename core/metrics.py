@@ -14,13 +14,11 @@ states with ``dist_reduce_fx="sum"`` instead; they need none of this."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
 from torchmetrics import Metric
-
-ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
 
 # Tags are rank * 2**32 + call number: exact in float64 (53-bit mantissa) for 2**21 ranks.
 _RANK_STRIDE = 2.0**32

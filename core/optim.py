@@ -23,7 +23,8 @@ Both stay plain dicts in the saved hyper-parameters, so checkpoints load with ``
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -72,7 +73,7 @@ def exponential_decay_with_warmup(
     return factor
 
 
-def check_scheduler(scheduler: Optional[dict[str, Any]]) -> dict[str, Any]:
+def check_scheduler(scheduler: dict[str, Any] | None) -> dict[str, Any]:
     """The scheduler config with its defaults; a wrong name or key fails here, at instantiation."""
     config = {"name": "constant", **(scheduler or {})}
     if config["name"] not in SCHEDULERS:
@@ -84,7 +85,7 @@ def check_scheduler(scheduler: Optional[dict[str, Any]]) -> dict[str, Any]:
     return config
 
 
-def create_optimizer(model: Any, optimizer: Optional[dict[str, Any]] = None) -> torch.optim.Optimizer:
+def create_optimizer(model: Any, optimizer: dict[str, Any] | None = None) -> torch.optim.Optimizer:
     """timm's ``create_optimizer_v2(model, **optimizer)``, with :data:`DEFAULT_OPTIMIZER` filling in
     what ``optimizer`` leaves out. ``model`` is a module or a list of parameter groups."""
     return create_optimizer_v2(model, **{**DEFAULT_OPTIMIZER, **(optimizer or {})})
@@ -92,8 +93,8 @@ def create_optimizer(model: Any, optimizer: Optional[dict[str, Any]] = None) -> 
 
 def configure_optimizers(
     module: pl.LightningModule,
-    optimizer: Optional[dict[str, Any]] = None,
-    scheduler: Optional[dict[str, Any]] = None,
+    optimizer: dict[str, Any] | None = None,
+    scheduler: dict[str, Any] | None = None,
     model: Any = None,
 ) -> Any:
     """What ``LightningModule.configure_optimizers`` returns under the contract: the optimizer of

@@ -6,7 +6,6 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Optional
 
 from omegaconf import OmegaConf
 
@@ -32,7 +31,7 @@ def unique_run_id() -> str:
     return os.environ[RUN_ID_ENV]
 
 
-def _multirun_job_num() -> Optional[int]:
+def _multirun_job_num() -> int | None:
     """This job's number within a multirun (any launcher), or None outside a multirun."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode

@@ -29,7 +29,9 @@ from datamodules.gldv2_files import RECOGNITION, RETRIEVAL, read_solution
 log = logging.getLogger(__name__)
 
 SOLUTION_FILES = {RECOGNITION: "recognition_solution_v2.1.csv", RETRIEVAL: "retrieval_solution_v2.1.csv"}
-BOX_FILES = ("boxes_split1.csv", "boxes_split2.csv")
+# D2R: the detector trains on split 1 and is validated on split 2 (Teichmann et al., Sec. 5).
+BOX_FILES = ("boxes_split1.csv",)
+VAL_BOX_FILES = ("boxes_split2.csv",)
 
 
 def image_path(root: str | Path, split: str, image_id: str) -> Path:
@@ -192,7 +194,9 @@ class GLDv2DataModule(pl.LightningDataModule):
     never looks at test.csv), ``index`` (index.csv), ``test`` (test.csv) and ``gallery_train`` (all
     training images, the database recognition searches). Landmark ids map to class indices in
     increasing id order (``landmark_ids``). D2R boxes of the training images come from
-    ``box_files`` (those absent are skipped). ``num_classes`` must equal the number of landmarks."""
+    ``box_files`` (detector training) and ``val_box_files`` (``validation_boxes``: {position in
+    gallery_train: boxes}, held out to score the detector); absent files are skipped.
+    ``num_classes`` must equal the number of landmarks."""
 
     def __init__(
         self,
@@ -204,6 +208,7 @@ class GLDv2DataModule(pl.LightningDataModule):
         train_file: str = "train.csv",
         val_fraction: float = 0.1,
         box_files: Sequence[str] = BOX_FILES,
+        val_box_files: Sequence[str] = VAL_BOX_FILES,
         skip_missing: bool = False,
         seed: int = 0,
         generator: Callable[[Path], object] | None = None,
@@ -213,7 +218,9 @@ class GLDv2DataModule(pl.LightningDataModule):
         self.num_classes, self.image_size = num_classes, image_size
         self.batch_size, self.num_workers = batch_size, num_workers
         self.train_file, self.val_fraction = train_file, val_fraction
-        self.box_files, self.skip_missing, self.seed = list(box_files), skip_missing, seed
+        self.box_files, self.val_box_files = list(box_files), list(val_box_files)
+        self.skip_missing, self.seed = skip_missing, seed
+        self.validation_boxes: dict[int, list] = {}
         self.generator = generator
         self.datasets: dict[str, LandmarkImages] = {}
         self.ids: dict[str, list[str]] = {}
@@ -247,6 +254,11 @@ class GLDv2DataModule(pl.LightningDataModule):
         for name in self.box_files:
             if (self.root / name).exists():
                 boxes.update(read_boxes(self.root / name))
+        held_out: dict[str, list] = {}
+        for name in self.val_box_files:
+            if (self.root / name).exists():
+                held_out.update(read_boxes(self.root / name))
+        self.validation_boxes = {n: held_out[i] for n, (i, _) in enumerate(rows) if i in held_out}
         order = np.random.default_rng(self.seed).permutation(len(rows))
         n_val = int(round(len(rows) * self.val_fraction))
         parts = {"train": np.sort(order[n_val:]), "val": np.sort(order[:n_val]), "gallery_train": np.arange(len(rows))}

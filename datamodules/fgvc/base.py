@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from core.data import DataFormatError, read_json
-from datamodules.fgvc.sampling import class_sampler
+from datamodules.fgvc.sampling import POWERS, class_sampler
 from datamodules.image_classification import ImageClassificationDataModule, ImageDataset
 
 log = logging.getLogger(__name__)
@@ -183,9 +183,12 @@ class FineGrainedDataModule(ImageClassificationDataModule):
 
     @property
     def train_prior(self) -> list[float]:
-        """The training split's class prior p_t(w) (what the EM prior estimation starts from)."""
+        """The class prior the network was trained under, p_t(w) (what the EM prior estimation starts
+        from): the training split's class frequencies as the sampler draws them, n_c^q normalized
+        (q = 1 instance, 1/2 sqrt, 0 class-balanced)."""
         counts = self.train_class_counts.astype(float)
-        return (counts / max(1.0, counts.sum())).tolist()
+        drawn = np.where(counts > 0, counts ** POWERS[self.sampler], 0.0)
+        return (drawn / max(drawn.sum(), 1e-12)).tolist()
 
     # --- loaders --------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:

@@ -91,8 +91,21 @@ def run(
     max_frames: int | None = None,
 ) -> dict:
     """Run the pipeline on ``input_path``; returns {"out": folder, "frames": n, "faces": total faces}."""
-    import cv2
     import torch
+
+    with torch.no_grad():
+        return _run(input_path, checkpoint, out, smoothing, obj_frame, max_frames)
+
+
+def _run(
+    input_path: str | Path,
+    checkpoint: str | Path,
+    out: str | Path | None = None,
+    smoothing: bool = True,
+    obj_frame: int | None = None,
+    max_frames: int | None = None,
+) -> dict:
+    import cv2
 
     from core.io import atomic_path
     from tasks.facemesh.module import FaceMeshTask
@@ -111,7 +124,6 @@ def run(
         )
     out = Path(out) if out else input_path.parent / f"{input_path.stem}_facemesh"
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_grad_enabled(False)
     task = FaceMeshTask.load_from_checkpoint(checkpoint, map_location="cpu").eval()
     pipeline = FaceMeshPipeline.from_task(task)
     topo = pipeline.topology

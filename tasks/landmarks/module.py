@@ -29,7 +29,7 @@ from torch import nn
 
 from core.io import atomic_path, atomic_write_json, atomic_write_text
 from core.media import log_image
-from core.metrics import current_rank, gather_objects
+from core.metrics import box_iou, current_rank, gather_objects
 from core.optim import check_scheduler, configure_optimizers
 from datamodules.gldv2 import TEST_SPLITS
 from datamodules.gldv2_files import RECOGNITION, RETRIEVAL, USAGES, recognition_rows, retrieval_rows
@@ -59,6 +59,19 @@ def _csv_text(rows: list[list[str]]) -> str:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(rows)
     return buffer.getvalue()
+
+
+def detector_recall(pairs: list[tuple[list, np.ndarray]], iou: float = 0.5) -> float:
+    """Share of ground-truth boxes that a kept detection overlaps with IoU >= ``iou`` (relative
+    x1 y1 x2 y2; the detections are those D2R aggregates: above the score threshold, at most
+    ``max_regions``)."""
+    found = total = 0
+    for truth, detected in pairs:
+        truth = np.asarray(truth, dtype=np.float64).reshape(-1, 4)
+        total += len(truth)
+        if len(detected):
+            found += int((box_iou(truth, np.asarray(detected)).max(1) >= iou).sum())
+    return found / total if total else float("nan")
 
 
 class LandmarkRetrievalTask(pl.LightningModule):
@@ -224,6 +237,12 @@ class LandmarkRetrievalTask(pl.LightningModule):
         landmark_ids = np.asarray(dm.landmark_ids)
         outputs = self.search_all(train, train_labels, index, test)
         self._score(outputs, dm, landmark_ids)
+        held_out = getattr(dm, "validation_boxes", {})
+        if self.detector is not None and held_out:
+            pairs = [(held_out[n], item["boxes"]) for n, item in zip(train_at, train) if n in held_out]
+            recall = detector_recall(pairs)
+            self.log("test/detector_recall50", recall, add_dataloader_idx=False)
+            self.test_results["test/detector_recall50"] = recall
         if self.global_rank == 0:
             self._write_outputs(outputs, dm, landmark_ids)
         self._test_items = {}

@@ -2,13 +2,14 @@
 the table (si-full, si-env, si-hum, si-intra, si-inter, RMSE, Rel; lower is better) as CSV and
 Markdown.
 
-    python -m tasks.people_depth.table2 [--out logs/people_depth_table2] [--epochs 12] [-- key=value ...]
+    python -m tasks.people_depth.table2 [--out logs/people_depth_table2] [--epochs 12] [--seeds 42 1] [-- key=value ...]
 
 Each model is one ``train.py experiment=people_depth_<model>`` run (its own process, the real entry
 point) with the small CPU settings below (a quarter-width hourglass at 48x64 on 16 generated train
 clips: a few minutes per run on 2 cores); extra Hydra overrides after ``--`` go to every run. The
 data set is generated once under ``<out>/data``. Test numbers come from the checkpoint with the best
-validation si-full."""
+validation si-full. With several ``--seeds`` each model is trained once per seed and the table holds
+the mean over seeds (``table2_runs.csv`` keeps every run)."""
 
 from __future__ import annotations
 
@@ -54,9 +55,10 @@ CPU_SETTINGS = (
 )
 
 
-def run_model(model: str, out: Path, epochs: int, extra: Sequence[str]) -> dict[str, float]:
+def run_model(model: str, out: Path, epochs: int, extra: Sequence[str], seed: int = 42) -> dict[str, float]:
     """Train and test one model in its own ``train.py`` process; its test metrics."""
-    run_dir = out / "runs" / model
+    name = f"{model}_seed{seed}"
+    run_dir = out / "runs" / name
     overrides = [
         f"experiment=people_depth_{model}",
         *CPU_SETTINGS,
@@ -68,7 +70,7 @@ def run_model(model: str, out: Path, epochs: int, extra: Sequence[str]) -> dict[
         *extra,
     ]
     start = time.perf_counter()
-    log_file = out / f"{model}.log"
+    log_file = out / f"{name}.log"
     # One intra-op thread unless the caller says otherwise: on a shared 2-core machine two torch
     # threads spin against each other (an epoch measured 9 min wall with 2 threads, 16 s with 1).
     env = {"OMP_NUM_THREADS": "1", **os.environ}
@@ -81,20 +83,24 @@ def run_model(model: str, out: Path, epochs: int, extra: Sequence[str]) -> dict[
             env=env,
         )
     if done.returncode != 0:
-        raise SystemExit(f"{model}: train.py failed ({done.returncode}); see {log_file}")
+        raise SystemExit(f"{name}: train.py failed ({done.returncode}); see {log_file}")
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
-    print(f"{model}: {time.perf_counter() - start:.0f} s, test si-full {metrics['test/si_full']:.4f}", flush=True)
+    print(f"{name}: {time.perf_counter() - start:.0f} s, test si-full {metrics['test/si_full']:.4f}", flush=True)
     return metrics
 
 
-def table_rows(results: dict[str, dict[str, float]]) -> list[list]:
-    return [[model, *(round(results[model][key], 4) for _, key in COLUMNS)] for model in results]
+def table_rows(results: dict[str, list[dict[str, float]]]) -> list[list]:
+    """One row per model: the mean of each column over that model's runs."""
+    return [
+        [model, *(round(sum(run[key] for run in runs) / len(runs), 4) for _, key in COLUMNS)]
+        for model, runs in results.items()
+    ]
 
 
-def to_csv(rows: list[list]) -> str:
+def to_csv(rows: list[list], first: str = "model") -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["model", *(name for name, _ in COLUMNS)])
+    writer.writerow([first, *(name for name, _ in COLUMNS)])
     writer.writerows(rows)
     return buffer.getvalue()
 
@@ -115,16 +121,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(PROJECT_ROOT / "logs" / "people_depth_table2"))
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42], help="one run per seed; the table is the mean")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run (after --)")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    results = {model: run_model(model, out, args.epochs, args.overrides) for model in args.models}
+    results = {}
+    for model in args.models:
+        results[model] = [run_model(model, out, args.epochs, args.overrides, seed) for seed in args.seeds]
     rows = table_rows(results)
+    runs = [
+        [f"{model}_seed{seed}", *(round(run[key], 4) for _, key in COLUMNS)]
+        for model in results
+        for seed, run in zip(args.seeds, results[model])
+    ]
+    atomic_write_text(out / "table2_runs.csv", to_csv(runs, first="run"))
     atomic_write_text(out / "table2.csv", to_csv(rows))
     atomic_write_text(out / "table2.md", to_markdown(rows))
     print(to_markdown(rows))
-    print(f"wrote {out / 'table2.csv'} and {out / 'table2.md'}")
+    print(f"wrote {out / 'table2.csv'}, {out / 'table2.md'} and {out / 'table2_runs.csv'}")
 
 
 if __name__ == "__main__":

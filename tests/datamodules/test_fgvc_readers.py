@@ -66,6 +66,11 @@ def test_generated_prior_is_long_tailed_and_shifted_on_test(root):
     # reversed tail: the most frequent training class is the rarest on test, and the reverse
     assert test[train.argmax()] == test.min() and test[train.argmin()] == test.max()
     assert dm.train_prior == pytest.approx(train / train.sum())
+    # the prior the network trains under follows the sampler: sqrt(n_c), or uniform when balanced
+    for sampler, drawn in (("sqrt", np.sqrt(train)), ("class_balanced", np.ones(8))):
+        other = INaturalist2019DataModule(str(path), 8, sampler=sampler, **LOADER)
+        other.setup("fit")
+        assert other.train_prior == pytest.approx(drawn / drawn.sum())
 
 
 def test_inaturalist2019_errors_name_the_file(root, tmp_path):

@@ -92,6 +92,8 @@ def test_generated_set_through_the_datamodule(tmp_path):
     index = set(dm.ids["index"])
     assert all(set(v) <= index and len(v) == 2 for part in retrieval.values() for v in part.values())
     boxed = [b for b in dm.datasets["gallery_train"].boxes if b]
+    # Detector training boxes (split 1) and held-out ones (split 2) never share an image.
+    assert dm.validation_boxes and not any(dm.datasets["gallery_train"].boxes[n] for n in dm.validation_boxes)
     assert boxed and all(0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1 for b in boxed for x1, y1, x2, y2 in b)
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (4, 3, 48, 48) and len(batch["boxes"]) == 4

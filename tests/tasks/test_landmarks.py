@@ -17,6 +17,7 @@ from core.resolvers import PROJECT_ROOT
 from core.training import train
 from tasks.landmarks.d2r import RegionalAggregator, region_members
 from tasks.landmarks.model import GlobalDescriptor, landmark_detector
+from tasks.landmarks.module import detector_recall
 from tasks.landmarks.search import alpha_query_expansion, build_index, search
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -34,7 +35,7 @@ def test_experiments_run_fast_dev_run(experiment, cfg_train, small_data):
 
 
 @pytest.mark.slow
-def test_short_run_submissions_score_as_logged(cfg_train, small_data, tmp_path):
+def test_short_run_submissions_score_as_logged(cfg_train, cfg_eval, small_data, tmp_path):
     run_dir = tmp_path / "run"
     cfg = cfg_train(
         ["experiment=landmarks_d2r", *small_data("gldv2"), *QUICK, *D2R_SMALL, "trainer.max_epochs=2"], run_dir
@@ -66,6 +67,16 @@ def test_short_run_submissions_score_as_logged(cfg_train, small_data, tmp_path):
             for usage in ("public", "private"):
                 assert scored[usage] == pytest.approx(logged[f"test/{name}_{variant}_{usage}"], abs=1e-9)
     assert (run_dir / "retrieval_examples.png").stat().st_size > 1000
+    assert 0.0 <= logged["test/detector_recall50"] <= 1.0  # measured on boxes_split2 (held out)
+    # eval.py on the saved checkpoint reproduces every test figure.
+    from core.training import evaluate
+
+    eval_dir = tmp_path / "eval"
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    overrides = ["experiment=landmarks_d2r", *small_data("gldv2"), "data.num_workers=0", *D2R_SMALL]
+    evaluate(cfg_eval([*overrides, f"ckpt_path={ckpt}"], eval_dir))
+    again = json.loads((eval_dir / "landmarks_results.json").read_text())
+    assert again == pytest.approx(logged, abs=1e-6)
 
 
 def test_descriptor_and_detector_train_every_parameter():
@@ -94,6 +105,14 @@ def test_regions_and_selective_match_kernel_by_hand():
     assert agg.selective(np.array([-0.5, 0.5])).tolist() == [0.0, 0.125]  # tau = 0 cuts negatives; 0.5^3
     vlad = agg.rvlad(local, np.zeros((0, 4)))
     assert vlad.shape == (4,) and np.linalg.norm(vlad) == pytest.approx(1.0)
+
+
+def test_detector_recall_by_hand():
+    truth = [[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]]
+    # The first box found exactly, the second overlapped by a quarter (IoU 0.25): recall 1/2.
+    detected = np.array([[0.0, 0.0, 0.5, 0.5], [0.75, 0.75, 1.0, 1.0]])
+    assert detector_recall([(truth, detected)]) == 0.5
+    assert detector_recall([(truth, detected), ([[0.1, 0.1, 0.2, 0.2]], np.zeros((0, 4)))]) == pytest.approx(1 / 3)
 
 
 def test_approximate_index_finds_the_flat_neighbours():

@@ -217,3 +217,18 @@ def test_side_by_side_video_is_logged_to_wandb(cfg_train, tmp_path, monkeypatch)
     train(cfg_train([*TINY, "trainer.max_epochs=1", "+trainer.limit_train_batches=1", "logger=wandb"]))
     videos = list((tmp_path / "run").glob("wandb/offline-run-*/files/media/videos/test/side_by_side_*.mp4"))
     assert len(videos) == 1 and (tmp_path / "run" / VIDEO_NAME).exists()
+
+
+def test_table2_files_hold_the_mean_over_seeds_with_the_best_in_bold():
+    from tasks.people_depth.table2 import COLUMNS, table_rows, to_csv, to_markdown
+
+    def run(value):
+        return {key: value for _, key in COLUMNS}
+
+    rows = table_rows({"I": [run(0.5), run(0.3)], "IDCM": [run(0.2), run(0.2)]})
+    assert rows == [["I", *[0.4] * 7], ["IDCM", *[0.2] * 7]]
+    lines = to_csv(rows).splitlines()
+    assert lines[0] == "model,si-full,si-env,si-hum,si-intra,si-inter,RMSE,Rel" and lines[2].startswith("IDCM,0.2,")
+    markdown = to_markdown(rows).splitlines()
+    assert markdown[2] == "| I | " + " | ".join(["0.4000"] * 7) + " |"
+    assert markdown[3] == "| IDCM | " + " | ".join(["**0.2000**"] * 7) + " |"

@@ -1,0 +1,158 @@
+"""What turns per-frame model outputs into shots: the blur score, temporal smoothing, the quality
+filter, the frame score, the look-ahead shutter and the indicator bar."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from datamodules.photobooth import blur_score, face_blur_scores  # noqa: F401  (the quality filter's blur measure)
+
+# --- blur and smoothing ------------------------------------------------------------------------------
+
+
+def smooth(values: np.ndarray, alpha: float) -> np.ndarray:
+    """Causal exponential smoothing along axis 0: s_t = alpha * x_t + (1 - alpha) * s_{t-1}."""
+    values = np.asarray(values, np.float64)
+    out = np.empty_like(values)
+    state = values[0] if len(values) else None
+    for t, v in enumerate(values):
+        state = alpha * v + (1 - alpha) * state
+        out[t] = state
+    return out
+
+
+# --- quality filter and frame score --------------------------------------------------------------------
+
+
+@dataclass
+class ScoringConfig:
+    """Weights and thresholds of the frame score and the quality filter."""
+
+    expression_weight: float = 0.6
+    kiss_weight: float = 0.4
+    smoothing: float = 0.6  # alpha of the exponential smoothing of every confidence
+    eyes_closed_max: float = 0.5
+    talking_max: float = 0.5
+    blur_min: float = 150.0  # variance of the Laplacian of a face crop below this is motion blur
+    expression_min: float = 0.5  # neither the expression nor the kiss score above: no expression
+
+
+def frame_quality(
+    face_probs: np.ndarray, weights: np.ndarray, mask: np.ndarray, blur: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per frame: attention-weighted eyes-closed and talking probabilities, the attending share, and
+    the sharpest-weighted face blur score (weighted by attention); inputs (T, F, ...)."""
+    w = np.where(mask, weights, 0.0)
+    w = w / np.maximum(w.sum(-1, keepdims=True), 1e-9)
+    return {
+        "eyes_closed": (w * face_probs[..., 0]).sum(-1),
+        "talking": (w * face_probs[..., 1]).sum(-1),
+        "attending": np.where(mask.any(-1), (face_probs[..., 2] * mask).sum(-1) / np.maximum(mask.sum(-1), 1), 0.0),
+        "blur": np.where(mask.any(-1), (w * blur).sum(-1), 0.0),
+    }
+
+
+def score_frames(
+    expression: np.ndarray, kiss: np.ndarray, quality: dict[str, np.ndarray], config: ScoringConfig
+) -> dict[str, np.ndarray]:
+    """Smoothed confidences, the quality filter's verdict and the frame score per frame:
+    score = expression_weight * global expression + kiss_weight * kiss, 0 where rejected."""
+    s = {k: smooth(v, config.smoothing) for k, v in {"expression": expression, "kiss": kiss, **quality}.items()}
+    rejected = {
+        "eyes_closed": s["eyes_closed"] > config.eyes_closed_max,
+        "talking": s["talking"] > config.talking_max,
+        # Blur is measured on this frame's pixels: a shaken frame is rejected on its own.
+        "blur": (quality["blur"] < config.blur_min) & (s["expression"] >= config.expression_min),
+        "no_expression": (s["expression"] < config.expression_min) & (s["kiss"] < config.expression_min),
+    }
+    # A kiss is judged on the whole frame: faces in profile do not attend, talk or show eyes.
+    kissing = s["kiss"] >= config.expression_min
+    ok = ~(rejected["no_expression"] | (~kissing & (rejected["eyes_closed"] | rejected["talking"] | rejected["blur"])))
+    raw = config.expression_weight * s["expression"] + config.kiss_weight * s["kiss"]
+    return {"score": np.where(ok, raw, 0.0), "raw_score": raw, "accepted": ok, "smoothed": s, "rejected": rejected}
+
+
+# --- shutter ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Shutter:
+    """Look-ahead shutter: frames wait in a buffer of ``buffer`` frames; the oldest is saved when
+    its score is above ``threshold``, higher than every later frame in the buffer, and at least
+    ``min_gap`` frames after the previous shot. ``buffer=0`` saves on the threshold alone."""
+
+    buffer: int = 5
+    min_gap: int = 10
+    threshold: float = 0.3
+    _pending: deque = field(default_factory=deque)
+    _last: int | None = None
+
+    def _decide(self) -> int | None:
+        index, score = self._pending.popleft()
+        later = max((s for _, s in self._pending), default=-np.inf)
+        if score >= self.threshold and score > later and (self._last is None or index - self._last >= self.min_gap):
+            self._last = index
+            return index
+        return None
+
+    def push(self, index: int, score: float) -> int | None:
+        """Add frame ``index``; returns the index of a frame to save now, or None."""
+        self._pending.append((index, float(score)))
+        if len(self._pending) > self.buffer:
+            return self._decide()
+        return None
+
+    def flush(self) -> list[int]:
+        """At the end of the stream: decide the frames still waiting."""
+        shots = []
+        while self._pending:
+            shot = self._decide()
+            if shot is not None:
+                shots.append(shot)
+        return shots
+
+
+def shutter_shots(scores, buffer: int = 5, min_gap: int = 10, threshold: float = 0.3) -> list[int]:
+    """The frames a :class:`Shutter` saves from a whole score sequence."""
+    shutter = Shutter(buffer=buffer, min_gap=min_gap, threshold=threshold)
+    shots = [s for i, v in enumerate(scores) if (s := shutter.push(i, v)) is not None]
+    return shots + shutter.flush()
+
+
+# --- indicator -----------------------------------------------------------------------------------------
+
+INDICATOR_STATES = ("no_faces", "not_attending", "attending", "key_expression")
+
+
+def indicator_target(num_faces: int, attending: float, expression: float, key_threshold: float = 0.5) -> float:
+    """Bar length in [0, 1] in four ranges of 0.25: no faces [0, .25); faces not attending to the
+    camera [.25, .5) (further in as more attend); attending without a key expression [.5, .75) and
+    with one [.75, 1] (further in as the expression score grows)."""
+    if num_faces == 0:
+        return 0.0
+    if attending < 0.5:
+        return 0.25 + 0.2499 * (attending / 0.5)
+    if expression < key_threshold:
+        return 0.5 + 0.2499 * (expression / key_threshold)
+    return 0.75 + 0.25 * (expression - key_threshold) / (1 - key_threshold)
+
+
+def indicator_state(value: float) -> str:
+    return INDICATOR_STATES[min(3, int(value / 0.25))]
+
+
+@dataclass
+class Indicator:
+    """Smoothed bar: exponential smoothing toward the target, moving at most ``max_step`` per frame."""
+
+    alpha: float = 0.5
+    max_step: float = 0.1
+    value: float = 0.0
+
+    def update(self, target: float) -> float:
+        step = self.alpha * (target - self.value)
+        self.value += float(np.clip(step, -self.max_step, self.max_step))
+        return self.value
