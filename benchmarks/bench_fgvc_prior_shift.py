@@ -78,7 +78,7 @@ def main() -> None:
         "data.augment.auto_augment=null",
         "data.augment.re_prob=0.0",
         "data.augment.scale=[0.9,1.0]",
-        "data.augment.ratio=[0.9,1.1]",
+        "+data.augment.ratio=[0.9,1.1]",
         "data.sampler=instance",
         "task.taxonomy=null",
         f"data.num_classes={args.num_classes}",

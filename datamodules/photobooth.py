@@ -334,23 +334,40 @@ class ClipData:
         self.clip, self.crop_size, self.frame_size, self.max_faces = clip, crop_size, frame_size, max_faces
 
     def item(self, t: int) -> dict[str, Any]:
-        frame = self.frames[t]
-        h, w = frame.shape[:2]
-        boxes, labels = self.clip["boxes"][t], self.clip["face_labels"][t]
-        crops, nboxes, nlabels, mask, blur = pad_faces(
-            crop_faces(frame, boxes, self.crop_size), boxes, labels, self.max_faces, w, h, face_blur_scores(frame, boxes)
-        )
-        small = cv2.resize(frame, (self.frame_size[1], self.frame_size[0]), interpolation=cv2.INTER_AREA)
-        return {
-            "frame": normalize(small),
-            "crops": normalize(crops),
-            "blur": torch.from_numpy(blur),
-            "boxes": torch.from_numpy(nboxes),
-            "face_labels": torch.from_numpy(nlabels),
-            "mask": torch.from_numpy(mask),
-            "kiss": torch.tensor(float(self.clip["kiss"][t])),
-            "expression_target": torch.tensor(expression_target(boxes, labels)),
-        }
+        out = frame_inputs(self.frames[t], self.clip["boxes"][t], self.crop_size, self.frame_size, self.max_faces,
+                           self.clip["face_labels"][t])
+        out["kiss"] = torch.tensor(float(self.clip["kiss"][t]))
+        out["expression_target"] = torch.tensor(expression_target(self.clip["boxes"][t], self.clip["face_labels"][t]))
+        return out
+
+
+def frame_inputs(
+    frame: np.ndarray,
+    boxes: np.ndarray,
+    crop_size: int,
+    frame_size: tuple[int, int],
+    max_faces: int,
+    labels: np.ndarray | None = None,
+) -> dict[str, torch.Tensor]:
+    """What the Photobooth model takes for one RGB frame (H, W, 3) and its face boxes (N, 4 pixels):
+    the resized frame, face crops padded to ``max_faces`` with their mask, normalized boxes, labels
+    (-1 where unknown) and each face's blur score. Training, validation and the run command share it."""
+    h, w = frame.shape[:2]
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    if labels is None:
+        labels = np.full((len(boxes), 4), -1, np.int64)
+    crops, nboxes, nlabels, mask, blur = pad_faces(
+        crop_faces(frame, boxes, crop_size), boxes, labels, max_faces, w, h, face_blur_scores(frame, boxes)
+    )
+    small = cv2.resize(frame, (frame_size[1], frame_size[0]), interpolation=cv2.INTER_AREA)
+    return {
+        "frame": normalize(small),
+        "crops": normalize(crops),
+        "blur": torch.from_numpy(blur),
+        "boxes": torch.from_numpy(nboxes),
+        "face_labels": torch.from_numpy(nlabels),
+        "mask": torch.from_numpy(mask),
+    }
 
 
 class ClipFramesDataset(Dataset):

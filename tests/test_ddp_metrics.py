@@ -336,6 +336,57 @@ def _landmarks_map():
     return MeanAveragePrecisionAtK(100)
 
 
+def _photobooth_batches() -> list[tuple]:
+    """Photobooth: per clip the shutter's shots and the labelled moments (start, end, best)."""
+    g = torch.Generator().manual_seed(30)
+    out = []
+    for clips in (2, 1, 3, 2, 1):
+        shots, moments = [], []
+        for _ in range(clips):
+            starts = sorted(torch.randperm(40, generator=g)[: int(torch.randint(0, 3, (1,), generator=g))].tolist())
+            moments.append([(s * 2, s * 2 + 5, s * 2 + 2) for s in starts])
+            stray = torch.randint(0, 90, (int(torch.randint(0, 3, (1,), generator=g)),), generator=g).tolist()
+            hits = [m[0] + int(torch.randint(0, 6, (1,), generator=g)) for m in moments[-1] if torch.rand(1, generator=g) < 0.7]
+            shots.append(sorted(stray + hits))
+        out.append((shots, moments))
+    return out
+
+
+def _photobooth_pr():
+    from tasks.photobooth.metrics import CapturedMomentsPR
+
+    return CapturedMomentsPR()
+
+
+def _openimages_batches() -> list[tuple]:
+    """Open Images: 5 batches of images with group-of boxes, verified labels and scored detections."""
+    g = torch.Generator().manual_seed(31)
+    out, image = [], 0
+    for size in (3, 2, 4, 1, 3):
+        ids, preds, targets = [], [], []
+        for _ in range(size):
+            m, n = int(torch.randint(0, 4, (1,), generator=g)), int(torch.randint(0, 6, (1,), generator=g))
+            xy = torch.rand(m, 2, generator=g, dtype=torch.float64) * 0.6
+            boxes = torch.cat([xy, xy + 0.1 + 0.3 * torch.rand(m, 2, generator=g, dtype=torch.float64)], 1)
+            picked = boxes[torch.randint(0, max(m, 1), (n,), generator=g)] if m else torch.rand(n, 4, generator=g)
+            det = picked + 0.03 * torch.randn(n, 4, generator=g, dtype=torch.float64)
+            ids.append(image)
+            preds.append({"boxes": det, "scores": torch.rand(n, generator=g).mul(10).round().div(10),
+                          "labels": torch.randint(0, 3, (n,), generator=g)})  # fmt: skip
+            targets.append({"boxes": boxes, "labels": torch.randint(0, 3, (m,), generator=g),
+                            "group_of": torch.rand(m, generator=g) < 0.3,
+                            "verified": torch.randperm(3, generator=g)[: int(torch.randint(0, 3, (1,), generator=g))]})  # fmt: skip
+            image += 1
+        out.append((ids, preds, targets))
+    return out
+
+
+def _openimages_map():
+    from tasks.openimages.metrics import OpenImagesChallengeMAP
+
+    return OpenImagesChallengeMAP(num_classes=3)
+
+
 CASES: dict[str, DDPCase] = {
     "core/per_sample_base": DDPCase(SampleRows, _sample_rows_batches),
     "core/per_sample_base_padded": DDPCase(SampleRows, _sample_rows_batches, padded=True),
@@ -410,6 +461,18 @@ CASES: dict[str, DDPCase] = {
         for name, make, batches, cls in (
             ("gap", _landmarks_gap, _landmarks_gap_batches, "GlobalAveragePrecision"),
             ("map100", _landmarks_map, _landmarks_map_batches, "MeanAveragePrecisionAtK"),
+        )
+        for padded in (False, True)
+    },
+    "photobooth/captured_moments": DDPCase(
+        _photobooth_pr, _photobooth_batches, covers=("tasks.photobooth.metrics:CapturedMomentsPR",)
+    ),
+    **{
+        f"openimages/challenge_map{'_padded' if padded else ''}": DDPCase(
+            _openimages_map,
+            _openimages_batches,
+            padded=padded,
+            covers=("tasks.openimages.metrics:OpenImagesChallengeMAP",),
         )
         for padded in (False, True)
     },

@@ -85,9 +85,10 @@ def render_specimen(
             draw.ellipse((x - r, y - r, x + r, y + r), fill=shade)
     body_colour = _random_colour(rng)
     mark_colour = tuple(255 - v for v in body_colour)
-    s = size * rng.uniform(0.85, 1.05)
-    cx = size / 2 + rng.uniform(-0.08, 0.08) * size
-    cy = size / 2 + rng.uniform(-0.08, 0.08) * size
+    # the whole specimen (tail tip to head, about 0.9 s) stays inside the image: parts are never cut off
+    s = size * rng.uniform(0.75, 0.9)
+    cx = size / 2 + rng.uniform(-0.05, 0.05) * size
+    cy = size / 2 + rng.uniform(-0.05, 0.05) * size
     flip = -1 if rng.random() < 0.5 else 1
     long_body = parts.get("body") == "long" or parts.get("long") is True
     half_w = s * (0.30 if long_body else 0.24)

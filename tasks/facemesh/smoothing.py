@@ -70,22 +70,28 @@ def smooth_sequence(
 
 def jitter(points: np.ndarray, scale: np.ndarray | float) -> float:
     """Mean frame-to-frame displacement of each point, over a still face's (T, N, >=2) track,
-    divided by ``scale`` (the inter-ocular distance, per frame (T,) or one number)."""
+    divided by ``scale`` (the inter-ocular distance, per frame (T,) or one number). Frames without a
+    face are NaN; only steps between two consecutive frames with a face count."""
     pts = np.asarray(points, dtype=np.float64)[..., :2]
     step = np.linalg.norm(np.diff(pts, axis=0), axis=-1).mean(-1)  # (T-1,)
     scale = np.broadcast_to(np.asarray(scale, dtype=np.float64), (len(pts),))[1:]
-    return float(np.mean(step / scale))
+    valid = np.isfinite(step)
+    if not valid.any():
+        raise ValueError("jitter needs two consecutive frames with a face")
+    return float(np.mean(step[valid] / scale[valid]))
 
 
 def lag(points: np.ndarray, reference: np.ndarray, max_frames: float = 10.0, step: float = 0.05) -> float:
     """Delay, in frames, of a (T, N, >=2) track behind the true ``reference`` track: the shift d in
     [0, max_frames] minimizing the mean distance between points(t) and reference(t - d), with the
-    reference linearly interpolated between frames (frames t >= max_frames are compared)."""
+    reference linearly interpolated between frames (frames t >= max_frames with a face, i.e. not
+    NaN in ``points``, are compared)."""
     pts = np.asarray(points, dtype=np.float64)[..., :2]
     ref = np.asarray(reference, dtype=np.float64)[..., :2]
     t = np.arange(int(math.ceil(max_frames)), len(pts))
+    t = t[np.isfinite(pts[t]).all(axis=(1, 2))]
     if len(t) == 0:
-        raise ValueError(f"lag needs more than {max_frames} frames, got {len(pts)}")
+        raise ValueError(f"lag needs a face in frames after the first {max_frames}, got {len(pts)} frames")
     best, best_err = 0.0, np.inf
     for d in np.arange(0.0, max_frames + 1e-9, step):
         s = t - d

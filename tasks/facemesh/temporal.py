@@ -5,7 +5,9 @@ frame-to-frame motion of the predicted points divided by the true inter-ocular d
 perfect). ``moving``: the head translates and turns; lag is the delay in frames of the predicted
 track behind the true one (``tasks.facemesh.smoothing.lag``), and the NME against the true points
 shows what the delay costs. Each is reported for the raw stream, the one-euro filter and, for
-contrast, the same filter with beta = 0 (a plain low-pass with the same cutoff)."""
+contrast, the same filter with beta = 0 (a plain low-pass with the same cutoff). Frames where the
+pipeline lost the face are left out (``frames_with_face`` counts the others); the filters restart
+after such a gap."""
 
 from __future__ import annotations
 
@@ -22,9 +24,11 @@ def read_clip(path) -> np.ndarray:
 
 
 def _stack(points: list[np.ndarray | None]) -> np.ndarray | None:
-    if not points or any(p is None for p in points):
+    """(T, N, 3) with NaN in frames without a face; None when no frame has one."""
+    shape = next((p.shape for p in points if p is not None), None)
+    if shape is None:
         return None
-    return np.stack(points)
+    return np.stack([p if p is not None else np.full(shape, np.nan) for p in points])
 
 
 def evaluate_clips(task, clips: dict, smoothing: dict) -> tuple[dict, np.ndarray | None]:
@@ -53,21 +57,24 @@ def evaluate_clips(task, clips: dict, smoothing: dict) -> tuple[dict, np.ndarray
                 "lowpass": _stack(smooth_track(track, fps, topo, **{**smoothing, "beta": 0.0})),
             }
             detail = {"frames": len(frames), "frames_with_face": found}
-            if streams["raw"] is None:
-                detail["error"] = "the face was lost in some frames; jitter/lag need a full track"
+            if found < 2:
+                detail["error"] = "the face was found in fewer than 2 frames"
                 results[name] = detail
                 continue
             for kind, pts in streams.items():
-                err = (np.linalg.norm(pts[..., :2] - gt[..., :2], axis=-1).mean(-1) / iod).mean()
+                err = np.nanmean(np.linalg.norm(pts[..., :2] - gt[..., :2], axis=-1).mean(-1) / iod)
                 detail[f"nme_{kind}"] = float(err)
-                if name == "still":
-                    detail[f"jitter_{kind}"] = jitter(pts, iod)
-                    results["metrics"][f"jitter_{kind}"] = detail[f"jitter_{kind}"]
-                else:
-                    detail[f"lag_frames_{kind}"] = lag(pts, gt, max_frames=min(10.0, len(pts) / 3))
-                    detail[f"lag_ms_{kind}"] = detail[f"lag_frames_{kind}"] / fps * 1000
-                    results["metrics"][f"lag_frames_{kind}"] = detail[f"lag_frames_{kind}"]
-                    results["metrics"][f"motion_nme_{kind}"] = detail[f"nme_{kind}"]
+                try:
+                    if name == "still":
+                        detail[f"jitter_{kind}"] = jitter(pts, iod)
+                        results["metrics"][f"jitter_{kind}"] = detail[f"jitter_{kind}"]
+                    else:
+                        detail[f"lag_frames_{kind}"] = lag(pts, gt, max_frames=min(10.0, len(pts) / 3))
+                        detail[f"lag_ms_{kind}"] = detail[f"lag_frames_{kind}"] / fps * 1000
+                        results["metrics"][f"lag_frames_{kind}"] = detail[f"lag_frames_{kind}"]
+                        results["metrics"][f"motion_nme_{kind}"] = detail[f"nme_{kind}"]
+                except ValueError as err:  # too few frames with a face for the measure: say so, go on
+                    detail["error"] = str(err)
             if name == "still":
                 results["metrics"]["jitter_true"] = jitter(gt, iod)
             results[name] = detail

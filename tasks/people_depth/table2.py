@@ -66,7 +66,8 @@ def run_model(model: str, out: Path, epochs: int, extra: Sequence[str], seed: in
         f"paths.data_dir={out / 'data'}",
         f"data.root={out / 'data' / 'mannequin_challenge'}",
         f"hydra.run.dir={run_dir}",
-        f"run_id=table2_{model}",
+        f"run_id=table2_{name}",
+        f"seed={seed}",
         *extra,
     ]
     start = time.perf_counter()

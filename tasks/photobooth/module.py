@@ -13,8 +13,10 @@ import torch.nn.functional as F
 from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
 
 from core.io import atomic_write_json
+from core.media import log_image
 from core.metrics import gather_objects
 from core.optim import check_scheduler, configure_optimizers
+from datamodules.photobooth import MEAN, STD
 from tasks.photobooth.metrics import CapturedMomentsPR
 from tasks.photobooth.model import NUM_EXPRESSIONS, FaceExpressionNet, PhotoboothNet, uniform_expression_score
 from tasks.photobooth.shutter import ScoringConfig, frame_quality, score_frames, shutter_shots
@@ -97,13 +99,18 @@ class PhotoboothTask(pl.LightningModule):
     """The whole Photobooth model trained end to end on clip frames: face expression/quality heads,
     attention over the faces (global expression score) and the kiss model. Validation runs the
     shutter on whole clips and reports precision/recall of captured moments, with attention and
-    the look-ahead buffer and, as ablations, without each (``_no_attention``, ``_no_buffer``)."""
+    the look-ahead buffer and, as ablations, without each (``_no_attention``, ``_no_buffer``).
+    ``crop_size``, ``frame_size`` and ``max_faces`` are the data's (kept so the run command needs only
+    the checkpoint)."""
 
     def __init__(
         self,
         face_backbone: str = "mobilenetv3_small_050",
         kiss_backbone: str = "mobilenetv3_small_050",
         num_classes: int = NUM_EXPRESSIONS,
+        crop_size: int = 48,
+        frame_size: list[int] | tuple[int, int] = (96, 160),
+        max_faces: int = 4,
         embed_dim: int = 32,
         size_prior: float = 1.0,
         expression_checkpoint: str | None = None,
@@ -119,6 +126,7 @@ class PhotoboothTask(pl.LightningModule):
         if num_classes != NUM_EXPRESSIONS:
             raise ValueError(f"num_classes must be {NUM_EXPRESSIONS} (5 key expressions + neutral), got {num_classes}")
         self.save_hyperparameters()
+        self.hparams.frame_size = [int(v) for v in frame_size]
         self.scoring = ScoringConfig(**(scoring or {}))
         self.shutter = {"buffer": 5, "min_gap": 10, "threshold": 0.3, **(shutter or {})}
         self.net = PhotoboothNet(face_backbone, kiss_backbone, embed_dim, size_prior)
@@ -138,6 +146,13 @@ class PhotoboothTask(pl.LightningModule):
         missing, unexpected = self.net.face.load_state_dict(face, strict=False)
         if missing or unexpected:
             raise ValueError(f"{path}: not a face-expression checkpoint (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        for key in ("crop_size", "max_faces"):
+            found = getattr(datamodule, key, None)
+            if found is not None and found != self.hparams[key]:
+                raise ValueError(f"task.{key}={self.hparams[key]} but the data has {found} (set task.{key}=${{data.{key}}})")
 
     def forward(self, frames, crops, boxes, mask) -> dict[str, torch.Tensor]:
         return self.net(frames, crops, boxes, mask)
@@ -205,7 +220,11 @@ class PhotoboothTask(pl.LightningModule):
             metrics[v or "full"].reset()
 
     def validation_step(self, clip: dict, batch_idx: int) -> None:
-        self._evaluate(clip, self.val_pr)
+        taken = self._evaluate(clip, self.val_pr)
+        if batch_idx == 0 and not self.trainer.sanity_checking and taken[""]:
+            # The first clip's shots, to W&B / TensorBoard / CSV media through core.media.
+            frames = (clip["frame"][taken[""]].float() * STD + MEAN).clamp(0, 1)
+            log_image(self, "val/shots", frames, captions=[f"frame {t}" for t in taken[""]])
 
     def on_validation_epoch_end(self) -> None:
         self._log_pr("val", self.val_pr)

@@ -36,7 +36,11 @@ class ScoringConfig:
     smoothing: float = 0.6  # alpha of the exponential smoothing of every confidence
     eyes_closed_max: float = 0.5
     talking_max: float = 0.5
-    blur_min: float = 150.0  # variance of the Laplacian of a face crop below this is motion blur
+    # Motion blur: the frame's (attention-weighted) face blur score below this share of its running
+    # median over the last ``blur_window`` frames; relative, since the absolute variance of the
+    # Laplacian depends on the faces' size and texture.
+    blur_ratio_min: float = 0.5
+    blur_window: int = 15
     expression_min: float = 0.5  # neither the expression nor the kiss score above: no expression
 
 
@@ -55,6 +59,16 @@ def frame_quality(
     }
 
 
+def relative_blur(blur: np.ndarray, window: int) -> np.ndarray:
+    """Each frame's blur score over the median of the last ``window`` frames' scores (itself included)."""
+    blur = np.asarray(blur, np.float64)
+    out = np.ones_like(blur)
+    for t in range(len(blur)):
+        median = float(np.median(blur[max(0, t - window + 1) : t + 1]))
+        out[t] = blur[t] / median if median > 0 else 1.0
+    return out
+
+
 def score_frames(
     expression: np.ndarray, kiss: np.ndarray, quality: dict[str, np.ndarray], config: ScoringConfig
 ) -> dict[str, np.ndarray]:
@@ -65,7 +79,7 @@ def score_frames(
         "eyes_closed": s["eyes_closed"] > config.eyes_closed_max,
         "talking": s["talking"] > config.talking_max,
         # Blur is measured on this frame's pixels: a shaken frame is rejected on its own.
-        "blur": (quality["blur"] < config.blur_min) & (s["expression"] >= config.expression_min),
+        "blur": relative_blur(quality["blur"], config.blur_window) < config.blur_ratio_min,
         "no_expression": (s["expression"] < config.expression_min) & (s["kiss"] < config.expression_min),
     }
     # A kiss is judged on the whole frame: faces in profile do not attend, talk or show eyes.

@@ -38,6 +38,15 @@ def test_jitter_and_lag_by_hand():
     delayed = np.stack([np.sin((t - 3) / 5), np.cos((t - 3) / 7)], -1)[:, None, :]
     assert lag(delayed, reference, max_frames=6) == pytest.approx(3.0)
     assert lag(reference, reference) == 0.0
+    # frames without a face (NaN) are left out of both measures
+    gappy = delayed.copy()
+    gappy[[8, 20, 21]] = np.nan
+    assert lag(gappy, reference, max_frames=6) == pytest.approx(3.0)
+    track[2] = np.nan  # steps 1->2 and 2->3 are gone, the other two remain
+    assert jitter(track, 2.0) == pytest.approx(0.5)
+    track[:] = np.nan
+    with pytest.raises(ValueError, match="two consecutive frames"):
+        jitter(track, 1.0)
 
 
 def test_still_signal_jitter_falls_as_the_smoother_predicts():

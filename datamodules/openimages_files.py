@@ -1,0 +1,241 @@
+"""The Open Images V5 / Challenge 2019 annotation files, read with the standard library and numpy only
+(the scoring CLI imports no torch), with errors that name the file and line.
+
+Layouts (as published):
+
+- boxes ``ImageID,Source,LabelName,Confidence,XMin,XMax,YMin,YMax,IsOccluded,IsTruncated,IsGroupOf,
+  IsDepiction,IsInside`` (normalized coordinates, X,X,Y,Y order). The challenge's
+  ``challenge-2019-validation-detection-bbox.csv`` has fewer columns (``ImageID,LabelName,XMin,XMax,
+  YMin,YMax,IsGroupOf``): columns are found by header name, so both read.
+- class descriptions ``MID,DisplayName`` (no header row in some releases: both are accepted).
+- human-verified image-level labels ``ImageID,Source,LabelName,Confidence`` (1 present, 0 verified absent).
+- the class hierarchy JSON (``LabelName`` / ``Subcategory``; a class may have several parents).
+
+Hierarchy expansion follows the official pipeline (tensorflow/models research/object_detection/
+dataset_tools/oid_hierarchical_labels_expansion.py): a box, and a positive image label, is copied to
+every ancestor of its class (each ancestor once, though a multi-parent class reaches it by several
+paths); a negative image label (Confidence 0) is copied to every descendant. The hierarchy's root
+(``/m/0bl9f``, "Entity") is skipped, as there."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.data import DataFormatError, read_json
+
+BOX_COLUMNS = (
+    "ImageID", "Source", "LabelName", "Confidence", "XMin", "XMax", "YMin", "YMax",
+    "IsOccluded", "IsTruncated", "IsGroupOf", "IsDepiction", "IsInside",
+)  # fmt: skip
+BOX_REQUIRED = ("ImageID", "LabelName", "XMin", "XMax", "YMin", "YMax", "IsGroupOf")
+IMAGE_LABEL_COLUMNS = ("ImageID", "Source", "LabelName", "Confidence")
+CLASS_COLUMNS = ("MID", "DisplayName")
+SEGMENTATION_COLUMNS = (
+    "MaskPath", "ImageID", "LabelName", "BoxID", "BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax",
+    "PredictedIoU", "Clicks",
+)  # fmt: skip
+RELATIONSHIP_COLUMNS = (
+    "ImageID", "LabelName1", "LabelName2", "XMin1", "XMax1", "YMin1", "YMax1",
+    "XMin2", "XMax2", "YMin2", "YMax2", "RelationshipLabel",
+)  # fmt: skip
+
+# Official names of the challenge's files in an annotations folder (the scoring CLI's input).
+CHALLENGE_FILES = {
+    "boxes": "challenge-2019-validation-detection-bbox.csv",
+    "image_labels": "challenge-2019-validation-detection-human-imagelabels.csv",
+    "hierarchy": "challenge-2019-label500-hierarchy.json",
+    "classes": "challenge-2019-classes-description-500.csv",
+}
+
+
+def csv_rows(path: str | Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of every non-empty row of a CSV file; unreadable bytes name the line."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: expected a CSV file, but it does not exist")
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        try:
+            for row in reader:
+                if row:
+                    yield reader.line_num, row
+        except (csv.Error, UnicodeDecodeError) as err:
+            raise DataFormatError(path, f"not a readable CSV ({err})", reader.line_num) from None
+
+
+def _header(path: Path, rows: Iterator[tuple[int, list[str]]], required: tuple[str, ...]) -> dict[str, int]:
+    for line, row in rows:
+        index = {name.strip(): i for i, name in enumerate(row)}
+        missing = [c for c in required if c not in index]
+        if missing:
+            raise DataFormatError(path, f"header {row} lacks column(s) {missing}; expected {list(required)}", line)
+        return index
+    raise DataFormatError(path, f"empty file; expected a header with {list(required)}")
+
+
+def _float(path: Path, line: int, name: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise DataFormatError(path, f"{name} = {text!r} is not a number", line) from None
+
+
+def _flag(path: Path, line: int, name: str, text: str) -> bool:
+    if text in ("1", "0"):
+        return text == "1"
+    if text in ("", "-1"):  # unknown in some releases: not set
+        return False
+    raise DataFormatError(path, f"{name} = {text!r}; expected 0, 1 or -1", line)
+
+
+def check_box(path: Path, line: int, xmin: float, xmax: float, ymin: float, ymax: float) -> None:
+    """A normalized box must lie in [0, 1] with min <= max; else DataFormatError naming the line."""
+    if not all(0.0 <= v <= 1.0 for v in (xmin, xmax, ymin, ymax)):
+        raise DataFormatError(path, f"box ({xmin}, {xmax}, {ymin}, {ymax}) leaves [0, 1]", line)
+    if xmin > xmax or ymin > ymax:
+        raise DataFormatError(path, f"box has min > max (XMin {xmin}, XMax {xmax}, YMin {ymin}, YMax {ymax})", line)
+
+
+@dataclass
+class ImageBoxes:
+    """One image's boxes: ``labels`` (n,) class MIDs, ``boxes`` (n, 4) normalized x1, y1, x2, y2,
+    ``group_of`` (n,) bool."""
+
+    labels: list[str] = field(default_factory=list)
+    boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
+    group_of: list[bool] = field(default_factory=list)
+
+    def arrays(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        return (
+            list(self.labels),
+            np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4),
+            np.asarray(self.group_of, dtype=bool),
+        )
+
+
+def read_boxes(path: str | Path, skip_corrupt: bool = False) -> tuple[dict[str, ImageBoxes], int]:
+    """``({ImageID: ImageBoxes}, rows skipped)`` from a box CSV. A malformed row raises
+    DataFormatError naming the file and line, or with ``skip_corrupt`` is skipped and counted."""
+    path = Path(path)
+    rows = csv_rows(path)
+    col = _header(path, rows, BOX_REQUIRED)
+    images: dict[str, ImageBoxes] = {}
+    skipped = 0
+    for line, row in rows:
+        try:
+            if len(row) != len(col):
+                raise DataFormatError(path, f"{len(row)} fields, the header has {len(col)}", line)
+            x1, x2, y1, y2 = (_float(path, line, c, row[col[c]]) for c in ("XMin", "XMax", "YMin", "YMax"))
+            check_box(path, line, x1, x2, y1, y2)
+            group = _flag(path, line, "IsGroupOf", row[col["IsGroupOf"]])
+        except DataFormatError:
+            if not skip_corrupt:
+                raise
+            skipped += 1
+            continue
+        item = images.setdefault(row[col["ImageID"]], ImageBoxes())
+        item.labels.append(row[col["LabelName"]])
+        item.boxes.append((x1, y1, x2, y2))
+        item.group_of.append(group)
+    return images, skipped
+
+
+def read_image_labels(path: str | Path) -> dict[str, dict[str, int]]:
+    """``{ImageID: {LabelName: 1 present | 0 verified absent}}`` from a human-verified labels CSV."""
+    path = Path(path)
+    rows = csv_rows(path)
+    col = _header(path, rows, ("ImageID", "LabelName", "Confidence"))
+    labels: dict[str, dict[str, int]] = {}
+    for line, row in rows:
+        if len(row) != len(col):
+            raise DataFormatError(path, f"{len(row)} fields, the header has {len(col)}", line)
+        confidence = row[col["Confidence"]]
+        if confidence not in ("0", "1", "0.0", "1.0"):
+            raise DataFormatError(path, f"Confidence = {confidence!r}; expected 0 or 1", line)
+        labels.setdefault(row[col["ImageID"]], {})[row[col["LabelName"]]] = int(float(confidence))
+    return labels
+
+
+def read_class_descriptions(path: str | Path) -> dict[str, str]:
+    """``{MID: DisplayName}`` in file order; the ``MID,DisplayName`` header row is optional."""
+    path = Path(path)
+    classes: dict[str, str] = {}
+    for line, row in csv_rows(path):
+        if len(row) != 2:
+            raise DataFormatError(path, f"{len(row)} fields; expected MID,DisplayName", line)
+        if line == 1 and tuple(r.strip() for r in row) == CLASS_COLUMNS:
+            continue
+        if row[0] in classes:
+            raise DataFormatError(path, f"class {row[0]!r} listed twice", line)
+        classes[row[0]] = row[1]
+    if not classes:
+        raise DataFormatError(path, "no classes")
+    return classes
+
+
+class Hierarchy:
+    """The class hierarchy JSON as ``ancestors`` / ``descendants`` maps (sets, root excluded)."""
+
+    def __init__(self, tree: dict, source: str | Path = "<hierarchy>"):
+        self.root = tree.get("LabelName") if isinstance(tree, dict) else None
+        if self.root is None:
+            raise DataFormatError(source, "hierarchy root has no 'LabelName'")
+        self.ancestors: dict[str, set[str]] = {}
+        self.descendants: dict[str, set[str]] = {}
+
+        def walk(node: dict, path: tuple[str, ...]) -> None:
+            if not isinstance(node, dict) or "LabelName" not in node:
+                raise DataFormatError(source, f"hierarchy node {node!r:.80} has no 'LabelName'")
+            name = node["LabelName"]
+            self.ancestors.setdefault(name, set()).update(path)
+            self.descendants.setdefault(name, set())
+            for parent in path:
+                self.descendants[parent].add(name)
+            for child in node.get("Subcategory", []):
+                walk(child, path + (name,))
+
+        for child in tree.get("Subcategory", []):
+            walk(child, ())
+
+    @classmethod
+    def read(cls, path: str | Path) -> Hierarchy:
+        return cls(read_json(path, "class hierarchy JSON"), path)
+
+    def expand_labels(self, label: str) -> list[str]:
+        """``label`` and its ancestors (the official box / positive-label expansion)."""
+        return [label, *sorted(self.ancestors.get(label, ()))]
+
+    def expand_negative(self, label: str) -> list[str]:
+        """``label`` and its descendants (the official negative-label expansion)."""
+        return [label, *sorted(self.descendants.get(label, ()))]
+
+
+def expand_boxes(images: dict[str, ImageBoxes], hierarchy: Hierarchy) -> dict[str, ImageBoxes]:
+    """Every box copied to each ancestor class of its label (ground truth only, as the challenge)."""
+    out: dict[str, ImageBoxes] = {}
+    for image_id, item in images.items():
+        new = ImageBoxes()
+        for label, box, group in zip(item.labels, item.boxes, item.group_of):
+            for name in hierarchy.expand_labels(label):
+                new.labels.append(name)
+                new.boxes.append(box)
+                new.group_of.append(group)
+        out[image_id] = new
+    return out
+
+
+def expand_image_labels(labels: dict[str, dict[str, int]], hierarchy: Hierarchy) -> dict[str, set[str]]:
+    """``{ImageID: verified classes}`` after expansion: positives up to ancestors, negatives down to
+    descendants. Presence or absence does not matter to the detection metric, only "verified"."""
+    out: dict[str, set[str]] = {}
+    for image_id, per_label in labels.items():
+        verified: set[str] = set()
+        for label, confidence in per_label.items():
+            verified.update(hierarchy.expand_labels(label) if confidence == 1 else hierarchy.expand_negative(label))
+        out[image_id] = verified
+    return out

@@ -1,0 +1,1 @@
+"""Open Images V5 / Challenge 2019: readers, the challenge detection metric, submissions."""

@@ -1,0 +1,92 @@
+"""The Open Images Challenge 2019 detection metric as a torchmetrics Metric (DDP-correct)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.metrics import PerSampleMetric
+from tasks.openimages.protocol import DetectionAccumulator, ImageDetections, ImageGroundTruth
+
+
+def _rows(*columns: Any) -> torch.Tensor:
+    """Columns (n,) or (n, k) side by side as an (n, total) float64 table (n may be 0)."""
+    cols = [torch.as_tensor(np.asarray(c) if not isinstance(c, torch.Tensor) else c) for c in columns]
+    n = len(cols[0])
+    if n == 0:
+        return torch.zeros(0, 0, dtype=torch.float64)
+    return torch.cat([c.detach().cpu().to(torch.float64).reshape(n, -1) for c in cols], 1)
+
+
+class OpenImagesChallengeMAP(PerSampleMetric):
+    """Open Images Challenge 2019 detection mAP at IoU 0.5 (tensorflow/models research/
+    object_detection ``OpenImagesDetectionChallengeEvaluator`` with ``PerImageEvaluation``; rules in
+    tasks/openimages/protocol.py): only classes annotated or verified in an image are scored there,
+    group-of boxes count once with their best-scoring detection inside (IoA >= 0.5), duplicates are
+    false positives, all-point AP per class, mean over classes with ground truth.
+
+    ``update(image_ids, preds, targets)``: ``preds[i]`` has ``boxes`` (n, 4; x1 y1 x2 y2 in any one
+    scale shared with the targets), ``scores`` (n,), ``labels`` (n,) class ids; ``targets[i]`` has
+    ``boxes``, ``labels``, ``group_of`` (m,) and ``verified`` (k,) class ids of the human-verified
+    image labels (present or absent). Ground truth must already be expanded over the class hierarchy
+    (``datamodules.openimages_files.expand_boxes`` / ``expand_image_labels``), as the challenge does.
+    ``compute()`` returns ``{"map": mAP, "ap/<class id>": AP}`` for the classes with ground truth."""
+
+    def __init__(self, num_classes: int, iou_threshold: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.iou_threshold = float(iou_threshold)
+        self.add_table("detections", width=6)  # label, score, x1, y1, x2, y2
+        self.add_table("ground_truth", width=6)  # label, x1, y1, x2, y2, group-of
+        self.add_table("verified", width=1)  # label
+
+    def update(
+        self, image_ids: Sequence[int], preds: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]]
+    ) -> None:
+        tag = self.new_tag()
+        for image_id, pred, target in zip(image_ids, preds, targets):
+            image_id = int(image_id)
+            self.append_rows("detections", image_id, _rows(pred["labels"], pred["scores"], pred["boxes"]), tag)
+            self.append_rows(
+                "ground_truth", image_id, _rows(target["labels"], target["boxes"], target["group_of"]), tag
+            )
+            self.append_rows("verified", image_id, _rows(target["verified"]), tag)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        detections, ground_truth, verified = self.tables("detections", "ground_truth", "verified")
+        acc = DetectionAccumulator(self.num_classes, self.iou_threshold)
+        images = np.unique(np.concatenate([ground_truth[:, 0], verified[:, 0]]))
+        det_by = _split_by_image(detections)
+        gt_by = _split_by_image(ground_truth)
+        ver_by = _split_by_image(verified)
+        empty = np.zeros((0, 7))
+        for image in images:
+            g = gt_by.get(image, empty)
+            d = det_by.get(image)
+            acc.add_image(
+                ImageGroundTruth(
+                    labels=g[:, 1].astype(np.int64),
+                    boxes=g[:, 2:6],
+                    group_of=g[:, 6] > 0.5,
+                    verified=ver_by.get(image, np.zeros((0, 2)))[:, 1].astype(np.int64),
+                ),
+                None if d is None else ImageDetections(labels=d[:, 1].astype(np.int64), scores=d[:, 2], boxes=d[:, 3:7]),
+            )
+        mean_ap, ap = acc.compute()
+        out = {"map": torch.tensor(mean_ap, dtype=torch.float64)}
+        for c in np.flatnonzero(~np.isnan(ap)):
+            out[f"ap/{c}"] = torch.tensor(ap[c], dtype=torch.float64)
+        return out
+
+
+def _split_by_image(table: np.ndarray) -> dict[float, np.ndarray]:
+    """{sample id: its rows}, rows kept in their stored order (the official per-image order)."""
+    if len(table) == 0:
+        return {}
+    order = np.argsort(table[:, 0], kind="stable")
+    table = table[order]
+    ids, starts = np.unique(table[:, 0], return_index=True)
+    return dict(zip(ids, np.split(table, starts[1:])))

@@ -1,0 +1,253 @@
+"""Photobooth: the shutter rule, the indicator ranges, the attention pooling, the blur score, the
+quality filter, the captured-moments metric (hand-worked), fast_dev_run of the experiment configs,
+and the run command against the module's own test shots."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from core.training import train
+from datamodules.synthetic.photobooth import FaceControls, motion_blur, render_face_crop
+from tasks.photobooth.metrics import CapturedMomentsPR, match_shots
+from tasks.photobooth.model import FACE_OUTPUTS, FaceAttention
+from tasks.photobooth.shutter import (
+    Indicator,
+    ScoringConfig,
+    blur_score,
+    indicator_state,
+    indicator_target,
+    relative_blur,
+    score_frames,
+    shutter_shots,
+    smooth,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# --- shutter -----------------------------------------------------------------------------------------
+
+
+def test_shutter_saves_the_peak_of_a_rise_only_with_the_buffer():
+    rise = [0.0, 0.4, 0.5, 0.6, 0.7, 0.8, 0.2, 0.1, 0.0, 0.0]
+    assert shutter_shots(rise, buffer=5, min_gap=4, threshold=0.3) == [5]
+    # Without look-ahead the first frame over the threshold is taken, and the gap blocks the peak.
+    assert shutter_shots(rise, buffer=0, min_gap=10, threshold=0.3) == [1]
+    # A buffer of 2 sees only two frames ahead: frame 3 (0.6) is below frames 4 and 5, frame 5 wins.
+    assert shutter_shots(rise, buffer=2, min_gap=10, threshold=0.3) == [5]
+
+
+def test_shutter_min_gap_and_threshold():
+    two_peaks = [0.1, 0.9, 0.2, 0.1, 0.8, 0.1, 0.1, 0.1]
+    assert shutter_shots(two_peaks, buffer=2, min_gap=2, threshold=0.3) == [1, 4]
+    assert shutter_shots(two_peaks, buffer=2, min_gap=4, threshold=0.3) == [1]
+    assert shutter_shots(two_peaks, buffer=2, min_gap=2, threshold=0.85) == [1]
+
+
+def test_shutter_needs_strictly_higher_and_flushes_the_end():
+    # A tie with a later frame is not "higher than the frames after it": the later one is taken.
+    assert shutter_shots([0.5, 0.5, 0.1, 0.1], buffer=3, min_gap=1, threshold=0.3) == [1]
+    # The last frames are decided when the stream ends.
+    assert shutter_shots([0.1, 0.2, 0.3, 0.9], buffer=5, min_gap=1, threshold=0.3) == [3]
+    assert shutter_shots([], buffer=5, min_gap=1, threshold=0.3) == []
+
+
+# --- indicator ---------------------------------------------------------------------------------------
+
+
+def test_indicator_ranges():
+    assert indicator_target(0, 0.0, 0.0) == 0.0
+    assert indicator_target(2, 0.2, 0.9) == pytest.approx(0.25 + 0.2499 * 0.4)
+    assert indicator_target(1, 0.9, 0.3) == pytest.approx(0.5 + 0.2499 * 0.6)
+    assert indicator_target(1, 0.9, 0.8) == pytest.approx(0.75 + 0.25 * 0.6)
+    states = [indicator_state(indicator_target(*a)) for a in ((0, 1, 1), (3, 0.49, 1.0), (1, 0.5, 0.49), (1, 1.0, 0.5))]
+    assert states == ["no_faces", "not_attending", "attending", "key_expression"]
+
+
+def test_indicator_is_smoothed_and_bounded_per_frame():
+    bar = Indicator(alpha=0.5, max_step=0.1)
+    values = [bar.update(t) for t in [1.0] * 30 + [0.0] * 30]
+    steps = np.abs(np.diff([0.0, *values]))
+    assert steps.max() == pytest.approx(0.1)  # a jump from 0 to 1 moves 0.1 per frame at most
+    assert values[29] == pytest.approx(1.0, abs=1e-3) and values[-1] == pytest.approx(0.0, abs=1e-3)
+
+
+# --- attention ---------------------------------------------------------------------------------------
+
+
+def _faces(b: int, f: int, dim: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(b, f, FACE_OUTPUTS, generator=g)
+    features = torch.randn(b, f, dim, generator=g)
+    xy = torch.rand(b, f, 2, generator=g) * 0.5
+    wh = 0.05 + torch.rand(b, f, 2, generator=g) * 0.4
+    return logits, features, torch.cat([xy, xy + wh], -1)
+
+
+def test_attention_weights_sum_to_one_and_ignore_padding():
+    torch.manual_seed(0)
+    attention = FaceAttention(face_dim=8)
+    logits, features, boxes = _faces(3, 4, 8)
+    mask = torch.tensor([[True, True, True, False], [True, False, False, False], [False] * 4])
+    score, weights = attention(logits, features, boxes, mask)
+    assert torch.allclose(weights[:2].sum(-1), torch.ones(2))
+    assert (weights[~mask] == 0).all() and (weights[2] == 0).all()
+    assert score[2] == -10.0  # no faces: the global expression score is ~0
+    # Whatever the padding holds, the real faces' result is the same.
+    noisy = [t.clone() for t in (logits, features, boxes)]
+    for t in noisy:
+        t[~mask] = torch.randn_like(t[~mask]) * 100
+    noisy[2][~mask] = noisy[2][~mask].abs()
+    score2, weights2 = attention(*noisy, mask)
+    assert torch.allclose(score, score2) and torch.allclose(weights, weights2)
+
+
+def test_attention_prior_weights_larger_faces_more():
+    """With the learned weight head at zero, weights are area ** size_prior / sum (the prior alone)."""
+    attention = FaceAttention(face_dim=4, size_prior=1.0)
+    torch.nn.init.zeros_(attention.weight[1].weight)
+    torch.nn.init.zeros_(attention.weight[1].bias)
+    boxes = torch.tensor([[[0.0, 0.0, 0.4, 0.4], [0.5, 0.5, 0.6, 0.6], [0.7, 0.0, 0.9, 0.2]]])
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    _, weights = attention(torch.zeros(1, 3, FACE_OUTPUTS), torch.zeros(1, 3, 4), boxes, mask)
+    area = torch.tensor([0.16, 0.01, 0.04])
+    assert torch.allclose(weights[0], area / area.sum(), atol=1e-5)
+
+
+def test_attention_trains_end_to_end():
+    """Every parameter of the whole model receives a gradient from the frame losses."""
+    from tasks.photobooth.module import PhotoboothTask
+
+    task = PhotoboothTask(face_backbone="mobilenetv3_small_050", kiss_backbone="mobilenetv3_small_050")
+    b, f = 2, 3
+    batch = {
+        "frame": torch.randn(b, 3, 96, 160),
+        "crops": torch.randn(b, f, 3, 48, 48),
+        "boxes": torch.tensor([[0.1, 0.1, 0.4, 0.5]]).repeat(b, f, 1),
+        "mask": torch.tensor([[True, True, False], [True, False, False]]),
+        "face_labels": torch.tensor([[[1, 0, 0, 1], [0, 1, 1, 0], [-1] * 4], [[3, 0, 0, 1], [-1] * 4, [-1] * 4]]),
+        "kiss": torch.tensor([0.0, 1.0]),
+        "expression_target": torch.tensor([0.7, 1.0]),
+    }
+    task.training_step(batch, 0).backward()
+    missing = [n for n, p in task.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert missing == []
+
+
+# --- blur and quality --------------------------------------------------------------------------------
+
+
+def test_blur_score_orders_sharp_above_blurred():
+    rng = np.random.default_rng(0)
+    face = render_face_crop(FaceControls(expression="smile"), 64, rng)
+    scores = [blur_score(np.asarray(motion_blur(face, n))) for n in (1, 3, 5, 9)]
+    assert scores == sorted(scores, reverse=True) and scores[-1] < 0.5 * scores[0]
+
+
+def test_relative_blur_and_smoothing_by_hand():
+    assert relative_blur(np.array([100.0, 100.0, 20.0]), window=3).tolist() == [1.0, 1.0, 0.2]
+    assert smooth(np.array([0.0, 1.0, 1.0]), 0.5).tolist() == [0.0, 0.5, 0.75]
+
+
+def test_quality_filter_rejects_closed_eyes_talking_blur_and_no_expression():
+    n = 6
+    expression = np.array([0.9, 0.9, 0.9, 0.9, 0.1, 0.9])
+    quality = {
+        "eyes_closed": np.array([0.0, 1.0, 0.0, 0.0, 0.0, 0.0]),
+        "talking": np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0]),
+        "attending": np.ones(n),
+        "blur": np.array([100.0, 100.0, 100.0, 10.0, 100.0, 100.0]),
+    }
+    config = ScoringConfig(smoothing=1.0, expression_weight=0.6, kiss_weight=0.4)  # no smoothing: frame by frame
+    out = score_frames(expression, np.zeros(n), quality, config)
+    assert out["accepted"].tolist() == [True, False, False, False, False, True]
+    assert out["score"].tolist() == pytest.approx([0.54, 0, 0, 0, 0, 0.54])
+    # A kiss is accepted on the kiss score alone, whatever the (profile) faces' eyes say.
+    kiss = score_frames(np.zeros(n), np.ones(n), {**quality, "eyes_closed": np.ones(n)}, config)
+    assert kiss["accepted"][:3].tolist() == [True, True, True]
+
+
+# --- metric ------------------------------------------------------------------------------------------
+
+
+def test_captured_moments_by_hand():
+    moments = [(2, 6, 4), (15, 18, 16)]
+    assert match_shots([3, 4, 20], moments) == 1  # two shots in one moment capture it once
+    metric = CapturedMomentsPR()
+    metric.update([[3, 4, 20], []], [moments, [(0, 3, 1)]])
+    out = metric.compute()
+    # captured 1 of 3 moments with 3 shots
+    assert out["precision"].item() == pytest.approx(1 / 3) and out["recall"].item() == pytest.approx(1 / 3)
+    metric.update([[16]], [[(15, 18, 16)]])
+    out = metric.compute()
+    assert out["precision"].item() == pytest.approx(2 / 4) and out["recall"].item() == pytest.approx(2 / 4)
+    assert out["f1"].item() == pytest.approx(0.5)
+    empty = CapturedMomentsPR()
+    empty.update([[1]], [[]])
+    with pytest.raises(ValueError, match="no labelled moments"):
+        empty.compute()
+
+
+# --- configs and the run command -----------------------------------------------------------------------
+
+TINY = {
+    "photobooth_expression": [
+        "experiment=photobooth_expression",
+        "data.generator.train_per_class=4",
+        "data.generator.val_per_class=2",
+        "data.generator.test_per_class=2",
+        "data.batch_size=8",
+    ],
+    "photobooth_clips": [
+        "experiment=photobooth_clips",
+        "data.generator.train_clips=2",
+        "data.generator.val_clips=1",
+        "data.generator.test_clips=2",
+        "data.generator.frames_per_clip=24",
+        "data.batch_size=8",
+    ],
+}
+COMMON = ["logger=csv", "callbacks.rich_progress_bar=null", "callbacks.sample_images=null"]
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_fast_dev_run_of_experiment(name, cfg_train, tmp_path):
+    cfg = cfg_train([*TINY[name], *COMMON, "trainer.fast_dev_run=true"])
+    train(cfg)
+    monitor = cfg.monitor.metric.replace("val/", "test/")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
+    assert monitor in metrics
+
+
+def test_run_command_matches_the_modules_test_shots(cfg_train, tmp_path):
+    """Train a tiny model one epoch; the run command on a test clip (its video and boxes) writes the
+    products, and its shots are the ones the module's test loop took on that clip."""
+    from tasks.photobooth import run
+
+    cfg = cfg_train(
+        [*TINY["photobooth_clips"], *COMMON, "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+         "task.shutter.threshold=0.0", "task.scoring.expression_min=0.0"]
+    )
+    train(cfg)
+    run_dir = tmp_path / "run"
+    test_shots = json.loads((run_dir / "test_shots.json").read_text())
+    root = __import__("pathlib").Path(cfg.data.root)
+    clip = json.loads((root / "test.json").read_text())["clips"][0]
+    out = tmp_path / "booth"
+    summary = run.main(
+        [str(root / clip["video"]), "--checkpoint", str(run_dir / "checkpoints" / "last.ckpt"),
+         "--boxes", str(root / "test.json"), "--output", str(out)]
+    )
+    expected = next(r for r in test_shots if r["clip"] == 0)["shots"]
+    assert [s["frame"] for s in summary["shots"]] == expected and expected  # threshold 0: some shot
+    assert sorted(p.name for p in (out / "shots").iterdir()) == sorted(s["file"].split("/")[1] for s in summary["shots"])
+    assert json.loads((out / "shots.json").read_text())["num_frames"] == len(clip["frames"])
+    timeline = json.loads((out / "timeline.json").read_text())
+    assert len(timeline["indicator"]) == len(clip["frames"]) and min(timeline["indicator"]) >= 0.0
+    from PIL import Image
+
+    assert Image.open(out / "contact_sheet.png").size[0] == 320 * min(4, len(expected))
+    assert Image.open(out / "timeline.png").size == (1000, 500)
