@@ -37,12 +37,12 @@ def run(script: str, args: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--backbone", default="tinynet_e")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--image-size", type=int, default=48)
+    parser.add_argument("--backbone", default="resnet10t")
     parser.add_argument("--max-per-class", type=int, default=200)
     parser.add_argument("--num-classes", type=int, default=12)
-    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--lr", type=float, default=0.002)
     parser.add_argument("--class-step", type=int, default=4, help="4: one marking; head, tail, body differ")
     parser.add_argument("--out", default="/tmp/fgvc_prior_shift")
     parser.add_argument("--seed", type=int, default=0)

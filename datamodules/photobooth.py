@@ -56,8 +56,13 @@ def crop_faces(frame: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
         # An affine map of the square onto the crop: bilinear, border zeros.
         scale = size / side
         m = np.array([[scale, 0, size / 2 - cx * scale], [0, scale, size / 2 - cy * scale]], np.float64)
-        out[i] = cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_CONSTANT)
+        out[i] = cv2.warpAffine(
+            frame,
+            m,
+            (size, size),
+            flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+        )
     del h, w
     return out
 
@@ -109,7 +114,9 @@ def read_expression_csv(path: str | Path, root: str | Path) -> list[tuple[Path, 
                 raise DataFormatError(path, f"expected {len(CSV_COLUMNS)} columns, got {len(row)}", line)
             image, expression, *flags = (v.strip() for v in row)
             if expression not in EXPRESSIONS:
-                raise DataFormatError(path, f"unknown expression {expression!r} (one of {', '.join(EXPRESSIONS)})", line)
+                raise DataFormatError(
+                    path, f"unknown expression {expression!r} (one of {', '.join(EXPRESSIONS)})", line
+                )
             file = resolve_inside(root, image, path, line)
             labels = [EXPRESSIONS.index(expression)] + [_flag(v, path, line, c) for v, c in zip(flags, ATTRIBUTES)]
             rows.append((file, labels))
@@ -244,7 +251,9 @@ def read_clips(path: str | Path, root: str | Path) -> list[dict]:
             for face in faces:
                 box = face.get("box")
                 if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
-                    raise DataFormatError(path, f"clip {c} ({name}) frame {t}: box must be 4 numbers, got {box!r}", line)
+                    raise DataFormatError(
+                        path, f"clip {c} ({name}) frame {t}: box must be 4 numbers, got {box!r}", line
+                    )
                 if box[2] <= box[0] or box[3] <= box[1]:
                     raise DataFormatError(path, f"clip {c} ({name}) frame {t}: empty box {box}", line)
                 expression = face.get("expression", "neutral")
@@ -263,9 +272,13 @@ def read_clips(path: str | Path, root: str | Path) -> list[dict]:
             try:
                 s, e, b = int(m["start"]), int(m["end"]), int(m["best"])
             except (KeyError, TypeError, ValueError):
-                raise DataFormatError(path, f"clip {c} ({name}): a moment needs integer start, end, best, got {m!r}", line) from None
+                raise DataFormatError(
+                    path, f"clip {c} ({name}): a moment needs integer start, end, best, got {m!r}", line
+                ) from None
             if not 0 <= s <= b <= e < len(frames):
-                raise DataFormatError(path, f"clip {c} ({name}): moment {m} outside 0..{len(frames) - 1} or best not inside", line)
+                raise DataFormatError(
+                    path, f"clip {c} ({name}): moment {m} outside 0..{len(frames) - 1} or best not inside", line
+                )
             moments.append((s, e, b))
         clips.append(
             {
@@ -329,13 +342,21 @@ class ClipData:
 
         reader = open_video(clip["path"])
         if len(reader) != len(clip["boxes"]):
-            raise DataFormatError(clip["path"], f"video has {len(reader)} frames but its labels list {len(clip['boxes'])}")
+            raise DataFormatError(
+                clip["path"], f"video has {len(reader)} frames but its labels list {len(clip['boxes'])}"
+            )
         self.frames = read_frames(reader, range(len(reader)), clip["path"])
         self.clip, self.crop_size, self.frame_size, self.max_faces = clip, crop_size, frame_size, max_faces
 
     def item(self, t: int) -> dict[str, Any]:
-        out = frame_inputs(self.frames[t], self.clip["boxes"][t], self.crop_size, self.frame_size, self.max_faces,
-                           self.clip["face_labels"][t])
+        out = frame_inputs(
+            self.frames[t],
+            self.clip["boxes"][t],
+            self.crop_size,
+            self.frame_size,
+            self.max_faces,
+            self.clip["face_labels"][t],
+        )
         out["kiss"] = torch.tensor(float(self.clip["kiss"][t]))
         out["expression_target"] = torch.tensor(expression_target(self.clip["boxes"][t], self.clip["face_labels"][t]))
         return out
@@ -431,7 +452,12 @@ class PhotoboothClipsDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.root, self.crop_size, self.frame_size = Path(root), crop_size, tuple(frame_size)
-        self.max_faces, self.batch_size, self.num_workers, self.generator = max_faces, batch_size, num_workers, generator
+        self.max_faces, self.batch_size, self.num_workers, self.generator = (
+            max_faces,
+            batch_size,
+            num_workers,
+            generator,
+        )
         if num_classes != len(EXPRESSIONS):
             raise ValueError(f"num_classes must be {len(EXPRESSIONS)} ({', '.join(EXPRESSIONS)}), got {num_classes}")
         self.class_names = list(EXPRESSIONS)
@@ -449,8 +475,14 @@ class PhotoboothClipsDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = ClipFramesDataset(self.clips["train"], self.crop_size, self.frame_size, self.max_faces)
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers,
-                          drop_last=len(dataset) > self.batch_size, persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=True,
+            num_workers=self.num_workers,
+            drop_last=len(dataset) > self.batch_size,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def _clips(self, split: str) -> DataLoader:
         dataset = WholeClipDataset(self.clips[split], self.crop_size, self.frame_size, self.max_faces)

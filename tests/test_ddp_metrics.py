@@ -339,16 +339,18 @@ def _landmarks_map():
 def _photobooth_batches() -> list[tuple]:
     """Photobooth: per clip the shutter's shots and the labelled moments (start, end, best)."""
     g = torch.Generator().manual_seed(30)
-    out = []
+    out, clip = [], 0
     for clips in (2, 1, 3, 2, 1):
-        shots, moments = [], []
+        ids, shots, moments = list(range(clip, clip + clips)), [], []
+        clip += clips
         for _ in range(clips):
             starts = sorted(torch.randperm(40, generator=g)[: int(torch.randint(0, 3, (1,), generator=g))].tolist())
             moments.append([(s * 2, s * 2 + 5, s * 2 + 2) for s in starts])
             stray = torch.randint(0, 90, (int(torch.randint(0, 3, (1,), generator=g)),), generator=g).tolist()
-            hits = [m[0] + int(torch.randint(0, 6, (1,), generator=g)) for m in moments[-1] if torch.rand(1, generator=g) < 0.7]
+            hits = [m[0] + int(torch.randint(0, 6, (1,), generator=g)) for m in moments[-1]]
+            hits = [h for h in hits if torch.rand(1, generator=g) < 0.7]
             shots.append(sorted(stray + hits))
-        out.append((shots, moments))
+        out.append((ids, shots, moments))
     return out
 
 
@@ -464,9 +466,12 @@ CASES: dict[str, DDPCase] = {
         )
         for padded in (False, True)
     },
-    "photobooth/captured_moments": DDPCase(
-        _photobooth_pr, _photobooth_batches, covers=("tasks.photobooth.metrics:CapturedMomentsPR",)
-    ),
+    **{
+        f"photobooth/captured_moments{'_padded' if padded else ''}": DDPCase(
+            _photobooth_pr, _photobooth_batches, padded=padded, covers=("tasks.photobooth.metrics:CapturedMomentsPR",)
+        )
+        for padded in (False, True)
+    },
     **{
         f"openimages/challenge_map{'_padded' if padded else ''}": DDPCase(
             _openimages_map,

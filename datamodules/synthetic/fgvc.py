@@ -280,15 +280,18 @@ def write_class_folders(
     test_name: str,
     domain: int = 0,
     first_class: int = 0,
+    class_step: int = 1,
 ) -> list[tuple[str, int]]:
     """Class-folder splits and a flat test folder; returns (test file name, class) pairs."""
     solution = []
     for offset, (split, folder) in enumerate(folders.items()):
-        for i, c, image in _images(splits[split], image_size, seed + 101 * (offset + 1), domain, first_class):
+        for i, c, image in _images(
+            splits[split], image_size, seed + 101 * (offset + 1), domain, first_class, class_step
+        ):
             path = root / folder / names[c] / f"{split}_{i:05d}.jpg"
             path.parent.mkdir(parents=True, exist_ok=True)
             image.save(path, quality=92)
-    for i, c, image in _images(splits["test"], image_size, seed + 999, domain, first_class):
+    for i, c, image in _images(splits["test"], image_size, seed + 999, domain, first_class, class_step):
         path = root / test_folder / test_name.format(i=i)
         path.parent.mkdir(parents=True, exist_ok=True)
         image.save(path, quality=92)
@@ -308,10 +311,11 @@ def write_herbarium2019(
     seed: int = 0,
     domain: int = 1,
     first_class: int = 0,
+    class_step: int = 1,
 ) -> Path:
     """Herbarium 2019: ``train/<category id>/<id>.jpg``, ``validation/<category id>/<id>.jpg``,
     ``test/<id>.jpg`` (herbarium sheets: the light-background domain). ``first_class`` shifts the
-    species drawn (class c looks like generator class first_class + c)."""
+    species drawn (class c looks like generator class first_class + c * class_step)."""
     root = Path(root)
     splits = _split_args(num_classes, max_per_class, imbalance, val_fraction, test_total, test_prior, seed)
     names = [str(c) for c in range(num_classes)]
@@ -326,6 +330,7 @@ def write_herbarium2019(
         "{i:06d}.jpg",
         domain,
         first_class,
+        class_step,
     )
     _write_csv(root / "solution.csv", ["Id", "Predicted"], [(Path(n).stem, c) for n, c in solution])
     return root

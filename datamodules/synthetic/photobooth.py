@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from datamodules.photobooth import EXPRESSIONS  # noqa: E402  (one list of names for reader and writer)
+from datamodules.photobooth import EXPRESSIONS  # one list of names for the reader and the writer
+
 ATTENDING_YAW = 0.35
 SPLITS = ("train", "val", "test")
 
@@ -79,8 +80,10 @@ def draw_face(draw: ImageDraw.ImageDraw, cx: float, cy: float, r: float, face: F
     elif e == "kissy":
         lr = 0.1 * r + 0.08 * r * k
         draw.ellipse((fx + shift * 0.3 - lr, my - lr, fx + shift * 0.3 + lr, my + lr), fill=(220, 20, 60))
-        draw.ellipse((fx + shift * 0.3 - lr * 0.35, my - lr * 0.35, fx + shift * 0.3 + lr * 0.35, my + lr * 0.35),
-                     fill=mouth_dark)
+        draw.ellipse(
+            (fx + shift * 0.3 - lr * 0.35, my - lr * 0.35, fx + shift * 0.3 + lr * 0.35, my + lr * 0.35),
+            fill=mouth_dark,
+        )
     elif e == "puffy_cheeks":
         cr = 0.3 * r * k
         for side in (-1, 1):
@@ -185,7 +188,9 @@ def _clip_plan(rng: np.random.Generator, num_frames: int, num_faces: int, width:
     radii = [height * rng.uniform(0.24, 0.3)] + [height * rng.uniform(0.1, 0.14) for _ in range(num_faces - 1)]
     xs = np.linspace(0.2, 0.8, num_faces) * width if num_faces > 1 else np.array([width * rng.uniform(0.35, 0.65)])
     order = rng.permutation(num_faces)
-    centres = [(float(xs[order[i]]), float(height * (0.55 if i == 0 else rng.uniform(0.25, 0.4)))) for i in range(num_faces)]
+    centres = [
+        (float(xs[order[i]]), float(height * (0.55 if i == 0 else rng.uniform(0.25, 0.4)))) for i in range(num_faces)
+    ]
     if kiss:
         radii = [height * 0.26, height * 0.26]
         centres = [(width * 0.3, height * 0.55), (width * 0.7, height * 0.55)]
@@ -215,9 +220,13 @@ def _clip_plan(rng: np.random.Generator, num_frames: int, num_faces: int, width:
         ramp = np.clip(1.0 - np.abs(np.arange(length) - length // 2) / (length / 2 + 0.5), 0.0, 1.0)
         intensity[start : start + length] = np.maximum(intensity[start : start + length], ramp)
         expression = EXPRESSIONS[1 + int(rng.integers(len(EXPRESSIONS) - 1))]
+        # The foreground face always joins in; a background face half the time (the moment is still
+        # worth capturing: the foreground counts most).
+        joins = [i == 0 or kiss or bool(rng.random() < 0.5) for i in range(num_faces)]
         for t in range(start, start + length):
             for i in range(num_faces):
-                faces[i][t] = FaceControls(expression=expression, intensity=float(intensity[t]))
+                if joins[i]:
+                    faces[i][t] = FaceControls(expression=expression, intensity=float(intensity[t]))
                 if kiss:
                     faces[i][t].expression = "kissy"
                     faces[i][t].yaw = 0.8 if i == 0 else -0.8
@@ -331,11 +340,17 @@ def write_photobooth_clips(
                 good = [t for t in ok if faces[0][t].intensity >= 0.5]
                 if good:
                     best_moments.append(
-                        {"start": min(good), "end": max(good), "best": int(best[0]), "kind": "kiss" if kiss else expression}
+                        {
+                            "start": min(good),
+                            "end": max(good),
+                            "best": int(best[0]),
+                            "kind": "kiss" if kiss else expression,
+                        }
                     )
             name = f"{split}/{c:04d}.mp4"
             write_video(root / name, frames, fps=fps)
-            clips.append({"video": name, "fps": fps, "width": width, "height": height, "frames": labels,
-                          "moments": best_moments})
+            clips.append(
+                {"video": name, "fps": fps, "width": width, "height": height, "frames": labels, "moments": best_moments}
+            )
         (root / f"{split}.json").write_text(json.dumps({"clips": clips}, indent=1))
     return root

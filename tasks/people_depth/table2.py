@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(PROJECT_ROOT / "logs" / "people_depth_table2"))
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[42], help="one run per seed; the table is the mean")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 1], help="one run per seed; the table is the mean")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run (after --)")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torchmetrics import Metric
+
+from core.metrics import PerSampleMetric
 
 
 def match_shots(shots: Sequence[int], moments: Sequence[tuple[int, int, int]]) -> int:
@@ -20,31 +21,38 @@ def match_shots(shots: Sequence[int], moments: Sequence[tuple[int, int, int]]) -
     return len(taken)
 
 
-class CapturedMomentsPR(Metric):
+class CapturedMomentsPR(PerSampleMetric):
     """The Photobooth protocol of this project (no public code to reproduce): over all clips,
     precision = captured moments / shots taken, recall = captured moments / labelled moments, where
     a shot captures the first not yet captured labelled moment whose frames [start, end] hold it.
-    Counts are sums, so the value under DDP equals one process. No labelled moment raises."""
-
-    full_state_update = False
+    Per clip (its id unique over the data set) one row of counts, gathered over ranks and taken
+    once, so a clip repeated by DistributedSampler's padding counts once. No labelled moment raises."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        for name in ("captured", "shots", "moments"):
-            self.add_state(name, torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_table("clips", width=3)  # captured, shots, moments
 
-    def update(self, shots: Sequence[Sequence[int]], moments: Sequence[Sequence[tuple[int, int, int]]]) -> None:
-        """Per clip: the frame indices of its shots and its labelled moments (start, end, best)."""
-        for clip_shots, clip_moments in zip(shots, moments, strict=True):
-            captured = match_shots(clip_shots, clip_moments)
-            self.captured += captured
-            self.shots += len(clip_shots)
-            self.moments += len(clip_moments)
+    def update(
+        self,
+        clip_ids: Sequence[int],
+        shots: Sequence[Sequence[int]],
+        moments: Sequence[Sequence[tuple[int, int, int]]],
+    ) -> None:
+        """Per clip: its id, the frame indices of its shots and its labelled moments (start, end, best)."""
+        tag = self.new_tag()
+        for clip, clip_shots, clip_moments in zip(clip_ids, shots, moments, strict=True):
+            row = [match_shots(clip_shots, clip_moments), len(clip_shots), len(clip_moments)]
+            self.append_rows("clips", int(clip), row, tag)
 
     def compute(self) -> dict[str, torch.Tensor]:
-        if int(self.moments) == 0:
+        (rows,) = self.tables("clips")
+        captured, shots, moments = (float(v) for v in rows[:, 1:].sum(0)) if len(rows) else (0.0, 0.0, 0.0)
+        if moments == 0:
             raise ValueError("CapturedMomentsPR: no labelled moments to capture")
-        precision = self.captured.float() / self.shots.float() if int(self.shots) else torch.tensor(0.0)
-        recall = self.captured.float() / self.moments.float()
-        f1 = 2 * precision * recall / (precision + recall) if float(precision + recall) > 0 else torch.tensor(0.0)
-        return {"precision": precision, "recall": recall, "f1": f1}
+        precision = captured / shots if shots else 0.0
+        recall = captured / moments
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+        return {
+            k: torch.tensor(v, dtype=torch.float32)
+            for k, v in (("precision", precision), ("recall", recall), ("f1", f1))
+        }

@@ -52,7 +52,9 @@ class FaceAttention(nn.Module):
     def __init__(self, face_dim: int, embed_dim: int = 32, size_prior: float = 1.0) -> None:
         super().__init__()
         # The face's outputs (expression/quality probabilities), its features and its box geometry.
-        self.embed = nn.Sequential(nn.Linear(face_dim + FACE_OUTPUTS + 5, embed_dim), nn.ReLU(), nn.Linear(embed_dim, embed_dim))
+        self.embed = nn.Sequential(
+            nn.Linear(face_dim + FACE_OUTPUTS + 5, embed_dim), nn.ReLU(), nn.Linear(embed_dim, embed_dim)
+        )
         self.weight = nn.Sequential(nn.ReLU(), nn.Linear(embed_dim, 1))
         self.score = nn.Sequential(nn.ReLU(), nn.Linear(embed_dim, 1))
         self.size_prior = nn.Parameter(torch.tensor(float(size_prior)))
@@ -62,7 +64,9 @@ class FaceAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, F, ...) faces, ``mask`` (B, F) True for real faces -> (global logit (B,), weights (B, F)).
         A frame without faces gets weights 0 and a logit of -10 (score ~0)."""
-        probs = torch.cat([face_logits[..., :NUM_EXPRESSIONS].softmax(-1), face_logits[..., NUM_EXPRESSIONS:].sigmoid()], -1)
+        probs = torch.cat(
+            [face_logits[..., :NUM_EXPRESSIONS].softmax(-1), face_logits[..., NUM_EXPRESSIONS:].sigmoid()], -1
+        )
         wh = (boxes[..., 2:] - boxes[..., :2]).clamp_min(1e-4)
         area = wh[..., 0] * wh[..., 1]
         geometry = torch.cat([boxes, area.log().unsqueeze(-1)], -1)

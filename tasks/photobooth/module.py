@@ -27,7 +27,9 @@ def face_losses(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.T
     a label of -1 (not labelled, or padding) is left out."""
     out = {}
     known = labels[:, 0] >= 0
-    out["expression"] = F.cross_entropy(logits[known, :NUM_EXPRESSIONS], labels[known, 0]) if known.any() else logits.sum() * 0
+    out["expression"] = (
+        F.cross_entropy(logits[known, :NUM_EXPRESSIONS], labels[known, 0]) if known.any() else logits.sum() * 0
+    )
     for i, name in enumerate(("eyes_closed", "talking", "attending"), start=1):
         known = labels[:, i] >= 0
         out[name] = (
@@ -66,7 +68,9 @@ class PhotoboothExpressionTask(pl.LightningModule):
 
     def _loss(self, logits, labels) -> torch.Tensor:
         parts = face_losses(logits, labels)
-        return parts["expression"] + self.hparams.attribute_weight * (parts["eyes_closed"] + parts["talking"] + parts["attending"])
+        return parts["expression"] + self.hparams.attribute_weight * (
+            parts["eyes_closed"] + parts["talking"] + parts["attending"]
+        )
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         crops, labels = batch
@@ -145,14 +149,18 @@ class PhotoboothTask(pl.LightningModule):
         face = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
         missing, unexpected = self.net.face.load_state_dict(face, strict=False)
         if missing or unexpected:
-            raise ValueError(f"{path}: not a face-expression checkpoint (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise ValueError(
+                f"{path}: not a face-expression checkpoint (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         for key in ("crop_size", "max_faces"):
             found = getattr(datamodule, key, None)
             if found is not None and found != self.hparams[key]:
-                raise ValueError(f"task.{key}={self.hparams[key]} but the data has {found} (set task.{key}=${{data.{key}}})")
+                raise ValueError(
+                    f"task.{key}={self.hparams[key]} but the data has {found} (set task.{key}=${{data.{key}}})"
+                )
 
     def forward(self, frames, crops, boxes, mask) -> dict[str, torch.Tensor]:
         return self.net(frames, crops, boxes, mask)
@@ -166,7 +174,11 @@ class PhotoboothTask(pl.LightningModule):
         kiss = F.binary_cross_entropy_with_logits(out["kiss_logit"], batch["kiss"])
         loss = expression + self.hparams.face_loss_weight * face + self.hparams.kiss_loss_weight * kiss
         n = len(mask)
-        self.log_dict({"train/loss": loss, "train/expression_loss": expression, "train/kiss_loss": kiss}, batch_size=n, prog_bar=True)
+        self.log_dict(
+            {"train/loss": loss, "train/expression_loss": expression, "train/kiss_loss": kiss},
+            batch_size=n,
+            prog_bar=True,
+        )
         return loss
 
     @torch.no_grad()
@@ -188,7 +200,9 @@ class PhotoboothTask(pl.LightningModule):
             "blur": clip["blur"].cpu().numpy(),
         }
 
-    def shots(self, outputs: dict[str, np.ndarray], attention: bool = True, buffer: bool = True) -> tuple[list[int], dict]:
+    def shots(
+        self, outputs: dict[str, np.ndarray], attention: bool = True, buffer: bool = True
+    ) -> tuple[list[int], dict]:
         """The shutter's frames for one clip, and the scores it decided on."""
         face_probs = 1 / (1 + np.exp(-outputs["face_logits"][..., NUM_EXPRESSIONS:]))
         mask = outputs["mask"]
@@ -209,7 +223,7 @@ class PhotoboothTask(pl.LightningModule):
         taken = {}
         for v in self.variants:
             taken[v] = self.shots(outputs, attention=v != "_no_attention", buffer=v != "_no_buffer")[0]
-            metrics[v or "full"].update([taken[v]], [clip["moments"]])
+            metrics[v or "full"].update([int(clip["clip_index"])], [taken[v]], [clip["moments"]])
         return taken
 
     def _log_pr(self, stage: str, metrics) -> None:
@@ -234,8 +248,13 @@ class PhotoboothTask(pl.LightningModule):
 
     def test_step(self, clip: dict, batch_idx: int) -> None:
         taken = self._evaluate(clip, self.test_pr)
-        self._test_shots.append({"clip": int(clip["clip_index"]), "moments": [list(m) for m in clip["moments"]],
-                                 **{f"shots{v}": taken[v] for v in self.variants}})
+        self._test_shots.append(
+            {
+                "clip": int(clip["clip_index"]),
+                "moments": [list(m) for m in clip["moments"]],
+                **{f"shots{v}": taken[v] for v in self.variants},
+            }
+        )
 
     def on_test_epoch_end(self) -> None:
         self._log_pr("test", self.test_pr)

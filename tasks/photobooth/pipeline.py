@@ -59,7 +59,9 @@ class Photobooth:
         return cls(PhotoboothTask.load_from_checkpoint(path, map_location="cpu"), **kwargs)
 
     @torch.no_grad()
-    def model_outputs(self, frames: Iterable[np.ndarray], boxes: BoxSource | Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    def model_outputs(
+        self, frames: Iterable[np.ndarray], boxes: BoxSource | Sequence[np.ndarray]
+    ) -> dict[str, np.ndarray]:
         """Run the models over the frames, ``chunk`` at a time; boxes per frame, or a detector."""
         parts, chunk, index = [], [], 0
 
@@ -91,7 +93,10 @@ class Photobooth:
         expression = np.maximum(scored["smoothed"]["expression"], scored["smoothed"]["kiss"])
         bar = Indicator()
         indicator = np.array(
-            [bar.update(indicator_target(int(n), a, e, self.task.scoring.expression_min)) for n, a, e in zip(num_faces, attending, expression)]
+            [
+                bar.update(indicator_target(int(n), a, e, self.task.scoring.expression_min))
+                for n, a, e in zip(num_faces, attending, expression)
+            ]
         )
         return PhotoboothResult(
             shots=shots,

@@ -1,6 +1,8 @@
-"""The landmark system end to end on a small generated GLDv2: both experiment recipes through
-fast_dev_run, and a full short run whose submissions, scored by the CLI, equal the logged test
-metrics (global and D2R, Public and Private), with the retrieval picture written."""
+"""The landmark system end to end on a small generated GLDv2: the experiment recipes through
+fast_dev_run; a short run whose submissions, scored by the CLI, equal the logged test metrics
+(global and D2R, Public and Private) and which eval.py reproduces from the checkpoint; the test
+phase on 2 gloo processes equal to one process; predict.py equal to the task on the same files;
+the models, the D2R kernel and the faiss indexes on small hand-checked cases."""
 
 from __future__ import annotations
 
@@ -26,9 +28,15 @@ QUICK = ["logger=csv", "callbacks.rich_progress_bar=null", "data.num_workers=0"]
 D2R_SMALL = ["task.d2r.codebook_size=8", "task.detector.score_threshold=0.0"]
 
 
-@pytest.mark.parametrize("experiment", ["landmarks_global", "landmarks_d2r"])
-def test_experiments_run_fast_dev_run(experiment, cfg_train, small_data):
-    extra = D2R_SMALL if experiment == "landmarks_d2r" else []
+@pytest.mark.parametrize(
+    "experiment, extra",
+    [
+        ("landmarks_global", []),
+        ("landmarks_d2r", D2R_SMALL),
+        ("landmarks_d2r", [*D2R_SMALL, "task.d2r.aggregation=rasmk", "task.search.query_expansion=true"]),
+    ],
+)
+def test_experiments_run_fast_dev_run(experiment, extra, cfg_train, small_data):
     cfg = cfg_train([f"experiment={experiment}", "trainer=debug", *small_data("gldv2"), *QUICK, *extra])
     metrics = train(cfg)
     assert "val/gap" in metrics
@@ -72,7 +80,7 @@ def test_short_run_submissions_score_as_logged(cfg_train, cfg_eval, small_data, 
     from core.training import evaluate
 
     eval_dir = tmp_path / "eval"
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    ckpt = json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]  # what train's test used
     overrides = ["experiment=landmarks_d2r", *small_data("gldv2"), "data.num_workers=0", *D2R_SMALL]
     evaluate(cfg_eval([*overrides, f"ckpt_path={ckpt}"], eval_dir))
     again = json.loads((eval_dir / "landmarks_results.json").read_text())
@@ -175,3 +183,29 @@ def test_predict_product_equals_the_task_on_the_same_files(cfg_train, small_data
     for n, query in enumerate(dm.ids["test"]):
         assert retrieval[query] == [dm.ids["index"][i] for i in ids[n]]
     assert (out / "retrieval_examples.png").exists()
+
+
+@pytest.mark.slow
+def test_ddp_test_phase_equals_one_process(small_data, shared_data_dir, cfg_eval, tmp_path):
+    """train.py on 2 gloo processes (each extracts its shard, descriptors gathered before search):
+    every test figure equals eval.py's on one process with the same checkpoint, and the
+    submissions hold every test query once."""
+    from core.training import evaluate
+    from tests.helpers import read_metrics, run_entry
+
+    data = small_data("gldv2")
+    logs = tmp_path / "logs"
+    args = ["experiment=landmarks_d2r", *data, *QUICK, *D2R_SMALL, "trainer=ddp_cpu", "trainer.max_epochs=1"]
+    run_entry("train.py", [*args, f"paths.log_dir={logs}", f"paths.data_dir={shared_data_dir}", "run_id=ddp"])
+    (run_dir,) = logs.glob("*/runs/ddp")
+    ddp = json.loads((run_dir / "landmarks_results.json").read_text())
+    best = read_metrics(run_dir)["best_checkpoint"]
+    eval_dir = tmp_path / "eval"
+    evaluate(
+        cfg_eval(["experiment=landmarks_d2r", *data, "data.num_workers=0", *D2R_SMALL, f"ckpt_path={best}"], eval_dir)
+    )
+    single = json.loads((eval_dir / "landmarks_results.json").read_text())
+    assert single == pytest.approx(ddp, abs=1e-9) and len(single) == 9
+    root = Path(data[-1].split("=", 1)[1])  # small_data pins data.root last
+    queries = len((root / "test.csv").read_text().splitlines()) - 1
+    assert len((run_dir / "submission_retrieval_d2r.csv").read_text().splitlines()) - 1 == queries

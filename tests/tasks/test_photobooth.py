@@ -133,7 +133,9 @@ def test_attention_trains_end_to_end():
         "expression_target": torch.tensor([0.7, 1.0]),
     }
     task.training_step(batch, 0).backward()
-    missing = [n for n, p in task.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    missing = [
+        n for n, p in task.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
+    ]
     assert missing == []
 
 
@@ -177,16 +179,18 @@ def test_captured_moments_by_hand():
     moments = [(2, 6, 4), (15, 18, 16)]
     assert match_shots([3, 4, 20], moments) == 1  # two shots in one moment capture it once
     metric = CapturedMomentsPR()
-    metric.update([[3, 4, 20], []], [moments, [(0, 3, 1)]])
+    metric.update([0, 1], [[3, 4, 20], []], [moments, [(0, 3, 1)]])
     out = metric.compute()
     # captured 1 of 3 moments with 3 shots
     assert out["precision"].item() == pytest.approx(1 / 3) and out["recall"].item() == pytest.approx(1 / 3)
-    metric.update([[16]], [[(15, 18, 16)]])
+    metric.update([0], [[16]], [[(15, 18, 16)]])  # clip 0 again (sampler padding): counted once
+    assert metric.compute()["recall"].item() == pytest.approx(1 / 3)
+    metric.update([2], [[16]], [[(15, 18, 16)]])
     out = metric.compute()
     assert out["precision"].item() == pytest.approx(2 / 4) and out["recall"].item() == pytest.approx(2 / 4)
     assert out["f1"].item() == pytest.approx(0.5)
     empty = CapturedMomentsPR()
-    empty.update([[1]], [[]])
+    empty.update([0], [[1]], [[]])
     with pytest.raises(ValueError, match="no labelled moments"):
         empty.compute()
 
@@ -222,28 +226,52 @@ def test_fast_dev_run_of_experiment(name, cfg_train, tmp_path):
     assert monitor in metrics
 
 
-def test_run_command_matches_the_modules_test_shots(cfg_train, tmp_path):
-    """Train a tiny model one epoch; the run command on a test clip (its video and boxes) writes the
-    products, and its shots are the ones the module's test loop took on that clip."""
+def test_run_command_matches_the_modules_test_shots(cfg_train, cfg_eval, tmp_path):
+    """Train a tiny model one epoch; eval.py on its checkpoint gives the same test metrics; the run
+    command on a test clip (its video and boxes) writes the products, and its shots are the ones the
+    module's test loop took on that clip."""
+    from core.training import evaluate
     from tasks.photobooth import run
 
-    cfg = cfg_train(
-        [*TINY["photobooth_clips"], *COMMON, "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-         "task.shutter.threshold=0.0", "task.scoring.expression_min=0.0"]
-    )
-    train(cfg)
+    overrides = [
+        *TINY["photobooth_clips"],
+        *COMMON,
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "task.shutter.threshold=0.0",
+        "task.scoring.expression_min=0.0",
+    ]
+    cfg = cfg_train(overrides)
+    trained = train(cfg)
     run_dir = tmp_path / "run"
+    metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+    assert list(run_dir.rglob("media/val/shots/*.png")), "validation logs the first clip's shots as images"
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    eval_overrides = [o for o in overrides if not o.startswith(("callbacks.", "trainer.", "task."))]
+    evaluated = evaluate(cfg_eval([*eval_overrides, f"ckpt_path={ckpt}"], run_dir=tmp_path / "eval"))
+    for key in ("test/f1", "test/recall_no_attention", "test/precision_no_buffer"):
+        assert evaluated[key] == pytest.approx(metrics[key], abs=1e-6)
+    del trained
     test_shots = json.loads((run_dir / "test_shots.json").read_text())
     root = __import__("pathlib").Path(cfg.data.root)
     clip = json.loads((root / "test.json").read_text())["clips"][0]
     out = tmp_path / "booth"
     summary = run.main(
-        [str(root / clip["video"]), "--checkpoint", str(run_dir / "checkpoints" / "last.ckpt"),
-         "--boxes", str(root / "test.json"), "--output", str(out)]
+        [
+            str(root / clip["video"]),
+            "--checkpoint",
+            str(run_dir / "checkpoints" / "last.ckpt"),
+            "--boxes",
+            str(root / "test.json"),
+            "--output",
+            str(out),
+        ]
     )
     expected = next(r for r in test_shots if r["clip"] == 0)["shots"]
     assert [s["frame"] for s in summary["shots"]] == expected and expected  # threshold 0: some shot
-    assert sorted(p.name for p in (out / "shots").iterdir()) == sorted(s["file"].split("/")[1] for s in summary["shots"])
+    assert sorted(p.name for p in (out / "shots").iterdir()) == sorted(
+        s["file"].split("/")[1] for s in summary["shots"]
+    )
     assert json.loads((out / "shots.json").read_text())["num_frames"] == len(clip["frames"])
     timeline = json.loads((out / "timeline.json").read_text())
     assert len(timeline["indicator"]) == len(clip["frames"]) and min(timeline["indicator"]) >= 0.0

@@ -1,0 +1,136 @@
+"""Faster R-CNN from torchvision's builder with a named backbone, and the challenge's label rules in
+the box classifier's loss.
+
+Backbones: ``tiny_convnet`` (four stride-2 conv blocks, one feature map; trains from scratch in
+minutes on a CPU) or any torchvision ResNet name (``resnet18``, ``resnet50``, ...) through
+``resnet_fpn_backbone``, from scratch or a user's local weights (``pretrained_path``)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.ops import MultiScaleRoIAlign
+
+
+def tiny_convnet(width: int = 64) -> nn.Module:
+    """Four stride-2 conv-BN-ReLU blocks and one stride-1 block (output stride 16), ``out_channels`` = width."""
+    layers, c_in = [], 3
+    for c_out in (width // 4, width // 2, width, width):
+        layers += [nn.Conv2d(c_in, c_out, 3, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        c_in = c_out
+    layers += [nn.Conv2d(width, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+    body = nn.Sequential(*layers)
+    body.out_channels = width
+    return body
+
+
+def faster_rcnn(
+    num_classes: int,
+    backbone: str = "tiny_convnet",
+    min_size: int = 120,
+    max_size: int = 160,
+    anchor_sizes: list[int] = (16, 32, 64),
+    pretrained_path: str | None = None,
+) -> FasterRCNN:
+    """torchvision's FasterRCNN for ``num_classes`` object classes (+1 background)."""
+    if backbone == "tiny_convnet":
+        body = tiny_convnet()
+        anchors = AnchorGenerator(sizes=(tuple(anchor_sizes),), aspect_ratios=((0.5, 1.0, 2.0),))
+        pool = MultiScaleRoIAlign(featmap_names=["0"], output_size=7, sampling_ratio=2)
+        # A small box head and fewer proposals than the ImageNet-sized defaults: CPU minutes, not hours.
+        model = FasterRCNN(
+            body, num_classes=None, min_size=min_size, max_size=max_size,
+            rpn_anchor_generator=anchors, box_roi_pool=pool,
+            box_head=TwoMLPHead(body.out_channels * 7 * 7, 256), box_predictor=FastRCNNPredictor(256, num_classes + 1),
+            rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=200, rpn_pre_nms_top_n_test=300,
+            rpn_post_nms_top_n_test=100, box_batch_size_per_image=64,
+            image_mean=[0.5, 0.5, 0.5], image_std=[0.25, 0.25, 0.25],
+        )  # fmt: skip
+    else:
+        body = resnet_fpn_backbone(backbone_name=backbone, weights=None, trainable_layers=5)
+        anchors = AnchorGenerator(sizes=tuple((s,) for s in anchor_sizes) + ((anchor_sizes[-1] * 2,),) * 2, aspect_ratios=((0.5, 1.0, 2.0),) * (len(anchor_sizes) + 2))
+        model = FasterRCNN(body, num_classes=num_classes + 1, min_size=min_size, max_size=max_size, rpn_anchor_generator=anchors)
+    if pretrained_path:  # a user's local backbone weights (a torchvision ResNet state dict, say)
+        from core.weights import load_pretrained
+
+        load_pretrained(model.backbone if backbone == "tiny_convnet" else model.backbone.body, pretrained_path)
+    return model
+
+
+def challenge_detection_losses(model: FasterRCNN, images: list[torch.Tensor], targets: list[dict]) -> dict[str, torch.Tensor]:
+    """Faster R-CNN's training losses with the Open Images label rules in the box classifier:
+
+    - a class neither annotated (boxed) nor verified for an image is not a negative there: its logit
+      is left out of the softmax of that image's proposals (so no proposal pushes it down);
+    - a background proposal lying inside a group-of box (IoA >= 0.5, the challenge's group-of match)
+      is ignored, not a negative: the challenge does not count such detections as false positives.
+
+    ``targets[i]``: ``boxes`` (pixels), ``labels`` (0-based), ``group_of``, ``known`` (class ids
+    annotated or verified for the image)."""
+    original_sizes = [img.shape[-2:] for img in images]
+    tv_targets = [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in targets]
+    image_list, tv_targets = model.transform(images, tv_targets)
+    features = model.backbone(image_list.tensors)
+    if isinstance(features, torch.Tensor):
+        features = {"0": features}
+    proposals, rpn_losses = model.rpn(image_list, features, tv_targets)
+    heads = model.roi_heads
+    proposals, _, labels, regression_targets = heads.select_training_samples(proposals, tv_targets)
+    box_features = heads.box_head(heads.box_roi_pool(features, proposals, image_list.image_sizes))
+    class_logits, box_regression = heads.box_predictor(box_features)
+
+    num_classes = class_logits.shape[1]
+    allowed, weights = [], []
+    for i, (props, lab, t) in enumerate(zip(proposals, labels, targets)):
+        row = torch.zeros(num_classes, dtype=torch.bool, device=class_logits.device)
+        row[0] = True
+        row[t["known"].to(row.device) + 1] = True
+        row[lab] = True
+        allowed.append(row.expand(len(lab), -1))
+        w = torch.ones(len(lab), device=class_logits.device)
+        group = t["group_of"].to(row.device)
+        if group.any():
+            ratio = torch.tensor(image_list.image_sizes[i][::-1] * 2, device=row.device, dtype=torch.float32)
+            ratio = ratio / torch.tensor(original_sizes[i][::-1] * 2, device=row.device, dtype=torch.float32)
+            gboxes = t["boxes"][group].to(row.device) * ratio
+            ix1 = torch.maximum(props[:, None, 0], gboxes[None, :, 0])
+            iy1 = torch.maximum(props[:, None, 1], gboxes[None, :, 1])
+            ix2 = torch.minimum(props[:, None, 2], gboxes[None, :, 2])
+            iy2 = torch.minimum(props[:, None, 3], gboxes[None, :, 3])
+            inter = (ix2 - ix1).clamp(min=0) * (iy2 - iy1).clamp(min=0)
+            area = ((props[:, 2] - props[:, 0]) * (props[:, 3] - props[:, 1])).clamp(min=1e-6)
+            inside = (inter / area[:, None]).max(1).values >= 0.5
+            w = torch.where((lab == 0) & inside, torch.zeros_like(w), w)
+        weights.append(w)
+    allowed = torch.cat(allowed, 0)
+    weights = torch.cat(weights, 0)
+    labels = torch.cat(labels, 0)
+    regression_targets = torch.cat(regression_targets, 0)
+    logits = class_logits.masked_fill(~allowed, float("-inf"))
+    ce = F.cross_entropy(logits, labels, reduction="none")
+    classifier_loss = (ce * weights).sum() / weights.sum().clamp(min=1.0)
+    positive = torch.where(labels > 0)[0]
+    box_regression = box_regression.reshape(len(labels), box_regression.size(-1) // 4, 4)
+    box_loss = F.smooth_l1_loss(
+        box_regression[positive, labels[positive]], regression_targets[positive], beta=1 / 9, reduction="sum"
+    ) / labels.numel()
+    return {"loss_classifier": classifier_loss, "loss_box_reg": box_loss, **rpn_losses}
+
+
+def expand_to_ancestors(
+    labels: torch.Tensor, scores: torch.Tensor, boxes: torch.Tensor, ancestors: list[list[int]]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each detection copied to every ancestor class of its label (same box and score): the
+    evaluator expands only the ground truth, so parent classes must be predicted explicitly."""
+    out_l, out_s, out_b = [labels], [scores], [boxes]
+    for k, label in enumerate(labels.tolist()):
+        for parent in ancestors[label] if label < len(ancestors) else ():
+            out_l.append(labels.new_tensor([parent]))
+            out_s.append(scores[k : k + 1])
+            out_b.append(boxes[k : k + 1])
+    return torch.cat(out_l), torch.cat(out_s), torch.cat(out_b)

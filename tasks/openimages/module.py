@@ -1,0 +1,133 @@
+"""Open Images detection task: Faster R-CNN trained with the challenge's label rules, scored with the
+challenge metric (val/map), predictions expanded up the class hierarchy, pictures to the loggers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torchvision.utils import draw_bounding_boxes
+
+from core.media import log_image
+from core.optim import configure_optimizers
+from tasks.openimages.metrics import OpenImagesChallengeMAP
+from tasks.openimages.model import challenge_detection_losses, expand_to_ancestors, faster_rcnn
+
+
+class OpenImagesDetectionTask(pl.LightningModule):
+    """Faster R-CNN (torchvision builder, ``backbone`` by name) on Open Images boxes.
+
+    ``label_rules``: train with the challenge's rules (classes neither annotated nor verified are not
+    negatives; background proposals inside group-of boxes ignored; tasks/openimages/model.py); false
+    gives torchvision's plain losses. ``expand_predictions``: copy each detection to the ancestors of
+    its class (the evaluator expands only the ground truth)."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "tiny_convnet",
+        min_size: int = 120,
+        max_size: int = 160,
+        anchor_sizes: list[int] = (16, 32, 64),
+        pretrained_path: str | None = None,
+        label_rules: bool = True,
+        expand_predictions: bool = True,
+        score_threshold: float = 0.01,
+        detections_per_image: int = 100,
+        num_sample_images: int = 4,
+        optimizer: dict | None = None,
+        scheduler: dict | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = faster_rcnn(num_classes, backbone, min_size, max_size, list(anchor_sizes), pretrained_path)
+        self.model.roi_heads.score_thresh = score_threshold
+        self.model.roi_heads.detections_per_img = detections_per_image
+        self.val_map = OpenImagesChallengeMAP(num_classes)
+        self.test_map = OpenImagesChallengeMAP(num_classes)
+        self.class_ancestors: list[list[int]] = [[] for _ in range(num_classes)]
+        self.class_names: list[str] = []
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and getattr(dm, "class_ancestors", None):
+            if dm.num_classes != self.hparams.num_classes:
+                raise ValueError(f"task.num_classes={self.hparams.num_classes} but the data set has {dm.num_classes}")
+            self.class_ancestors = [list(a) for a in dm.class_ancestors]
+            self.class_names = list(dm.class_names)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["openimages"] = {"class_ancestors": self.class_ancestors, "class_names": self.class_names}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("openimages", {})
+        self.class_ancestors = saved.get("class_ancestors", self.class_ancestors)
+        self.class_names = saved.get("class_names", self.class_names)
+
+    def training_step(self, batch: list[dict], batch_idx: int) -> torch.Tensor:
+        images = [item["image"] for item in batch]
+        if self.hparams.label_rules:
+            targets = [
+                {"boxes": b["boxes"], "labels": b["labels"], "group_of": b["group_of"],
+                 "known": torch.unique(torch.cat([b["labels"], b["verified"]]))}
+                for b in batch
+            ]  # fmt: skip
+            losses = challenge_detection_losses(self.model, images, targets)
+        else:
+            losses = self.model(images, [{"boxes": b["boxes"], "labels": b["labels"] + 1} for b in batch])
+        loss = sum(losses.values())
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=len(batch))
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        return loss
+
+    def detect(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """Detections per image (pixels, 0-based labels), expanded to ancestors if configured."""
+        out = []
+        for d in self.model(images):
+            labels, scores, boxes = d["labels"] - 1, d["scores"], d["boxes"]
+            if self.hparams.expand_predictions:
+                labels, scores, boxes = expand_to_ancestors(labels, scores, boxes, self.class_ancestors)
+            out.append({"labels": labels, "scores": scores, "boxes": boxes})
+        return out
+
+    def _evaluate(self, batch: list[dict], batch_idx: int, metric: OpenImagesChallengeMAP, stage: str) -> None:
+        if not batch:
+            return
+        preds = self.detect([item["image"] for item in batch])
+        targets = [
+            {"boxes": b["eval_boxes"], "labels": b["eval_labels"], "group_of": b["eval_group_of"], "verified": b["verified"]}
+            for b in batch
+        ]
+        metric.update([b["image_id"] for b in batch], preds, targets)
+        if batch_idx == 0 and self.hparams.num_sample_images > 0:
+            self._log_pictures(batch, preds, f"{stage}/detections")
+
+    def _log_pictures(self, batch: list[dict], preds: list[dict], key: str) -> None:
+        pictures = []
+        for item, pred in list(zip(batch, preds))[: self.hparams.num_sample_images]:
+            keep = pred["scores"] >= 0.3
+            names = [self.class_names[i] if i < len(self.class_names) else str(i) for i in pred["labels"][keep].tolist()]
+            image = (item["image"].clamp(0, 1) * 255).to(torch.uint8).cpu()
+            pictures.append(draw_bounding_boxes(image, pred["boxes"][keep].cpu(), labels=names, colors="white"))
+        log_image(self, key, pictures)
+
+    def validation_step(self, batch: list[dict], batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, self.val_map, "val")
+
+    def test_step(self, batch: list[dict], batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, self.test_map, "test")
+
+    def _log_metric(self, metric: OpenImagesChallengeMAP, stage: str) -> None:
+        values = metric.compute()
+        self.log(f"{stage}/map", values["map"].float(), sync_dist=False)
+        metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metric(self.val_map, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metric(self.test_map, "test")
+
+    def configure_optimizers(self) -> Any:
+        return configure_optimizers(self, self.hparams.optimizer, self.hparams.scheduler)
