@@ -85,23 +85,24 @@ def main() -> None:
         "data.taxonomy_sizes=null",
     ]
     train_dir = out / "train_run"
-    run(
-        "train.py",
-        [
-            "experiment=fgvc_inaturalist2019",
-            *common,
-            f"data.root={roots['reversed']}",
-            f"trainer.max_epochs={args.epochs}",
-            "task.optimizer.opt=adamw",
-            f"task.optimizer.lr={args.lr}",
-            "task.optimizer.weight_decay=0.02",
-            "~task.optimizer.momentum",
-            "callbacks.rich_progress_bar=null",
-            "~callbacks.ema",
-            f"hydra.run.dir={train_dir}",
-            f"seed={args.seed}",
-        ],
-    )
+    if not (train_dir / "metrics.json").exists():
+        run(
+            "train.py",
+            [
+                "experiment=fgvc_inaturalist2019",
+                *common,
+                f"data.root={roots['reversed']}",
+                f"trainer.max_epochs={args.epochs}",
+                "task.optimizer.opt=adamw",
+                f"task.optimizer.lr={args.lr}",
+                "task.optimizer.weight_decay=0.02",
+                "~task.optimizer.momentum",
+                "callbacks.rich_progress_bar=null",
+                "~callbacks.ema",
+                f"hydra.run.dir={train_dir}",
+                f"seed={args.seed}",
+            ],
+        )
     ckpt = json.loads((train_dir / "metrics.json").read_text())["best_checkpoint"]
     rows = {}
     for prior, root in roots.items():
@@ -121,16 +122,19 @@ def main() -> None:
         true, train, em = (np.array(priors[k]) for k in ("true_test_prior", "train_prior", "test_prior"))
         rows[prior] = (
             metrics["test/top1_error"],
+            metrics.get("test/top1_error_calibrated", float("nan")),
             metrics["test/top1_error_em"],
             np.abs(train - true).sum(),
             np.abs(em - true).sum(),
         )
     print(f"checkpoint: {ckpt}")
-    print("| test prior | top-1 error | top-1 error with EM | L1(train prior, true) | L1(EM prior, true) |")
-    print("| --- | --- | --- | --- | --- |")
-    for prior, (plain, em, l1_train, l1_em) in rows.items():
+    print(
+        "| test prior | top-1 error | BCTS | BCTS + EM | L1(train prior, true) | L1(EM prior, true) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    for prior, (plain, calibrated, em, l1_train, l1_em) in rows.items():
         label = "shifted (reversed tail)" if prior == "reversed" else "as training (no shift)"
-        print(f"| {label} | {plain:.4f} | {em:.4f} | {l1_train:.3f} | {l1_em:.3f} |")
+        print(f"| {label} | {plain:.4f} | {calibrated:.4f} | {em:.4f} | {l1_train:.3f} | {l1_em:.3f} |")
 
 
 if __name__ == "__main__":

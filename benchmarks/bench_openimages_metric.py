@@ -29,7 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from datamodules.openimages_files import CHALLENGE_FILES  # noqa: E402
 from tasks.openimages.evaluate import score_detection  # noqa: E402
 
-BOX_HEADER = "ImageID,Source,LabelName,Confidence,XMin,XMax,YMin,YMax,IsOccluded,IsTruncated,IsGroupOf,IsDepiction,IsInside"
+BOX_HEADER = (
+    "ImageID,Source,LabelName,Confidence,XMin,XMax,YMin,YMax,IsOccluded,IsTruncated,IsGroupOf,IsDepiction,IsInside"
+)
 
 
 def write_files(root: Path, images: int, detections: int, leaves: int, parents: int, seed: int) -> Path:
@@ -42,7 +44,12 @@ def write_files(root: Path, images: int, detections: int, leaves: int, parents: 
     tree = {
         "LabelName": "/m/0bl9f",
         "Subcategory": [
-            {"LabelName": p, "Subcategory": [{"LabelName": leaf[j]} for j in range(leaves) if j % parents == k or j % (parents + 1) == k]}
+            {
+                "LabelName": p,
+                "Subcategory": [
+                    {"LabelName": leaf[j]} for j in range(leaves) if j % parents == k or j % (parents + 1) == k
+                ],
+            }
             for k, p in enumerate(parent)
         ],
     }
@@ -83,9 +90,11 @@ def write_files(root: Path, images: int, detections: int, leaves: int, parents: 
             lab = np.where(copy, box_label[k], rng.integers(0, leaves + parents, detections))
             lab = np.where(copy & (rng.random(detections) < 0.2), leaves + box_label[k] % parents, lab)
             s = np.round(rng.random(detections), 4)
-            f.write(ids[i] + "," + " ".join(
-                f"{names[lab[j]]} {s[j]} {b[j, 0]:.4f} {b[j, 1]:.4f} {b[j, 2]:.4f} {b[j, 3]:.4f}" for j in range(detections)
-            ) + "\n")  # fmt: skip
+            groups = (
+                f"{names[lab[j]]} {s[j]} {b[j, 0]:.4f} {b[j, 1]:.4f} {b[j, 2]:.4f} {b[j, 3]:.4f}"
+                for j in range(detections)
+            )
+            f.write(ids[i] + "," + " ".join(groups) + "\n")
     return root
 
 
@@ -116,8 +125,13 @@ def main() -> None:
             check=True, env=env, capture_output=True,
         )  # fmt: skip
         official = json.loads(out.read_text())
-        diffs = [abs(official["per_class_AP"][k] - result["per_class_AP"].get(k, np.nan)) for k in official["per_class_AP"]]
-        print(f"official: mAP {official['mAP']:.10f}; {official['seconds']:.1f} s (+{official['import_seconds']:.1f} s import)")
+        diffs = [
+            abs(official["per_class_AP"][k] - result["per_class_AP"].get(k, np.nan)) for k in official["per_class_AP"]
+        ]
+        print(
+            f"official: mAP {official['mAP']:.10f}; {official['seconds']:.1f} s "
+            f"(+{official['import_seconds']:.1f} s import)"
+        )
         print(f"|mAP difference| {abs(official['mAP'] - result['mAP']):.2e}; max |per-class AP difference| "
               f"{np.nanmax(diffs):.2e} over {len(diffs)} classes (same class set: "
               f"{set(official['per_class_AP']) == set(result['per_class_AP'])}); "

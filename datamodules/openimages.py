@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import numpy as np
+import pytorch_lightning as pl
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
@@ -69,6 +69,7 @@ class OpenImagesDetectionDataset(Dataset):
         return {
             "image": pixels,
             "image_id": index,
+            "image_name": rec["image_id"],
             "boxes": boxes,
             "labels": torch.as_tensor(rec["labels"], dtype=torch.int64),
             "group_of": torch.as_tensor(rec["group_of"], dtype=torch.bool),
@@ -134,7 +135,9 @@ class OpenImagesDetectionDataModule(pl.LightningDataModule):
             )
         self.class_names, self.display_names = list(classes), list(classes.values())
         index = {n: i for i, n in enumerate(self.class_names)}
-        self.class_ancestors = [sorted(index[a] for a in hierarchy.ancestors.get(n, ()) if a in index) for n in self.class_names]
+        self.class_ancestors = [
+            sorted(index[a] for a in hierarchy.ancestors.get(n, ()) if a in index) for n in self.class_names
+        ]
         return hierarchy
 
     def setup(self, stage: str | None = None) -> None:
@@ -157,7 +160,9 @@ class OpenImagesDetectionDataModule(pl.LightningDataModule):
                 raw, exp = boxes.get(image_id, ImageBoxes()), expanded.get(image_id, ImageBoxes())
                 for name in raw.labels:
                     if name not in index:
-                        raise DataFormatError(box_file, f"class {name!r} of image {image_id} is not in class-descriptions-boxable.csv")
+                        raise DataFormatError(
+                            box_file, f"class {name!r} of image {image_id} is not in class-descriptions-boxable.csv"
+                        )
                 keep = [n in index for n in exp.labels]
                 records.append(
                     {

@@ -48,7 +48,6 @@ def normalize(images: np.ndarray) -> torch.Tensor:
 def crop_faces(frame: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
     """Square crops (N, size, size, 3) uint8 of ``boxes`` (N, 4: x0 y0 x1 y1 pixels) from ``frame``
     (H, W, 3); the square is centred on the box with its longer side, padded with zeros at the edges."""
-    h, w = frame.shape[:2]
     out = np.zeros((len(boxes), size, size, 3), np.uint8)
     for i, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, np.float64).reshape(-1, 4)):
         side = max(x1 - x0, y1 - y0, 1.0)
@@ -63,7 +62,6 @@ def crop_faces(frame: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
             flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_CONSTANT,
         )
-    del h, w
     return out
 
 
@@ -234,9 +232,10 @@ def read_clips(path: str | Path, root: str | Path) -> list[dict]:
     if not isinstance(data, dict) or not isinstance(data.get("clips"), list):
         raise DataFormatError(path, 'expected {"clips": [...]} at the top level', 1)
     clips = []
+    lines = _video_lines(path)
     for c, clip in enumerate(data["clips"]):
         name = clip.get("video") if isinstance(clip, dict) else None
-        line = line_of_key(path, "video") if name is None else _line_of_value(path, name)
+        line = lines.get(name) if isinstance(name, str) else line_of_key(path, "video")
         if not isinstance(name, str):
             raise DataFormatError(path, f"clip {c}: missing 'video'", line)
         frames = clip.get("frames")
@@ -293,14 +292,15 @@ def read_clips(path: str | Path, root: str | Path) -> list[dict]:
     return clips
 
 
-def _line_of_value(path: Path, value: str) -> int | None:
-    import json
+def _video_lines(path: Path) -> dict[str, int]:
+    """The line of each ``"video": "<name>"`` in the file, to name it in an error."""
+    import re
 
-    needle = json.dumps(value)
-    for number, text in enumerate(path.read_text().splitlines(), start=1):
-        if needle in text:
-            return number
-    return None
+    found: dict[str, int] = {}
+    for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for match in re.finditer(r'"video"\s*:\s*"([^"]*)"', text):
+            found.setdefault(match.group(1), number)
+    return found
 
 
 def expression_target(boxes: np.ndarray, labels: np.ndarray) -> float:

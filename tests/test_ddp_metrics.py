@@ -375,9 +375,9 @@ def _openimages_batches() -> list[tuple]:
             ids.append(image)
             preds.append({"boxes": det, "scores": torch.rand(n, generator=g).mul(10).round().div(10),
                           "labels": torch.randint(0, 3, (n,), generator=g)})  # fmt: skip
+            verified = torch.randperm(3, generator=g)[: int(torch.randint(0, 3, (1,), generator=g))]
             targets.append({"boxes": boxes, "labels": torch.randint(0, 3, (m,), generator=g),
-                            "group_of": torch.rand(m, generator=g) < 0.3,
-                            "verified": torch.randperm(3, generator=g)[: int(torch.randint(0, 3, (1,), generator=g))]})  # fmt: skip
+                            "group_of": torch.rand(m, generator=g) < 0.3, "verified": verified})  # fmt: skip
             image += 1
         out.append((ids, preds, targets))
     return out

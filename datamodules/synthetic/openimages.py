@@ -106,7 +106,9 @@ def generate_openimages(
                 if group:  # a cluster of small shapes, annotated as one group-of box
                     for _ in range(4):
                         sx, sy = rng.uniform(x1, x2 - w / 3), rng.uniform(y1, y2 - h / 3)
-                        _draw(draw, shape, colour, (sx * width, sy * height, (sx + w / 3) * width, (sy + h / 3) * height))
+                        _draw(
+                            draw, shape, colour, (sx * width, sy * height, (sx + w / 3) * width, (sy + h / 3) * height)
+                        )
                 else:
                     _draw(draw, shape, colour, (x1 * width, y1 * height, x2 * width, y2 * height))
                 box_rows.append(

@@ -23,7 +23,7 @@ from core.weights import load_pretrained, read_state_dict
 from tasks.classification.module import ImageClassificationTask
 from tasks.fgvc import grading
 from tasks.fgvc.metrics import CategorizationAccuracy, MacroF1, SampleF2, TopKError
-from tasks.fgvc.prior import em_prior
+from tasks.fgvc.prior import calibrated_posteriors, em_prior, fit_calibration
 from tasks.fgvc.visualize import confused_pairs, render_confused_pairs
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ class FineGrainedTask(ImageClassificationTask):
         taxonomy: dict[str, int] | None = None,
         taxonomy_weight: float = 0.5,
         prior_adjustment: str = "none",
+        calibration: str = "bcts",
         sequence_average: bool = False,
         confused_pairs: int = 6,
         **kwargs: Any,
@@ -105,6 +106,8 @@ class FineGrainedTask(ImageClassificationTask):
         self.competition = grading.competition(competition)
         if prior_adjustment not in ("none", "em"):
             raise ValueError(f"task.prior_adjustment={prior_adjustment!r}: choose 'none' or 'em'")
+        if calibration not in ("none", "ts", "bcts"):
+            raise ValueError(f"task.calibration={calibration!r}: choose 'none', 'ts' or 'bcts'")
         self.taxonomy_heads = nn.ModuleDict(
             {level: nn.Linear(self.model.num_features, size) for level, size in (taxonomy or {}).items()}
         )
@@ -188,7 +191,7 @@ class FineGrainedTask(ImageClassificationTask):
 
     def test_step(self, batch, batch_idx: int) -> None:
         images, targets, index = batch
-        probs = self(images).float().softmax(-1)
+        probs = self(images).float().log_softmax(-1)  # log-posteriors: softmax later, or calibrate first
         self._test_outputs.append(
             torch.cat([index.reshape(-1, 1).float(), targets.reshape(len(index), -1).float(), probs], 1).cpu()
         )
@@ -209,7 +212,8 @@ class FineGrainedTask(ImageClassificationTask):
         return 1
 
     def on_test_epoch_end(self) -> None:
-        index, targets, scores = self.gathered_test_outputs()
+        index, targets, log_posteriors = self.gathered_test_outputs()
+        scores = np.exp(log_posteriors)
         datamodule = getattr(self.trainer, "datamodule", None)
         if self.hparams.sequence_average:
             scores = self._sequence_average(scores, index, datamodule)
@@ -224,7 +228,15 @@ class FineGrainedTask(ImageClassificationTask):
             )
             if train_prior.sum() <= 0:
                 raise ValueError("prior_adjustment=em needs the training prior (train first, or give the DataModule)")
-            estimate = em_prior(scores, train_prior)
+            calibration = self._calibration(datamodule)
+            em_input = scores
+            if calibration is not None:
+                em_input = calibrated_posteriors(log_posteriors, calibration["temperature"], calibration["biases"])
+                if self.hparams.sequence_average:
+                    em_input = self._sequence_average(em_input, index, datamodule)
+                if labeled:  # calibration alone moves the decision too (its class biases)
+                    results[f"test/{name}_calibrated"] = grade(self.competition, em_input, targets)
+            estimate = em_prior(em_input, train_prior)
             adjusted = estimate.posteriors
             if labeled:
                 results[f"test/{name}_em"] = grade(self.competition, adjusted, targets)
@@ -235,7 +247,10 @@ class FineGrainedTask(ImageClassificationTask):
                 "class_names": list(getattr(datamodule, "class_names", []) or []),
                 "train_prior": train_prior.tolist(),
                 "test_prior": estimate.prior.tolist(),
+                "calibration": self.hparams.calibration if calibration is not None else "none",
             }
+            if calibration is not None:
+                priors.update(temperature=calibration["temperature"], biases=calibration["biases"].tolist())
             if labeled:
                 priors["true_test_prior"] = (np.bincount(targets, minlength=len(train_prior)) / len(targets)).tolist()
             if self.trainer.is_global_zero:
@@ -254,6 +269,28 @@ class FineGrainedTask(ImageClassificationTask):
             self.log(key, value, sync_dist=False)
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             self._write_outputs(index, targets, scores_for_submission, datamodule)
+
+    def _calibration(self, datamodule) -> dict[str, Any] | None:
+        """Temperature (and class biases for ``bcts``) fit on the validation split, which follows the
+        training prior; None without calibration or without a labeled validation split."""
+        if self.hparams.calibration == "none":
+            return None
+        datasets = getattr(datamodule, "datasets", {}) or {}
+        if "val" not in datasets or len(datasets["val"]) == 0:
+            log.warning(
+                "task.calibration=%s: no validation split to fit it on; EM uses raw posteriors",
+                self.hparams.calibration,
+            )
+            return None
+        logits, labels = [], []
+        with torch.inference_mode():
+            for images, targets, _ in datamodule.val_dataloader():  # every rank: the whole split
+                logits.append(self(images.to(self.device)).float().log_softmax(-1).cpu())
+                labels.append(targets)
+        temperature, biases = fit_calibration(
+            torch.cat(logits).numpy(), torch.cat(labels).numpy(), bias=self.hparams.calibration == "bcts"
+        )
+        return {"temperature": temperature, "biases": biases}
 
     def _sequence_average(self, scores: np.ndarray, index: np.ndarray, datamodule) -> np.ndarray:
         groups = getattr(datamodule, "test_groups", None)

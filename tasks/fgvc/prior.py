@@ -51,3 +51,36 @@ def em_prior(posteriors: np.ndarray, train_prior: np.ndarray, max_iter: int = 10
         if change < tol:
             return PriorEstimate(prior, adjust_posteriors(posteriors, train_prior, prior), iteration, True)
     return PriorEstimate(prior, adjust_posteriors(posteriors, train_prior, prior), max_iter, False)
+
+
+def fit_calibration(logits: np.ndarray, labels: np.ndarray, bias: bool = True) -> tuple[float, np.ndarray]:
+    """Temperature T (and, with ``bias``, per-class biases b) minimizing the validation NLL of
+    softmax(logits / T + b): temperature scaling (Guo et al., 2017) or its bias-corrected form (BCTS,
+    Alexandari, Kundaje & Shrikumar, ICML 2020), which makes EM prior estimation reliable when the
+    network's posteriors are miscalibrated. Fit on a labeled split drawn under the training prior."""
+    import torch
+
+    # Lightning evaluates under inference mode, where no graph can be built: leave it here.
+    with torch.inference_mode(False), torch.enable_grad():
+        x = torch.tensor(np.asarray(logits, np.float64))
+        y = torch.tensor(np.asarray(labels, np.int64))
+        log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+        b = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+        params = [log_t, b] if bias else [log_t]
+        optimizer = torch.optim.LBFGS(params, lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
+
+        def closure():
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(x / log_t.exp() + (b if bias else 0.0), y)
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+    return float(log_t.exp()), (b.detach().numpy() if bias else np.zeros(x.shape[1]))
+
+
+def calibrated_posteriors(logits: np.ndarray, temperature: float, biases: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, np.float64) / temperature + np.asarray(biases, np.float64)[None, :]
+    z -= z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)

@@ -12,7 +12,6 @@ the mAP and the per-class AP. Imports numpy and the standard library only."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

@@ -73,7 +73,9 @@ class OpenImagesChallengeMAP(PerSampleMetric):
                     group_of=g[:, 6] > 0.5,
                     verified=ver_by.get(image, np.zeros((0, 2)))[:, 1].astype(np.int64),
                 ),
-                None if d is None else ImageDetections(labels=d[:, 1].astype(np.int64), scores=d[:, 2], boxes=d[:, 3:7]),
+                None
+                if d is None
+                else ImageDetections(labels=d[:, 1].astype(np.int64), scores=d[:, 2], boxes=d[:, 3:7]),
             )
         mean_ap, ap = acc.compute()
         out = {"map": torch.tensor(mean_ap, dtype=torch.float64)}

@@ -53,8 +53,13 @@ def faster_rcnn(
         )  # fmt: skip
     else:
         body = resnet_fpn_backbone(backbone_name=backbone, weights=None, trainable_layers=5)
-        anchors = AnchorGenerator(sizes=tuple((s,) for s in anchor_sizes) + ((anchor_sizes[-1] * 2,),) * 2, aspect_ratios=((0.5, 1.0, 2.0),) * (len(anchor_sizes) + 2))
-        model = FasterRCNN(body, num_classes=num_classes + 1, min_size=min_size, max_size=max_size, rpn_anchor_generator=anchors)
+        anchors = AnchorGenerator(
+            sizes=tuple((s,) for s in anchor_sizes) + ((anchor_sizes[-1] * 2,),) * 2,
+            aspect_ratios=((0.5, 1.0, 2.0),) * (len(anchor_sizes) + 2),
+        )
+        model = FasterRCNN(
+            body, num_classes=num_classes + 1, min_size=min_size, max_size=max_size, rpn_anchor_generator=anchors
+        )
     if pretrained_path:  # a user's local backbone weights (a torchvision ResNet state dict, say)
         from core.weights import load_pretrained
 
@@ -62,7 +67,9 @@ def faster_rcnn(
     return model
 
 
-def challenge_detection_losses(model: FasterRCNN, images: list[torch.Tensor], targets: list[dict]) -> dict[str, torch.Tensor]:
+def challenge_detection_losses(
+    model: FasterRCNN, images: list[torch.Tensor], targets: list[dict]
+) -> dict[str, torch.Tensor]:
     """Faster R-CNN's training losses with the Open Images label rules in the box classifier:
 
     - a class neither annotated (boxed) nor verified for an image is not a negative there: its logit
@@ -116,9 +123,12 @@ def challenge_detection_losses(model: FasterRCNN, images: list[torch.Tensor], ta
     classifier_loss = (ce * weights).sum() / weights.sum().clamp(min=1.0)
     positive = torch.where(labels > 0)[0]
     box_regression = box_regression.reshape(len(labels), box_regression.size(-1) // 4, 4)
-    box_loss = F.smooth_l1_loss(
-        box_regression[positive, labels[positive]], regression_targets[positive], beta=1 / 9, reduction="sum"
-    ) / labels.numel()
+    box_loss = (
+        F.smooth_l1_loss(
+            box_regression[positive, labels[positive]], regression_targets[positive], beta=1 / 9, reduction="sum"
+        )
+        / labels.numel()
+    )
     return {"loss_classifier": classifier_loss, "loss_box_reg": box_loss, **rpn_losses}
 
 

@@ -9,10 +9,13 @@ import pytorch_lightning as pl
 import torch
 from torchvision.utils import draw_bounding_boxes
 
+from core.io import make_dirs
 from core.media import log_image
+from core.metrics import gather_objects
 from core.optim import configure_optimizers
 from tasks.openimages.metrics import OpenImagesChallengeMAP
 from tasks.openimages.model import challenge_detection_losses, expand_to_ancestors, faster_rcnn
+from tasks.openimages.submission import write_detection_submission
 
 
 class OpenImagesDetectionTask(pl.LightningModule):
@@ -48,6 +51,8 @@ class OpenImagesDetectionTask(pl.LightningModule):
         self.test_map = OpenImagesChallengeMAP(num_classes)
         self.class_ancestors: list[list[int]] = [[] for _ in range(num_classes)]
         self.class_names: list[str] = []
+        self.display_names: list[str] = []
+        self._test_rows: list[tuple] = []
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)
@@ -56,14 +61,20 @@ class OpenImagesDetectionTask(pl.LightningModule):
                 raise ValueError(f"task.num_classes={self.hparams.num_classes} but the data set has {dm.num_classes}")
             self.class_ancestors = [list(a) for a in dm.class_ancestors]
             self.class_names = list(dm.class_names)
+            self.display_names = list(getattr(dm, "display_names", []) or dm.class_names)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["openimages"] = {"class_ancestors": self.class_ancestors, "class_names": self.class_names}
+        checkpoint["openimages"] = {
+            "class_ancestors": self.class_ancestors,
+            "class_names": self.class_names,
+            "display_names": self.display_names,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpoint.get("openimages", {})
         self.class_ancestors = saved.get("class_ancestors", self.class_ancestors)
         self.class_names = saved.get("class_names", self.class_names)
+        self.display_names = saved.get("display_names", self.display_names)
 
     def training_step(self, batch: list[dict], batch_idx: int) -> torch.Tensor:
         images = [item["image"] for item in batch]
@@ -96,10 +107,22 @@ class OpenImagesDetectionTask(pl.LightningModule):
             return
         preds = self.detect([item["image"] for item in batch])
         targets = [
-            {"boxes": b["eval_boxes"], "labels": b["eval_labels"], "group_of": b["eval_group_of"], "verified": b["verified"]}
+            {
+                "boxes": b["eval_boxes"],
+                "labels": b["eval_labels"],
+                "group_of": b["eval_group_of"],
+                "verified": b["verified"],
+            }
             for b in batch
         ]
         metric.update([b["image_id"] for b in batch], preds, targets)
+        if stage == "test":  # rows of the Kaggle submission: class MIDs, normalized boxes
+            for b, p in zip(batch, preds):
+                h, w = b["image"].shape[-2:]
+                scale = p["boxes"].new_tensor([w, h, w, h])
+                names = [self.class_names[i] if i < len(self.class_names) else str(i) for i in p["labels"].tolist()]
+                boxes = (p["boxes"] / scale).clamp(0, 1).cpu().numpy()
+                self._test_rows.append((b["image_name"], names, p["scores"].cpu().tolist(), boxes))
         if batch_idx == 0 and self.hparams.num_sample_images > 0:
             self._log_pictures(batch, preds, f"{stage}/detections")
 
@@ -107,7 +130,8 @@ class OpenImagesDetectionTask(pl.LightningModule):
         pictures = []
         for item, pred in list(zip(batch, preds))[: self.hparams.num_sample_images]:
             keep = pred["scores"] >= 0.3
-            names = [self.class_names[i] if i < len(self.class_names) else str(i) for i in pred["labels"][keep].tolist()]
+            shown = self.display_names or self.class_names
+            names = [shown[i] if i < len(shown) else str(i) for i in pred["labels"][keep].tolist()]
             image = (item["image"].clamp(0, 1) * 255).to(torch.uint8).cpu()
             pictures.append(draw_bounding_boxes(image, pred["boxes"][keep].cpu(), labels=names, colors="white"))
         log_image(self, key, pictures)
@@ -128,6 +152,12 @@ class OpenImagesDetectionTask(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_metric(self.test_map, "test")
+        rows = gather_objects(self._test_rows)  # collective: every rank calls it
+        self._test_rows = []
+        if self.trainer.is_global_zero and rows:
+            predictions = {name: (labels, scores, boxes) for name, labels, scores, boxes in rows}
+            out = make_dirs(self.trainer.default_root_dir) / "test_submission.csv"
+            write_detection_submission(out, dict(sorted(predictions.items())))
 
     def configure_optimizers(self) -> Any:
         return configure_optimizers(self, self.hparams.optimizer, self.hparams.scheduler)

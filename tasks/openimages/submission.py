@@ -67,7 +67,9 @@ def read_detection_submission(path: str | Path, class_ids: Mapping[str, int]) ->
             raise DataFormatError(path, f"image {image_id!r} appears twice", line)
         fields = text.split()
         if len(fields) % 6:
-            raise DataFormatError(path, f"{len(fields)} values: groups of 6 (label conf xmin ymin xmax ymax) expected", line)
+            raise DataFormatError(
+                path, f"{len(fields)} values: groups of 6 (label conf xmin ymin xmax ymax) expected", line
+            )
         names = fields[0::6]
         unknown = sorted({n for n in names if n not in class_ids})
         if unknown:

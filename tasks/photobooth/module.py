@@ -230,7 +230,9 @@ class PhotoboothTask(pl.LightningModule):
         for v in self.variants:
             values = metrics[v or "full"].compute()
             for k, value in values.items():
-                self.log(f"{stage}/{k}{v}", value, sync_dist=False, prog_bar=(k == "f1" and not v))
+                self.log(
+                    f"{stage}/{k}{v}", value, sync_dist=True, prog_bar=(k == "f1" and not v)
+                )  # equal on every rank
             metrics[v or "full"].reset()
 
     def validation_step(self, clip: dict, batch_idx: int) -> None:
@@ -262,6 +264,21 @@ class PhotoboothTask(pl.LightningModule):
         if self.trainer.is_global_zero:
             rows = sorted({r["clip"]: r for r in rows}.values(), key=lambda r: r["clip"])
             atomic_write_json(Path(self.trainer.default_root_dir) / "test_shots.json", rows)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> list:
+        """predict.py: per video of the batch (frames end to end, ``lengths``) the pipeline's result
+        with attention and buffer (tasks/photobooth/predict.py writes its products)."""
+        if not batch["inputs"]:  # every video of the batch was unreadable
+            return []
+        from tasks.photobooth.pipeline import Photobooth
+
+        booth = Photobooth(self)
+        results, start = [], 0
+        for length in batch["lengths"]:
+            clip = {k: batch[k][start : start + length] for k in ("frame", "crops", "boxes", "mask", "blur")}
+            results.append(booth.finish(self.clip_outputs(clip)))
+            start += length
+        return results
 
     def configure_optimizers(self):
         return configure_optimizers(self, self.hparams.optimizer, self.hparams.scheduler)

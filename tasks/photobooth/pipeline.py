@@ -86,17 +86,18 @@ class Photobooth:
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def run(self, frames: Iterable[np.ndarray], boxes: BoxSource | Sequence[np.ndarray]) -> PhotoboothResult:
-        outputs = self.model_outputs(frames, boxes)
+        return self.finish(self.model_outputs(frames, boxes))
+
+    def finish(self, outputs: dict[str, np.ndarray]) -> PhotoboothResult:
+        """Quality filter, frame score, shutter and indicator over the model outputs of a clip."""
         shots, scored = self.task.shots(outputs, attention=self.attention, buffer=self.buffer)
         num_faces = outputs["mask"].sum(-1)
         attending = scored["smoothed"]["attending"]
         expression = np.maximum(scored["smoothed"]["expression"], scored["smoothed"]["kiss"])
         bar = Indicator()
+        key = self.task.scoring.expression_min
         indicator = np.array(
-            [
-                bar.update(indicator_target(int(n), a, e, self.task.scoring.expression_min))
-                for n, a, e in zip(num_faces, attending, expression)
-            ]
+            [bar.update(indicator_target(int(n), a, e, key)) for n, a, e in zip(num_faces, attending, expression)]
         )
         return PhotoboothResult(
             shots=shots,

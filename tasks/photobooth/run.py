@@ -152,18 +152,26 @@ def main(argv: list[str] | None = None) -> dict:
     booth = Photobooth.from_checkpoint(args.checkpoint, attention=not args.no_attention, buffer=not args.no_buffer)
     result = booth.run(frames, boxes)
     out = args.output or args.input.with_name(args.input.stem + "_photobooth")
+    summary = write_products(out, frames, result, fps, str(args.input))
+    print(f"{len(summary['shots'])} shots of {len(frames)} frames -> {out}")
+    return summary
+
+
+def write_products(out: Path, frames: list[np.ndarray], result, fps: float, source: str) -> dict:
+    """Shots (JPEG), contact sheet, timeline plot and the JSON files of one input under ``out``;
+    returns the content of shots.json. The run command and predict.py both write through it."""
+    from PIL import Image
+
     shots = result.shot_records()
     for n, shot in enumerate(shots):
         shot["time_s"] = shot["frame"] / fps
         shot["file"] = f"shots/shot_{n:03d}_frame_{shot['frame']:06d}.jpg"
         atomic_write_bytes(out / shot["file"], encode_jpeg(frames[shot["frame"]]))
-    from PIL import Image
-
     sheet = io.BytesIO()
     Image.fromarray(contact_sheet(frames, shots)).save(sheet, format="PNG")
     atomic_write_bytes(out / "contact_sheet.png", sheet.getvalue())
     atomic_write_bytes(out / "timeline.png", timeline_plot(result, fps))
-    summary = {"input": str(args.input), "fps": fps, "num_frames": len(frames), "shots": shots}
+    summary = {"input": source, "fps": fps, "num_frames": len(frames), "shots": shots}
     atomic_write_json(out / "shots.json", summary)
     atomic_write_json(
         out / "timeline.json",
@@ -177,7 +185,6 @@ def main(argv: list[str] | None = None) -> dict:
             "rejected": {k: np.flatnonzero(v).tolist() for k, v in result.rejected.items()},
         },
     )
-    print(f"{len(shots)} shots of {len(frames)} frames -> {out}")
     return summary
 
 

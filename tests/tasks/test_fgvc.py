@@ -83,6 +83,9 @@ def test_em_writes_priors_and_logs_both_metrics(inat_run):
     assert {"test/top1_error", "test/top1_error_em"} <= set(metrics)
     priors = json.loads((run / "priors.json").read_text())
     assert priors["converged"] and len(priors["test_prior"]) == 24
+    # posteriors calibrated on validation (bias-corrected temperature scaling) before EM
+    assert priors["calibration"] == "bcts" and priors["temperature"] > 0 and len(priors["biases"]) == 24
+    assert "test/top1_error_calibrated" in metrics
     assert sum(priors["test_prior"]) == pytest.approx(1.0)
     counts = np.bincount(
         [a["category_id"] for a in json.loads((Path(cfg.data.root) / "train2019.json").read_text())["annotations"]],

@@ -235,3 +235,23 @@ def test_sampler_weights_give_balanced_and_square_root_class_shares():
     assert class_sampler(labels, "instance") is None
     with pytest.raises(ValueError, match="sampler='balanced'"):
         sampling_weights(labels, "balanced")
+
+
+def test_calibration_recovers_a_known_temperature_and_bias():
+    """Labels drawn from softmax(z); the network reports 3 z + (1, 0, -1): temperature scaling finds
+    T = 3, and the bias-corrected form also removes the class biases (b = -(1, 0, -1)/3 up to a
+    shared constant)."""
+    from tasks.fgvc.prior import calibrated_posteriors, fit_calibration
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 1.5, (20000, 3))
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    labels = (rng.random((20000, 1)) > p.cumsum(1)).sum(1)
+    reported = 3 * z
+    temperature, _ = fit_calibration(reported, labels, bias=False)
+    assert temperature == pytest.approx(3.0, rel=0.05)
+    temperature, biases = fit_calibration(reported + np.array([1.0, 0.0, -1.0]), labels, bias=True)
+    assert temperature == pytest.approx(3.0, rel=0.05)
+    assert biases - biases.mean() == pytest.approx(-np.array([1.0, 0.0, -1.0]) / 3, abs=0.05)
+    recovered = calibrated_posteriors(reported + np.array([1.0, 0.0, -1.0]), temperature, biases)
+    assert np.abs(recovered - p).mean() < 0.01

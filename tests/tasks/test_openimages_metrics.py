@@ -144,13 +144,17 @@ def test_torchmetrics_wrapper_equals_numpy_core():
         m, n = int(rng.integers(0, 4)), int(rng.integers(0, 6))
         xy = rng.uniform(0, 0.6, (m, 2))
         g_boxes = np.concatenate([xy, xy + rng.uniform(0.1, 0.4, (m, 2))], 1)
-        g = gt(rng.integers(0, 3, m), g_boxes, rng.random(m) < 0.3, rng.choice(3, int(rng.integers(0, 3)), replace=False))
+        g = gt(
+            rng.integers(0, 3, m), g_boxes, rng.random(m) < 0.3, rng.choice(3, int(rng.integers(0, 3)), replace=False)
+        )
         jitter = g_boxes[rng.integers(0, m, n)] + rng.normal(0, 0.03, (n, 4)) if m else rng.uniform(0, 1, (n, 4))
         d = det(rng.integers(0, 3, n), np.round(rng.random(n), 1), np.sort(jitter.reshape(n, 2, 2), 1).reshape(n, 4))
         images.append((f"{i:03d}", g))
         dets[f"{i:03d}"] = d
         ids.append(i)
-        preds.append({"labels": torch.tensor(d.labels), "scores": torch.tensor(d.scores), "boxes": torch.tensor(d.boxes)})
+        preds.append(
+            {"labels": torch.tensor(d.labels), "scores": torch.tensor(d.scores), "boxes": torch.tensor(d.boxes)}
+        )
         targets.append(
             {"labels": torch.tensor(g.labels), "boxes": torch.tensor(g.boxes), "group_of": torch.tensor(g.group_of),
              "verified": torch.tensor(g.verified)}
@@ -220,7 +224,11 @@ def test_cli_imports_no_torch(tmp_path):
 
 def test_submission_round_trip_and_errors(tmp_path):
     path = tmp_path / "s.csv"
-    path.write_text(detection_csv_text({"img1": (["/m/a", "/m/b"], [0.5, 0.25], np.array([BOX1, BOX2])), "img2": ([], [], np.zeros((0, 4)))}))
+    path.write_text(
+        detection_csv_text(
+            {"img1": (["/m/a", "/m/b"], [0.5, 0.25], np.array([BOX1, BOX2])), "img2": ([], [], np.zeros((0, 4)))}
+        )
+    )
     got = read_detection_submission(path, {"/m/a": 0, "/m/b": 1})
     assert got["img1"].labels.tolist() == [0, 1] and got["img1"].scores.tolist() == [0.5, 0.25]
     assert np.allclose(got["img1"].boxes, [BOX1, BOX2]) and len(got["img2"].labels) == 0

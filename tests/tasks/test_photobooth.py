@@ -279,3 +279,29 @@ def test_run_command_matches_the_modules_test_shots(cfg_train, cfg_eval, tmp_pat
 
     assert Image.open(out / "contact_sheet.png").size[0] == 320 * min(4, len(expected))
     assert Image.open(out / "timeline.png").size == (1000, 500)
+
+    # The same frames as a folder of PNGs with boxes in the {"frames": [...]} form: the same shots.
+    from core.video import open_video, read_frames
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    reader = open_video(root / clip["video"])
+    for t, frame in enumerate(read_frames(reader, range(len(reader)))):
+        Image.fromarray(frame).save(folder / f"{t:04d}.png")
+    (tmp_path / "boxes.json").write_text(json.dumps({"frames": clip["frames"]}))
+    from_folder = run.main(
+        [str(folder), "--checkpoint", str(ckpt), "--boxes", str(tmp_path / "boxes.json"), "--fps", "10"]
+    )
+    assert [s["frame"] for s in from_folder["shots"]] == expected
+    assert (tmp_path / "frames_photobooth" / "shots.json").exists()
+
+    # predict.py on the same video writes the same shots and files under <video name>/.
+    from core.prediction import predict
+    from tests.conftest import compose_config
+
+    video = root / clip["video"]
+    args = ["task=photobooth", f"ckpt_path={ckpt}", f"input={video}", f"product.writer.boxes={root / 'test.json'}"]
+    predict(compose_config("predict", args, tmp_path / "pred", tmp_path / "unused"))
+    product = json.loads((tmp_path / "pred" / video.stem / "shots.json").read_text())
+    assert [s["frame"] for s in product["shots"]] == expected
+    assert (tmp_path / "pred" / video.stem / "contact_sheet.png").exists()
