@@ -128,9 +128,7 @@ def main() -> None:
             np.abs(em - true).sum(),
         )
     print(f"checkpoint: {ckpt}")
-    print(
-        "| test prior | top-1 error | BCTS | BCTS + EM | L1(train prior, true) | L1(EM prior, true) |"
-    )
+    print("| test prior | top-1 error | BCTS | BCTS + EM | L1(train prior, true) | L1(EM prior, true) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for prior, (plain, calibrated, em, l1_train, l1_em) in rows.items():
         label = "shifted (reversed tail)" if prior == "reversed" else "as training (no shift)"

@@ -67,6 +67,25 @@ def faster_rcnn(
     return model
 
 
+def group_of_background_weights(
+    proposals: torch.Tensor, labels: torch.Tensor, group_boxes: torch.Tensor
+) -> torch.Tensor:
+    """Classifier-loss weight per sampled proposal: 0 for a background proposal (label 0) whose
+    intersection over its own area with some group-of box is >= 0.5 (the challenge's group-of match,
+    so not a false positive there), else 1."""
+    weights = torch.ones(len(labels), device=proposals.device)
+    if len(group_boxes) == 0 or len(labels) == 0:
+        return weights
+    ix1 = torch.maximum(proposals[:, None, 0], group_boxes[None, :, 0])
+    iy1 = torch.maximum(proposals[:, None, 1], group_boxes[None, :, 1])
+    ix2 = torch.minimum(proposals[:, None, 2], group_boxes[None, :, 2])
+    iy2 = torch.minimum(proposals[:, None, 3], group_boxes[None, :, 3])
+    inter = (ix2 - ix1).clamp(min=0) * (iy2 - iy1).clamp(min=0)
+    area = ((proposals[:, 2] - proposals[:, 0]) * (proposals[:, 3] - proposals[:, 1])).clamp(min=1e-6)
+    inside = (inter / area[:, None]).max(1).values >= 0.5
+    return torch.where((labels == 0) & inside, torch.zeros_like(weights), weights)
+
+
 def challenge_detection_losses(
     model: FasterRCNN, images: list[torch.Tensor], targets: list[dict]
 ) -> dict[str, torch.Tensor]:
@@ -99,20 +118,10 @@ def challenge_detection_losses(
         row[t["known"].to(row.device) + 1] = True
         row[lab] = True
         allowed.append(row.expand(len(lab), -1))
-        w = torch.ones(len(lab), device=class_logits.device)
         group = t["group_of"].to(row.device)
-        if group.any():
-            ratio = torch.tensor(image_list.image_sizes[i][::-1] * 2, device=row.device, dtype=torch.float32)
-            ratio = ratio / torch.tensor(original_sizes[i][::-1] * 2, device=row.device, dtype=torch.float32)
-            gboxes = t["boxes"][group].to(row.device) * ratio
-            ix1 = torch.maximum(props[:, None, 0], gboxes[None, :, 0])
-            iy1 = torch.maximum(props[:, None, 1], gboxes[None, :, 1])
-            ix2 = torch.minimum(props[:, None, 2], gboxes[None, :, 2])
-            iy2 = torch.minimum(props[:, None, 3], gboxes[None, :, 3])
-            inter = (ix2 - ix1).clamp(min=0) * (iy2 - iy1).clamp(min=0)
-            area = ((props[:, 2] - props[:, 0]) * (props[:, 3] - props[:, 1])).clamp(min=1e-6)
-            inside = (inter / area[:, None]).max(1).values >= 0.5
-            w = torch.where((lab == 0) & inside, torch.zeros_like(w), w)
+        ratio = torch.tensor(image_list.image_sizes[i][::-1] * 2, device=row.device, dtype=torch.float32)
+        ratio = ratio / torch.tensor(original_sizes[i][::-1] * 2, device=row.device, dtype=torch.float32)
+        w = group_of_background_weights(props, lab, t["boxes"][group].to(row.device) * ratio)
         weights.append(w)
     allowed = torch.cat(allowed, 0)
     weights = torch.cat(weights, 0)

@@ -10,7 +10,12 @@ import torch
 
 from core.training import train
 from tasks.openimages.evaluate import score_detection
-from tasks.openimages.model import challenge_detection_losses, expand_to_ancestors, faster_rcnn
+from tasks.openimages.model import (
+    challenge_detection_losses,
+    expand_to_ancestors,
+    faster_rcnn,
+    group_of_background_weights,
+)
 
 SMALL = [
     "data.generator.num_train=8",
@@ -62,6 +67,15 @@ def test_plain_softmax_would_push_unverified_classes_down():
         t["known"] = torch.arange(4)
     sum(challenge_detection_losses(model, images, targets).values()).backward()
     assert model.roi_heads.box_predictor.cls_score.weight.grad[3 + 1].abs().sum() > 0
+
+
+def test_background_inside_a_group_of_box_is_ignored():
+    proposals = torch.tensor([[0.0, 0, 10, 10], [8.0, 0, 18, 10], [12.0, 0, 22, 10], [0.0, 0, 10, 10]])
+    labels = torch.tensor([0, 0, 0, 2])
+    # group-of box x 0..15: IoA 1, 0.7 (7/10 inside), 0.3 -> ignored, ignored, kept; a positive stays
+    weights = group_of_background_weights(proposals, labels, torch.tensor([[0.0, 0, 15, 10]]))
+    assert weights.tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert group_of_background_weights(proposals, labels, torch.zeros(0, 4)).tolist() == [1.0] * 4
 
 
 def test_predictions_expand_to_every_ancestor():
