@@ -7,10 +7,13 @@ under CI (the environment variable CI is set) and are skipped with it elsewhere.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -76,9 +79,7 @@ class LocalCluster:
             **kwargs,
         )
         if check and proc.returncode != 0:
-            raise AssertionError(
-                f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-            )
+            raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         return proc
 
     def job_info(self, job_id: str) -> dict[str, str]:
@@ -100,8 +101,7 @@ class LocalCluster:
                 return info
             time.sleep(1.0)
         raise AssertionError(
-            f"job {job_id} not in {sorted(states)} after {timeout:.0f} s: {info.get('JobState')} "
-            f"({info.get('Reason')})"
+            f"job {job_id} not in {sorted(states)} after {timeout:.0f} s: {info.get('JobState')} ({info.get('Reason')})"
         )
 
     def wait_finished(self, job_id: str, timeout: float) -> dict[str, str]:
@@ -118,9 +118,7 @@ def slurm_cluster() -> LocalCluster:
         if shutil.which(c) is None and not Path("/usr/sbin", c).exists()
     ]
     if missing:
-        cluster_unavailable(
-            f"{', '.join(missing)} not installed; run: bash slurm/install_local_cluster.sh"
-        )
+        cluster_unavailable(f"{', '.join(missing)} not installed; run: bash slurm/install_local_cluster.sh")
     # Not under pytest's tmp folder: munged (user munge) must be able to reach its socket folder.
     state = Path(tempfile.mkdtemp(prefix="visionlab-slurm-test-"))
     env = {**os.environ, "SLURMCTLD_PORT": str(_free_port()), "SLURMD_PORT": str(_free_port())}
@@ -136,8 +134,7 @@ def slurm_cluster() -> LocalCluster:
     try:
         if proc.returncode != 0:
             cluster_unavailable(
-                f"slurm/start_local_cluster.sh failed ({proc.returncode}): "
-                f"{(proc.stdout + proc.stderr).strip()}"
+                f"slurm/start_local_cluster.sh failed ({proc.returncode}): {(proc.stdout + proc.stderr).strip()}"
             )
         cluster = LocalCluster(state_dir=state, conf=state / "slurm.conf")
         yield cluster
@@ -151,3 +148,63 @@ def slurm_cluster() -> LocalCluster:
         )
         if stop.returncode == 0 and not (state / "pids").exists():
             shutil.rmtree(state, ignore_errors=True)
+
+
+@dataclass
+class SweepResult:
+    """A finished SLURM multirun: its folder, its summary and its jobs in job-number order."""
+
+    folder: Path
+    summary: dict
+    jobs: list[dict]
+
+    def job_log(self, job: dict) -> str:
+        """Everything submitit captured of one job's tasks (stdout of every rank)."""
+        return "".join(p.read_text() for p in (self.folder / ".submitit" / job["job_id"]).glob("*.out"))
+
+    def run_dir(self, job: dict) -> Path:
+        return self.folder / job["job"]
+
+
+def run_ddp_sweep(cluster: LocalCluster, tmp_path: Path, overrides: list[str], sweep: str) -> SweepResult:
+    """``python train.py -m`` through the submitit launcher: one SLURM job array with a job per value of
+    ``sweep`` (``key=v1,v2,...``), each a 2-task DDP run (tasks per node = trainer.devices).
+
+    Checks what every system's cluster sweep must show: every job done, one array, the job's own
+    override, both DDP ranks started, and the summary's value equal to the job's monitored metric."""
+    folder = tmp_path / "sweep"
+    proc = cluster.run(
+        sys.executable,
+        str(PROJECT_ROOT / "train.py"),
+        "-m",
+        "hydra/launcher=slurm_cpu",
+        "trainer=slurm_cpu",
+        "trainer.devices=2",
+        "hydra.launcher.timeout_min=15",
+        "hydra.launcher.mem_gb=4",
+        *overrides,
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        "trainer.max_epochs=1",
+        sweep,
+        f"hydra.sweep.dir={folder}",
+        timeout=840,
+    )
+    key, _, values = sweep.partition("=")
+    values = values.split(",")
+    summary = json.loads((folder / "sweep_summary.json").read_text())
+    assert summary["num_jobs"] == len(values) and summary["num_done"] == len(values), (
+        proc.stdout[-3000:] + proc.stderr[-3000:]
+    )
+    result = SweepResult(folder, summary, sorted(summary["jobs"], key=lambda j: int(j["job"])))
+    assert [next(o for o in j["overrides"] if o.startswith(f"{key}=")) for j in result.jobs] == [
+        f"{key}={v}" for v in values
+    ]
+    ids = [re.fullmatch(r"(\d+)_(\d+)", j["job_id"] or "") for j in result.jobs]
+    assert all(ids) and len({m.group(1) for m in ids}) == 1, [j["job_id"] for j in result.jobs]
+    for job in result.jobs:
+        log = result.job_log(job)
+        assert "GLOBAL_RANK: 0, MEMBER: 1/2" in log and "GLOBAL_RANK: 1, MEMBER: 2/2" in log, log[-3000:]
+        written = json.loads((result.run_dir(job) / "metrics.json").read_text())
+        assert job["value"] == written["metrics"][written["monitor"]["metric"]]
+    return result

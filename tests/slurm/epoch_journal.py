@@ -26,9 +26,7 @@ class EpochJournal(pl.Callback):
             "world_size": trainer.world_size,
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(
-            self.path, "a"
-        ) as f:  # one short O_APPEND write per line: ranks do not interleave
+        with open(self.path, "a") as f:  # one short O_APPEND write per line: ranks do not interleave
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())

@@ -91,9 +91,7 @@ def test_sbatch_template_trains_with_two_ddp_ranks(slurm_cluster, tmp_path, data
     assert {r["world_size"] for r in records} == {2}
     # Each rank sees half of the 120 training images: ceil(60 / 16) = 4 steps per epoch, not 8.
     steps_per_epoch = -(-TRAIN_IMAGES // 2 // batch_size)
-    assert {r["global_step"] for r in records if r["event"] == "end" and r["epoch"] == 1} == {
-        2 * steps_per_epoch
-    }
+    assert {r["global_step"] for r in records if r["event"] == "end" and r["epoch"] == 1} == {2 * steps_per_epoch}
 
     run_dir = next((tmp_path / "logs").glob(f"*/runs/slurm{job}"))
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
@@ -130,9 +128,7 @@ def test_sigusr1_requeues_and_resumes_without_losing_an_epoch(slurm_cluster, tmp
     while time.monotonic() - start < 600:
         if journal.exists() and sum(r["event"] == "end" for r in read_journal(journal)) >= 2:
             break
-        assert slurm_cluster.job_info(job)["JobState"] == "RUNNING", (
-            tmp_path / f"{job}.out"
-        ).read_text()[-3000:]
+        assert slurm_cluster.job_info(job)["JobState"] == "RUNNING", (tmp_path / f"{job}.out").read_text()[-3000:]
         time.sleep(0.5)
     slurm_cluster.run("scancel", "--signal=USR1", job)
 
@@ -146,10 +142,7 @@ def test_sigusr1_requeues_and_resumes_without_losing_an_epoch(slurm_cluster, tmp
 
     run_dir = next((tmp_path / "logs").glob(f"*/runs/slurm{job}"))
     assert "Requeued SLURM job" in log
-    assert (
-        f"Restoring states from the checkpoint path at {run_dir / 'checkpoints' / 'last.ckpt'}"
-        in log
-    )
+    assert f"Restoring states from the checkpoint path at {run_dir / 'checkpoints' / 'last.ckpt'}" in log
 
     records = read_journal(journal)
     first = [r for r in records if r["attempt"] == 0]
@@ -192,9 +185,7 @@ def test_multirun_on_the_submitit_launcher_summarizes_every_job(slurm_cluster, t
         timeout=840,
     )
     summary = json.loads((sweep / "sweep_summary.json").read_text())
-    assert summary["num_jobs"] == 3 and summary["num_done"] == 3, (
-        proc.stdout[-3000:] + proc.stderr[-3000:]
-    )
+    assert summary["num_jobs"] == 3 and summary["num_done"] == 3, proc.stdout[-3000:] + proc.stderr[-3000:]
     jobs = sorted(summary["jobs"], key=lambda j: int(j["job"]))
     assert [j["job"] for j in jobs] == ["0", "1", "2"]
     assert [next(o for o in j["overrides"] if o.startswith("seed=")) for j in jobs] == [
@@ -208,12 +199,7 @@ def test_multirun_on_the_submitit_launcher_summarizes_every_job(slurm_cluster, t
     assert len({m.group(1) for m in ids}) == 1 and [m.group(2) for m in ids] == ["0", "1", "2"]
     for j in jobs:
         logs = "".join(p.read_text() for p in (sweep / ".submitit" / j["job_id"]).glob("*.out"))
-        assert "GLOBAL_RANK: 0, MEMBER: 1/2" in logs and "GLOBAL_RANK: 1, MEMBER: 2/2" in logs, (
-            logs[-3000:]
-        )
-        assert (
-            0.0 <= j["metrics"]["val/acc_top1"] <= 1.0
-            and j["value"] == j["metrics"]["val/acc_top1"]
-        )
+        assert "GLOBAL_RANK: 0, MEMBER: 1/2" in logs and "GLOBAL_RANK: 1, MEMBER: 2/2" in logs, logs[-3000:]
+        assert 0.0 <= j["metrics"]["val/acc_top1"] <= 1.0 and j["value"] == j["metrics"]["val/acc_top1"]
     assert summary["best"]["value"] == max(j["value"] for j in jobs)
     assert (sweep / "sweep_summary.csv").read_text().count("\n") == 4

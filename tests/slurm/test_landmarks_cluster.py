@@ -5,12 +5,11 @@ gathered over both ranks before search and scoring. Run with ``pytest -m slurm``
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
-from core.resolvers import PROJECT_ROOT
 from tasks.landmarks.scoring import score
+from tests.slurm.conftest import run_ddp_sweep
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(900)]
 
@@ -32,39 +31,12 @@ TINY = [
 
 
 def test_landmarks_sweep_on_the_submitit_launcher(slurm_cluster, tmp_path):
-    sweep = tmp_path / "sweep"
-    proc = slurm_cluster.run(
-        sys.executable,
-        str(PROJECT_ROOT / "train.py"),
-        "-m",
-        "hydra/launcher=slurm_cpu",
-        "trainer=slurm_cpu",
-        "trainer.devices=2",
-        "hydra.launcher.timeout_min=15",
-        "hydra.launcher.mem_gb=4",
-        *TINY,
-        f"paths.log_dir={tmp_path / 'logs'}",
-        f"paths.data_dir={tmp_path / 'data'}",
-        "trainer.max_epochs=1",
-        "task.d2r.aggregation=rasmk,rvlad",
-        f"hydra.sweep.dir={sweep}",
-        timeout=840,
-    )
-    summary = json.loads((sweep / "sweep_summary.json").read_text())
-    assert summary["num_jobs"] == 2 and summary["num_done"] == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
-    jobs = sorted(summary["jobs"], key=lambda j: int(j["job"]))
-    assert [next(o for o in j["overrides"] if o.startswith("task.d2r.aggregation=")) for j in jobs] == [
-        "task.d2r.aggregation=rasmk",
-        "task.d2r.aggregation=rvlad",
-    ]
+    sweep = run_ddp_sweep(slurm_cluster, tmp_path, TINY, "task.d2r.aggregation=rasmk,rvlad")
     root = tmp_path / "data" / "gldv2"
     test_ids = len((root / "test.csv").read_text().splitlines()) - 1
-    for j in jobs:
-        logs = "".join(p.read_text() for p in (sweep / ".submitit" / j["job_id"]).glob("*.out"))
-        assert "GLOBAL_RANK: 0, MEMBER: 1/2" in logs and "GLOBAL_RANK: 1, MEMBER: 2/2" in logs, logs[-3000:]
-        run_dir = sweep / j["job"]
+    for job in sweep.jobs:
+        run_dir = sweep.run_dir(job)
         metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
-        assert j["value"] == metrics["val/gap"]
         # Both ranks' queries, each once, in the submissions; their CLI score equals the logged metric.
         for track, name in (("recognition", "gap"), ("retrieval", "map100")):
             submission = run_dir / f"submission_{track}_d2r.csv"

@@ -19,6 +19,8 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import OmegaConf
 
 from core.cluster import slurm_environment
+from core.io import atomic_write_json
+from core.resolvers import PROJECT_ROOT
 from core.sweeps import (
     SUMMARY_CSV,
     SUMMARY_JSON,
@@ -26,8 +28,6 @@ from core.sweeps import (
     summarize,
     write_summary,
 )
-from core.io import atomic_write_json
-from core.resolvers import PROJECT_ROOT
 
 SBATCH_TEMPLATE = PROJECT_ROOT / "slurm" / "train_ddp.sbatch"
 
@@ -56,9 +56,7 @@ def sbatch_text(launcher_cfg, folder: Path) -> str:
     executor = RenderOnlySlurmExecutor(folder=folder, max_num_timeout=params.pop("max_num_timeout"))
     params.pop("submitit_folder")
     generic_names = submitit.AutoExecutor._typed_parameters()
-    generic = executor._convert_parameters(
-        {k: params.pop(k) for k in list(params) if k in generic_names}
-    )
+    generic = executor._convert_parameters({k: params.pop(k) for k in list(params) if k in generic_names})
     executor.update_parameters(**generic, **params)
     return executor._make_submission_file_text("python -m submitit.core._submit x", "uid")
 
@@ -87,9 +85,7 @@ def test_slurm_launcher_runs_one_task_per_device(tmp_path):
         "--open-mode=append",
     ):
         assert f"#SBATCH {line}\n" in text, line
-    assert (
-        "USR2" not in text
-    )  # submitit's own preemption signal is never sent: Lightning owns requeue
+    assert "USR2" not in text  # submitit's own preemption signal is never sent: Lightning owns requeue
 
 
 def test_slurm_cpu_launcher_asks_for_no_gpus(tmp_path):
@@ -114,9 +110,7 @@ def test_local_launcher_is_one_process_per_job(tmp_path):
 
 
 def _template_signal() -> str:
-    match = re.search(
-        r"^#SBATCH --signal=(?:B:)?(\w+)@(\d+)$", SBATCH_TEMPLATE.read_text(), re.MULTILINE
-    )
+    match = re.search(r"^#SBATCH --signal=(?:B:)?(\w+)@(\d+)$", SBATCH_TEMPLATE.read_text(), re.MULTILINE)
     assert match, "slurm/train_ddp.sbatch has no #SBATCH --signal line"
     return match.group(1)
 
@@ -124,15 +118,11 @@ def _template_signal() -> str:
 @pytest.mark.parametrize("trainer", ["slurm", "slurm_cpu"])
 def test_every_requeue_setting_names_the_same_signal(trainer, tmp_path):
     """The signal SLURM sends (sbatch template, launcher) is the one Lightning requeues on."""
-    cfg = compose_train(
-        [f"trainer={trainer}", "hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path}"]
-    )
+    cfg = compose_train([f"trainer={trainer}", "hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path}"])
     plugin = cfg.trainer.plugins[0]
     assert plugin._target_ == "core.cluster.slurm_environment" and plugin.auto_requeue is True
     lightning = signal.Signals[plugin.requeue_signal]
-    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)["additional_parameters"][
-        "signal"
-    ]
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)["additional_parameters"]["signal"]
     assert signal.Signals["SIG" + launcher.split("@")[0]] == lightning
     assert signal.Signals["SIG" + _template_signal()] == lightning
     assert "#SBATCH --requeue" in SBATCH_TEMPLATE.read_text()
@@ -200,9 +190,7 @@ def make_job(
     folder = sweep / str(num)
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides))
-    (folder / ".hydra" / "hydra.yaml").write_text(
-        OmegaConf.to_yaml({"hydra": {"job": {"id": job_id, "num": num}}})
-    )
+    (folder / ".hydra" / "hydra.yaml").write_text(OmegaConf.to_yaml({"hydra": {"job": {"id": job_id, "num": num}}}))
     if metrics is not None:
         atomic_write_json(
             folder / "metrics.json",
@@ -225,16 +213,10 @@ def test_summary_lists_every_job_and_the_best_by_its_mode(tmp_path):
     assert [j["job"] for j in summary["jobs"]] == ["0", "1", "2", "10"]
     assert [j["status"] for j in summary["jobs"]] == ["done", "done", "unfinished", "done"]
     assert (summary["num_jobs"], summary["num_done"]) == (4, 3)
-    assert (
-        summary["best"]["job"] == "1"
-        and summary["best"]["job_id"] == "7_1"
-        and summary["best"]["value"] == 0.25
-    )
+    assert summary["best"]["job"] == "1" and summary["best"]["job_id"] == "7_1" and summary["best"]["value"] == 0.25
     written = json.loads((sweep / SUMMARY_JSON).read_text())
     assert written["best"]["overrides"] == ["lr=0.01"]
-    assert written["best"]["best_checkpoint"] == str(
-        (sweep / "1" / "checkpoints" / "best.ckpt").resolve()
-    )
+    assert written["best"]["best_checkpoint"] == str((sweep / "1" / "checkpoints" / "best.ckpt").resolve())
     rows = (sweep / SUMMARY_CSV).read_text().splitlines()
     assert rows[0] == "job,job_id,status,overrides,monitor,value,test/acc,val/loss"
     assert rows[2] == "1,7_1,done,lr=0.01,val/loss,0.25,0.8,0.25"
