@@ -246,7 +246,6 @@ def _sample_rows_batches() -> list[tuple]:
     return out
 
 
-
 def _facemesh_nme_batches() -> list[tuple]:
     """(pred points, true points, annotated-point mask) of 2-4 faces of 12 points per batch."""
     g = torch.Generator().manual_seed(5)
@@ -444,12 +443,8 @@ CASES: dict[str, DDPCase] = {
         )
         for name, cls in _FGVC_COVERS.items()
     },
-    "facemesh/nme": DDPCase(
-        _facemesh_nme, _facemesh_nme_batches, covers=("tasks.facemesh.metrics:InterOcularNME",)
-    ),
-    "facemesh/ap50": DDPCase(
-        _facemesh_ap50, _facemesh_box_batches, covers=("tasks.facemesh.metrics:DetectorAP50",)
-    ),
+    "facemesh/nme": DDPCase(_facemesh_nme, _facemesh_nme_batches, covers=("tasks.facemesh.metrics:InterOcularNME",)),
+    "facemesh/ap50": DDPCase(_facemesh_ap50, _facemesh_box_batches, covers=("tasks.facemesh.metrics:DetectorAP50",)),
     "facemesh/ap50_padded": DDPCase(
         _facemesh_ap50,
         _facemesh_box_batches,
