@@ -1,10 +1,10 @@
-# make train [ARGS="task=... data=..."]   make test [ARGS="-k ..."]   make test-slow   make test-slurm
+# make train [ARGS="task=... data=..."]   make test [ARGS="-k ..."]   make lint   make test-slow   make test-slurm
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train eval test test-slow test-slurm test-all clean-logs
+.PHONY: setup train eval lint test test-slow test-slurm test-all clean-logs
 
 # The environment, built once: torch from the wheels on this disk, then the project (editable).
 $(STAMP): pyproject.toml
@@ -22,8 +22,13 @@ train: $(STAMP)
 eval: $(STAMP)
 	$(PY) eval.py $(ARGS)
 
-# The default suite: everything not marked slow or slurm.
-test: $(STAMP)
+# Style: ruff's lint rules and its formatter, at the line length pyproject.toml declares.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# The default suite: lint, then every test not marked slow or slurm.
+test: lint
 	$(PY) -m pytest $(ARGS)
 
 # End-to-end runs (minutes). pytest exits 5 when a marker selects nothing; that is not a failure.
