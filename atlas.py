@@ -3,8 +3,10 @@
 import hydra
 from omegaconf import DictConfig
 
-import core  # noqa: F401  (registers the config resolvers)
+from core.resolvers import register_resolvers
 from tasks.atlas.run import build_atlas
+
+register_resolvers()  # before @hydra.main composes the config
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="atlas")

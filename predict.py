@@ -4,8 +4,10 @@
 import hydra
 from omegaconf import DictConfig
 
-import core  # noqa: F401  (registers the config resolvers)
 from core.prediction import predict
+from core.resolvers import register_resolvers
+
+register_resolvers()  # before @hydra.main composes the config
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")

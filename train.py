@@ -1,16 +1,16 @@
 """Train any task on any compatible data set: ``python train.py task=<task> data=<dataset>``."""
 
-from typing import Optional
-
 import hydra
 from omegaconf import DictConfig
 
-import core  # noqa: F401  (registers the config resolvers)
+from core.resolvers import register_resolvers
 from core.training import monitored_value, train
+
+register_resolvers()  # before @hydra.main composes the config
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> Optional[float]:
+def main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     return monitored_value(cfg, metrics)
 

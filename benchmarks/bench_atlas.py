@@ -139,10 +139,11 @@ def compare_presets(atlas_dir: Path, args) -> None:
     from hydra.utils import instantiate
     from PIL import Image
 
-    import core  # noqa: F401  (config resolvers)
+    from core.resolvers import register_resolvers
     from tasks.atlas.network import load_classifier
     from tasks.atlas.render import save_png
 
+    register_resolvers()
     torch.set_num_threads(args.threads)
     arrays = np.load(atlas_dir / "layout.npz")
     directions, whitening = arrays["means"][: args.icons], arrays["whitening"]

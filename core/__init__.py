@@ -1,5 +1,6 @@
-"""Platform code shared by every system: training loop wiring, I/O, data and video helpers."""
+"""Platform code shared by every system: training loop wiring, I/O, data and video helpers.
 
-from core.resolvers import register_resolvers
-
-register_resolvers()
+Importing ``core`` does nothing else: scoring commands import only the modules they use (NumPy and
+the standard library). The OmegaConf resolvers the configs use are registered by
+``core.resolvers.register_resolvers()``, called where configs are composed or resolved (the entry
+points, ``core.training``, ``core.prediction``, tests/conftest.py)."""

@@ -1,17 +1,17 @@
-"""Helpers every DataModule shares: format errors that name the file, and on-demand generation."""
+"""Helpers every DataModule and scoring command shares: format errors that name the file (and line),
+the CSV reader, and on-demand generation. Standard library only at import (scoring CLIs use it)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
-
-from filelock import FileLock
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,51 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
         raise DataFormatError(path, f"not valid JSON: {err.msg} (column {err.colno})", err.lineno) from None
 
 
+def csv_rows(path: str | Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of every non-empty row of a CSV file (UTF-8, ``csv`` module dialect);
+    a missing file is a FileNotFoundError, unreadable bytes or quoting a DataFormatError naming the
+    line. Take the header from the same iterator with :func:`csv_header`."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: expected a CSV file, but it does not exist")
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        try:
+            for row in reader:
+                if row:
+                    yield reader.line_num, row
+        except (csv.Error, UnicodeDecodeError) as err:
+            raise DataFormatError(path, f"not a readable CSV ({err})", reader.line_num) from None
+
+
+def csv_header(
+    path: str | Path,
+    rows: Iterator[tuple[int, list[str]]],
+    columns: Sequence[str],
+    *,
+    exact: bool = False,
+    what: str = "",
+) -> dict[str, int]:
+    """Read the header from ``rows`` (a :func:`csv_rows` iterator, which then yields the data rows)
+    and return ``{column name: index}`` (names stripped of spaces).
+
+    ``exact``: the header must be ``columns``, in order; otherwise it must contain each of them,
+    anywhere, other columns allowed (layouts that differ between releases, found by name). A wrong
+    header is a DataFormatError naming the file, its line and the expected columns (``what``, e.g.
+    "the recognition solution", is added to the message); so is an empty file."""
+    expected = list(columns)
+    suffix = f" ({what})" if what else ""
+    for line, row in rows:
+        names = [name.strip() for name in row]
+        if exact and names != expected:
+            raise DataFormatError(path, f"header {row}; expected {expected}{suffix}", line)
+        missing = [c for c in expected if c not in names]
+        if missing:
+            raise DataFormatError(path, f"header {row} lacks column(s) {missing}; expected {expected}{suffix}", line)
+        return {name: i for i, name in enumerate(names)}
+    raise DataFormatError(path, f"empty file; expected the header {expected}{suffix}")
+
+
 def resolve_inside(root: str | Path, name: str, file: str | Path, line: int | None = None, suffix: str = "") -> Path:
     """``root / (name + suffix)`` for a ``name`` read from a data file, refusing any name that would
     leave ``root`` (``..``, an absolute path, a symlinked escape): a data file never acts outside
@@ -113,6 +158,8 @@ def ensure_generated(root: str | Path, generator: Callable[[Path], object] | Non
             f"{root}: data set not found. Point the data config's root at the data set "
             "(see the README for the expected layout), or set a generator to write a small one."
         )
+    from filelock import FileLock  # here: the scoring CLIs that import this module never lock
+
     root.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root) + ".lock"):
         if root.exists():

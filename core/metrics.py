@@ -1,4 +1,5 @@
-"""What every official metric shares: overlap measures (temporal IoU, box IoU) and a base class for
+"""What every official metric shares: overlap measures (temporal IoU, box IoU; NumPy in
+:mod:`core.overlap`, tensors here) and a base class for
 metrics that collect per-sample results and compute the protocol once, on every rank, over all of them.
 
 Why a base class: ranked metrics (detection mAP, average recall, retrieval AP) cannot be summed per
@@ -20,54 +21,41 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
+from core import overlap
+
 # Tags are rank * 2**32 + call number: exact in float64 (53-bit mantissa) for 2**21 ranks.
 _RANK_STRIDE = 2.0**32
 
 
 def temporal_iou(a: Any, b: Any) -> Any:
-    """Temporal IoU of every segment of ``a`` (N, 2: start, end) with every one of ``b`` (M, 2).
-
-    intersection = max(0, min(end_a, end_b) - max(start_a, start_b)), union = len_a + len_b -
-    intersection, as in the ActivityNet evaluator's ``segment_iou``; a zero union (two points) gives
-    0. Torch tensors stay tensors (on their device, in their dtype, differentiable); anything else
-    becomes a float64 numpy array. Returns an (N, M) matrix."""
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        a = torch.as_tensor(a).reshape(-1, 2)
-        b = torch.as_tensor(b, dtype=a.dtype, device=a.device).reshape(-1, 2)
-        inter = (torch.minimum(a[:, None, 1], b[None, :, 1]) - torch.maximum(a[:, None, 0], b[None, :, 0])).clamp(min=0)
-        union = (a[:, 1] - a[:, 0])[:, None] + (b[:, 1] - b[:, 0])[None, :] - inter
-        return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(union))
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 2)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 2)
-    inter = np.clip(np.minimum(a[:, None, 1], b[None, :, 1]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    """Temporal IoU of every segment of ``a`` (N, 2: start, end) with every one of ``b`` (M, 2):
+    :func:`core.overlap.temporal_iou` (the ActivityNet arithmetic; a zero union gives 0), with a
+    torch path: tensors stay tensors (on their device, in their dtype, differentiable); anything
+    else becomes a float64 numpy array. Returns an (N, M) matrix."""
+    if not (isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor)):
+        return overlap.temporal_iou(a, b)
+    a = torch.as_tensor(a).reshape(-1, 2)
+    b = torch.as_tensor(b, dtype=a.dtype, device=a.device).reshape(-1, 2)
+    inter = (torch.minimum(a[:, None, 1], b[None, :, 1]) - torch.maximum(a[:, None, 0], b[None, :, 0])).clamp(min=0)
     union = (a[:, 1] - a[:, 0])[:, None] + (b[:, 1] - b[:, 0])[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(union))
 
 
 def box_iou(a: Any, b: Any) -> Any:
-    """IoU of every box of ``a`` (N, 4: x1, y1, x2, y2) with every one of ``b`` (M, 4), continuous
-    coordinates (no +1 on widths, as in COCO); a zero union gives 0. Tensors stay tensors."""
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        a = torch.as_tensor(a).reshape(-1, 4)
-        b = torch.as_tensor(b, dtype=a.dtype, device=a.device).reshape(-1, 4)
-        w = (torch.minimum(a[:, None, 2], b[None, :, 2]) - torch.maximum(a[:, None, 0], b[None, :, 0])).clamp(min=0)
-        h = (torch.minimum(a[:, None, 3], b[None, :, 3]) - torch.maximum(a[:, None, 1], b[None, :, 1])).clamp(min=0)
-        inter = w * h
-        area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-        area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-        union = area_a[:, None] + area_b[None, :] - inter
-        return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(union))
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    w = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    h = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    """IoU of every box of ``a`` (N, 4: x1, y1, x2, y2) with every one of ``b`` (M, 4):
+    :func:`core.overlap.box_iou` (continuous coordinates, a zero union gives 0), with a torch
+    path in which tensors stay tensors."""
+    if not (isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor)):
+        return overlap.box_iou(a, b)
+    a = torch.as_tensor(a).reshape(-1, 4)
+    b = torch.as_tensor(b, dtype=a.dtype, device=a.device).reshape(-1, 4)
+    w = (torch.minimum(a[:, None, 2], b[None, :, 2]) - torch.maximum(a[:, None, 0], b[None, :, 0])).clamp(min=0)
+    h = (torch.minimum(a[:, None, 3], b[None, :, 3]) - torch.maximum(a[:, None, 1], b[None, :, 1])).clamp(min=0)
     inter = w * h
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(union))
 
 
 def current_rank() -> int:

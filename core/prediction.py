@@ -26,6 +26,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import BasePredictionWriter
 
 from core.io import atomic_write_json, atomic_write_text
+from core.resolvers import register_resolvers
+
+# A SLURM job (hydra-submitit-launcher) unpickles the entry point's main() by value, so the entry
+# point's own register_resolvers() never runs there: importing this module while unpickling is
+# what registers the resolvers before the job's config is resolved.
+register_resolvers()
 
 log = logging.getLogger(__name__)
 

@@ -5,21 +5,27 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
-from pytorch_lightning.callbacks import LearningRateMonitor
-from pytorch_lightning.loggers import WandbLogger
-from pytorch_lightning.plugins import CheckpointIO
 from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.plugins import CheckpointIO
 
 from core.checkpoint import AtomicCheckpointIO, CheckpointError, read_checkpoint
 from core.config_check import check_config_types
 from core.guards import guards
 from core.io import atomic_write_json, atomic_write_text, remove_stale_temporaries
+from core.resolvers import register_resolvers
+
+# A SLURM job (hydra-submitit-launcher) unpickles the entry point's main() by value, so the entry
+# point's own register_resolvers() never runs there: importing this module while unpickling is
+# what registers the resolvers before the job's config is resolved.
+register_resolvers()
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +41,7 @@ class RunMismatchError(RuntimeError):
     """The run directory belongs to a run with another model or data config."""
 
 
-def instantiate_group(group: Optional[DictConfig]) -> list[Any]:
+def instantiate_group(group: DictConfig | None) -> list[Any]:
     """Instantiate every ``_target_`` entry of a config group such as ``callbacks`` or ``logger``."""
     if not group:
         return []
@@ -61,7 +67,7 @@ def check_launch(cfg: DictConfig) -> None:
         )
 
 
-def resume_checkpoint(cfg: DictConfig) -> Optional[str]:
+def resume_checkpoint(cfg: DictConfig) -> str | None:
     """The checkpoint fit() resumes from: an explicit path, or this run directory's last.ckpt."""
     last = Path(cfg.paths.output_dir) / LAST_CHECKPOINT
     requested = cfg.get("ckpt_path")
@@ -162,9 +168,7 @@ def build_trainer(cfg: DictConfig, with_callbacks: bool = True) -> pl.Trainer:
     plugins = [instantiate(p) for p in (cfg.trainer.get("plugins") or [])]
     if not any(isinstance(p, CheckpointIO) for p in plugins):
         plugins.append(AtomicCheckpointIO())
-    return instantiate(
-        cfg.trainer, callbacks=[*guards(), *callbacks], logger=loggers or False, plugins=plugins
-    )
+    return instantiate(cfg.trainer, callbacks=[*guards(), *callbacks], logger=loggers or False, plugins=plugins)
 
 
 def finish_loggers(trainer: pl.Trainer, failed: bool = False) -> None:
@@ -271,7 +275,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def monitored_value(cfg: DictConfig, metrics: dict[str, float]) -> Optional[float]:
+def monitored_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
     """The number a Hydra sweeper optimizes: ``monitor.metric`` from the final metrics."""
     name = cfg.monitor.metric
     if name not in metrics:

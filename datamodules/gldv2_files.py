@@ -11,11 +11,10 @@ CLI imports no torch): solution files and submissions, with errors naming the fi
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from core.data import DataFormatError
+from core.data import DataFormatError, csv_header, csv_rows
 
 RECOGNITION = "recognition"
 RETRIEVAL = "retrieval"
@@ -29,19 +28,6 @@ def _check_track(track: str) -> None:
         raise ValueError(f"track {track!r}: expected one of {TRACKS}")
 
 
-def _rows(path: str | Path) -> Iterable[tuple[int, list[str]]]:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: expected a CSV file, but it does not exist")
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        try:
-            for row in reader:
-                yield reader.line_num, row
-        except (csv.Error, UnicodeDecodeError) as err:
-            raise DataFormatError(path, f"not a readable CSV ({err})", reader.line_num) from None
-
-
 def read_solution(path: str | Path, track: str) -> tuple[dict[str, dict[str, list]], set[str]]:
     """``({"Public": {id: truth}, "Private": {id: truth}}, ignored ids)`` from a solution CSV.
     Recognition truth is a list of int landmark ids (empty: non-landmark); retrieval truth a list
@@ -51,16 +37,9 @@ def read_solution(path: str | Path, track: str) -> tuple[dict[str, dict[str, lis
     solution: dict[str, dict[str, list]] = {u: {} for u in USAGES}
     ignored: set[str] = set()
     seen: set[str] = set()
-    rows = _rows(path)
+    rows = csv_rows(path)
+    csv_header(path, rows, expected, exact=True, what=f"the {track} solution")
     for line, row in rows:
-        if row != expected:
-            raise DataFormatError(path, f"header {row}; the {track} solution's header is {expected}", line)
-        break
-    else:
-        raise DataFormatError(path, f"empty file; expected the header {expected}")
-    for line, row in rows:
-        if not row:
-            continue
         if len(row) != 3:
             raise DataFormatError(path, f"{len(row)} columns; expected 3 ({','.join(expected)})", line)
         query, truth, usage = row
@@ -95,15 +74,13 @@ def read_submission(path: str | Path, track: str, solution: Mapping[str, Mapping
     owner = {q: usage for usage, part in solution.items() for q in part}
     predictions: dict[str, dict] = {u: {} for u in USAGES}
     seen: set[str] = set()
-    rows = _rows(path)
+    rows = csv_rows(path)
     expected = ["id", SOLUTION_COLUMN[track]]
+    if csv_header(path, rows, expected[:1], what=f"the {track} submission's header is {expected}")["id"] != 0:
+        raise DataFormatError(
+            path, f"header: id is not the first column; the {track} submission's header is {expected}"
+        )
     for line, row in rows:
-        if row[:1] != ["id"]:
-            raise DataFormatError(path, f"header {row}; the {track} submission's header is {expected}", line)
-        break
-    for line, row in rows:
-        if not row:
-            continue
         if len(row) < 2:
             raise DataFormatError(path, f"{len(row)} column; expected 2 ({','.join(expected)})", line)
         query, text = row[0], row[1]

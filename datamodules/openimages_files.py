@@ -19,14 +19,12 @@ paths); a negative image label (Confidence 0) is copied to every descendant. The
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from core.data import DataFormatError, read_json
+from core.data import DataFormatError, csv_header, csv_rows, read_json
 
 BOX_COLUMNS = (
     "ImageID", "Source", "LabelName", "Confidence", "XMin", "XMax", "YMin", "YMax",
@@ -51,31 +49,6 @@ CHALLENGE_FILES = {
     "hierarchy": "challenge-2019-label500-hierarchy.json",
     "classes": "challenge-2019-classes-description-500.csv",
 }
-
-
-def csv_rows(path: str | Path) -> Iterator[tuple[int, list[str]]]:
-    """(line number, fields) of every non-empty row of a CSV file; unreadable bytes name the line."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: expected a CSV file, but it does not exist")
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        try:
-            for row in reader:
-                if row:
-                    yield reader.line_num, row
-        except (csv.Error, UnicodeDecodeError) as err:
-            raise DataFormatError(path, f"not a readable CSV ({err})", reader.line_num) from None
-
-
-def _header(path: Path, rows: Iterator[tuple[int, list[str]]], required: tuple[str, ...]) -> dict[str, int]:
-    for line, row in rows:
-        index = {name.strip(): i for i, name in enumerate(row)}
-        missing = [c for c in required if c not in index]
-        if missing:
-            raise DataFormatError(path, f"header {row} lacks column(s) {missing}; expected {list(required)}", line)
-        return index
-    raise DataFormatError(path, f"empty file; expected a header with {list(required)}")
 
 
 def _float(path: Path, line: int, name: str, text: str) -> float:
@@ -123,7 +96,7 @@ def read_boxes(path: str | Path, skip_corrupt: bool = False) -> tuple[dict[str, 
     DataFormatError naming the file and line, or with ``skip_corrupt`` is skipped and counted."""
     path = Path(path)
     rows = csv_rows(path)
-    col = _header(path, rows, BOX_REQUIRED)
+    col = csv_header(path, rows, BOX_REQUIRED)
     images: dict[str, ImageBoxes] = {}
     skipped = 0
     for line, row in rows:
@@ -149,7 +122,7 @@ def read_image_labels(path: str | Path) -> dict[str, dict[str, int]]:
     """``{ImageID: {LabelName: 1 present | 0 verified absent}}`` from a human-verified labels CSV."""
     path = Path(path)
     rows = csv_rows(path)
-    col = _header(path, rows, ("ImageID", "LabelName", "Confidence"))
+    col = csv_header(path, rows, ("ImageID", "LabelName", "Confidence"))
     labels: dict[str, dict[str, int]] = {}
     for line, row in rows:
         if len(row) != len(col):

@@ -224,9 +224,9 @@ def main(argv: Sequence[str]) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    import core  # noqa: F401  (registers resolvers)
-    from core.resolvers import PROJECT_ROOT
+    from core.resolvers import PROJECT_ROOT, register_resolvers
 
+    register_resolvers()
     overrides = list(argv)
     if not any(o.startswith("data=") for o in overrides):
         overrides.insert(0, "data=thumos14")

@@ -13,9 +13,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-import core  # noqa: F401  (registers the config resolvers)
-from core.resolvers import PROJECT_ROOT
+from core.resolvers import PROJECT_ROOT, register_resolvers
 
+register_resolvers()  # every test composes the real configs
 CONFIG_DIR = PROJECT_ROOT / "conf"
 
 # Small generated copies of each data set: one place for the overrides every test shares. Take

@@ -181,9 +181,9 @@ def datamodule_from_overrides(overrides: list[str]):
     from hydra.core.global_hydra import GlobalHydra
     from hydra.utils import instantiate
 
-    import core  # noqa: F401  (resolvers)
-    from core.resolvers import PROJECT_ROOT
+    from core.resolvers import PROJECT_ROOT, register_resolvers
 
+    register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)

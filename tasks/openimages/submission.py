@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data import DataFormatError
-from datamodules.openimages_files import csv_rows
+from core.data import DataFormatError, csv_header, csv_rows
 from tasks.openimages.protocol import ImageDetections
 
 DETECTION_HEADER = ["ImageId", "PredictionString"]
@@ -52,12 +51,7 @@ def read_detection_submission(path: str | Path, class_ids: Mapping[str, int]) ->
     group that is not 6 fields, a non-numeric value or an unknown class names the line."""
     path = Path(path)
     rows = csv_rows(path)
-    for line, row in rows:
-        if [c.strip() for c in row] != DETECTION_HEADER:
-            raise DataFormatError(path, f"header {row}; expected {DETECTION_HEADER}", line)
-        break
-    else:
-        raise DataFormatError(path, f"empty file; expected the header {DETECTION_HEADER}")
+    csv_header(path, rows, DETECTION_HEADER, exact=True)
     out: dict[str, ImageDetections] = {}
     for line, row in rows:
         if len(row) != 2:

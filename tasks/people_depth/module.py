@@ -12,8 +12,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from timm.optim import create_optimizer_v2
 
+from core.optim import check_scheduler, configure_optimizers
 from core.weights import read_state_dict
 from tasks.people_depth.losses import ground_truth_mask, joint_loss
 from tasks.people_depth.metrics import REGIONS, ScaleAlignedRel, ScaleAlignedRMSE, ScaleInvariantRMSE
@@ -23,6 +23,8 @@ from tasks.people_depth.video import VIDEO_NAME, log_video, render_clip_video
 log = logging.getLogger(__name__)
 
 METRIC_NAMES = tuple(f"si_{r}" for r in REGIONS) + ("rmse", "rel")
+# The public code's optimizer (Adam at its default --lr), used when ``optimizer`` is not given.
+PUBLIC_OPTIMIZER: dict[str, Any] = {"opt": "adam", "lr": 4e-4}
 
 
 class PeopleDepthTask(pl.LightningModule):
@@ -34,7 +36,8 @@ class PeopleDepthTask(pl.LightningModule):
     and edge-aware smoothness 0.075 (first order) and 0.1 (Laplacian) halved per coarser scale.
     ``loss_weighting: confidence`` instead weights environment pixels by the input confidence (an
     option kept from earlier versions; the public code uses the ground-truth mask).
-    ``lr_decay_epochs`` halves the learning rate every N epochs (the public step policy).
+    ``optimizer`` / ``scheduler``: the shared contract (``core.optim``); the public recipe is Adam at
+    lr 4e-4 halved every 8 epochs, ``scheduler: {name: step, step_epochs: 8, gamma: 0.5}``.
     ``pretrained_path``: a local weights file, the public checkpoints
     (``best_depth_Ours_Bilinear_inc_{3,6,7}_net_G.pth`` for I, IDCM, IDCMK) included."""
 
@@ -51,7 +54,7 @@ class PeopleDepthTask(pl.LightningModule):
         second_order_weight: float = 0.1,
         loss_scales: int = 5,
         optimizer: dict[str, Any] | None = None,
-        lr_decay_epochs: int | None = None,
+        scheduler: dict[str, Any] | None = None,
         pretrained_path: str | None = None,
         image_size: Sequence[int] = (96, 128),
         video_frames: int = 16,
@@ -61,9 +64,9 @@ class PeopleDepthTask(pl.LightningModule):
         super().__init__()
         if loss_weighting not in ("gt_mask", "confidence"):
             raise ValueError(f"loss_weighting must be 'gt_mask' or 'confidence', got {loss_weighting!r}")
+        check_scheduler(scheduler)
         self.save_hyperparameters()
         self.model = depth_network(network, inputs, width, unet_widths)
-        self.optimizer_kwargs = dict(optimizer or {"opt": "adam", "lr": 4e-4})
         for stage in ("val", "test"):
             for region in REGIONS:
                 setattr(self, f"{stage}_si_{region}", ScaleInvariantRMSE(region))
@@ -191,9 +194,5 @@ class PeopleDepthTask(pl.LightningModule):
         log_video(self.loggers, "test/side_by_side", path)
 
     def configure_optimizers(self):
-        optimizer = create_optimizer_v2(self.model, **self.optimizer_kwargs)
-        if not self.hparams.lr_decay_epochs:
-            return optimizer
-        # The public code's lr_policy=step: the learning rate halves every lr_decay_epoch epochs.
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=int(self.hparams.lr_decay_epochs), gamma=0.5)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        # The public code's lr_policy=step is scheduler={name: step, step_epochs: 8, gamma: 0.5}.
+        return configure_optimizers(self, self.hparams.optimizer or PUBLIC_OPTIMIZER, self.hparams.scheduler)

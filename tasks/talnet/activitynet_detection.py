@@ -15,8 +15,9 @@ Evaluation/eval_detection.py) decision for decision:
   ``tiou >= threshold`` that no higher-ranked detection took (``lock_gt``); a tIoU below the
   threshold ends the search (false positive), as does a video without ground truth of the class;
 - ``tiou = intersection / (len_gt + len_det - intersection)`` as in the official
-  ``segment_iou`` (utils.py), with its 0/0 = NaN for two zero-length segments (NaN is never
-  ``< threshold``, so the official code lets it match; so does this one);
+  ``segment_iou`` (utils.py): the shared ``core.overlap.temporal_iou`` with ``zero_union=None``,
+  which keeps its 0/0 = NaN for two zero-length segments (NaN is never ``< threshold``, so the
+  official code lets it match; so does this one);
 - AP is VOC-2011 interpolated precision (``interpolated_prec_rec``), and mAP the mean over the
   classes that have ground truth in the evaluated set.
 
@@ -31,25 +32,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.ap import interpolated_average_precision
+from core.overlap import temporal_iou
 
 THUMOS_TIOU_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 THUMOS_AVERAGE_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 PROPOSAL_TIOU_THRESHOLDS = tuple(np.round(np.arange(0.5, 1.0, 0.05), 2).tolist())
-
-
-def official_segment_tiou(detections: np.ndarray, ground_truth: np.ndarray) -> np.ndarray:
-    """(N, M) tIoU of detections (N, 2) and ground truths (M, 2) with the official evaluator's
-    arithmetic, bit for bit: ``clip(min(ends) - max(starts), 0) / (len_gt + len_det - inter)``,
-    and NaN where both segments have zero length.
-
-    It is the formula of ``core.metrics.temporal_iou`` (which maps that 0/0 to 0 and imports
-    torch); kept here so the scoring command stays torch-free and the NaN case stays official."""
-    a = np.asarray(detections, dtype=np.float64).reshape(-1, 2)
-    b = np.asarray(ground_truth, dtype=np.float64).reshape(-1, 2)
-    inter = (np.minimum(a[:, None, 1], b[None, :, 1]) - np.maximum(a[:, None, 0], b[None, :, 0])).clip(0)
-    union = (b[:, 1] - b[:, 0])[None, :] + (a[:, 1] - a[:, 0])[:, None] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return inter / union
 
 
 def official_ranking(scores: np.ndarray) -> np.ndarray:
@@ -92,7 +79,7 @@ def match_detections(
         if lo == hi:
             continue  # no ground truth of the class in this video: all false positives
         candidates = gt_order[lo:hi]  # file order within the video, as the official groupby
-        overlaps = official_segment_tiou(ranked_segments[ranks], gt_segments[candidates])
+        overlaps = temporal_iou(ranked_segments[ranks], gt_segments[candidates], zero_union=None)
         by_overlap = np.argsort(overlaps, axis=1)[:, ::-1]  # per row: tiou_arr.argsort()[::-1]
         sorted_overlaps = np.take_along_axis(overlaps, by_overlap, axis=1).tolist()
         by_overlap = by_overlap.tolist()
@@ -235,7 +222,7 @@ def average_recall_at(
         p = p[np.argsort(-p[:, 3], kind="stable")]
         if len(p) == 0:
             continue
-        overlaps = np.nan_to_num(official_segment_tiou(ground_truth[g, 1:3], p[:, 1:3]))
+        overlaps = np.nan_to_num(temporal_iou(ground_truth[g, 1:3], p[:, 1:3], zero_union=None))
         for n in max_proposals:
             best[n][g] = overlaps[:, :n].max(axis=1) if n > 0 else 0.0
     return {n: float(np.mean([(best[n] >= t).mean() for t in thresholds])) for n in max_proposals}

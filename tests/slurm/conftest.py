@@ -150,6 +150,17 @@ def slurm_cluster() -> LocalCluster:
             shutil.rmtree(state, ignore_errors=True)
 
 
+def logged_value(run_dir: Path, name: str) -> float:
+    """The last value of metric ``name`` that the CSV logger wrote into ``<run_dir>/csv/metrics.csv``:
+    a second record of what the run logged, written apart from ``metrics.json``."""
+    import csv
+
+    with (Path(run_dir) / "csv" / "metrics.csv").open(newline="") as f:
+        values = [row[name] for row in csv.DictReader(f) if row.get(name) not in (None, "")]
+    assert values, f"{run_dir}/csv/metrics.csv: no {name} logged"
+    return float(values[-1])
+
+
 @dataclass
 class SweepResult:
     """A finished SLURM multirun: its folder, its summary and its jobs in job-number order."""

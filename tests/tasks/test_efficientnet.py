@@ -9,7 +9,6 @@ import pytest
 import timm
 import torch
 
-import core  # noqa: F401  (registers the config resolvers)
 from core.registry import register_models
 from tasks.efficientnet import table
 from tasks.efficientnet.complexity import count_macs, measure_backbone

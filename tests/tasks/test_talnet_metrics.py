@@ -11,7 +11,8 @@ import torch
 import torch.multiprocessing as mp
 
 from core.metrics import temporal_iou
-from tasks.talnet.activitynet_detection import official_ranking, official_segment_tiou
+from core.overlap import temporal_iou as numpy_temporal_iou
+from tasks.talnet.activitynet_detection import official_ranking
 from tasks.talnet.metrics import (
     AverageRecallAtN,
     TemporalActionDetectionMAP,
@@ -21,15 +22,22 @@ from tasks.talnet.metrics import (
 
 
 def test_tiou_hand_worked_and_equal_to_core():
-    got = official_segment_tiou([[0, 10]], np.array([[0, 10], [5, 15], [10, 20], [0, 20], [2, 4]]))
+    got = numpy_temporal_iou([[0, 10]], np.array([[0, 10], [5, 15], [10, 20], [0, 20], [2, 4]]), zero_union=None)
     np.testing.assert_allclose(got[0], [1.0, 5 / 15, 0.0, 0.5, 0.2])
-    # the official 0/0 of two zero-length segments is NaN (core's shared tIoU says 0)
-    assert np.isnan(official_segment_tiou([[3, 3]], [[3, 3]])[0, 0])
+    # the official 0/0 of two zero-length segments is NaN (what the scorer asks for); by default 0
+    assert np.isnan(numpy_temporal_iou([[3, 3]], [[3, 3]], zero_union=None)[0, 0])
     assert temporal_iou([[3, 3]], [[3, 3]])[0, 0] == 0.0
     rng = np.random.default_rng(0)
     a = np.sort(rng.uniform(0, 50, (40, 2)), 1)
     b = np.sort(rng.uniform(0, 50, (30, 2)), 1)
-    np.testing.assert_array_equal(official_segment_tiou(a, b), temporal_iou(a, b))  # bit for bit
+    # the scorer's form and core's (numpy and float64 tensor paths), bit for bit
+    official = numpy_temporal_iou(a, b, zero_union=None)
+    np.testing.assert_array_equal(official, temporal_iou(a, b))
+    np.testing.assert_array_equal(official, temporal_iou(torch.from_numpy(a), torch.from_numpy(b)).numpy())
+    # the official segment_iou's operand order (candidates' length first) gives the same bits
+    union = (b[:, 1] - b[:, 0])[None, :] + (a[:, 1] - a[:, 0])[:, None]
+    inter = (np.minimum(a[:, None, 1], b[None, :, 1]) - np.maximum(a[:, None, 0], b[None, :, 0])).clip(0)
+    np.testing.assert_array_equal(official, inter / (union - inter))
 
 
 def _numpy_first_of_tie() -> int:
