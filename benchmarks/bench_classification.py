@@ -46,8 +46,15 @@ class _StepTimer(pl.Callback):
 def lightning_loop(task: ImageClassificationTask, batches: list) -> float:
     timer = _StepTimer()
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[timer],
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[timer],
     )
     trainer.fit(task, train_dataloaders=DataLoader(batches, batch_size=None, shuffle=False))
     return timer.elapsed
@@ -66,16 +73,19 @@ def main() -> None:
         (torch.randn(args.batch_size, 3, args.image_size, args.image_size), torch.randint(0, 10, (args.batch_size,)))
         for _ in range(args.steps)
     ]
-    base = ImageClassificationTask(args.backbone, 10, args.image_size, scheduler=None,
-                                   optimizer={"opt": "adamw", "lr": 1e-3})
+    base = ImageClassificationTask(
+        args.backbone, 10, args.image_size, scheduler=None, optimizer={"opt": "adamw", "lr": 1e-3}
+    )
     plain_loop(copy.deepcopy(base), batches[:3])  # warm-up (allocator, kernels)
     plain, light = [], []
     for _ in range(args.repeats):  # interleaved, so drift in machine load hits both alike
         plain.append(plain_loop(copy.deepcopy(base), batches))
         light.append(lightning_loop(copy.deepcopy(base), batches))
     p, lt = statistics.median(plain), statistics.median(light)
-    print(f"backbone={args.backbone} image_size={args.image_size} batch={args.batch_size} steps={args.steps} "
-          f"threads={torch.get_num_threads()}")
+    print(
+        f"backbone={args.backbone} image_size={args.image_size} batch={args.batch_size} steps={args.steps} "
+        f"threads={torch.get_num_threads()}"
+    )
     print(f"plain PyTorch loop : {args.steps / p:8.2f} steps/s  ({args.steps * args.batch_size / p:8.1f} img/s)")
     print(f"Lightning Trainer  : {args.steps / lt:8.2f} steps/s  ({args.steps * args.batch_size / lt:8.1f} img/s)")
     print(f"time ratio Lightning / plain: {lt / p:.3f}  (overhead {100 * (lt / p - 1):+.1f} %)")

@@ -41,8 +41,9 @@ def integer_values(path: Path, key: str, value) -> np.ndarray:
     bad = np.flatnonzero(~np.isfinite(flat) | (flat != np.round(flat)))
     if bad.size:
         raise DataFormatError(
-            path, f"variable '{key}' must hold whole numbers; {key}[{bad[0]}] = {float(flat[bad[0]])!r} "
-            f"({bad.size} such values)"
+            path,
+            f"variable '{key}' must hold whole numbers; {key}[{bad[0]}] = {float(flat[bad[0]])!r} "
+            f"({bad.size} such values)",
         )
     return flat.astype(np.int64)
 

@@ -81,8 +81,9 @@ class ImageDataset(Dataset):
             raise FileNotFoundError(f"{item}: image file listed in the data set does not exist") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
             raise DataFormatError(
-                item, f"image is over PIL's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} pixels "
-                f"({err}); raise PIL.Image.MAX_IMAGE_PIXELS if it is genuine"
+                item,
+                f"image is over PIL's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} pixels "
+                f"({err}); raise PIL.Image.MAX_IMAGE_PIXELS if it is genuine",
             ) from None
         except (OSError, ValueError, SyntaxError) as err:
             raise DataFormatError(item, f"cannot decode image ({err})") from err
@@ -185,8 +186,12 @@ class ImageClassificationDataModule(pl.LightningDataModule):
     def transform(self, training: bool):
         kwargs = self.augment if training else {}
         transform = create_transform(
-            self.image_size, is_training=training, mean=self.mean, std=self.std,
-            crop_pct=self.crop_pct, **{"interpolation": self.interpolation, **kwargs},
+            self.image_size,
+            is_training=training,
+            mean=self.mean,
+            std=self.std,
+            crop_pct=self.crop_pct,
+            **{"interpolation": self.interpolation, **kwargs},
         )
         return _posterize_zero_bits_as_tf(transform)
 
@@ -203,7 +208,10 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         for split in ("train", "val", "test"):
             images, labels = self.read_split(split)
             self.datasets[split] = ImageDataset(
-                images, labels, self.transform(split == "train"), self.skip_corrupt,
+                images,
+                labels,
+                self.transform(split == "train"),
+                self.skip_corrupt,
                 description=f"the {split} split of {self.split_folder(split)}",
             )
         # what the files hold, for core.guards.DataContractCheck
@@ -216,8 +224,12 @@ class ImageClassificationDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(
-            self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, drop_last=False,
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=False,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
             pin_memory=False,
         )
 

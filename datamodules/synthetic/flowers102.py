@@ -11,8 +11,13 @@ from datamodules.synthetic.shapes import render_dataset
 
 
 def write_flowers102(
-    root: str | Path, num_classes: int = 102, train_per_class: int = 6, val_per_class: int = 2,
-    test_per_class: int = 2, image_size: int = 64, seed: int = 0,
+    root: str | Path,
+    num_classes: int = 102,
+    train_per_class: int = 6,
+    val_per_class: int = 2,
+    test_per_class: int = 2,
+    image_size: int = 64,
+    seed: int = 0,
 ) -> Path:
     root = Path(root)
     (root / "jpg").mkdir(parents=True, exist_ok=True)

@@ -73,6 +73,6 @@ def render_shape(class_index: int, num_classes: int, size: int, rng: np.random.G
 def render_dataset(num_classes: int, per_class: int, size: int, seed: int):
     """Yield (class_index, image) for ``per_class`` images of every class, reproducibly."""
     rng = np.random.default_rng(seed)
-    for i in range(per_class):
+    for _ in range(per_class):
         for c in range(num_classes):
             yield c, render_shape(c, num_classes, size, rng)
