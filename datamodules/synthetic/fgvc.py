@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from datamodules.iwildcam2019 import CLASS_NAMES as IWILDCAM_CLASS_NAMES
+
 # The parts, fastest-varying first: class c has markings c % 4, head (c // 4) % 3, tail (c // 12) % 2,
 # body (c // 24) % 2, fin (c // 48) % 2.
 MARKINGS = ("one_spot", "two_spots", "three_spots", "bar")
@@ -501,31 +503,7 @@ def write_imet2019(
 
 # --- iWildCam: camera-trap sequences ------------------------------------------------------------------
 
-IWILDCAM_CLASSES = (
-    "empty",
-    "deer",
-    "moose",
-    "squirrel",
-    "rodent",
-    "small_mammal",
-    "elk",
-    "pronghorn_antelope",
-    "rabbit",
-    "bighorn_sheep",
-    "fox",
-    "coyote",
-    "black_bear",
-    "raccoon",
-    "skunk",
-    "wolf",
-    "bobcat",
-    "cat",
-    "dog",
-    "opossum",
-    "bison",
-    "mountain_goat",
-    "mountain_lion",
-)
+IWILDCAM_CLASSES = IWILDCAM_CLASS_NAMES  # the published label names, read by the DataModule
 
 IWILDCAM_COLUMNS = [
     "category_id",

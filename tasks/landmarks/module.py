@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 from pytorch_metric_learning.losses import SubCenterArcFaceLoss
 from torch import nn
 
@@ -37,6 +37,7 @@ from tasks.landmarks import d2r as d2r_lib
 from tasks.landmarks import search as search_lib
 from tasks.landmarks.metrics import GlobalAveragePrecision, MeanAveragePrecisionAtK
 from tasks.landmarks.model import GlobalDescriptor, landmark_detector
+from tasks.landmarks.visualize import NOT_RELEVANT, QUERY, RELEVANT, framed_thumbnail_rows
 
 log = logging.getLogger(__name__)
 
@@ -400,19 +401,14 @@ class LandmarkRetrievalTask(pl.LightningModule):
         top = int(self.hparams.figure_top)
         if not rows:
             return None
-        canvas = Image.new("RGB", ((top + 1) * (thumb + 6), len(rows) * (thumb + 6)), "white")
-        draw = ImageDraw.Draw(canvas)
-        for r, n in enumerate(rows):
-            cells = [(self.split_view["test_paths"][n], (40, 90, 220))]
+        grid = []
+        for n in rows:
+            cells = [(self.split_view["test_paths"][n], QUERY)]
             for i in rankings[n][:top]:
                 good = index_ids[i] in relevant[test_ids[n]]
-                cells.append((self.split_view["index_paths"][i], (30, 170, 60) if good else (220, 40, 40)))
-            for c, (path, colour) in enumerate(cells):
-                x, y = c * (thumb + 6), r * (thumb + 6)
-                draw.rectangle([x, y, x + thumb + 5, y + thumb + 5], fill=colour)
-                with Image.open(path) as image:
-                    canvas.paste(image.convert("RGB").resize((thumb, thumb)), (x + 3, y + 3))
-        return canvas
+                cells.append((self.split_view["index_paths"][i], RELEVANT if good else NOT_RELEVANT))
+            grid.append(cells)
+        return framed_thumbnail_rows(grid, thumb)
 
     @torch.no_grad()
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:

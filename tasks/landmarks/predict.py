@@ -20,11 +20,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from core.io import atomic_path, atomic_write_text
 from core.prediction import ProductWriter
 from tasks.landmarks.search import build_index, search
+from tasks.landmarks.visualize import QUERY, UNKNOWN, framed_thumbnail_rows
 
 log = logging.getLogger(__name__)
 
@@ -142,13 +143,5 @@ class LandmarkProduct(ProductWriter):
         """Rows: a query (blue frame) and its top index images (grey frames: no ground truth here)."""
         rows = min(self.figure_queries, len(queries))
         top = min(self.figure_top, ids.shape[1])
-        canvas = Image.new("RGB", ((top + 1) * (thumb + 6), rows * (thumb + 6)), "white")
-        draw = ImageDraw.Draw(canvas)
-        for r in range(rows):
-            cells = [(queries[r], (40, 90, 220))] + [(paths[i], (150, 150, 150)) for i in ids[r][:top] if i >= 0]
-            for c, (path, colour) in enumerate(cells):
-                x, y = c * (thumb + 6), r * (thumb + 6)
-                draw.rectangle([x, y, x + thumb + 5, y + thumb + 5], fill=colour)
-                with Image.open(path) as image:
-                    canvas.paste(image.convert("RGB").resize((thumb, thumb)), (x + 3, y + 3))
-        return canvas
+        grid = [[(queries[r], QUERY)] + [(paths[i], UNKNOWN) for i in ids[r][:top] if i >= 0] for r in range(rows)]
+        return framed_thumbnail_rows(grid, thumb)

@@ -177,7 +177,9 @@ class SweepResult:
         return self.folder / job["job"]
 
 
-def run_ddp_sweep(cluster: LocalCluster, tmp_path: Path, overrides: list[str], sweep: str) -> SweepResult:
+def run_ddp_sweep(
+    cluster: LocalCluster, tmp_path: Path, overrides: list[str], sweep: str, data_dir: Path | None = None
+) -> SweepResult:
     """``python train.py -m`` through the submitit launcher: one SLURM job array with a job per value of
     ``sweep`` (``key=v1,v2,...``), each a 2-task DDP run (tasks per node = trainer.devices).
 
@@ -195,7 +197,7 @@ def run_ddp_sweep(cluster: LocalCluster, tmp_path: Path, overrides: list[str], s
         "hydra.launcher.mem_gb=4",
         *overrides,
         f"paths.log_dir={tmp_path / 'logs'}",
-        f"paths.data_dir={tmp_path / 'data'}",
+        f"paths.data_dir={data_dir or tmp_path / 'data'}",
         "trainer.max_epochs=1",
         sweep,
         f"hydra.sweep.dir={folder}",

@@ -4,7 +4,6 @@ and preemption (SIGUSR1 -> requeue -> resume from the last checkpoint). Run with
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 import torch
 
 from core.resolvers import PROJECT_ROOT
-from tests.slurm.conftest import logged_value
+from tests.slurm.conftest import logged_value, run_ddp_sweep
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(900)]
 
@@ -166,43 +165,13 @@ def test_multirun_on_the_submitit_launcher_summarizes_every_job(slurm_cluster, t
     """``python train.py -m hydra/launcher=slurm_cpu trainer.devices=2 ...``: three SLURM jobs of one
     array, each a 2-task DDP run (tasks per node = trainer.devices), all in one sweep folder, and a
     summary that lists each with its SLURM job id and metrics."""
-    sweep = tmp_path / "sweep"
-    proc = slurm_cluster.run(
-        sys.executable,
-        str(PROJECT_ROOT / "train.py"),
-        "-m",
-        "hydra/launcher=slurm_cpu",
-        "trainer=slurm_cpu",
-        "trainer.devices=2",
-        "hydra.launcher.timeout_min=15",
-        "hydra.launcher.mem_gb=4",
-        "++hydra.callbacks.sweep_summary._target_=core.sweeps.SweepSummary",
-        *TINY,
-        "data.batch_size=16",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        f"paths.data_dir={data_dir}",
-        "trainer.max_epochs=1",
-        "seed=1,2,3",
-        f"hydra.sweep.dir={sweep}",
-        timeout=840,
-    )
-    summary = json.loads((sweep / "sweep_summary.json").read_text())
-    assert summary["num_jobs"] == 3 and summary["num_done"] == 3, proc.stdout[-3000:] + proc.stderr[-3000:]
-    jobs = sorted(summary["jobs"], key=lambda j: int(j["job"]))
-    assert [j["job"] for j in jobs] == ["0", "1", "2"]
-    assert [next(o for o in j["overrides"] if o.startswith("seed=")) for j in jobs] == [
-        "seed=1",
-        "seed=2",
-        "seed=3",
-    ]
+    overrides = ["++hydra.callbacks.sweep_summary._target_=core.sweeps.SweepSummary", *TINY, "data.batch_size=16"]
+    sweep = run_ddp_sweep(slurm_cluster, tmp_path, overrides, "seed=1,2,3", data_dir=data_dir)
+    assert [j["job"] for j in sweep.jobs] == ["0", "1", "2"]
     # One SLURM job array: <array id>_<index> for each job, each with submitit's log folder.
-    ids = [re.fullmatch(r"(\d+)_(\d+)", j["job_id"] or "") for j in jobs]
-    assert all(ids), [j["job_id"] for j in jobs]
-    assert len({m.group(1) for m in ids}) == 1 and [m.group(2) for m in ids] == ["0", "1", "2"]
-    for j in jobs:
-        logs = "".join(p.read_text() for p in (sweep / ".submitit" / j["job_id"]).glob("*.out"))
-        assert "GLOBAL_RANK: 0, MEMBER: 1/2" in logs and "GLOBAL_RANK: 1, MEMBER: 2/2" in logs, logs[-3000:]
+    assert [j["job_id"].split("_")[1] for j in sweep.jobs] == ["0", "1", "2"]
+    for j in sweep.jobs:
         assert j["value"] == j["metrics"]["val/acc_top1"]
         assert j["value"] == pytest.approx(logged_value(Path(j["dir"]), "val/acc_top1"), rel=1e-6)
-    assert summary["best"]["value"] == max(j["value"] for j in jobs)
-    assert (sweep / "sweep_summary.csv").read_text().count("\n") == 4
+    assert sweep.summary["best"]["value"] == max(j["value"] for j in sweep.jobs)
+    assert (sweep.folder / "sweep_summary.csv").read_text().count("\n") == 4
