@@ -17,31 +17,13 @@ from core.prediction import predict, read_journals
 from core.training import evaluate, train
 from core.video import open_video, write_video
 from datamodules.predict_inputs import list_inputs, output_names
-from tests.conftest import compose_config
+from tests.conftest import SMALL_DATA, compose_config
 from tests.helpers import run_entry
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-CLASSIFICATION = [
-    "data.generator.train_per_class=12",
-    "data.generator.val_per_class=4",
-    "data.generator.test_per_class=4",
-    "data.image_size=32",
-    "data.num_workers=0",
-    "data.batch_size=16",
-    "logger=csv",
-]
-TALNET = [
-    "task=talnet",
-    "data=thumos14",
-    "data.generator.num_validation_videos=4",
-    "data.generator.num_test_videos=3",
-    "data.generator.min_duration=6",
-    "data.generator.max_duration=9",
-    "data.generator.size=32",
-    "data.batch_size=2",
-    "logger=csv",
-]
+CLASSIFICATION = [*SMALL_DATA["shapes"], "logger=csv"]
+TALNET = ["task=talnet", *SMALL_DATA["thumos14"], "logger=csv"]
 DEPTH = [
     "task=people_depth",
     "data=mannequin_challenge",
