@@ -91,12 +91,14 @@ def generate_openimages(
     for split, count in (("train", num_train), ("validation", num_val), ("test", num_test)):
         (root / split).mkdir(parents=True, exist_ok=True)
         box_rows, label_rows = [], []
+        drawn: list[tuple[str, list[dict]]] = []  # (ImageID, its annotated objects), for the track writers
         for index in range(count):
             image_id = f"{('train', 'validation', 'test').index(split):02x}{seed:04x}{index:010x}"  # 16 hex digits
             pixels = rng.integers(90, 140, size=(height, width, 3), dtype=np.uint8)
             image = Image.fromarray(pixels)
             draw = ImageDraw.Draw(image)
             present = rng.choice(len(LEAVES), size=int(rng.integers(1, 4)), replace=False)
+            objects: list[dict] = []
             for k in present:
                 mid, _, colour, shape = LEAVES[k]
                 w, h = rng.uniform(0.2, 0.45), rng.uniform(0.2, 0.45)
@@ -104,13 +106,17 @@ def generate_openimages(
                 x2, y2 = x1 + w, y1 + h
                 group = rng.random() < 0.2
                 if group:  # a cluster of small shapes, annotated as one group-of box
+                    parts = []
                     for _ in range(4):
                         sx, sy = rng.uniform(x1, x2 - w / 3), rng.uniform(y1, y2 - h / 3)
-                        _draw(
-                            draw, shape, colour, (sx * width, sy * height, (sx + w / 3) * width, (sy + h / 3) * height)
-                        )
+                        parts.append((sx, sy, sx + w / 3, sy + h / 3))
                 else:
-                    _draw(draw, shape, colour, (x1 * width, y1 * height, x2 * width, y2 * height))
+                    parts = [(x1, y1, x2, y2)]
+                for px1, py1, px2, py2 in parts:
+                    _draw(draw, shape, colour, (px1 * width, py1 * height, px2 * width, py2 * height))
+                objects.append(
+                    {"mid": mid, "shape": shape, "box": (x1, y1, x2, y2), "group_of": bool(group), "parts": parts}
+                )
                 box_rows.append(
                     [image_id, "xclick", mid, 1, f"{x1:.6f}", f"{x2:.6f}", f"{y1:.6f}", f"{y2:.6f}",
                      0, 0, int(group), 0, 0]
@@ -126,11 +132,13 @@ def generate_openimages(
             if absent:  # a verified-absent class
                 label_rows.append([image_id, "verification", mids[int(rng.choice(absent))], 0])
             image.save(root / split / f"{image_id}.jpg", quality=92)
+            drawn.append((image_id, objects))
         _write_csv(root / f"{split}-annotations-bbox.csv", BOX_HEADER, box_rows)
         _write_csv(root / f"{split}-annotations-human-imagelabels-boxable.csv", LABEL_HEADER, label_rows)
         if split == "validation":
             _write_csv(root / "challenge-2019-validation-detection-bbox.csv", BOX_HEADER, box_rows)
             _write_csv(root / "challenge-2019-validation-detection-human-imagelabels.csv", LABEL_HEADER, label_rows)
+        # The segmentation and relationship writers take `drawn` (annotated objects per image) here.
     classes = [[m, n] for m, n, *_ in LEAVES] + [list(p) for p in PARENTS]
     _write_csv(root / "class-descriptions-boxable.csv", None, classes)
     _write_csv(root / "challenge-2019-classes-description-500.csv", ["MID", "DisplayName"], classes)
