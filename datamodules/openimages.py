@@ -11,6 +11,7 @@ rows and unreadable images instead of failing."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,12 @@ from core.data import DataFormatError, ensure_generated, require_file
 from datamodules.openimages_files import (
     Hierarchy,
     ImageBoxes,
-    expand_boxes,
     expand_image_labels,
     read_boxes,
     read_class_descriptions,
     read_image_labels,
 )
+from datamodules.openimages_masks import InstanceMask, load_mask, read_segmentations
 
 SPLITS = {"train": "train", "val": "validation", "test": "test"}
 
@@ -52,6 +53,7 @@ class OpenImagesDetectionDataset(Dataset):
         path = self.root / self.split / f"{rec['image_id']}.jpg"
         try:
             with Image.open(require_file(path, "an Open Images JPEG")) as image:
+                original_size = image.size
                 image = image.convert("RGB").resize(self.image_size, Image.BILINEAR)
         except (OSError, FileNotFoundError) as err:
             if not rec["skip_corrupt"]:
@@ -63,13 +65,16 @@ class OpenImagesDetectionDataset(Dataset):
         scale = torch.tensor([w, h, w, h], dtype=torch.float32)
         boxes = torch.as_tensor(rec["boxes"], dtype=torch.float32).reshape(-1, 4) * scale
         eval_boxes = torch.as_tensor(rec["eval_boxes"], dtype=torch.float32).reshape(-1, 4) * scale
-        if self.train and torch.rand(1).item() < 0.5:  # horizontal flip
+        flipped = self.train and torch.rand(1).item() < 0.5  # horizontal flip
+        if flipped:
             pixels = pixels.flip(-1)
-            boxes = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
+            boxes = flip_boxes(boxes, w)
         return {
+            "flipped": flipped,  # subclasses flip what they add (relationship boxes, masks) alike
             "image": pixels,
             "image_id": index,
             "image_name": rec["image_id"],
+            "original_size": original_size,  # (width, height) of the JPEG: submissions are at this size
             "boxes": boxes,
             "labels": torch.as_tensor(rec["labels"], dtype=torch.int64),
             "group_of": torch.as_tensor(rec["group_of"], dtype=torch.bool),
@@ -78,6 +83,11 @@ class OpenImagesDetectionDataset(Dataset):
             "eval_group_of": torch.as_tensor(rec["eval_group_of"], dtype=torch.bool),
             "verified": torch.as_tensor(rec["verified"], dtype=torch.int64),
         }
+
+
+def flip_boxes(boxes: torch.Tensor, width: float) -> torch.Tensor:
+    """Boxes (n, 4: x1 y1 x2 y2, pixels) of an image of ``width`` mirrored left-right."""
+    return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
 
 
 def collate_detection(items: list[dict | None]) -> list[dict]:
@@ -146,38 +156,58 @@ class OpenImagesDetectionDataModule(pl.LightningDataModule):
         for key, split in SPLITS.items():
             if key in self._datasets:
                 continue
-            box_file = self.root / f"{split}-annotations-bbox.csv"
-            label_file = self.root / f"{split}-annotations-human-imagelabels-boxable.csv"
-            if not box_file.exists():
-                continue
-            boxes, skipped = read_boxes(box_file, skip_corrupt=self.skip_corrupt)
-            self._skipped_rows += skipped
-            labels = read_image_labels(label_file) if label_file.exists() else {}
-            expanded = expand_boxes(boxes, hierarchy)
-            verified = expand_image_labels(labels, hierarchy)
-            records = []
-            for image_id in sorted(set(boxes) | set(labels)):
-                raw, exp = boxes.get(image_id, ImageBoxes()), expanded.get(image_id, ImageBoxes())
-                for name in raw.labels:
-                    if name not in index:
-                        raise DataFormatError(
-                            box_file, f"class {name!r} of image {image_id} is not in class-descriptions-boxable.csv"
-                        )
-                keep = [n in index for n in exp.labels]
-                records.append(
-                    {
-                        "image_id": image_id,
-                        "skip_corrupt": self.skip_corrupt,
-                        "boxes": raw.boxes,
-                        "labels": [index[n] for n in raw.labels],
-                        "group_of": raw.group_of,
-                        "eval_boxes": [b for b, k in zip(exp.boxes, keep) if k],
-                        "eval_labels": [index[n] for n in exp.labels if n in index],
-                        "eval_group_of": [g for g, k in zip(exp.group_of, keep) if k],
-                        "verified": sorted(index[n] for n in verified.get(image_id, ()) if n in index),
-                    }
-                )
-            self._datasets[key] = OpenImagesDetectionDataset(self.root, split, records, self.image_size, key == "train")
+            records = self.split_records(split, hierarchy, index)
+            if records is not None:
+                self._datasets[key] = self.dataset_class(self.root, split, records, self.image_size, key == "train")
+
+    dataset_class = OpenImagesDetectionDataset
+
+    def read_split_boxes(self, split: str) -> dict[str, ImageBoxes] | None:
+        """The split's boxes as annotated (None without a box file); subclasses add instances here."""
+        box_file = self.root / f"{split}-annotations-bbox.csv"
+        if not box_file.exists():
+            return None
+        boxes, skipped = read_boxes(box_file, skip_corrupt=self.skip_corrupt)
+        self._skipped_rows += skipped
+        return boxes
+
+    def split_records(self, split: str, hierarchy: Hierarchy, index: dict[str, int]) -> list[dict] | None:
+        """One record per image of the split: the boxes as annotated (training targets), the same
+        boxes expanded over the hierarchy (``eval_*``; ``eval_source`` = the annotated box each copies)
+        and the expanded verified classes. None when the split has no box file."""
+        box_file = self.root / f"{split}-annotations-bbox.csv"
+        label_file = self.root / f"{split}-annotations-human-imagelabels-boxable.csv"
+        boxes = self.read_split_boxes(split)
+        if boxes is None:
+            return None
+        labels = read_image_labels(label_file) if label_file.exists() else {}
+        verified = expand_image_labels(labels, hierarchy)
+        records = []
+        for image_id in sorted(set(boxes) | set(labels)):
+            raw = boxes.get(image_id, ImageBoxes())
+            for name in raw.labels:
+                if name not in index:
+                    raise DataFormatError(
+                        box_file, f"class {name!r} of image {image_id} is not in class-descriptions-boxable.csv"
+                    )
+            # each box copied to every ancestor in the label map (expand_boxes, keeping the source)
+            source = [j for j, name in enumerate(raw.labels) for a in hierarchy.expand_labels(name) if a in index]
+            expanded = [index[a] for name in raw.labels for a in hierarchy.expand_labels(name) if a in index]
+            records.append(
+                {
+                    "image_id": image_id,
+                    "skip_corrupt": self.skip_corrupt,
+                    "boxes": raw.boxes,
+                    "labels": [index[n] for n in raw.labels],
+                    "group_of": raw.group_of,
+                    "eval_boxes": [raw.boxes[j] for j in source],
+                    "eval_labels": expanded,
+                    "eval_group_of": [raw.group_of[j] for j in source],
+                    "eval_source": source,
+                    "verified": sorted(index[n] for n in verified.get(image_id, ()) if n in index),
+                }
+            )
+        return records
 
     def _loader(self, key: str, shuffle: bool) -> DataLoader:
         if key not in self._datasets:
@@ -198,3 +228,104 @@ class OpenImagesDetectionDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", False)
+
+
+# ----------------------------------------------------------------------------- instance segmentation
+
+MASK_MATCH_TOLERANCE = 1e-5  # normalized; the official evaluator merges boxes and masks on equal coordinates
+
+
+def attach_masks(
+    boxes: ImageBoxes, masks: list[InstanceMask], csv_path: Path, index: dict[str, int]
+) -> tuple[ImageBoxes, list[Path | None]]:
+    """One image's instances: its annotated boxes, each with the mask whose class and box coordinates
+    equal its own (the official evaluator's merge of the box and mask files), then the masks that
+    match no box as instances of their own. Returns the instances and a mask path per instance (None
+    for a box without a mask: every group-of box, and boxes nobody segmented)."""
+    merged = ImageBoxes(list(boxes.labels), list(boxes.boxes), list(boxes.group_of))
+    paths: list[Path | None] = [None] * len(merged.labels)
+    for mask in masks:
+        if mask.label not in index:
+            raise DataFormatError(csv_path, f"class {mask.label!r} of image {mask.image_id} is not in the class list")
+        for j, (label, box, group) in enumerate(zip(merged.labels, merged.boxes, merged.group_of)):
+            same_box = max(abs(a - b) for a, b in zip(box, mask.box)) <= MASK_MATCH_TOLERANCE
+            if label == mask.label and not group and paths[j] is None and same_box:
+                paths[j] = mask.mask_path
+                break
+        else:
+            merged.labels.append(mask.label)
+            merged.boxes.append(tuple(mask.box))
+            merged.group_of.append(False)
+            paths.append(mask.mask_path)
+    return merged, paths
+
+
+class OpenImagesSegmentationDataset(OpenImagesDetectionDataset):
+    """The detection samples plus, per instance, its mask at the network's input size (``masks``
+    (m, H, W) bool, aligned with ``boxes``; all False where ``has_mask`` is False) and, outside
+    training, the expanded ground truth's masks at the JPEG's own size (``eval_masks``, aligned with
+    ``eval_boxes``), which is where the challenge scores them."""
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        item = super().__getitem__(index)
+        if item is None:
+            return None
+        rec = self.records[index]
+        try:
+            masks = self._load(rec["mask_paths"], self.image_size)
+            if not self.train:
+                full = self._load(rec["mask_paths"], item["original_size"])
+                item["eval_masks"] = full[rec["eval_source"]] if rec["eval_source"] else full[:0]
+        except (DataFormatError, FileNotFoundError) as err:
+            if not rec["skip_corrupt"]:
+                raise
+            warnings.warn(f"skipping image {rec['image_id']}: {err}", stacklevel=2)
+            self.skipped += 1
+            return None
+        item["masks"] = masks.flip(-1) if item["flipped"] else masks
+        item["has_mask"] = torch.tensor([p is not None for p in rec["mask_paths"]], dtype=torch.bool)
+        return item
+
+    @staticmethod
+    def _load(paths: list[Path | None], size: tuple[int, int]) -> torch.Tensor:
+        w, h = size
+        out = torch.zeros(len(paths), h, w, dtype=torch.bool)
+        for j, path in enumerate(paths):
+            if path is not None:
+                out[j] = torch.from_numpy(load_mask(path, (w, h)))
+        return out
+
+
+class OpenImagesSegmentationDataModule(OpenImagesDetectionDataModule):
+    """The Open Images V5 box files plus the instance-segmentation files of each split,
+
+        <root>/<split>-annotations-object-segmentation.csv, <root>/<split>-masks/<MaskPath>
+
+    (datamodules/openimages_masks.py). Instances are the annotated boxes, each with the mask of
+    equal class and box when there is one, plus masks with no such box; group-of boxes have no mask.
+    ``skip_corrupt`` also skips and counts malformed segmentation rows and unreadable mask PNGs."""
+
+    dataset_class = OpenImagesSegmentationDataset
+
+    def read_split_boxes(self, split: str) -> dict[str, ImageBoxes] | None:
+        boxes = super().read_split_boxes(split)
+        if boxes is None:
+            return None
+        csv_path = require_file(
+            self.root / f"{split}-annotations-object-segmentation.csv", "the Open Images segmentation file"
+        )
+        masks, skipped = read_segmentations(csv_path, self.root / f"{split}-masks", skip_corrupt=self.skip_corrupt)
+        self._skipped_rows += skipped
+        index = {n: i for i, n in enumerate(self.class_names)}
+        self._mask_paths = {}
+        for image_id in sorted(set(boxes) | set(masks)):
+            boxes[image_id], self._mask_paths[image_id] = attach_masks(
+                boxes.get(image_id, ImageBoxes()), masks.get(image_id, []), csv_path, index
+            )
+        return boxes
+
+    def split_records(self, split: str, hierarchy: Hierarchy, index: dict[str, int]) -> list[dict] | None:
+        records = super().split_records(split, hierarchy, index)
+        for rec in records or ():
+            rec["mask_paths"] = self._mask_paths.get(rec["image_id"], [])
+        return records

@@ -388,6 +388,97 @@ def _openimages_map():
     return OpenImagesChallengeMAP(num_classes=3)
 
 
+def _openimages_mask_batches() -> list[tuple]:
+    """Open Images segmentation: 5 batches of 12 x 16 images with masked, maskless and group-of boxes,
+    verified labels, shifted / duplicated / random detection masks with tied scores."""
+    g = torch.Generator().manual_seed(41)
+    out, image, h, w = [], 0, 12, 16
+    for size in (3, 2, 4, 1, 3):
+        ids, preds, targets = [], [], []
+        for _ in range(size):
+            m, n = int(torch.randint(0, 4, (1,), generator=g)), int(torch.randint(0, 6, (1,), generator=g))
+            y1, x1 = torch.randint(0, h - 4, (m,), generator=g), torch.randint(0, w - 4, (m,), generator=g)
+            y2, x2 = y1 + torch.randint(2, 5, (m,), generator=g), x1 + torch.randint(2, 5, (m,), generator=g)
+            masks = torch.zeros(m, h, w, dtype=torch.bool)
+            for k in range(m):
+                if torch.rand(1, generator=g) < 0.8:  # the rest: boxes without a mask
+                    masks[k, y1[k] : y2[k], x1[k] : x2[k]] = True
+            pick = torch.randint(0, max(m, 1), (n,), generator=g)
+            det = torch.zeros(n, h, w, dtype=torch.bool)
+            for k in range(n):
+                if m and torch.rand(1, generator=g) < 0.7:  # on a ground truth, shifted by a pixel half the time
+                    shift = torch.randint(-1, 2, (2,), generator=g) * (torch.rand(1, generator=g) < 0.5)
+                    dy, dx = (int(v) for v in shift)
+                    p = int(pick[k])
+                    det[k, max(y1[p] + dy, 0) : y2[p] + dy, max(x1[p] + dx, 0) : x2[p] + dx] = True
+                else:
+                    y, x = (int(v) for v in torch.randint(0, h - 3, (2,), generator=g))
+                    det[k, y : y + 3, x : x + 3] = True
+            labels = torch.randint(0, 3, (m,), generator=g)
+            other = torch.randint(0, 3, (n,), generator=g)
+            det_labels = torch.where(torch.rand(n, generator=g) < 0.8, labels[pick] if m else 0, other)
+            scores = torch.rand(n, generator=g).mul(10).round().div(10)
+            verified = torch.randperm(3, generator=g)[: int(torch.randint(0, 3, (1,), generator=g))]
+            ids.append(image)
+            preds.append({"labels": det_labels, "scores": scores, "masks": det})
+            targets.append({"labels": labels, "boxes": torch.stack([x1, y1, x2, y2], 1).double(), "masks": masks,
+                            "group_of": torch.rand(m, generator=g) < 0.3, "verified": verified})  # fmt: skip
+            image += 1
+        out.append((ids, preds, targets))
+    return out
+
+
+def _openimages_mask_map():
+    from tasks.openimages.metrics import OpenImagesChallengeMaskMAP
+
+    return OpenImagesChallengeMaskMAP(num_classes=3)
+
+
+def _openimages_relationship_batches() -> list[tuple]:
+    """Open Images relationships: 5 batches of images with image labels, jittered / duplicated / random
+    tuples (one image with 60 detections, so Recall@50 cuts), tied scores, images without ground truth."""
+    g = torch.Generator().manual_seed(37)
+    out, image = [], 0
+    for size in (3, 2, 4, 1, 3):
+        ids, preds, targets = [], [], []
+        for _ in range(size):
+            m = int(torch.randint(0, 4, (1,), generator=g))
+            xy = torch.rand(m, 2, 2, generator=g, dtype=torch.float64) * 0.5
+            boxes = torch.cat([xy, xy + 0.1 + 0.3 * torch.rand(m, 2, 2, generator=g, dtype=torch.float64)], 2)
+            classes = torch.randint(0, 4, (m, 3), generator=g)  # subject, object, relationship
+            n = 60 if image == 5 else int(torch.randint(0, 7, (1,), generator=g))
+            pick = torch.randint(0, max(m, 1), (n,), generator=g)
+            copy = (torch.rand(n, generator=g) < 0.7) & (m > 0)
+            det_cls = torch.where(
+                copy[:, None],
+                classes[pick] if m else torch.zeros(n, 3, dtype=torch.long),
+                torch.randint(0, 4, (n, 3), generator=g),
+            )
+            det_boxes = torch.where(
+                copy[:, None, None],
+                boxes[pick] if m else torch.zeros(n, 2, 4, dtype=torch.float64),
+                torch.rand(n, 2, 4, generator=g, dtype=torch.float64).sort(-1).values[..., [0, 2, 1, 3]],
+            )
+            det_boxes = (det_boxes + 0.02 * torch.randn(n, 2, 4, generator=g, dtype=torch.float64)).clamp(0, 1)
+            ids.append(image)
+            preds.append({"subject_labels": det_cls[:, 0], "object_labels": det_cls[:, 1],
+                          "relationships": det_cls[:, 2], "scores": torch.rand(n, generator=g).mul(10).round().div(10),
+                          "subject_boxes": det_boxes[:, 0], "object_boxes": det_boxes[:, 1]})  # fmt: skip
+            labels = torch.randperm(4, generator=g)[: int(torch.randint(0, 3, (1,), generator=g))]
+            targets.append({"subject_labels": classes[:, 0], "object_labels": classes[:, 1],
+                            "relationships": classes[:, 2], "subject_boxes": boxes[:, 0], "object_boxes": boxes[:, 1],
+                            "image_labels": labels})  # fmt: skip
+            image += 1
+        out.append((ids, preds, targets))
+    return out
+
+
+def _openimages_relationship_score():
+    from tasks.openimages.relationship_metrics import OpenImagesRelationshipScore
+
+    return OpenImagesRelationshipScore(num_relationships=4)
+
+
 CASES: dict[str, DDPCase] = {
     "core/per_sample_base": DDPCase(SampleRows, _sample_rows_batches),
     "core/per_sample_base_padded": DDPCase(SampleRows, _sample_rows_batches, padded=True),
@@ -473,6 +564,24 @@ CASES: dict[str, DDPCase] = {
             _openimages_batches,
             padded=padded,
             covers=("tasks.openimages.metrics:OpenImagesChallengeMAP",),
+        )
+        for padded in (False, True)
+    },
+    **{
+        f"openimages/challenge_mask_map{'_padded' if padded else ''}": DDPCase(
+            _openimages_mask_map,
+            _openimages_mask_batches,
+            padded=padded,
+            covers=("tasks.openimages.metrics:OpenImagesChallengeMaskMAP",),
+        )
+        for padded in (False, True)
+    },
+    **{
+        f"openimages/relationship_score{'_padded' if padded else ''}": DDPCase(
+            _openimages_relationship_score,
+            _openimages_relationship_batches,
+            padded=padded,
+            covers=("tasks.openimages.relationship_metrics:OpenImagesRelationshipScore",),
         )
         for padded in (False, True)
     },
@@ -603,11 +712,13 @@ def test_uneven_shards_are_really_uneven():
 
 
 def task_metric_classes() -> list[str]:
-    """ "module:Class" of every public torchmetrics.Metric defined in tasks/*/metrics.py and
-    core/metrics.py (abstract bases excluded)."""
+    """ "module:Class" of every public torchmetrics.Metric defined in tasks/*/metrics.py,
+    tasks/*/*_metrics.py and core/metrics.py (abstract bases excluded)."""
     found = []
     modules = ["core.metrics"] + [
-        f"tasks.{path.parent.name}.metrics" for path in sorted((PROJECT_ROOT / "tasks").glob("*/metrics.py"))
+        f"tasks.{path.parent.name}.{path.stem}"
+        for pattern in ("*/metrics.py", "*/*_metrics.py")
+        for path in sorted((PROJECT_ROOT / "tasks").glob(pattern))
     ]
     for module_name in modules:
         module = importlib.import_module(module_name)

@@ -11,21 +11,37 @@ Layout written under ``root`` (the names and columns of the real release)::
     challenge-2019-validation-detection-human-imagelabels.csv           scoring CLI)
     challenge-2019-label500-hierarchy.json
     challenge-2019-classes-description-500.csv          (with the MID,DisplayName header)
+    {train,validation,test}-annotations-object-segmentation.csv   MaskPath,ImageID,LabelName,BoxID,...
+    {train,validation,test}-masks/<ImageID>_<MID without slashes>_<BoxID>.png
+    challenge-2019-validation-segmentation-bbox.csv     ImageID,LabelName,XMin,XMax,YMin,YMax,IsGroupOf
+    challenge-2019-validation-segmentation-labels.csv   ImageID,LabelName,Confidence
+    challenge-2019-validation-segmentation-masks.csv    the validation mask rows, PNGs in
+    challenge-2019-validation-masks/                    (what the -masks-[0-f].zip archives extract to)
+    challenge-2019-label300-segmentable-hierarchy.json  challenge-2019-classes-description-segmentable.csv
 
 Signal: each leaf class is a filled shape of its own colour and form on a noisy background. The
 hierarchy has parents that are never drawn (Vehicle, Animal, Toy, Sports equipment) and a
 multi-parent class (Ball: Toy and Sports equipment). Some boxes are group-of (a box around a cluster
 of small shapes), each image has a verified-absent label, and some images hold a drawn object that
-is neither boxed nor labelled (an unannotated class)."""
+is neither boxed nor labelled (an unannotated class).
+
+Masks: every non-group-of box has a mask PNG drawn from the object's shape at a resolution unlike
+the image's (2x wide, 1.5x high), as released masks differ from their images. Group-of boxes get
+none: the challenge's segmentation files list them in the bbox file only, and the evaluator treats
+them (like any box without a mask) as regions where detections are ignored. The masks use their own
+random stream, so the images and boxes do not change with them."""
 
 from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from datamodules.openimages_masks import mask_file_name
 
 ROOT_MID = "/m/0bl9f"  # "Entity", the root of the released hierarchy
 # (MID, display name, RGB colour, shape); MIDs are made up in the published /m/ form.
@@ -56,6 +72,12 @@ BOX_HEADER = [
     "IsOccluded", "IsTruncated", "IsGroupOf", "IsDepiction", "IsInside",
 ]  # fmt: skip
 LABEL_HEADER = ["ImageID", "Source", "LabelName", "Confidence"]
+SEGMENTATION_HEADER = [
+    "MaskPath", "ImageID", "LabelName", "BoxID", "BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax",
+    "PredictedIoU", "Clicks",
+]  # fmt: skip
+CHALLENGE_BOX_HEADER = ["ImageID", "LabelName", "XMin", "XMax", "YMin", "YMax", "IsGroupOf"]
+MASK_SCALE = (2.0, 1.5)  # mask size / image size along x and y: not proportional, as in the release
 
 
 def class_names() -> list[str]:
@@ -75,6 +97,56 @@ def _write_csv(path: Path, header: list[str] | None, rows: list[list]) -> None:
         writer.writerows(rows)
 
 
+def _mask_rows(
+    masks_dir: Path, drawn: list[tuple[str, list[dict]]], image_size: tuple[int, int], rng: np.random.Generator
+) -> list[list]:
+    """Write a mask PNG for each non-group-of object of ``drawn``; returns the segmentation CSV rows."""
+    masks_dir.mkdir(parents=True, exist_ok=True)
+    mw, mh = round(image_size[0] * MASK_SCALE[0]), round(image_size[1] * MASK_SCALE[1])
+    rows = []
+    for image_id, objects in drawn:
+        for obj in objects:
+            if obj["group_of"]:
+                continue
+            box_id = f"{int(rng.integers(0, 2**32)):08x}"
+            mask = Image.new("L", (mw, mh), 0)
+            for px1, py1, px2, py2 in obj["parts"]:
+                _draw(ImageDraw.Draw(mask), obj["shape"], 255, (px1 * mw, py1 * mh, px2 * mw, py2 * mh))
+            name = mask_file_name(image_id, obj["mid"], box_id)
+            mask.save(masks_dir / name)
+            x1, y1, x2, y2 = obj["box"]
+            clicks = ";".join(
+                f"{rng.uniform(x1, x2):.5f} {rng.uniform(y1, y2):.5f} {int(rng.integers(0, 2))}" for _ in range(3)
+            )
+            rows.append(
+                [name, image_id, obj["mid"], box_id, f"{x1:.6f}", f"{x2:.6f}", f"{y1:.6f}", f"{y2:.6f}",
+                 f"{rng.uniform(0.6, 0.95):.5f}", clicks]
+            )  # fmt: skip
+    return rows
+
+
+def _write_challenge_segmentation(root: Path, box_rows: list, label_rows: list, seg_rows: list) -> None:
+    """The challenge's validation segmentation files under their official names (the scoring CLI's
+    ``--track segmentation`` input): the challenge's shorter box and label columns, the mask rows and
+    their PNGs copied into the folder the challenge's mask archives extract to."""
+    col = {name: i for i, name in enumerate(BOX_HEADER)}
+    _write_csv(
+        root / "challenge-2019-validation-segmentation-bbox.csv",
+        CHALLENGE_BOX_HEADER,
+        [[r[col[c]] for c in CHALLENGE_BOX_HEADER] for r in box_rows],
+    )
+    _write_csv(
+        root / "challenge-2019-validation-segmentation-labels.csv",
+        ["ImageID", "LabelName", "Confidence"],
+        [[r[0], r[2], r[3]] for r in label_rows],
+    )
+    _write_csv(root / "challenge-2019-validation-segmentation-masks.csv", SEGMENTATION_HEADER, seg_rows)
+    out = root / "challenge-2019-validation-masks"
+    out.mkdir(exist_ok=True)
+    for row in seg_rows:
+        shutil.copyfile(root / "validation-masks" / row[0], out / row[0])
+
+
 def generate_openimages(
     root: str | Path,
     num_train: int = 48,
@@ -86,6 +158,7 @@ def generate_openimages(
     """Write the data set (layout in the module docstring) into ``root``; returns ``root``."""
     root = Path(root)
     rng = np.random.default_rng(seed)
+    mask_rng = np.random.default_rng(seed + 1)  # its own stream: images and boxes stay as they were
     width, height = image_size
     mids = [m for m, *_ in LEAVES]
     for split, count in (("train", num_train), ("validation", num_val), ("test", num_test)):
@@ -139,9 +212,21 @@ def generate_openimages(
             _write_csv(root / "challenge-2019-validation-detection-bbox.csv", BOX_HEADER, box_rows)
             _write_csv(root / "challenge-2019-validation-detection-human-imagelabels.csv", LABEL_HEADER, label_rows)
         # The segmentation and relationship writers take `drawn` (annotated objects per image) here.
+        from datamodules.synthetic.openimages_relationships import write_relationship_files
+
+        write_relationship_files(root, split, drawn)
+        seg_rows = _mask_rows(root / f"{split}-masks", drawn, image_size, mask_rng)
+        _write_csv(root / f"{split}-annotations-object-segmentation.csv", SEGMENTATION_HEADER, seg_rows)
+        if split == "validation":
+            _write_challenge_segmentation(root, box_rows, label_rows, seg_rows)
     classes = [[m, n] for m, n, *_ in LEAVES] + [list(p) for p in PARENTS]
     _write_csv(root / "class-descriptions-boxable.csv", None, classes)
     _write_csv(root / "challenge-2019-classes-description-500.csv", ["MID", "DisplayName"], classes)
-    for name in ("bbox_labels_600_hierarchy.json", "challenge-2019-label500-hierarchy.json"):
+    _write_csv(root / "challenge-2019-classes-description-segmentable.csv", None, classes)
+    for name in (
+        "bbox_labels_600_hierarchy.json",
+        "challenge-2019-label500-hierarchy.json",
+        "challenge-2019-label300-segmentable-hierarchy.json",
+    ):
         (root / name).write_text(json.dumps(HIERARCHY, indent=1))
     return root

@@ -1,13 +1,14 @@
 """Score an Open Images Challenge 2019 submission against the challenge's annotation files.
 
-    python -m tasks.openimages.evaluate <submission.csv> --annotations <dir> --track detection
+    python -m tasks.openimages.evaluate <submission.csv> --annotations <dir> --track detection|segmentation
         [--out metrics.json]
 
 ``<dir>`` holds the files under their official names: challenge-2019-validation-detection-bbox.csv,
 challenge-2019-validation-detection-human-imagelabels.csv, challenge-2019-label500-hierarchy.json and
 (optional; else every class of the hierarchy) challenge-2019-classes-description-500.csv. The ground
 truth is expanded over the hierarchy here, as the official pipeline does before its evaluator. Prints
-the mAP and the per-class AP. Imports numpy and the standard library only."""
+the mAP and the per-class AP. Imports numpy and the standard library only (and pycocotools and PIL
+for the segmentation track, whose files are listed in :func:`load_segmentation_ground_truth`)."""
 
 from __future__ import annotations
 
@@ -27,10 +28,18 @@ from datamodules.openimages_files import (
     read_class_descriptions,
     read_image_labels,
 )
-from tasks.openimages.protocol import ImageGroundTruth, class_index, evaluate_detections
-from tasks.openimages.submission import read_detection_submission
+from datamodules.openimages_masks import CHALLENGE_SEGMENTATION_FILES, expand_masks, load_mask, read_segmentations
+from tasks.openimages.protocol import (
+    ImageGroundTruth,
+    ImageMaskDetections,
+    ImageMaskGroundTruth,
+    SegmentationAccumulator,
+    class_index,
+    evaluate_detections,
+)
+from tasks.openimages.submission import read_detection_submission, read_segmentation_submission
 
-TRACKS = ("detection",)  # segmentation and relationship tracks: not built yet (docs/openimages.md)
+TRACKS = ("detection", "segmentation", "relationship")
 
 
 def load_detection_ground_truth(annotations: str | Path) -> tuple[list[str], dict[str, str], list]:
@@ -83,6 +92,89 @@ def score_detection(submission: str | Path, annotations: str | Path) -> dict:
     }
 
 
+def _label_map(root: Path, hierarchy: Hierarchy, classes_file: str) -> dict[str, str]:
+    """{MID: display name} of the class file if present, else of every hierarchy class."""
+    if (root / classes_file).exists():
+        return read_class_descriptions(root / classes_file)
+    return {name: name for name in sorted(hierarchy.ancestors)}
+
+
+def load_segmentation_ground_truth(annotations: str | Path) -> tuple[list[str], dict[str, str], dict, int]:
+    """(class MIDs, display names, {image id: [(label, box, group-of, mask path or None)]}, masks without
+    a box) from the challenge's segmentation files (names in ``CHALLENGE_SEGMENTATION_FILES``), all
+    expanded over the hierarchy. Boxes and masks are joined as the official
+    ``merge_boxes_and_masks`` does: an outer join on class and *identical* coordinates, rows in its
+    sorted key order; a box without a mask is kept (an ignore region), a mask without a box is an
+    instance of its own (non-group-of). Images come from the box, mask and label files."""
+    root = Path(annotations)
+    files = CHALLENGE_SEGMENTATION_FILES
+    hierarchy = Hierarchy.read(root / files["hierarchy"])
+    display = _label_map(root, hierarchy, files["classes"])
+    boxes, _ = read_boxes(root / files["boxes"])
+    boxes = expand_boxes(boxes, hierarchy)
+    masks, _ = read_segmentations(root / files["masks"], root / files["masks_dir"])
+    masks = expand_masks(masks, hierarchy)
+    verified = expand_image_labels(read_image_labels(root / files["image_labels"]), hierarchy)
+    instances: dict[str, list] = {}
+    unmatched = 0
+    for image_id in sorted(set(boxes) | set(masks) | set(verified)):
+        by_key: dict[tuple, list] = {}
+        item = boxes.get(image_id)
+        for label, box, group in zip(*(item.labels, item.boxes, item.group_of) if item else ((), (), ())):
+            x1, y1, x2, y2 = box
+            by_key.setdefault((label, x1, x2, y1, y2), [[], []])[0].append(group)
+        for m in masks.get(image_id, ()):
+            x1, y1, x2, y2 = m.box
+            by_key.setdefault((m.label, x1, x2, y1, y2), [[], []])[1].append(m.mask_path)
+        rows = []
+        for (label, x1, x2, y1, y2), (groups, paths) in by_key.items():
+            unmatched += len(paths) if not groups else 0
+            for group in groups or [False]:
+                for path in paths or [None]:
+                    rows.append((label, x1, x2, y1, y2, int(group), path))
+        rows.sort(key=lambda r: r[:6])  # pandas' outer merge sorts by its keys
+        instances[image_id] = [(r[0], (r[1], r[3], r[2], r[4]), bool(r[5]), r[6]) for r in rows]
+    return list(display), display, (instances, verified), unmatched
+
+
+def score_segmentation(submission: str | Path, annotations: str | Path, group_of_weight: float = 1.0) -> dict:
+    """{"mAP", "per_class_AP", "display_names", "num_images", "masks_without_box", "seconds"}. Ground-truth
+    masks are resized (nearest) to the image size the submission gives for that image; for an image
+    missing from the submission only whether each mask is empty matters (it has no detections)."""
+    start = time.perf_counter()
+    names, display, (instances, verified), unmatched = load_segmentation_ground_truth(annotations)
+    ids = class_index(names)
+    submitted = read_segmentation_submission(submission, ids)
+    acc = SegmentationAccumulator(len(names), group_of_weight=group_of_weight)
+    for image_id, items in instances.items():
+        items = [it for it in items if it[0] in ids]
+        row = submitted.get(image_id)
+        shape = (row.height, row.width) if row is not None else (1, 1)  # no detections: presence only
+        masks = np.zeros((len(items), *shape), dtype=bool)
+        for k, (_, _, _, path) in enumerate(items):
+            if path is not None:
+                masks[k] = load_mask(path, (row.width, row.height)) if row is not None else load_mask(path).any()
+        gt = ImageMaskGroundTruth(
+            labels=np.array([ids[it[0]] for it in items], dtype=np.int64),
+            boxes=np.array([it[1] for it in items], dtype=np.float64).reshape(-1, 4),
+            group_of=np.array([it[2] for it in items], dtype=bool),
+            masks=masks,
+            verified=np.array(sorted(ids[n] for n in verified.get(image_id, ()) if n in ids), dtype=np.int64),
+        )
+        det = None if row is None else ImageMaskDetections(labels=row.labels, scores=row.scores, masks=row.decode())
+        acc.add_image(gt, det)
+    mean_ap, ap = acc.compute()
+    return {
+        "track": "segmentation",
+        "mAP": mean_ap,
+        "per_class_AP": {names[c]: float(ap[c]) for c in range(len(names)) if not np.isnan(ap[c])},
+        "display_names": {names[c]: display[names[c]] for c in range(len(names)) if not np.isnan(ap[c])},
+        "num_images": len(instances),
+        "masks_without_box": unmatched,
+        "seconds": time.perf_counter() - start,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("submission", type=Path)
@@ -90,7 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--track", choices=TRACKS, default="detection")
     parser.add_argument("--out", type=Path, default=None, help="write the metrics as JSON here")
     args = parser.parse_args(argv)
-    result = score_detection(args.submission, args.annotations)
+    if args.track == "relationship":  # challenge-2019-*-vrd* files: tasks/openimages/relationships.py
+        from tasks.openimages.relationships import run_relationship_track
+
+        return run_relationship_track(args.submission, args.annotations, args.out)
+    if args.track == "segmentation":
+        result = score_segmentation(args.submission, args.annotations)
+    else:
+        result = score_detection(args.submission, args.annotations)
     for mid, value in result["per_class_AP"].items():
         print(f"AP {mid} ({result['display_names'][mid]}): {value:.6f}")
     print(f"mAP: {result['mAP']:.6f}  ({len(result['per_class_AP'])} classes, {result['num_images']} images)")

@@ -1,5 +1,5 @@
-"""Faster R-CNN from torchvision's builder with a named backbone, and the challenge's label rules in
-the box classifier's loss.
+"""Faster R-CNN and Mask R-CNN from torchvision's builders with a named backbone, and the challenge's
+label rules in the box classifier's loss (plus the mask loss for Mask R-CNN).
 
 Backbones: ``tiny_convnet`` (four stride-2 conv blocks, one feature map; trains from scratch in
 minutes on a CPU) or any torchvision ResNet name (``resnet18``, ``resnet50``, ...) through
@@ -10,10 +10,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.roi_heads import project_masks_on_boxes
 from torchvision.ops import MultiScaleRoIAlign
 
 
@@ -29,6 +31,54 @@ def tiny_convnet(width: int = 64) -> nn.Module:
     return body
 
 
+def region_cnn(
+    num_classes: int,
+    backbone: str = "tiny_convnet",
+    min_size: int = 120,
+    max_size: int = 160,
+    anchor_sizes: list[int] = (16, 32, 64),
+    pretrained_path: str | None = None,
+    masks: bool = False,
+) -> FasterRCNN:
+    """torchvision's FasterRCNN (or, with ``masks``, its MaskRCNN) for ``num_classes`` object classes
+    (+1 background) on the named backbone."""
+    builder = MaskRCNN if masks else FasterRCNN
+    if backbone == "tiny_convnet":
+        body = tiny_convnet()
+        anchors = AnchorGenerator(sizes=(tuple(anchor_sizes),), aspect_ratios=((0.5, 1.0, 2.0),))
+        pool = MultiScaleRoIAlign(featmap_names=["0"], output_size=7, sampling_ratio=2)
+        heads = {}
+        if masks:  # two 64-channel convs instead of four 256-channel ones: the same head, CPU-sized
+            heads = {
+                "mask_roi_pool": MultiScaleRoIAlign(featmap_names=["0"], output_size=14, sampling_ratio=2),
+                "mask_head": MaskRCNNHeads(body.out_channels, [64, 64], 1),
+                "mask_predictor": MaskRCNNPredictor(64, 64, num_classes + 1),
+            }
+        # A small box head and fewer proposals than the ImageNet-sized defaults: CPU minutes, not hours.
+        model = builder(
+            body, num_classes=None, min_size=min_size, max_size=max_size,
+            rpn_anchor_generator=anchors, box_roi_pool=pool,
+            box_head=TwoMLPHead(body.out_channels * 7 * 7, 256), box_predictor=FastRCNNPredictor(256, num_classes + 1),
+            rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=200, rpn_pre_nms_top_n_test=300,
+            rpn_post_nms_top_n_test=100, box_batch_size_per_image=64,
+            image_mean=[0.5, 0.5, 0.5], image_std=[0.25, 0.25, 0.25], **heads,
+        )  # fmt: skip
+    else:
+        body = resnet_fpn_backbone(backbone_name=backbone, weights=None, trainable_layers=5)
+        anchors = AnchorGenerator(
+            sizes=tuple((s,) for s in anchor_sizes) + ((anchor_sizes[-1] * 2,),) * 2,
+            aspect_ratios=((0.5, 1.0, 2.0),) * (len(anchor_sizes) + 2),
+        )
+        model = builder(
+            body, num_classes=num_classes + 1, min_size=min_size, max_size=max_size, rpn_anchor_generator=anchors
+        )
+    if pretrained_path:  # a user's local backbone weights (a torchvision ResNet state dict, say)
+        from core.weights import load_pretrained
+
+        load_pretrained(model.backbone if backbone == "tiny_convnet" else model.backbone.body, pretrained_path)
+    return model
+
+
 def faster_rcnn(
     num_classes: int,
     backbone: str = "tiny_convnet",
@@ -38,33 +88,19 @@ def faster_rcnn(
     pretrained_path: str | None = None,
 ) -> FasterRCNN:
     """torchvision's FasterRCNN for ``num_classes`` object classes (+1 background)."""
-    if backbone == "tiny_convnet":
-        body = tiny_convnet()
-        anchors = AnchorGenerator(sizes=(tuple(anchor_sizes),), aspect_ratios=((0.5, 1.0, 2.0),))
-        pool = MultiScaleRoIAlign(featmap_names=["0"], output_size=7, sampling_ratio=2)
-        # A small box head and fewer proposals than the ImageNet-sized defaults: CPU minutes, not hours.
-        model = FasterRCNN(
-            body, num_classes=None, min_size=min_size, max_size=max_size,
-            rpn_anchor_generator=anchors, box_roi_pool=pool,
-            box_head=TwoMLPHead(body.out_channels * 7 * 7, 256), box_predictor=FastRCNNPredictor(256, num_classes + 1),
-            rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=200, rpn_pre_nms_top_n_test=300,
-            rpn_post_nms_top_n_test=100, box_batch_size_per_image=64,
-            image_mean=[0.5, 0.5, 0.5], image_std=[0.25, 0.25, 0.25],
-        )  # fmt: skip
-    else:
-        body = resnet_fpn_backbone(backbone_name=backbone, weights=None, trainable_layers=5)
-        anchors = AnchorGenerator(
-            sizes=tuple((s,) for s in anchor_sizes) + ((anchor_sizes[-1] * 2,),) * 2,
-            aspect_ratios=((0.5, 1.0, 2.0),) * (len(anchor_sizes) + 2),
-        )
-        model = FasterRCNN(
-            body, num_classes=num_classes + 1, min_size=min_size, max_size=max_size, rpn_anchor_generator=anchors
-        )
-    if pretrained_path:  # a user's local backbone weights (a torchvision ResNet state dict, say)
-        from core.weights import load_pretrained
+    return region_cnn(num_classes, backbone, min_size, max_size, anchor_sizes, pretrained_path, masks=False)
 
-        load_pretrained(model.backbone if backbone == "tiny_convnet" else model.backbone.body, pretrained_path)
-    return model
+
+def mask_rcnn(
+    num_classes: int,
+    backbone: str = "tiny_convnet",
+    min_size: int = 120,
+    max_size: int = 160,
+    anchor_sizes: list[int] = (16, 32, 64),
+    pretrained_path: str | None = None,
+) -> MaskRCNN:
+    """torchvision's MaskRCNN for ``num_classes`` object classes (+1 background)."""
+    return region_cnn(num_classes, backbone, min_size, max_size, anchor_sizes, pretrained_path, masks=True)
 
 
 def group_of_background_weights(
@@ -89,24 +125,35 @@ def group_of_background_weights(
 def challenge_detection_losses(
     model: FasterRCNN, images: list[torch.Tensor], targets: list[dict]
 ) -> dict[str, torch.Tensor]:
-    """Faster R-CNN's training losses with the Open Images label rules in the box classifier:
+    """Faster R-CNN's (or Mask R-CNN's) training losses with the Open Images label rules in the box
+    classifier:
 
     - a class neither annotated (boxed) nor verified for an image is not a negative there: its logit
       is left out of the softmax of that image's proposals (so no proposal pushes it down);
     - a background proposal lying inside a group-of box (IoA >= 0.5, the challenge's group-of match)
       is ignored, not a negative: the challenge does not count such detections as false positives.
 
+    With a mask head (MaskRCNN) ``loss_mask`` is added (:func:`instance_mask_loss`): only positive
+    proposals matched to an instance that has a mask count; group-of boxes have none.
+
     ``targets[i]``: ``boxes`` (pixels), ``labels`` (0-based), ``group_of``, ``known`` (class ids
-    annotated or verified for the image)."""
+    annotated or verified for the image); for Mask R-CNN also ``masks`` (m, H, W) in the image's
+    pixels and optionally ``has_mask`` (m,) bool (default: not group-of)."""
+    with_masks = model.roi_heads.has_mask()
     original_sizes = [img.shape[-2:] for img in images]
-    tv_targets = [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in targets]
+    tv_targets = []
+    for t in targets:
+        tv = {"boxes": t["boxes"], "labels": t["labels"] + 1}
+        if with_masks:
+            tv["masks"] = t["masks"].to(torch.uint8)
+        tv_targets.append(tv)
     image_list, tv_targets = model.transform(images, tv_targets)
     features = model.backbone(image_list.tensors)
     if isinstance(features, torch.Tensor):
         features = {"0": features}
     proposals, rpn_losses = model.rpn(image_list, features, tv_targets)
     heads = model.roi_heads
-    proposals, _, labels, regression_targets = heads.select_training_samples(proposals, tv_targets)
+    proposals, matched_idxs, labels, regression_targets = heads.select_training_samples(proposals, tv_targets)
     box_features = heads.box_head(heads.box_roi_pool(features, proposals, image_list.image_sizes))
     class_logits, box_regression = heads.box_predictor(box_features)
 
@@ -123,6 +170,12 @@ def challenge_detection_losses(
         ratio = ratio / torch.tensor(original_sizes[i][::-1] * 2, device=row.device, dtype=torch.float32)
         w = group_of_background_weights(props, lab, t["boxes"][group].to(row.device) * ratio)
         weights.append(w)
+    losses = dict(rpn_losses)
+    if with_masks:
+        has_mask = [t.get("has_mask", ~t["group_of"].bool()) for t in targets]
+        losses["loss_mask"] = instance_mask_loss(
+            model, features, image_list.image_sizes, proposals, matched_idxs, labels, tv_targets, has_mask
+        )
     allowed = torch.cat(allowed, 0)
     weights = torch.cat(weights, 0)
     labels = torch.cat(labels, 0)
@@ -138,7 +191,54 @@ def challenge_detection_losses(
         )
         / labels.numel()
     )
-    return {"loss_classifier": classifier_loss, "loss_box_reg": box_loss, **rpn_losses}
+    return {"loss_classifier": classifier_loss, "loss_box_reg": box_loss, **losses}
+
+
+def instance_mask_loss(
+    model: MaskRCNN,
+    features: dict[str, torch.Tensor],
+    image_sizes: list[tuple[int, int]],
+    proposals: list[torch.Tensor],
+    matched_idxs: list[torch.Tensor],
+    labels: list[torch.Tensor],
+    targets: list[dict],
+    has_mask: list[torch.Tensor],
+) -> torch.Tensor:
+    """Mask R-CNN's per-pixel sigmoid loss on the ground-truth class's channel (He et al. 2017, sec.
+    3), over the sampled positive proposals whose matched instance has a mask: a group-of box (or any
+    box without a segmentation) gives no mask target, so its proposals are left out. ``targets``
+    are the transformed torchvision targets (``masks`` at the network's input size); ``labels`` the
+    sampled proposals' 1-based labels."""
+    heads = model.roi_heads
+    keep_props, keep_idxs, keep_labels = [], [], []
+    for props, idxs, lab, t, flags in zip(proposals, matched_idxs, labels, targets, has_mask):
+        flags = flags.to(idxs.device).bool()
+        keep = (lab > 0) & (flags[idxs] if len(flags) else torch.zeros_like(lab, dtype=torch.bool))
+        keep_props.append(props[keep])
+        keep_idxs.append(idxs[keep])
+        keep_labels.append(t["labels"][idxs[keep]])
+    mask_logits = heads.mask_predictor(heads.mask_head(heads.mask_roi_pool(features, keep_props, image_sizes)))
+    if sum(len(p) for p in keep_props) == 0:
+        return mask_logits.sum() * 0  # keeps the graph (and DDP's gradient bookkeeping) intact
+    size = mask_logits.shape[-1]
+    mask_targets = torch.cat(
+        [project_masks_on_boxes(t["masks"], p, i, size) for t, p, i in zip(targets, keep_props, keep_idxs)
+         if len(p)]
+    )  # fmt: skip
+    keep_labels = torch.cat(keep_labels)
+    chosen = mask_logits[torch.arange(len(keep_labels), device=keep_labels.device), keep_labels]
+    return F.binary_cross_entropy_with_logits(chosen, mask_targets)
+
+
+def ancestor_copies(labels: torch.Tensor, ancestors: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(index, labels)`` of the detections expanded up the hierarchy: the originals first, then one
+    copy per ancestor class of each (``index`` says which detection each row copies)."""
+    index, out = list(range(len(labels))), labels.tolist()
+    for k, label in enumerate(labels.tolist()):
+        for parent in ancestors[label] if 0 <= label < len(ancestors) else ():
+            index.append(k)
+            out.append(parent)
+    return torch.as_tensor(index, dtype=torch.long, device=labels.device), labels.new_tensor(out)
 
 
 def expand_to_ancestors(
@@ -146,10 +246,5 @@ def expand_to_ancestors(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Each detection copied to every ancestor class of its label (same box and score): the
     evaluator expands only the ground truth, so parent classes must be predicted explicitly."""
-    out_l, out_s, out_b = [labels], [scores], [boxes]
-    for k, label in enumerate(labels.tolist()):
-        for parent in ancestors[label] if label < len(ancestors) else ():
-            out_l.append(labels.new_tensor([parent]))
-            out_s.append(scores[k : k + 1])
-            out_b.append(boxes[k : k + 1])
-    return torch.cat(out_l), torch.cat(out_s), torch.cat(out_b)
+    index, expanded = ancestor_copies(labels, ancestors)
+    return expanded, scores[index], boxes[index]

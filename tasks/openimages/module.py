@@ -44,15 +44,25 @@ class OpenImagesDetectionTask(pl.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.model = faster_rcnn(num_classes, backbone, min_size, max_size, list(anchor_sizes), pretrained_path)
+        self.model = self.build_model()
         self.model.roi_heads.score_thresh = score_threshold
         self.model.roi_heads.detections_per_img = detections_per_image
-        self.val_map = OpenImagesChallengeMAP(num_classes)
-        self.test_map = OpenImagesChallengeMAP(num_classes)
+        self.val_map = self.metric_class(num_classes)
+        self.test_map = self.metric_class(num_classes)
         self.class_ancestors: list[list[int]] = [[] for _ in range(num_classes)]
         self.class_names: list[str] = []
         self.display_names: list[str] = []
         self._test_rows: list[tuple] = []
+
+    metric_class = OpenImagesChallengeMAP
+    picture_key = "detections"  # pictures logged under <stage>/<picture_key>
+
+    def build_model(self) -> torch.nn.Module:
+        """The network the hyper-parameters describe (subclasses: Mask R-CNN)."""
+        hp = self.hparams
+        return faster_rcnn(
+            hp.num_classes, hp.backbone, hp.min_size, hp.max_size, list(hp.anchor_sizes), hp.pretrained_path
+        )
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)
@@ -78,19 +88,25 @@ class OpenImagesDetectionTask(pl.LightningModule):
 
     def training_step(self, batch: list[dict], batch_idx: int) -> torch.Tensor:
         images = [item["image"] for item in batch]
+        targets = self.training_targets(batch)
         if self.hparams.label_rules:
-            targets = [
-                {"boxes": b["boxes"], "labels": b["labels"], "group_of": b["group_of"],
-                 "known": torch.unique(torch.cat([b["labels"], b["verified"]]))}
-                for b in batch
-            ]  # fmt: skip
             losses = challenge_detection_losses(self.model, images, targets)
         else:
-            losses = self.model(images, [{"boxes": b["boxes"], "labels": b["labels"] + 1} for b in batch])
+            plain = [{k: v for k, v in t.items() if k not in ("group_of", "known")} for t in targets]
+            losses = self.model(images, [{**t, "labels": t["labels"] + 1} for t in plain])
         loss = sum(losses.values())
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=len(batch))
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         return loss
+
+    def training_targets(self, batch: list[dict]) -> list[dict[str, torch.Tensor]]:
+        """Per image: ``boxes``, 0-based ``labels``, ``group_of`` and ``known`` (classes annotated or
+        verified there), as :func:`challenge_detection_losses` takes them."""
+        return [
+            {"boxes": b["boxes"], "labels": b["labels"], "group_of": b["group_of"],
+             "known": torch.unique(torch.cat([b["labels"], b["verified"]]))}
+            for b in batch
+        ]  # fmt: skip
 
     def detect(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """Detections per image (pixels, 0-based labels), expanded to ancestors if configured."""
@@ -102,10 +118,35 @@ class OpenImagesDetectionTask(pl.LightningModule):
             out.append({"labels": labels, "scores": scores, "boxes": boxes})
         return out
 
+    def predict_step(self, batch: dict, batch_idx: int) -> list[dict[str, torch.Tensor]]:
+        """predict.py: per image of ``batch["image"]`` its detections with boxes normalized to the
+        image ([0, 1], x1 y1 x2 y2), as in the submission, and the mask probabilities at the input
+        size where ``detect`` gives them (tasks/openimages/predict.py writes them)."""
+        if not batch["inputs"]:  # every file of the batch was unreadable
+            return []
+        out = []
+        for image, pred in zip(batch["image"], self.detect(list(batch["image"]))):
+            h, w = image.shape[-2:]
+            boxes = (pred["boxes"] / pred["boxes"].new_tensor([w, h, w, h])).clamp(0, 1)
+            item = {"labels": pred["labels"].cpu(), "scores": pred["scores"].cpu(), "boxes": boxes.cpu()}
+            if "masks" in pred:
+                item["masks"] = pred["masks"].cpu()
+            out.append(item)
+        return out
+
     def _evaluate(self, batch: list[dict], batch_idx: int, metric: OpenImagesChallengeMAP, stage: str) -> None:
         if not batch:
             return
         preds = self.detect([item["image"] for item in batch])
+        scored, targets = self.metric_inputs(batch, preds)
+        metric.update([b["image_id"] for b in batch], scored, targets)
+        if stage == "test":
+            self._test_rows.extend(self.submission_rows(batch, scored))
+        if batch_idx == 0 and self.hparams.num_sample_images > 0:
+            self._log_pictures(batch, preds, f"{stage}/{self.picture_key}")
+
+    def metric_inputs(self, batch: list[dict], preds: list[dict]) -> tuple[list[dict], list[dict]]:
+        """What the challenge metric scores: the predictions and the expanded ground truth per image."""
         targets = [
             {
                 "boxes": b["eval_boxes"],
@@ -115,16 +156,29 @@ class OpenImagesDetectionTask(pl.LightningModule):
             }
             for b in batch
         ]
-        metric.update([b["image_id"] for b in batch], preds, targets)
-        if stage == "test":  # rows of the Kaggle submission: class MIDs, normalized boxes
-            for b, p in zip(batch, preds):
-                h, w = b["image"].shape[-2:]
-                scale = p["boxes"].new_tensor([w, h, w, h])
-                names = [self.class_names[i] if i < len(self.class_names) else str(i) for i in p["labels"].tolist()]
-                boxes = (p["boxes"] / scale).clamp(0, 1).cpu().numpy()
-                self._test_rows.append((b["image_name"], names, p["scores"].cpu().tolist(), boxes))
-        if batch_idx == 0 and self.hparams.num_sample_images > 0:
-            self._log_pictures(batch, preds, f"{stage}/detections")
+        return preds, targets
+
+    def class_mids(self, labels: torch.Tensor) -> list[str]:
+        """Class MIDs of class ids (the id itself where the class list is unknown)."""
+        return [self.class_names[i] if i < len(self.class_names) else str(i) for i in labels.tolist()]
+
+    def submission_rows(self, batch: list[dict], preds: list[dict]) -> list[tuple]:
+        """Rows of the Kaggle detection submission: image, class MIDs, scores, normalized boxes."""
+        rows = []
+        for b, p in zip(batch, preds):
+            h, w = b["image"].shape[-2:]
+            scale = p["boxes"].new_tensor([w, h, w, h])
+            boxes = (p["boxes"] / scale).clamp(0, 1).cpu().numpy()
+            rows.append((b["image_name"], (self.class_mids(p["labels"]), p["scores"].cpu().tolist(), boxes)))
+        return rows
+
+    def write_submission(self, predictions: dict[str, tuple]) -> None:
+        """The test split's Kaggle submission, ``test_submission.csv`` in the run folder (atomic)."""
+        write_detection_submission(make_dirs(self.trainer.default_root_dir) / "test_submission.csv", predictions)
+
+    def draw(self, image: torch.Tensor, pred: dict, keep: torch.Tensor, names: list[str]) -> torch.Tensor:
+        """One picture: the uint8 image with the kept predictions drawn."""
+        return draw_bounding_boxes(image, pred["boxes"][keep].cpu(), labels=names, colors="white")
 
     def _log_pictures(self, batch: list[dict], preds: list[dict], key: str) -> None:
         pictures = []
@@ -133,7 +187,7 @@ class OpenImagesDetectionTask(pl.LightningModule):
             shown = self.display_names or self.class_names
             names = [shown[i] if i < len(shown) else str(i) for i in pred["labels"][keep].tolist()]
             image = (item["image"].clamp(0, 1) * 255).to(torch.uint8).cpu()
-            pictures.append(draw_bounding_boxes(image, pred["boxes"][keep].cpu(), labels=names, colors="white"))
+            pictures.append(self.draw(image, pred, keep, names))
         log_image(self, key, pictures)
 
     def validation_step(self, batch: list[dict], batch_idx: int) -> None:
@@ -155,9 +209,7 @@ class OpenImagesDetectionTask(pl.LightningModule):
         rows = gather_objects(self._test_rows)  # collective: every rank calls it
         self._test_rows = []
         if self.trainer.is_global_zero and rows:
-            predictions = {name: (labels, scores, boxes) for name, labels, scores, boxes in rows}
-            out = make_dirs(self.trainer.default_root_dir) / "test_submission.csv"
-            write_detection_submission(out, dict(sorted(predictions.items())))
+            self.write_submission(dict(sorted(dict(rows).items())))
 
     def configure_optimizers(self) -> Any:
         return configure_optimizers(self, self.hparams.optimizer, self.hparams.scheduler)

@@ -98,7 +98,7 @@ def match_class_in_image(
     )
 
 
-def average_precision(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> float:
+def average_precision(scores: np.ndarray, tp: np.ndarray, num_gt: float) -> float:
     """All-point AP of (score, tp) pairs of one class over the data set, rule 5."""
     if len(scores) == 0:
         return 0.0
@@ -173,7 +173,7 @@ class DetectionAccumulator:
         for c in np.flatnonzero(self.num_gt > 0):
             scores = np.concatenate(self._scores[c]) if self._scores[c] else np.zeros(0)
             tp = np.concatenate(self._tp[c]) if self._tp[c] else np.zeros(0)
-            ap[c] = average_precision(scores, tp, int(self.num_gt[c]))
+            ap[c] = average_precision(scores, tp, float(self.num_gt[c]))
         if not np.any(self.num_gt > 0):
             raise ValueError("Open Images mAP is undefined: no class has ground-truth boxes")
         return float(np.nanmean(ap)), ap
@@ -196,3 +196,215 @@ def evaluate_detections(
 def class_index(names: Sequence[str]) -> dict[str, int]:
     """{class MID: 0-based id} in label-map order."""
     return {name: i for i, name in enumerate(names)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Instance segmentation (mask IoU)
+# ---------------------------------------------------------------------------------------------------
+
+MASK_EPSILON = np.float32(1e-7)  # np_mask_ops.EPSILON
+
+
+def mask_box(masks: np.ndarray) -> np.ndarray:
+    """(n, 4) normalized x1, y1, x2, y2 enclosing each (n, H, W) mask, zeros for an empty one (the
+    official ``_to_normalized_box``: ``xmin = min(col) / W``, ``xmax = (max(col) + 1) / W``, ...)."""
+    masks = np.asarray(masks, dtype=bool)
+    n, h, w = masks.shape
+    out = np.zeros((n, 4))
+    rows, cols = masks.any(axis=2), masks.any(axis=1)
+    for i in np.flatnonzero(rows.any(axis=1)):
+        r, c = np.flatnonzero(rows[i]), np.flatnonzero(cols[i])
+        out[i] = (float(c[0]) / w, float(r[0]) / h, float(c[-1] + 1) / w, float(r[-1] + 1) / h)
+    return out
+
+
+def _mask_overlaps(det: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(intersection (n, m), detection areas (n,), ground-truth areas (m,)) as float32, the official
+    ``np_mask_ops`` precision; only the pixels of the ground-truth masks enter the product."""
+    d = det.reshape(len(det), -1)
+    g = gt.reshape(len(gt), -1)
+    inside = np.flatnonzero(g.any(axis=0))
+    inter = d[:, inside].astype(np.float32) @ g[:, inside].astype(np.float32).T
+    return inter, d.sum(axis=1).astype(np.float32), g.sum(axis=1).astype(np.float32)
+
+
+def mask_iou(det: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """(n, m) mask IoU, ``intersect / max(area1 + area2 - intersect, EPSILON)`` (np_mask_ops.iou)."""
+    inter, area_d, area_g = _mask_overlaps(det, gt)
+    return inter / np.maximum(area_d[:, None] + area_g[None, :] - inter, MASK_EPSILON)
+
+
+def mask_ioa(det: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """(n, m) intersection over the *detection's* mask area, ``intersect / (area + EPSILON)``
+    (np_mask_ops.ioa(gt, det), transposed)."""
+    inter, area_d, _ = _mask_overlaps(det, gt)
+    return inter / (area_d[:, None] + MASK_EPSILON)
+
+
+def _match_iou(iou: np.ndarray, tp: np.ndarray, to_group: np.ndarray, threshold: float) -> np.ndarray:
+    """Greedy IoU matching in rank order (``compute_match_iou``); sets ``tp``, returns the newly
+    matched detections."""
+    best = np.argmax(iou, axis=1)
+    taken = np.zeros(iou.shape[1], dtype=bool)
+    matched = np.zeros(len(tp), dtype=bool)
+    for i in range(len(tp)):
+        g = best[i]
+        if not tp[i] and not to_group[i] and iou[i, g] >= threshold and not taken[g]:
+            tp[i] = matched[i] = taken[g] = True
+    return matched
+
+
+def _match_ioa(ioa: np.ndarray, scores: np.ndarray, tp: np.ndarray, to_group: np.ndarray, threshold: float):
+    """IoA matching to group-of regions (``compute_match_ioa``); sets ``to_group``, returns each
+    region's best score among its detections."""
+    best = np.argmax(ioa, axis=1)
+    group_scores = np.zeros(ioa.shape[1])
+    for i in range(len(tp)):
+        g = best[i]
+        if not tp[i] and ioa[i, g] >= threshold and not to_group[i]:
+            to_group[i] = True
+            group_scores[g] = max(group_scores[g], scores[i])
+    return group_scores
+
+
+def match_masks_class_in_image(
+    det_masks: np.ndarray,
+    det_scores: np.ndarray,
+    gt_boxes: np.ndarray,
+    gt_masks: np.ndarray,
+    gt_group_of: np.ndarray,
+    iou_threshold: float = IOU_THRESHOLD,
+    group_of_weight: float = 1.0,
+    det_boxes: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, tp weights) of one class's mask detections in one image, the mask mode of the
+    official ``PerImageEvaluation._compute_tp_fp_for_single_class``. Boxes are normalized x1 y1 x2 y2;
+    ``det_boxes`` default to the masks' enclosing boxes (:func:`mask_box`), as the official pipeline
+    derives them. Rank order ``argsort(scores)[::-1]``, then four stages on the not yet matched:
+
+    1. non-group-of ground truth *with* a mask: best mask IoU >= 0.5 and not taken → TP, else FP;
+    2. group-of *with* a mask: mask IoA (over the detection's mask) >= 0.5 → the detection is
+       removed; each such region adds one entry of weight ``group_of_weight`` at its best score
+       (none when the weight or that score is 0);
+    3. non-group-of *without* a mask (an empty mask: "not all boxed instances have segmentation
+       annotations"): box IoU >= 0.5 with a box not yet taken → the detection is ignored (neither TP
+       nor FP); a second detection on a taken box stays FP;
+    4. group-of without a mask: box IoA >= 0.5 → ignored ("crowds are treated as ignore regions")."""
+    order = np.argsort(det_scores)[::-1]
+    scores = np.asarray(det_scores, dtype=np.float64)[order]
+    masks = np.asarray(det_masks, dtype=bool)[order]
+    boxes = (mask_box(masks) if det_boxes is None else np.asarray(det_boxes, dtype=np.float64)[order]).reshape(-1, 4)
+    n = len(scores)
+    if n == 0:
+        return np.zeros(0), np.zeros(0)
+    if len(gt_boxes) == 0:
+        return scores, np.zeros(n)
+    gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
+    gt_masks = np.asarray(gt_masks, dtype=bool)
+    group = np.asarray(gt_group_of, dtype=bool)
+    present = gt_masks.reshape(len(gt_masks), -1).any(axis=1)
+    tp = np.zeros(n, dtype=bool)
+    to_group = np.zeros(n, dtype=bool)
+    to_box = np.zeros(n, dtype=bool)
+    if np.any(present & ~group):
+        _match_iou(mask_iou(masks, gt_masks[present & ~group]), tp, to_group, iou_threshold)
+    group_scores = np.zeros(0)
+    if np.any(present & group):
+        group_scores = _match_ioa(mask_ioa(masks, gt_masks[present & group]), scores, tp, to_group, iou_threshold)
+        group_scores = group_scores[(group_scores > 0) & (group_of_weight > 0)]
+    if np.any(~present & ~group):
+        to_box = _match_iou(_iou(boxes, gt_boxes[~present & ~group]), tp, to_group, iou_threshold)
+    if np.any(~present & group):
+        _match_ioa(_ioa(boxes, gt_boxes[~present & group]), scores, tp, to_group, iou_threshold)
+    keep = ~to_group & ~to_box
+    return (
+        np.concatenate([scores[keep], group_scores]),
+        np.concatenate([tp[keep].astype(np.float64), np.full(len(group_scores), float(group_of_weight))]),
+    )
+
+
+@dataclass
+class ImageMaskGroundTruth:
+    """One image's expanded ground truth for the segmentation track: class ids (m,), normalized boxes
+    (m, 4), group-of flags (m,), masks (m, H, W) bool at the image's size (all False where a box has
+    no mask) and the verified class ids of its image labels."""
+
+    labels: np.ndarray
+    boxes: np.ndarray
+    group_of: np.ndarray
+    masks: np.ndarray
+    verified: np.ndarray
+
+
+@dataclass
+class ImageMaskDetections:
+    """One image's mask detections: class ids (n,), scores (n,), masks (n, H, W) bool."""
+
+    labels: np.ndarray
+    scores: np.ndarray
+    masks: np.ndarray
+
+
+class SegmentationAccumulator(DetectionAccumulator):
+    """The challenge's instance-segmentation mAP (``OpenImagesChallengeEvaluator(evaluate_masks=True)``,
+    as metrics/oid_challenge_evaluation.py builds it): the detection protocol with mask IoU, where
+    boxes without a mask are ignore regions and do not count as ground truth (they are passed as
+    "difficult"); group-of boxes with a mask count ``group_of_weight`` each (1.0 in that script, 0.0 in
+    ``OpenImagesInstanceSegmentationChallengeEvaluator``: equal on the challenge's data, whose group-of
+    boxes carry no mask)."""
+
+    def __init__(self, num_classes: int, iou_threshold: float = IOU_THRESHOLD, group_of_weight: float = 1.0):
+        super().__init__(num_classes, iou_threshold)
+        self.group_of_weight = float(group_of_weight)
+        self.num_gt = np.zeros(self.num_classes, dtype=np.float64)
+
+    def add_image(self, gt: ImageMaskGroundTruth, det: ImageMaskDetections | None) -> None:  # type: ignore[override]
+        self.num_gt += self.count_ground_truth(gt)
+        for c, scores, tp in self.match_image(gt, det):
+            self._scores[c].append(scores)
+            self._tp[c].append(tp)
+
+    def count_ground_truth(self, gt: ImageMaskGroundTruth) -> np.ndarray:
+        """(num_classes,) ground-truth count of one image: boxes with a mask, group-of ones weighted
+        ``group_of_weight``; boxes without a mask count nothing (the official "difficult" flag)."""
+        labels = np.asarray(gt.labels, dtype=np.int64)
+        group = np.asarray(gt.group_of, dtype=bool)
+        masks = np.asarray(gt.masks, dtype=bool)
+        present = masks.reshape(len(masks), -1).any(axis=1) if len(labels) else np.zeros(0, dtype=bool)
+        single = np.bincount(labels[present & ~group], minlength=self.num_classes)[: self.num_classes]
+        groups = np.bincount(labels[present & group], minlength=self.num_classes)[: self.num_classes]
+        return single + self.group_of_weight * groups
+
+    def match_image(
+        self, gt: ImageMaskGroundTruth, det: ImageMaskDetections | None
+    ) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """[(class id, scores, tp weights)] of one image: detections of classes neither boxed nor
+        verified there dropped, empty masks dropped, then :func:`match_masks_class_in_image` per class."""
+        if det is None or len(det.labels) == 0:
+            return []
+        labels = np.asarray(gt.labels, dtype=np.int64)
+        det_labels = np.asarray(det.labels, dtype=np.int64)
+        det_masks = np.asarray(det.masks, dtype=bool)
+        det_scores = np.asarray(det.scores, dtype=np.float64)
+        evaluatable = np.union1d(labels, np.asarray(gt.verified, dtype=np.int64))
+        if det_masks.shape[1:] != gt.masks.shape[1:] and len(gt.masks):
+            raise ValueError(
+                f"detection masks {det_masks.shape[1:]} and ground-truth masks {gt.masks.shape[1:]} differ in size"
+            )
+        det_boxes = mask_box(det_masks)
+        valid = (
+            np.isin(det_labels, evaluatable) & (det_boxes[:, 0] < det_boxes[:, 2]) & (det_boxes[:, 1] < det_boxes[:, 3])
+        )
+        gt_boxes = np.asarray(gt.boxes, dtype=np.float64).reshape(-1, 4)
+        gt_masks = np.asarray(gt.masks, dtype=bool)
+        group = np.asarray(gt.group_of, dtype=bool)
+        out = []
+        for c in np.unique(det_labels[valid]):
+            d = valid & (det_labels == c)
+            g = labels == c
+            s, t = match_masks_class_in_image(
+                det_masks[d], det_scores[d], gt_boxes[g], gt_masks[g], group[g],
+                self.iou_threshold, self.group_of_weight, det_boxes[d],
+            )  # fmt: skip
+            out.append((int(c), s, t))
+        return out

@@ -1,0 +1,153 @@
+"""predict.py task=openimages_detection on generated images as a user has them: the Kaggle submission
+equals the one the test run wrote for the same images and re-scores with the CLI scorer to the logged
+test/map; the pictures are PNGs of the inputs with the boxes drawn; an unreadable file is skipped."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.prediction import predict
+from core.resolvers import PROJECT_ROOT
+from core.training import train
+from tasks.openimages.predict import PALETTE, merge_copies
+from tasks.openimages.submission import read_detection_submission
+from tests.conftest import compose_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = [
+    "experiment=openimages_detection",
+    "data.generator.num_train=8",
+    "data.generator.num_val=4",
+    "data.generator.num_test=6",
+    "data.batch_size=4",
+    "trainer.max_epochs=1",
+    "logger=csv",
+    "callbacks.rich_progress_bar=null",
+]
+# The test split's files under the challenge's names, as the scoring CLI reads them.
+CHALLENGE_NAMES = [
+    ("test-annotations-bbox.csv", "challenge-2019-validation-detection-bbox.csv"),
+    ("test-annotations-human-imagelabels-boxable.csv", "challenge-2019-validation-detection-human-imagelabels.csv"),
+    ("bbox_labels_600_hierarchy.json", "challenge-2019-label500-hierarchy.json"),
+    ("challenge-2019-classes-description-500.csv", "challenge-2019-classes-description-500.csv"),
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(last checkpoint, run folder, data root, metrics) of a one-epoch run with its test."""
+    base = tmp_path_factory.mktemp("oi_predict")
+    cfg = compose_config("train", [*TINY, f"data.root={base / 'oi'}"], base / "run", base / "data")
+    metrics = train(cfg)
+    return base / "run" / "checkpoints" / "last.ckpt", base / "run", base / "oi", metrics
+
+
+def run_predict(out: Path, ckpt: Path, images: Path, *extra: str) -> dict:
+    overrides = ["task=openimages_detection", f"ckpt_path={ckpt}", f"input={images}", *extra]
+    return predict(compose_config("predict", overrides, out, out.parent / "data"))
+
+
+def test_submission_equals_the_test_run_and_rescores_to_test_map(trained, tmp_path):
+    ckpt, run, root, metrics = trained
+    images = tmp_path / "my photos" / "set1"
+    shutil.copytree(root / "test", images)
+    (images / "broken.jpg").write_bytes(b"\x00 not an image \xff" * 8)
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        summary = run_predict(tmp_path / "pred", ckpt, images.parent)
+    assert summary["inputs"] == 7 and summary["predicted"] == 6 and summary["skipped"] == 1
+    ours = (tmp_path / "pred" / "submission.csv").read_text().splitlines()
+    test_submission = next(run.rglob("test_submission.csv"))
+    test_run = test_submission.read_text().splitlines()
+    assert ours[0] == "ImageId,PredictionString" and [r.split(",")[0] for r in ours[1:]] == sorted(
+        p.stem for p in (root / "test").glob("*.jpg")
+    )
+    # the same detections as the test run on the same images (the checkpoint of its only epoch)
+    classes = {mid: i for i, mid in enumerate(_class_mids(root))}
+    got = read_detection_submission(tmp_path / "pred" / "submission.csv", classes)
+    want = read_detection_submission(test_submission, classes)
+    assert len(ours) == len(test_run) and set(got) == set(want)
+    assert sum(len(d.labels) for d in got.values()) > 0
+    for image_id, detections in want.items():
+        np.testing.assert_array_equal(got[image_id].labels, detections.labels)
+        np.testing.assert_allclose(got[image_id].scores, detections.scores, atol=1e-5)
+        np.testing.assert_allclose(got[image_id].boxes, detections.boxes, atol=2e-6)
+    # the CLI scorer gives the mAP the test run logged
+    annotations = tmp_path / "annotations"
+    annotations.mkdir()
+    for src, dst in CHALLENGE_NAMES:
+        shutil.copy(root / src, annotations / dst)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tasks.openimages.evaluate", str(tmp_path / "pred" / "submission.csv"),
+         "--annotations", str(annotations), "--track", "detection", "--out", str(tmp_path / "scored.json")],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "mAP" in proc.stdout
+    scored = json.loads((tmp_path / "scored.json").read_text())
+    assert scored["mAP"] == pytest.approx(float(metrics["test/map"]), abs=1e-5)
+    # one picture per readable input, an RGB PNG of the input's size
+    pictures = sorted((tmp_path / "pred" / "detections").glob("*.png"))
+    assert [p.stem for p in pictures] == [r.split(",")[0] for r in ours[1:]]
+    for picture in pictures:
+        with Image.open(picture) as image:
+            assert image.format == "PNG" and image.mode == "RGB" and image.size == (160, 120)
+
+
+def _class_mids(root: Path) -> list[str]:
+    from datamodules.openimages_files import read_class_descriptions
+
+    return list(read_class_descriptions(root / "class-descriptions-boxable.csv"))
+
+
+def test_pictures_show_the_boxes_over_the_threshold_only(trained, tmp_path):
+    ckpt, _, root, _ = trained
+    image = sorted((root / "test").glob("*.jpg"))[0]
+    with Image.open(image) as im:
+        original = np.asarray(im.convert("RGB"))
+    # threshold 1: nothing drawn, the picture is the decoded input
+    run_predict(tmp_path / "none", ckpt, image, "product.writer.draw_threshold=1.0")
+    picture = np.asarray(Image.open(tmp_path / "none" / "detections" / f"{image.stem}.png"))
+    np.testing.assert_array_equal(picture, original)
+    # threshold 0: every detection framed in its class's colour
+    run_predict(tmp_path / "all", ckpt, image, "product.writer.draw_threshold=0.0")
+    picture = np.asarray(Image.open(tmp_path / "all" / "detections" / f"{image.stem}.png"))
+    changed = (picture != original).any(-1)
+    assert changed.sum() > 100
+    record = json.loads((tmp_path / "all" / "predictions" / "journal_rank0.jsonl").read_text().splitlines()[0])
+    # the last box drawn (the last detection that is not a copy to an ancestor) lies on top: its
+    # class's colour is in the picture
+    mids = _class_mids(root)
+    last = merge_copies(
+        record["scores"], np.asarray(record["boxes"]).reshape(-1, 4), [mids.index(m) for m in record["labels"]]
+    )[-1]
+    colours = {tuple(c) for c in picture[changed].tolist()}
+    assert PALETTE[last[0][0] % len(PALETTE)] in colours
+    # ids are file names without suffix; boxes normalized
+    summary = json.loads((tmp_path / "all" / "predict_summary.json").read_text())
+    assert summary["predicted"] == 1 and summary["detections"] == len(record["labels"])
+    boxes = np.asarray(record["boxes"])
+    assert ((boxes >= 0) & (boxes <= 1)).all() and (boxes[:, 2] >= boxes[:, 0]).all()
+
+
+def test_checkpoint_without_class_names_needs_a_class_file(trained, tmp_path):
+    import torch
+
+    ckpt, _, root, _ = trained
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    checkpoint["openimages"] = {"class_ancestors": checkpoint["openimages"]["class_ancestors"]}
+    bare = tmp_path / "bare.ckpt"
+    torch.save(checkpoint, bare)
+    image = sorted((root / "test").glob("*.jpg"))[0]
+    with pytest.raises(ValueError, match="product.writer.class_descriptions="):
+        run_predict(tmp_path / "p1", bare, image)
+    classes = root / "class-descriptions-boxable.csv"
+    run_predict(tmp_path / "p2", bare, image, f"product.writer.class_descriptions={classes}")
+    assert (tmp_path / "p2" / "submission.csv").read_text().splitlines()[1].split(",")[0] == image.stem
