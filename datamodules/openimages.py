@@ -7,7 +7,11 @@
 A split's images are those named by its box or image-label file. Each sample carries the boxes as
 annotated (training targets), the same boxes expanded over the hierarchy and the expanded verified
 classes (what the challenge metric scores against). ``skip_corrupt`` skips and counts malformed box
-rows and unreadable images instead of failing."""
+rows and unreadable images instead of failing.
+
+The instance-segmentation variant (:class:`OpenImagesSegmentationDataModule`) also reads
+``<root>/<split>-annotations-object-segmentation.csv`` and the mask PNGs in ``<root>/<split>-masks/``
+(datamodules/openimages_masks.py) and gives each instance its mask."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Score an Open Images Challenge 2019 submission against the challenge's annotation files.
 
-    python -m tasks.openimages.evaluate <submission.csv> --annotations <dir> --track detection|segmentation
+    python -m tasks.openimages.evaluate <submission.csv> --annotations <dir> --track detection|segmentation|relationship
         [--out metrics.json]
 
 ``<dir>`` holds the files under their official names: challenge-2019-validation-detection-bbox.csv,
@@ -8,7 +8,12 @@ challenge-2019-validation-detection-human-imagelabels.csv, challenge-2019-label5
 (optional; else every class of the hierarchy) challenge-2019-classes-description-500.csv. The ground
 truth is expanded over the hierarchy here, as the official pipeline does before its evaluator. Prints
 the mAP and the per-class AP. Imports numpy and the standard library only (and pycocotools and PIL
-for the segmentation track, whose files are listed in :func:`load_segmentation_ground_truth`)."""
+for the segmentation track, whose files are listed in :func:`load_segmentation_ground_truth`).
+
+``--track relationship`` scores a Kaggle visual-relationship submission against
+challenge-2019-validation-vrd.csv, challenge-2019-validation-vrd-labels.csv, challenge-2019-classes-vrd.csv,
+challenge-2019-attributes-description.csv (optional) and challenge-2019-relationships-description.csv
+(tasks/openimages/relationships.py) and prints 0.4 mAP(relationships) + 0.2 Recall@50 + 0.4 mAP(phrases)."""
 
 from __future__ import annotations
 

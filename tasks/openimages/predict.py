@@ -263,3 +263,112 @@ class OpenImagesSegmentationProduct(OpenImagesDetectionProduct):
         from tasks.openimages.submission import write_segmentation_submission
 
         write_segmentation_submission(path, DecodedMasks(ids, records))
+
+
+class OpenImagesRelationshipProduct(OpenImagesDetectionProduct):
+    """The Kaggle visual-relationship submission for a user's images (``submission.csv``:
+    ``ImageId,PredictionString``, groups ``conf label1 xmin1 ymin1 xmax1 ymax1 label2 xmin2 ymin2 xmax2
+    ymax2 relationship``, entity MIDs and relationship names, normalized boxes) and
+    ``relationships/<name>.png``: the ``triplets_drawn`` best triplets scoring at least
+    ``draw_threshold``, subject and object framed in one colour per triplet, the subject captioned
+    "subject relationship object score" and the object with its class."""
+
+    picture_dir = "relationships"
+
+    def __init__(
+        self,
+        draw_threshold: float = 0.3,
+        pictures: bool = True,
+        triplets_drawn: int = 5,
+        image_size: list[int] | None = None,
+    ) -> None:
+        super().__init__(draw_threshold=draw_threshold, pictures=pictures, image_size=image_size)
+        if triplets_drawn < 0:
+            raise ValueError(f"product.writer.triplets_drawn={triplets_drawn}: must be >= 0")
+        self.triplets_drawn = int(triplets_drawn)
+        self.entity_names: list[str] = []
+        self.entity_display_names: list[str] = []
+        self.relationship_names: list[str] = []
+
+    def bind(self, task, checkpoint: dict[str, Any]) -> None:
+        self.entity_names = list(task.entity_names)
+        if not self.entity_names:
+            raise ValueError(
+                "the checkpoint holds no entity MIDs (the submission names subjects and objects by MID): "
+                "it was saved without its relationship DataModule"
+            )
+        self.entity_display_names = list(task.entity_display_names) or self.entity_names
+        self.relationship_names = list(task.relationship_names)
+        if self.image_size is None:
+            self.image_size = (int(task.hparams.max_size), int(task.hparams.min_size))
+
+    def write_item(self, run_dir: Path, name: str, prediction: dict, batch: dict, index: int) -> dict:
+        columns = zip(
+            prediction["scores"].float().tolist(),
+            prediction["subject_labels"].tolist(),
+            prediction["object_labels"].tolist(),
+            prediction["relationships"].tolist(),
+            prediction["subject_boxes"].double().tolist(),
+            prediction["object_boxes"].double().tolist(),
+        )
+        triplets = [
+            {
+                "score": score,  # float32 value, exact
+                "label1": self.entity_names[s],
+                "label2": self.entity_names[o],
+                "box1": b1,
+                "box2": b2,
+                "relationship": self.relationship_names[r],
+                "caption": (self.entity_display_names[s], self.relationship_names[r], self.entity_display_names[o]),
+            }
+            for score, s, o, r, b1, b2 in columns
+        ]
+        record = {
+            "triplets": triplets,
+            "width": int(batch["size"][index][0]),
+            "height": int(batch["size"][index][1]),
+        }
+        if self.pictures:
+            picture = self.triplet_picture(batch["inputs"][index], triplets)
+            with atomic_path(run_dir / self.picture_dir / f"{name}.png") as tmp:
+                picture.save(tmp, format="PNG")
+            record["picture"] = f"{self.picture_dir}/{name}.png"
+        return record
+
+    def triplet_picture(self, path: str, triplets: list[dict]) -> Image.Image:
+        """The input at its own size with its best triplets (they come best first) drawn."""
+        shown = [t for t in triplets if t["score"] >= self.draw_threshold][: self.triplets_drawn]
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+        w, h = image.size
+        boxes, captions, colours = [], [], []
+        for k, t in enumerate(shown):
+            subject, relationship, obj = t["caption"]
+            boxes += [np.asarray(t["box1"]) * [w, h, w, h], np.asarray(t["box2"]) * [w, h, w, h]]
+            captions += [f"{subject} {relationship} {obj} {t['score']:.2f}", obj]
+            colours += [PALETTE[k % len(PALETTE)]] * 2
+        return draw_detections(image, np.array(boxes).reshape(-1, 4), captions, colours)
+
+    def write_submission(self, path: Path, ids: list[str], records: list[dict[str, Any]]) -> None:
+        from datamodules.openimages_relationships import Relationship
+        from tasks.openimages.relationships import write_relationship_submission
+
+        predictions = {
+            image_id: [
+                (
+                    t["score"],
+                    Relationship(t["label1"], t["label2"], tuple(t["box1"]), tuple(t["box2"]), t["relationship"]),
+                )
+                for t in r["triplets"]
+            ]
+            for image_id, r in zip(ids, records)
+        }
+        write_relationship_submission(path, predictions)
+
+    def merge(self, run_dir: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
+        ids = image_ids([Path(r["input"]) for r in records], [r["name"] for r in records])
+        self.write_submission(run_dir / SUBMISSION_FILE, ids, records)
+        products = {"submission_csv": SUBMISSION_FILE, "triplets": sum(len(r["triplets"]) for r in records)}
+        if self.pictures:
+            products["pictures"] = self.picture_dir
+        return products

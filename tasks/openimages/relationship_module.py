@@ -154,6 +154,13 @@ class OpenImagesRelationshipTask(pl.LightningModule):
             )
         return out
 
+    def predict_step(self, batch: dict, batch_idx: int) -> list[dict[str, torch.Tensor]]:
+        """predict.py: per image of ``batch["image"]`` its triplets as :meth:`detect` gives them (entity
+        and relationship ids, scores, normalized boxes; tasks/openimages/predict.py writes them)."""
+        if not batch["inputs"]:  # every file of the batch was unreadable
+            return []
+        return [{k: v.cpu() for k, v in p.items() if torch.is_tensor(v)} for p in self.detect(list(batch["image"]))]
+
     def _evaluate(self, batch: list[dict], batch_idx: int, metric: OpenImagesRelationshipScore, stage: str) -> None:
         if not batch:
             return

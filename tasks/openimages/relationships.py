@@ -156,42 +156,55 @@ def keep_evaluatable(gt: ImageRelationships | None, det: ImageRelationships) -> 
     """Mask of the detections the image-level labels let through (rule 1)."""
     if gt is None:
         return np.zeros(len(det), dtype=bool)
-    verified = np.asarray(gt.image_labels if gt.image_labels is not None else [], dtype=np.int64)
-    positive = np.unique(
-        np.concatenate([np.asarray(gt.subject_labels, np.int64), np.asarray(gt.object_labels, np.int64)])
+    verified = set(np.asarray(gt.image_labels if gt.image_labels is not None else [], dtype=np.int64).tolist())
+    positive = set(np.asarray(gt.subject_labels, np.int64).tolist()) | set(
+        np.asarray(gt.object_labels, np.int64).tolist()
     )
-    evaluatable = np.unique(np.concatenate([verified, positive]))
-    negative = np.setdiff1d(verified, positive)
-    keep = np.ones(len(det), dtype=bool)
-    sure_fp = np.zeros(len(det), dtype=bool)
-    for labels in (det.subject_labels, det.object_labels):
-        labels = np.asarray(labels, dtype=np.int64)
-        sure_fp |= np.isin(labels, negative)
-        keep &= np.isin(labels, evaluatable)
-    return keep | sure_fp
+    evaluatable = verified | positive
+    negative = verified - positive
+    pairs = zip(np.asarray(det.subject_labels).tolist(), np.asarray(det.object_labels).tolist())
+    return np.array(
+        [(a in evaluatable and b in evaluatable) or a in negative or b in negative for a, b in pairs], dtype=bool
+    ).reshape(-1)
+
+
+def _tuple_keys(classes: np.ndarray, base: int) -> np.ndarray:
+    """(subject, object, relationship) rows as int64 keys whose order is the rows' lexicographic order."""
+    return (classes[:, 0] * base + classes[:, 1]) * base + classes[:, 2]
 
 
 def image_tp(
     gt: ImageRelationships, det: ImageRelationships, phrase: bool, iou_threshold: float = IOU_THRESHOLD
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(scores, tp, relationship ids) of one image's kept detections, ranked by descending score
-    (rule 2)."""
+    (rule 2). The official loop over ``np.unique`` of the class tuples is kept in its order (tuple
+    groups in lexicographic order, each ranked by ``np.argsort(scores)[::-1]`` on its own detections
+    in input order), so ties break as there; tuples without ground truth are all false positives."""
     gt_classes, det_classes = gt.classes(), det.classes()
     scores = np.asarray(det.scores, dtype=np.float64).reshape(-1)
-    gt_fields, det_fields = _box_fields(gt, phrase), _box_fields(det, phrase)
-    out_scores, out_tp, out_index = [], [], []
-    for row in np.unique(np.concatenate([gt_classes, det_classes]), axis=0):
-        d = np.flatnonzero(np.all(det_classes == row, axis=1))
-        g = np.all(gt_classes == row, axis=1)
-        order = np.argsort(scores[d])[::-1]
-        out_tp.append(match_tuples([f[d][order] for f in det_fields], [f[g] for f in gt_fields], iou_threshold))
-        out_scores.append(scores[d][order])
-        out_index.append(d[order])
-    if not out_scores:
+    n = len(scores)
+    if n == 0:
         return np.zeros(0), np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
-    s, t, idx = np.concatenate(out_scores), np.concatenate(out_tp), np.concatenate(out_index)
-    order = np.argsort(s)[::-1]
-    return s[order], t[order], det_classes[idx[order], 2]
+    base = int(max(gt_classes.max(initial=0), det_classes.max(initial=0))) + 1
+    det_keys, gt_keys = _tuple_keys(det_classes, base), _tuple_keys(gt_classes, base)
+    order = np.argsort(det_keys, kind="stable")  # groups in tuple order, input order within a group
+    group_keys, starts, counts = np.unique(det_keys[order], return_index=True, return_counts=True)
+    tp = np.zeros(n, dtype=bool)  # in the concatenated (official) order
+    with_gt = np.isin(group_keys, gt_keys)
+    gt_fields = det_fields = None
+    for k in np.flatnonzero((counts > 1) | with_gt):
+        a, b = starts[k], starts[k] + counts[k]
+        members = order[a:b]
+        members = members[np.argsort(scores[members])[::-1]]
+        order[a:b] = members
+        if with_gt[k]:
+            if gt_fields is None:
+                gt_fields, det_fields = _box_fields(gt, phrase), _box_fields(det, phrase)
+            g = gt_keys == group_keys[k]
+            tp[a:b] = match_tuples([f[members] for f in det_fields], [f[g] for f in gt_fields], iou_threshold)
+    s = scores[order]
+    final = np.argsort(s)[::-1]
+    return s[final], tp[final], det_classes[order[final], 2]
 
 
 def _subset(item: ImageRelationships, mask: np.ndarray) -> ImageRelationships:
@@ -205,9 +218,11 @@ def _subset(item: ImageRelationships, mask: np.ndarray) -> ImageRelationships:
     )
 
 
-def _track(
-    ground_truth: Mapping, detections: Mapping, phrase: bool, iou_threshold: float, recall_at: int
-) -> dict[str, object]:
+def _tracks(
+    ground_truth: Mapping, detections: Mapping, iou_threshold: float, recall_at: int
+) -> dict[bool, dict[str, object]]:
+    """{phrase: {"map", "weighted_ap", "recall", "ap"}} for the relationship (False) and phrase (True)
+    evaluators, which see the same kept detections."""
     num_gt: dict[int, int] = {}
     for gt in ground_truth.values():
         rel, counts = np.unique(np.asarray(gt.relationships, dtype=np.int64), return_counts=True)
@@ -216,26 +231,28 @@ def _track(
     total = sum(num_gt.values())
     if total == 0:
         raise ValueError("the relationship score is undefined: the ground truth has no relationship")
-    scores, tps, rels = [], [], []
+    per_image: dict[bool, list] = {False: [], True: []}
     for image_id in sorted(detections):
         gt = ground_truth.get(image_id)
         det = detections[image_id]
         kept = _subset(det, keep_evaluatable(gt, det))
-        s, t, r = image_tp(gt if gt is not None else ImageRelationships.empty(), kept, phrase, iou_threshold)
-        scores.append(s)
-        tps.append(t)
-        rels.append(r)
-    all_scores = np.concatenate(scores) if scores else np.zeros(0)
-    all_tp = np.concatenate(tps) if tps else np.zeros(0, dtype=bool)
-    all_rel = np.concatenate(rels) if rels else np.zeros(0, dtype=np.int64)
-    ap = {r: average_precision(all_scores[all_rel == r], all_tp[all_rel == r], n) for r, n in num_gt.items()}
-    recall = float(sum(int(np.sum(t[:recall_at])) for t in tps)) / total
-    return {
-        "map": float(np.mean(list(ap.values()))),
-        "weighted_ap": average_precision(all_scores, all_tp, total),
-        "recall": recall,
-        "ap": ap,
-    }
+        for phrase in (False, True):
+            per_image[phrase].append(
+                image_tp(gt if gt is not None else ImageRelationships.empty(), kept, phrase, iou_threshold)
+            )
+    out = {}
+    for phrase, results in per_image.items():
+        all_scores = np.concatenate([s for s, _, _ in results]) if results else np.zeros(0)
+        all_tp = np.concatenate([t for _, t, _ in results]) if results else np.zeros(0, dtype=bool)
+        all_rel = np.concatenate([r for _, _, r in results]) if results else np.zeros(0, dtype=np.int64)
+        ap = {r: average_precision(all_scores[all_rel == r], all_tp[all_rel == r], n) for r, n in num_gt.items()}
+        out[phrase] = {
+            "map": float(np.mean(list(ap.values()))),
+            "weighted_ap": average_precision(all_scores, all_tp, total),
+            "recall": float(sum(int(np.sum(t[:recall_at])) for _, t, _ in results)) / total,
+            "ap": ap,
+        }
+    return out
 
 
 def evaluate_relationships(
@@ -250,8 +267,8 @@ def evaluate_relationships(
     ``map_relationship``, ``recall50_relationship``, ``map_phrase``, ``weighted_ap_relationship``,
     ``weighted_ap_phrase``, ``ap_relationship`` / ``ap_phrase`` ({relationship id: AP}). Raises
     ValueError when the ground truth has no relationship."""
-    rel = _track(ground_truth, detections, False, iou_threshold, recall_at)
-    phr = _track(ground_truth, detections, True, iou_threshold, recall_at)
+    both = _tracks(ground_truth, detections, iou_threshold, recall_at)
+    rel, phr = both[False], both[True]
     out = {
         "map_relationship": rel["map"],
         "recall50_relationship": rel["recall"],
@@ -305,24 +322,25 @@ def write_relationship_submission(
     return Path(path)
 
 
-def read_relationship_submission(
-    path: str | Path, class_ids: Mapping[str, int] | None = None, relationship_ids: Mapping[str, int] | None = None
-) -> dict[str, list[tuple[float, Relationship]]]:
-    """``{ImageId: [(score, Relationship)]}`` in file order. A repeated image, a group that is not 12
-    fields, a non-numeric score or coordinate, a box outside [0, 1] / with min > max, or (when the
-    name lists are given) an unknown class or relationship names the line."""
+_NUMBERS = [0, 2, 3, 4, 5, 7, 8, 9, 10]  # confidence, box 1, box 2 within a group of 12
+_NAMES = [1, 6, 11]  # label1, label2, relationship
+
+
+def _submission_groups(path: Path, class_ids: Mapping[str, int] | None, relationship_ids: Mapping[str, int] | None):
+    """(line, image id, names (k, 3) str, numbers (k, 9) float64) per row of a relationship submission,
+    validated (errors name the line)."""
     from datamodules.openimages_files import check_box
 
-    path = Path(path)
     rows = csv_rows(path)
     csv_header(path, rows, SUBMISSION_HEADER, exact=True)
-    out: dict[str, list[tuple[float, Relationship]]] = {}
+    seen: set[str] = set()
     for line, row in rows:
         if len(row) != 2:
             raise DataFormatError(path, f"{len(row)} fields; expected ImageId,PredictionString", line)
         image_id, text = row
-        if image_id in out:
+        if image_id in seen:
             raise DataFormatError(path, f"image {image_id!r} appears twice", line)
+        seen.add(image_id)
         fields = text.split()
         if len(fields) % GROUP_SIZE:
             raise DataFormatError(
@@ -331,25 +349,61 @@ def read_relationship_submission(
                 "label2 xmin2 ymin2 xmax2 ymax2 relationship) expected",
                 line,
             )
-        items = []
-        for k in range(0, len(fields), GROUP_SIZE):
-            g = fields[k : k + GROUP_SIZE]
-            try:
-                score = float(g[0])
-                b1 = tuple(float(v) for v in g[2:6])
-                b2 = tuple(float(v) for v in g[7:11])
-            except ValueError:
-                raise DataFormatError(
-                    path, f"group {k // GROUP_SIZE + 1}: a score or coordinate is not a number", line
-                ) from None
-            for x1, y1, x2, y2 in (b1, b2):
-                check_box(path, line, x1, x2, y1, y2)
-            if class_ids is not None and (g[1] not in class_ids or g[6] not in class_ids):
-                raise DataFormatError(path, f"unknown class {g[1] if g[1] not in class_ids else g[6]!r}", line)
-            if relationship_ids is not None and g[11] not in relationship_ids:
-                raise DataFormatError(path, f"unknown relationship {g[11]!r}", line)
-            items.append((score, Relationship(g[1], g[6], b1, b2, g[11])))
-        out[image_id] = items
+        groups = np.array(fields, dtype=str).reshape(-1, GROUP_SIZE)
+        try:
+            numbers = groups[:, _NUMBERS].astype(np.float64)
+        except ValueError:
+            raise DataFormatError(path, "a score or coordinate is not a number", line) from None
+        boxes = numbers[:, 1:].reshape(-1, 4)  # x1 y1 x2 y2 per box
+        bad = ~(
+            np.all((boxes >= 0) & (boxes <= 1), axis=1) & (boxes[:, 0] <= boxes[:, 2]) & (boxes[:, 1] <= boxes[:, 3])
+        )
+        if bad.any():
+            x1, y1, x2, y2 = boxes[np.flatnonzero(bad)[0]].tolist()
+            check_box(path, line, x1, x2, y1, y2)
+            raise DataFormatError(path, f"box ({x1}, {x2}, {y1}, {y2}) is not a number", line)  # NaN
+        names = groups[:, _NAMES]
+        if class_ids is not None:
+            unknown = [n for n in names[:, :2].ravel().tolist() if n not in class_ids]
+            if unknown:
+                raise DataFormatError(path, f"unknown class {unknown[0]!r}", line)
+        if relationship_ids is not None:
+            unknown = [n for n in names[:, 2].tolist() if n not in relationship_ids]
+            if unknown:
+                raise DataFormatError(path, f"unknown relationship {unknown[0]!r}", line)
+        yield line, image_id, names, numbers
+
+
+def read_relationship_submission(
+    path: str | Path, class_ids: Mapping[str, int] | None = None, relationship_ids: Mapping[str, int] | None = None
+) -> dict[str, list[tuple[float, Relationship]]]:
+    """``{ImageId: [(score, Relationship)]}`` in file order. A repeated image, a group that is not 12
+    fields, a non-numeric score or coordinate, a box outside [0, 1] / with min > max, or (when the
+    name lists are given) an unknown class or relationship names the line."""
+    out: dict[str, list[tuple[float, Relationship]]] = {}
+    for _, image_id, names, numbers in _submission_groups(Path(path), class_ids, relationship_ids):
+        out[image_id] = [
+            (v[0], Relationship(a, b, tuple(v[1:5]), tuple(v[5:9]), r))
+            for (a, b, r), v in zip(names.tolist(), numbers.tolist())
+        ]
+    return out
+
+
+def read_relationship_submission_arrays(
+    path: str | Path, class_ids: Mapping[str, int], relationship_ids: Mapping[str, int]
+) -> dict[str, ImageRelationships]:
+    """The submission as ``{ImageId: ImageRelationships}`` of ids with scores, rows in file order
+    (what the scorer needs; same validation as :func:`read_relationship_submission`)."""
+    out: dict[str, ImageRelationships] = {}
+    for _, image_id, names, numbers in _submission_groups(Path(path), class_ids, relationship_ids):
+        out[image_id] = ImageRelationships(
+            np.array([class_ids[n] for n in names[:, 0].tolist()], dtype=np.int64),
+            np.array([class_ids[n] for n in names[:, 1].tolist()], dtype=np.int64),
+            np.array([relationship_ids[n] for n in names[:, 2].tolist()], dtype=np.int64),
+            numbers[:, 1:5],
+            numbers[:, 5:9],
+            numbers[:, 0],
+        )
     return out
 
 
@@ -426,10 +480,7 @@ def score_relationship(submission: str | Path, annotations: str | Path) -> dict:
 
     start = time.perf_counter()
     class_ids, relationship_ids, ground_truth = load_relationship_ground_truth(annotations)
-    detections = {
-        image_id: to_arrays(rows, class_ids, relationship_ids, str(submission), scored=True)
-        for image_id, rows in read_relationship_submission(submission, class_ids, relationship_ids).items()
-    }
+    detections = read_relationship_submission_arrays(submission, class_ids, relationship_ids)
     result = evaluate_relationships(ground_truth, detections)
     names = {i: n for n, i in relationship_ids.items()}
     out = {"track": "relationship"}

@@ -118,7 +118,7 @@ def segmentation_csv_text(predictions: Mapping[str, tuple]) -> str:
     writer.writerow(SEGMENTATION_HEADER)
     for image_id, (width, height, labels, scores, masks) in predictions.items():
         masks = np.asarray(masks, dtype=bool).reshape(-1, int(height), int(width))
-        groups = [f"{label} {float(score):.6g} {encode_mask(m)}" for label, score, m in zip(labels, scores, masks)]
+        groups = [f"{label} {float(score):.9g} {encode_mask(m)}" for label, score, m in zip(labels, scores, masks)]
         writer.writerow([image_id, int(width), int(height), " ".join(groups)])
     return out.getvalue()
 

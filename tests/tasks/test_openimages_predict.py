@@ -18,7 +18,7 @@ from core.prediction import predict
 from core.resolvers import PROJECT_ROOT
 from core.training import train
 from tasks.openimages.predict import PALETTE, merge_copies
-from tasks.openimages.submission import read_detection_submission
+from tasks.openimages.submission import read_detection_submission, read_segmentation_submission
 from tests.conftest import compose_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -151,3 +151,65 @@ def test_checkpoint_without_class_names_needs_a_class_file(trained, tmp_path):
     classes = root / "class-descriptions-boxable.csv"
     run_predict(tmp_path / "p2", bare, image, f"product.writer.class_descriptions={classes}")
     assert (tmp_path / "p2" / "submission.csv").read_text().splitlines()[1].split(",")[0] == image.stem
+
+
+# --- instance segmentation ------------------------------------------------------------------------
+
+SEGMENTATION = [
+    "experiment=openimages_segmentation",
+    "data.generator.num_train=8",
+    "data.generator.num_val=4",
+    "data.generator.num_test=6",
+    "data.generator.image_size=[200,150]",  # JPEGs larger than the network's input (160 x 120)
+    "data.batch_size=4",
+    "trainer.max_epochs=1",
+    "logger=csv",
+    "callbacks.rich_progress_bar=null",
+]
+SEGMENTATION_NAMES = [
+    ("test-annotations-bbox.csv", "challenge-2019-validation-segmentation-bbox.csv"),
+    ("test-annotations-human-imagelabels-boxable.csv", "challenge-2019-validation-segmentation-labels.csv"),
+    ("test-annotations-object-segmentation.csv", "challenge-2019-validation-segmentation-masks.csv"),
+    ("bbox_labels_600_hierarchy.json", "challenge-2019-label300-segmentable-hierarchy.json"),
+    ("challenge-2019-classes-description-segmentable.csv", "challenge-2019-classes-description-segmentable.csv"),
+]
+
+
+def test_segmentation_submission_equals_the_test_run_and_rescores_to_test_map(tmp_path):
+    base = tmp_path / "train"
+    cfg = compose_config("train", [*SEGMENTATION, f"data.root={base / 'oi'}"], base / "run", base / "data")
+    metrics = train(cfg)
+    ckpt, root = base / "run" / "checkpoints" / "last.ckpt", base / "oi"
+    images = tmp_path / "photos"
+    shutil.copytree(root / "test", images)
+    overrides = ["task=openimages_segmentation", f"ckpt_path={ckpt}", f"input={images}"]
+    summary = predict(compose_config("predict", overrides, tmp_path / "pred", tmp_path / "data"))
+    assert summary["predicted"] == 6 and summary["pictures"] == "segmentations"
+    classes = {mid: i for i, mid in enumerate(_class_mids(root))}
+    got = read_segmentation_submission(tmp_path / "pred" / "submission.csv", classes)
+    want = read_segmentation_submission(next((base / "run").rglob("test_submission.csv")), classes)
+    assert list(got) == sorted(p.stem for p in images.glob("*.jpg")) and set(got) == set(want)
+    masks = 0
+    for image_id, row in want.items():
+        assert (got[image_id].width, got[image_id].height) == (row.width, row.height) == (200, 150)
+        np.testing.assert_array_equal(got[image_id].labels, row.labels)
+        np.testing.assert_allclose(got[image_id].scores, row.scores, atol=1e-5)
+        ours, theirs = got[image_id].decode(), row.decode()  # full-resolution masks
+        assert (ours == theirs).mean() > 0.999
+        masks += int(ours.any((1, 2)).sum())
+    assert masks > 0
+    annotations = tmp_path / "annotations"
+    annotations.mkdir()
+    for src, dst in SEGMENTATION_NAMES:
+        shutil.copy(root / src, annotations / dst)
+    shutil.copytree(root / "test-masks", annotations / "challenge-2019-validation-masks")
+    subprocess.run(
+        [sys.executable, "-m", "tasks.openimages.evaluate", str(tmp_path / "pred" / "submission.csv"),
+         "--annotations", str(annotations), "--track", "segmentation", "--out", str(tmp_path / "scored.json")],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    scored = json.loads((tmp_path / "scored.json").read_text())
+    assert scored["mAP"] == pytest.approx(float(metrics["test/map"]), abs=1e-5)
+    for image_id in got:  # the pictures: the JPEG's size, masks blended in
+        with Image.open(tmp_path / "pred" / "segmentations" / f"{image_id}.png") as picture:
+            assert picture.format == "PNG" and picture.size == (200, 150)

@@ -130,6 +130,14 @@ def test_box_without_mask_is_ignored_once_then_false_positive():
     assert sorted(zip(scores.tolist(), tp.tolist())) == [(0.7, 1.0), (0.8, 0.0)]
 
 
+def test_true_positive_is_not_taken_again_by_a_box_without_mask():
+    # A masked GT and a maskless box at the same place (rows 0-3 x cols 0-3). The detection equal to
+    # the mask is a TP at the mask stage; the box stage looks only at detections still unmatched, so
+    # it stays a TP: num_gt 1 -> AP 1 (ignoring it instead would leave AP 0).
+    gt = gt_of([rect(0, 4, 0, 4), np.zeros((H, W))], [nbox(0, 4, 0, 4), nbox(0, 4, 0, 4)])
+    assert score(gt, det_of([rect(0, 4, 0, 4)], [0.8]))[0] == 1.0
+
+
 def test_group_of_box_without_mask_is_an_ignore_region():
     # The challenge's group-of boxes have no mask: detections inside (box IoA >= .5) are dropped and
     # the box is no ground truth. GT: masked rows 0-3 x cols 0-3; group-of box rows 4-9 x cols 0-9.
