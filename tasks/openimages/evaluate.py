@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -104,9 +105,21 @@ def _label_map(root: Path, hierarchy: Hierarchy, classes_file: str) -> dict[str,
     return {name: name for name in sorted(hierarchy.ancestors)}
 
 
-def load_segmentation_ground_truth(annotations: str | Path) -> tuple[list[str], dict[str, str], dict, int]:
-    """(class MIDs, display names, {image id: [(label, box, group-of, mask path or None)]}, masks without
-    a box) from the challenge's segmentation files (names in ``CHALLENGE_SEGMENTATION_FILES``), all
+@dataclass
+class SegmentationGroundTruth:
+    """The challenge's segmentation ground truth, expanded: ``instances`` {image id: [(MID, normalized
+    x1 y1 x2 y2, group-of, mask PNG or None)]}, ``verified`` {image id: verified MIDs}, the label map
+    (``names`` in order, ``display`` names) and the number of masks that found no box."""
+
+    names: list[str]
+    display: dict[str, str]
+    instances: dict[str, list[tuple[str, tuple[float, float, float, float], bool, Path | None]]]
+    verified: dict[str, set[str]]
+    masks_without_box: int
+
+
+def load_segmentation_ground_truth(annotations: str | Path) -> SegmentationGroundTruth:
+    """The ground truth of the challenge's segmentation files (names in ``CHALLENGE_SEGMENTATION_FILES``),
     expanded over the hierarchy. Boxes and masks are joined as the official
     ``merge_boxes_and_masks`` does: an outer join on class and *identical* coordinates, rows in its
     sorted key order; a box without a mask is kept (an ignore region), a mask without a box is an
@@ -139,7 +152,7 @@ def load_segmentation_ground_truth(annotations: str | Path) -> tuple[list[str], 
                     rows.append((label, x1, x2, y1, y2, int(group), path))
         rows.sort(key=lambda r: r[:6])  # pandas' outer merge sorts by its keys
         instances[image_id] = [(r[0], (r[1], r[3], r[2], r[4]), bool(r[5]), r[6]) for r in rows]
-    return list(display), display, (instances, verified), unmatched
+    return SegmentationGroundTruth(list(display), display, instances, verified, unmatched)
 
 
 def score_segmentation(submission: str | Path, annotations: str | Path, group_of_weight: float = 1.0) -> dict:
@@ -147,24 +160,28 @@ def score_segmentation(submission: str | Path, annotations: str | Path, group_of
     masks are resized (nearest) to the image size the submission gives for that image; for an image
     missing from the submission only whether each mask is empty matters (it has no detections)."""
     start = time.perf_counter()
-    names, display, (instances, verified), unmatched = load_segmentation_ground_truth(annotations)
+    truth = load_segmentation_ground_truth(annotations)
+    names, display = truth.names, truth.display
     ids = class_index(names)
     submitted = read_segmentation_submission(submission, ids)
     acc = SegmentationAccumulator(len(names), group_of_weight=group_of_weight)
-    for image_id, items in instances.items():
+    for image_id, items in truth.instances.items():
         items = [it for it in items if it[0] in ids]
         row = submitted.get(image_id)
         shape = (row.height, row.width) if row is not None else (1, 1)  # no detections: presence only
         masks = np.zeros((len(items), *shape), dtype=bool)
+        loaded: dict[Path, np.ndarray] = {}  # an expanded mask is read once for all its classes
         for k, (_, _, _, path) in enumerate(items):
             if path is not None:
-                masks[k] = load_mask(path, (row.width, row.height)) if row is not None else load_mask(path).any()
+                if path not in loaded:
+                    loaded[path] = load_mask(path, (row.width, row.height)) if row else load_mask(path).any()
+                masks[k] = loaded[path]
         gt = ImageMaskGroundTruth(
             labels=np.array([ids[it[0]] for it in items], dtype=np.int64),
             boxes=np.array([it[1] for it in items], dtype=np.float64).reshape(-1, 4),
             group_of=np.array([it[2] for it in items], dtype=bool),
             masks=masks,
-            verified=np.array(sorted(ids[n] for n in verified.get(image_id, ()) if n in ids), dtype=np.int64),
+            verified=np.array(sorted(ids[n] for n in truth.verified.get(image_id, ()) if n in ids), dtype=np.int64),
         )
         det = None if row is None else ImageMaskDetections(labels=row.labels, scores=row.scores, masks=row.decode())
         acc.add_image(gt, det)
@@ -174,8 +191,8 @@ def score_segmentation(submission: str | Path, annotations: str | Path, group_of
         "mAP": mean_ap,
         "per_class_AP": {names[c]: float(ap[c]) for c in range(len(names)) if not np.isnan(ap[c])},
         "display_names": {names[c]: display[names[c]] for c in range(len(names)) if not np.isnan(ap[c])},
-        "num_images": len(instances),
-        "masks_without_box": unmatched,
+        "num_images": len(truth.instances),
+        "masks_without_box": truth.masks_without_box,
         "seconds": time.perf_counter() - start,
     }
 
@@ -198,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     for mid, value in result["per_class_AP"].items():
         print(f"AP {mid} ({result['display_names'][mid]}): {value:.6f}")
     print(f"mAP: {result['mAP']:.6f}  ({len(result['per_class_AP'])} classes, {result['num_images']} images)")
+    if result.get("masks_without_box"):
+        print(f"note: {result['masks_without_box']} masks have no box of identical class and coordinates")
     if args.out is not None:
         from core.io import atomic_write_json
 

@@ -137,7 +137,7 @@ class OpenImagesChallengeMaskMAP(PerSampleMetric):
         for image_id, pred, target in zip(image_ids, preds, targets):
             gt_masks = _numpy(target["masks"]).astype(bool)
             det_masks = _numpy(pred["masks"]).astype(bool)
-            height, width = (det_masks if det_masks.ndim == 3 and len(det_masks) else gt_masks).shape[-2:]
+            height, width = _grid(gt_masks, det_masks, image_id)
             gt = ImageMaskGroundTruth(
                 labels=_numpy(target["labels"]).astype(np.int64).reshape(-1),
                 boxes=_numpy(target["boxes"]).astype(np.float64).reshape(-1, 4) / [width, height, width, height],
@@ -172,6 +172,16 @@ class OpenImagesChallengeMaskMAP(PerSampleMetric):
         for c in np.flatnonzero(~np.isnan(ap)):
             out[f"ap/{c}"] = torch.tensor(ap[c], dtype=torch.float64)
         return out
+
+
+def _grid(gt_masks: np.ndarray, det_masks: np.ndarray, image_id: Any) -> tuple[int, int]:
+    """(H, W) shared by an image's masks (an empty stack may carry any size); no mask: (1, 1)."""
+    grids = {m.shape[-2:] for m in (gt_masks, det_masks) if m.ndim == 3 and len(m)}
+    if len(grids) > 1:
+        raise ValueError(f"image {image_id}: predicted and ground-truth masks differ in size ({sorted(grids)})")
+    if grids:
+        return grids.pop()
+    return next((m.shape[-2:] for m in (gt_masks, det_masks) if m.ndim == 3), (1, 1))
 
 
 def _numpy(value: Any) -> np.ndarray:

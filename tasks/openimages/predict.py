@@ -1,17 +1,22 @@
-"""Open Images detection on a user's images (predict.py):
+"""Open Images on a user's images (predict.py): the challenge's Kaggle submission for those images and
+a picture per image, for each track.
 
     python predict.py task=openimages_detection ckpt_path=<checkpoint> input=<folder of images>
+    python predict.py task=openimages_segmentation ckpt_path=<checkpoint> input=<folder of images>
+    python predict.py task=openimages_relationship ckpt_path=<checkpoint> input=<folder of images>
 
-writes ``submission.csv``, the challenge's Kaggle detection submission for those images (``ImageId``
-is the file name without its suffix, or the relative name where two files share one; groups of
-``label conf xmin ymin xmax ymax`` with class MIDs and boxes normalized to the image), and
-``detections/<name>.png``: each image at its own resolution with the boxes over ``draw_threshold``
-drawn and captioned with the classes' display names and scores (a box copied to the ancestors of its
-class gets one frame captioned with all of them).
+``submission.csv``: the track's Kaggle file (``ImageId`` is the file name without its suffix, or the
+relative name where two files share one; class MIDs; boxes normalized to the image): detection groups
+``label conf xmin ymin xmax ymax``; segmentation ``ImageID,ImageWidth,ImageHeight`` and groups ``label
+conf mask`` (COCO RLE of the mask at the image's own size, zlib, base64); relationships groups ``conf
+label1 box1 label2 box2 relationship``. Pictures, each image at its own resolution:
+``detections/<name>.png`` (boxes over ``draw_threshold`` captioned with display names and scores; a box
+copied to the ancestors of its class gets one frame captioned with all of them),
+``segmentations/<name>.png`` (masks blended in too), ``relationships/<name>.png`` (the best triplets).
 
-Each image is resized to the training data's image size (``task.max_size`` wide,
-``task.min_size`` high, as conf/task/openimages_detection.yaml sets them from ``data.image_size``),
-as the DataModule does, so predictions on the data set's own images equal the test submission's."""
+Each image is resized to the training data's image size (``task.max_size`` wide, ``task.min_size``
+high, as the task configs set them from ``data.image_size``), as the DataModules do, so predictions on
+a data set's own images equal its test submission's."""
 
 from __future__ import annotations
 

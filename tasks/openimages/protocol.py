@@ -1,5 +1,6 @@
 """The Open Images Challenge 2019 detection metric as a pure-numpy core (no torch: the scoring CLI and
-the torchmetrics wrapper both call it).
+the torchmetrics wrapper both call it); its instance-segmentation variant (mask IoU, boxes without a
+mask as ignore regions) is at the end of this file (``match_masks_class_in_image``).
 
 It reproduces tensorflow/models research/object_detection (``OpenImagesDetectionChallengeEvaluator``
 in utils/object_detection_evaluation.py, ``PerImageEvaluation`` in utils/per_image_evaluation.py,

@@ -170,11 +170,11 @@ def test_a_relationship_outside_the_label_maps_names_the_file(vrd_root, tmp_path
 
 RUN = [
     "experiment=openimages_relationship",
-    "data.generator.num_train=48",
+    "data.generator.num_train=128",
     "data.generator.num_val=16",
     "data.generator.num_test=16",
     "data.batch_size=8",
-    "trainer.max_epochs=3",
+    "trainer.max_epochs=5",
     "trainer.num_sanity_val_steps=0",
     "task.optimizer.lr=0.004",
 ]

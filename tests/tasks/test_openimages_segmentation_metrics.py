@@ -236,6 +236,21 @@ def test_torchmetric_equals_hand_worked_value():
     assert set(out) == {"map", "ap/0"}
 
 
+def test_torchmetric_mask_sizes():
+    # an empty prediction stack may carry any size (the GT's grid scales the boxes); masks of two
+    # sizes on one image are an error. One GT, no detection: AP 0.
+    t = torch.as_tensor
+    target = {"labels": t([0]), "boxes": t([[0.0, 0.0, 4.0, 4.0]]), "masks": t(rect(0, 4, 0, 4)[None]),
+              "group_of": t([False]), "verified": t([0])}  # fmt: skip
+    metric = OpenImagesChallengeMaskMAP(num_classes=1)
+    empty = {"labels": t([], dtype=torch.int64), "scores": t([]), "masks": torch.zeros(0, 3, 5, dtype=torch.bool)}
+    metric.update([0], [empty], [target])
+    assert float(metric.compute()["map"]) == 0.0
+    wrong = {"labels": t([0]), "scores": t([0.5]), "masks": torch.ones(1, 3, 5, dtype=torch.bool)}
+    with pytest.raises(ValueError, match="differ in size"):
+        metric.update([1], [wrong], [target])
+
+
 # --- submission encoding ---------------------------------------------------------------------------
 
 
@@ -353,13 +368,34 @@ def test_cli_expands_ground_truth_over_the_hierarchy(tmp_path):
     assert main(args) == 0
     result = json.loads((tmp_path / "m.json").read_text())
     assert result["per_class_AP"] == {"/m/dog": 1.0, "/m/animal": 1.0}
-    assert result["mAP"] == 1.0 and result["num_images"] == 2
+    assert result["mAP"] == 1.0 and result["num_images"] == 2 and result["masks_without_box"] == 0
     # Animal only, duplicate first by position but lower in score: .9 TP, .5 FP -> AP 1; Dog: no
     # detection -> AP 0 (a leaf is not credited with its parent's detections); mAP .5.
     write_segmentation_submission(sub, {"a": (W, H, ["/m/animal", "/m/animal"], [0.5, 0.9], np.stack([dog, dog]))})
     main(args)
     result = json.loads((tmp_path / "m.json").read_text())
     assert result["per_class_AP"] == {"/m/dog": 0.0, "/m/animal": 1.0} and result["mAP"] == 0.5
+
+
+def test_cli_joins_boxes_and_masks_on_identical_coordinates(tmp_path):
+    # merge_boxes_and_masks is an outer join on class and exact coordinates: a mask row whose XMax
+    # reads 0.41 instead of the box's 0.4 is an instance of its own and the box becomes maskless (an
+    # ignore region). Dog: the mask instance is the only ground truth; the detection on it is a TP,
+    # a second one on the same place is ignored by the maskless box (box IoU of rows/cols 0-3 with
+    # 0-.4 is 1): AP 1, not .5. Two masks (Dog and its Animal copy) found no box.
+    from tasks.openimages.evaluate import score_segmentation
+
+    root = tmp_path / "ann"
+    write_challenge_folder(root)
+    path = root / "challenge-2019-validation-segmentation-masks.csv"
+    path.write_text(path.read_text().replace(",0.0,0.4,0.0,0.4,", ",0.0,0.41,0.0,0.4,"))
+    sub = tmp_path / "sub.csv"
+    write_segmentation_submission(
+        sub, {"a": (W, H, ["/m/dog", "/m/dog"], [0.9, 0.8], np.stack([rect(0, 4, 0, 4)] * 2))}
+    )
+    result = score_segmentation(sub, root)
+    assert result["per_class_AP"] == {"/m/dog": 1.0, "/m/animal": 0.0}
+    assert result["masks_without_box"] == 2
 
 
 def _perfect_submission(root: Path, drop: str | None = None) -> tuple[dict, set]:
