@@ -4,9 +4,11 @@ datamodules/openimages_relationships.py::
 
     <root>/{train,validation,test}-annotations-vrd.csv    ImageID,LabelName1,LabelName2,XMin1,...,
                                                            RelationshipLabel (normalized boxes)
-    <root>/challenge-2019-relationships-description.csv   the relationship names (their order = ids)
-    <root>/challenge-2019-classes-vrd.csv                 the track's object classes
-    <root>/challenge-2019-attributes-description.csv      the attributes ("is" objects), if any
+    <root>/challenge-2019-relationships-description.csv   the relationship names (their order = ids;
+                                                           without it, the training file's, sorted)
+    <root>/challenge-2019-classes-vrd.csv                 the track's object classes (optional)
+    <root>/challenge-2019-attributes-description.csv      the attributes ("is" objects; optional:
+                                                           ``num_attributes`` 0 without it)
 
 A split's images are those of its relationship file (the track scores those only). Each sample is
 the detection sample (image, boxes, labels, ...) plus its relationships in pixels of the resized
@@ -29,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader
 
 from core.data import DataFormatError
-from datamodules.openimages import OpenImagesDetectionDataModule, OpenImagesDetectionDataset, flip_boxes
+from datamodules.openimages import SPLITS, OpenImagesDetectionDataModule, OpenImagesDetectionDataset, flip_boxes
 from datamodules.openimages_files import Hierarchy, read_image_labels
 from datamodules.openimages_relationships import CHALLENGE_VRD_FILES, read_name_list, read_relationships, split_vrd_file
 
@@ -66,7 +69,8 @@ class OpenImagesRelationshipDataset(OpenImagesDetectionDataset):
 
 class OpenImagesRelationshipDataModule(OpenImagesDetectionDataModule):
     """Open Images V5 relationship files on top of the detection DataModule (same constructor plus
-    ``num_relationships``, checked against the relationship names)."""
+    ``num_relationships`` and ``num_attributes``, checked against the relationship names and the
+    attribute list)."""
 
     dataset_class = OpenImagesRelationshipDataset
 
@@ -75,6 +79,7 @@ class OpenImagesRelationshipDataModule(OpenImagesDetectionDataModule):
         root: str,
         num_classes: int,
         num_relationships: int,
+        num_attributes: int = 0,
         image_size: list[int] = (160, 120),
         batch_size: int = 8,
         num_workers: int = 0,
@@ -83,6 +88,7 @@ class OpenImagesRelationshipDataModule(OpenImagesDetectionDataModule):
     ):
         super().__init__(root, num_classes, image_size, batch_size, num_workers, skip_corrupt, generator)
         self.expected_relationships = int(num_relationships)
+        self.expected_attributes = int(num_attributes)
         self.relationship_names: list[str] = []
         self.attribute_names: list[str] = []
         self.entity_names: list[str] = []
@@ -92,6 +98,10 @@ class OpenImagesRelationshipDataModule(OpenImagesDetectionDataModule):
     @property
     def num_relationships(self) -> int:
         return self.expected_relationships
+
+    @property
+    def num_attributes(self) -> int:
+        return self.expected_attributes
 
     def read_classes(self) -> Hierarchy:
         """The detection classes, then the attributes and relationship names (``entity_names``,
@@ -119,6 +129,11 @@ class OpenImagesRelationshipDataModule(OpenImagesDetectionDataModule):
         attributes_file = self.root / CHALLENGE_VRD_FILES["attributes"]
         attributes = read_name_list(attributes_file) if attributes_file.exists() else {}
         self.attribute_names = [a for a in attributes if a not in classes]
+        if len(self.attribute_names) != self.expected_attributes:
+            raise DataFormatError(
+                attributes_file,
+                f"{len(self.attribute_names)} attributes, but data.num_attributes={self.expected_attributes}",
+            )
         self.entity_names = list(classes) + self.attribute_names
         self.entity_display_names = [shown[c] for c in classes] + [attributes[a] for a in self.attribute_names]
         index = {n: i for i, n in enumerate(self.class_names)}
@@ -171,3 +186,12 @@ class OpenImagesRelationshipDataModule(OpenImagesDetectionDataModule):
                 }
             )
         return out
+
+    def _loader(self, key: str, shuffle: bool) -> DataLoader:
+        if key not in self._datasets:
+            split = SPLITS[key]
+            raise FileNotFoundError(
+                f"{self.root}: the {key} split needs {split}-annotations-bbox.csv and {split_vrd_file(split)} "
+                "(a folder generated before the relationship files existed: delete it to regenerate)"
+            )
+        return super()._loader(key, shuffle)

@@ -85,9 +85,11 @@ def draw_detections(
     for (x1, y1, x2, y2), caption, colour in zip(boxes, captions, colours):
         draw.rectangle([x1, y1, x2, y2], outline=colour, width=width)
         left, top, right, bottom = draw.textbbox((x1, y1), caption)
+        # the caption above the box (inside it at the top edge), moved left to stay in the picture
         top_y = y1 - (bottom - top) - 2 if y1 - (bottom - top) - 2 >= 0 else y1
-        draw.rectangle([x1, top_y, x1 + (right - left) + 3, top_y + (bottom - top) + 2], fill=colour)
-        draw.text((x1 + 2, top_y + 1 - (top - y1)), caption, fill=(0, 0, 0))
+        x = max(0, min(x1, canvas.width - (right - left) - 4))
+        draw.rectangle([x, top_y, x + (right - left) + 3, top_y + (bottom - top) + 2], fill=colour)
+        draw.text((x + 2, top_y + 1 - (top - y1)), caption, fill=(0, 0, 0))
     return canvas
 
 

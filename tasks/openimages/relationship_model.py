@@ -8,13 +8,17 @@ of the two detected classes. A triplet's score is
 
     score(subject, relationship, object) = subject score * object score * p(relationship | pair)
 
-(the detector's two class scores and the pair classifier's softmax probability), and the
-``relationships_per_image`` best triplets of an image are kept.
+(the detector's two class scores and the pair classifier's softmax probability). Attribute
+relationships ("is": the object is an attribute such as Wooden, with the subject's box) come from an
+attribute classifier on each detected box (its RoI feature and class embedding, one sigmoid per
+attribute): score = detection score * p(attribute | box). The ``relationships_per_image`` best
+triplets of an image are kept.
 
 Training: the detector with the challenge's label rules (``challenge_detection_losses``), plus the
 pair classifier on pairs of ground-truth boxes: the entities of an image are its relationship boxes
 and its other annotated boxes; an ordered pair annotated with relationships has them as its target,
-every other ordered pair is "no relationship" (class 0)."""
+every other ordered pair is "no relationship" (class 0); the attribute classifier on the same
+entities, an attribute positive where an "is" relationship gives it to the entity, else negative."""
 
 from __future__ import annotations
 
@@ -212,9 +216,11 @@ class RelationshipDetector(nn.Module):
         boxes_per_image: int = 16,
         relationships_per_image: int = 100,
         max_pairs_per_image: int = 64,
+        num_attributes: int = 0,
     ):
         super().__init__()
         self.num_classes, self.num_relationships = num_classes, num_relationships
+        self.num_attributes = num_attributes
         self.boxes_per_image = boxes_per_image
         self.relationships_per_image = relationships_per_image
         self.max_pairs_per_image = max_pairs_per_image
@@ -223,6 +229,10 @@ class RelationshipDetector(nn.Module):
         size = (size, size) if isinstance(size, int) else tuple(size)
         pooled = self.detector.backbone.out_channels * size[0] * size[1]
         self.pair_classifier = PairClassifier(pooled, num_classes, num_relationships, hidden, embedding)
+        if num_attributes:  # "is" relationships: attributes of one box, from its RoI feature and class
+            self.attribute_classifier = nn.Sequential(
+                nn.Linear(hidden + embedding, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_attributes)
+            )
 
     def _features(self, features: torch.Tensor | dict) -> dict[str, torch.Tensor]:
         return {"0": features} if isinstance(features, torch.Tensor) else features
@@ -255,23 +265,42 @@ class RelationshipDetector(nn.Module):
         )
         return list(logits.split(counts))
 
+    def attribute_logits(
+        self,
+        features: dict[str, torch.Tensor],
+        image_sizes: list[tuple[int, int]],
+        boxes: list[torch.Tensor],
+        labels: list[torch.Tensor],
+    ) -> list[torch.Tensor]:
+        """Attribute logits (n_i, num_attributes) of ``boxes[i]`` (transformed image coordinates) of
+        classes ``labels[i]``: the pair classifier's RoI head and class embedding, then a small MLP."""
+        counts = [len(b) for b in boxes]
+        pooled = self.detector.roi_heads.box_roi_pool(features, boxes, image_sizes).flatten(1)
+        x = torch.cat(
+            [self.pair_classifier.roi_head(pooled), self.pair_classifier.class_embedding(torch.cat(labels))], 1
+        )
+        return list(self.attribute_classifier(x).split(counts))
+
     def losses(self, images: list[torch.Tensor], targets: list[dict]) -> dict[str, torch.Tensor]:
         """The detector's losses with the challenge's label rules (``targets[i]``: ``boxes`` in pixels,
         ``labels``, ``group_of``, ``known``) plus ``loss_relationship``: cross-entropy of the pair
         classifier on ground-truth pairs (``subject_boxes``, ``subject_labels``, ``object_boxes``,
         ``object_labels``, ``relationships``), at most ``max_pairs_per_image`` pairs an image (every
-        annotated pair kept, the "no relationship" pairs drawn at random)."""
+        annotated pair kept, the "no relationship" pairs drawn at random). With attributes,
+        ``loss_attribute``: binary cross-entropy of every entity's attributes, positive where an "is"
+        relationship (``attribute_boxes``, ``attribute_labels`` (class ids), ``attributes`` (attribute
+        ids); optional keys) gives the entity that attribute."""
         captured: dict = {}
 
-        def keep(name: str, pick):
+        def capture(name: str, pick):
             def hook(module, inputs, output) -> None:  # returns None: the output stays as it is
                 captured[name] = pick(output)
 
             return hook
 
         hooks = [
-            self.detector.transform.register_forward_hook(keep("images", lambda out: out[0])),
-            self.detector.backbone.register_forward_hook(keep("features", lambda out: out)),
+            self.detector.transform.register_forward_hook(capture("images", lambda out: out[0])),
+            self.detector.backbone.register_forward_hook(capture("features", lambda out: out)),
         ]
         try:  # the detector's pass, whose feature map the pair classifier reuses
             losses = challenge_detection_losses(self.detector, images, targets)
@@ -279,11 +308,19 @@ class RelationshipDetector(nn.Module):
             for hook in hooks:
                 hook.remove()
         image_list, features = captured["images"], self._features(captured["features"])
-        boxes, labels, pairs, pair_target = [], [], [], []
+        boxes, labels, pairs, pair_target, attribute_target = [], [], [], [], []
         for image, t, size in zip(images, targets, image_list.image_sizes):
+            empty = t["subject_labels"][:0]
+            attribute_boxes = t.get("attribute_boxes", t["subject_boxes"][:0])
+            attribute_labels, attributes = t.get("attribute_labels", empty), t.get("attributes", empty)
             ent_boxes, ent_labels, s_idx, o_idx = relationship_entities(
-                t["boxes"], t["labels"], t["subject_boxes"], t["subject_labels"], t["object_boxes"], t["object_labels"]
-            )
+                t["boxes"], t["labels"], torch.cat([t["subject_boxes"], attribute_boxes]),
+                torch.cat([t["subject_labels"], attribute_labels]), t["object_boxes"], t["object_labels"],
+            )  # fmt: skip
+            s_idx, a_idx = s_idx[: len(t["subject_labels"])], s_idx[len(t["subject_labels"]) :]
+            a_target = torch.zeros(len(ent_boxes), self.num_attributes, device=ent_boxes.device)
+            a_target[a_idx, attributes] = 1.0
+            attribute_target.append(a_target)
             p, target = pair_targets(len(ent_boxes), s_idx, o_idx, t["relationships"], self.num_relationships)
             if len(p) > self.max_pairs_per_image:
                 positive = torch.where(target[:, NO_RELATIONSHIP] == 0)[0]
@@ -300,16 +337,29 @@ class RelationshipDetector(nn.Module):
             losses["loss_relationship"] = F.cross_entropy(logits, torch.cat(pair_target))
         else:  # no image of the batch has two entities: a zero that keeps the graph connected
             losses["loss_relationship"] = sum(p.sum() for p in self.pair_classifier.parameters()) * 0.0
+        if self.num_attributes:
+            logits = torch.cat(self.attribute_logits(features, image_list.image_sizes, boxes, labels))
+            if len(logits):
+                losses["loss_attribute"] = F.binary_cross_entropy_with_logits(logits, torch.cat(attribute_target))
+            else:
+                losses["loss_attribute"] = sum(p.sum() for p in self.attribute_classifier.parameters()) * 0.0
         return losses
 
     def forward(
-        self, images: list[torch.Tensor], pair_classes: torch.Tensor | None = None
+        self,
+        images: list[torch.Tensor],
+        pair_classes: torch.Tensor | None = None,
+        attribute_relationship: int | None = None,
     ) -> list[dict[str, torch.Tensor]]:
         """Triplets of each image (eval mode), best first: ``subject_boxes``, ``object_boxes`` (n, 4,
-        pixels of the input image), ``subject_labels``, ``object_labels`` (0-based class ids),
-        ``relationships`` (0-based), ``scores`` = subject score * object score * p(relationship);
-        also the detector's ``detections`` (``boxes``, ``labels``, ``scores``). ``pair_classes``
-        (num_classes,) bool: only detections of these classes are paired (the track's classes)."""
+        pixels of the input image), ``subject_labels``, ``object_labels`` (0-based class ids, or
+        attribute ids where ``object_is_attribute``), ``relationships`` (0-based), ``scores``; also the
+        detector's ``detections`` (``boxes``, ``labels``, ``scores``). ``pair_classes`` (num_classes,)
+        bool: only detections of these classes are paired (the track's classes).
+
+        Two boxes: score = subject score * object score * p(relationship | pair). With attributes and
+        ``attribute_relationship`` (the id of "is"): each detection also gives (box, "is", attribute,
+        the same box) with score = detection score * p(attribute | box), and pairs never get "is"."""
         det = self.detector
         original_sizes = [tuple(img.shape[-2:]) for img in images]
         image_list, _ = det.transform(images)
@@ -322,19 +372,39 @@ class RelationshipDetector(nn.Module):
         kept = [{k: v[: self.boxes_per_image] for k, v in d.items()} for d in detections]
         pairs = [ordered_pairs(len(d["boxes"]), d["boxes"].device) for d in kept]
         labels = [d["labels"] - 1 for d in kept]
-        logits = self.pair_logits(features, image_list.image_sizes, [d["boxes"] for d in kept], labels, pairs)
+        kept_boxes = [d["boxes"] for d in kept]
+        logits = self.pair_logits(features, image_list.image_sizes, kept_boxes, labels, pairs)
+        with_attributes = bool(self.num_attributes) and attribute_relationship is not None
+        if with_attributes:
+            attribute_probs = [
+                a.sigmoid() for a in self.attribute_logits(features, image_list.image_sizes, kept_boxes, labels)
+            ]
         out = []
-        for d, lab, p, logit, size, original in zip(
-            kept, labels, pairs, logits, image_list.image_sizes, original_sizes
-        ):
-            boxes = resize_boxes(d["boxes"], list(size), list(original))
-            pair, relationship, scores = rank_triplets(p, d["scores"], logit.softmax(1), self.relationships_per_image)
-            s, o = p[pair, 0], p[pair, 1]
+        k = self.relationships_per_image
+        for i, (d, lab, p, logit) in enumerate(zip(kept, labels, pairs, logits)):
+            boxes = resize_boxes(d["boxes"], list(image_list.image_sizes[i]), list(original_sizes[i]))
+            pair, relationship, scores = rank_triplets(p, d["scores"], logit.softmax(1), k)
+            subject, obj, object_label = p[pair, 0], p[pair, 1], lab[p[pair, 1]]
+            is_attribute = torch.zeros_like(relationship, dtype=torch.bool)
+            if with_attributes:
+                two_boxes = relationship != attribute_relationship  # "is" takes an attribute, not a box
+                a_scores = d["scores"][:, None] * attribute_probs[i]
+                a_best, flat = a_scores.flatten().topk(min(k, a_scores.numel()))
+                box, attribute = flat // self.num_attributes, flat % self.num_attributes
+                subject = torch.cat([subject[two_boxes], box])
+                obj = torch.cat([obj[two_boxes], box])
+                object_label = torch.cat([object_label[two_boxes], attribute])
+                relationship = torch.cat([relationship[two_boxes], torch.full_like(attribute, attribute_relationship)])
+                is_attribute = torch.cat([is_attribute[two_boxes], torch.ones_like(attribute, dtype=torch.bool)])
+                scores = torch.cat([scores[two_boxes], a_best])
+                order = scores.argsort(descending=True)[:k]
+                subject, obj, object_label = subject[order], obj[order], object_label[order]
+                relationship, is_attribute, scores = relationship[order], is_attribute[order], scores[order]
             out.append(
                 {
-                    "subject_boxes": boxes[s], "object_boxes": boxes[o],
-                    "subject_labels": lab[s], "object_labels": lab[o],
-                    "relationships": relationship, "scores": scores,
+                    "subject_boxes": boxes[subject], "object_boxes": boxes[obj],
+                    "subject_labels": lab[subject], "object_labels": object_label,
+                    "object_is_attribute": is_attribute, "relationships": relationship, "scores": scores,
                     "detections": {"boxes": boxes, "labels": lab, "scores": d["scores"]},
                 }
             )  # fmt: skip

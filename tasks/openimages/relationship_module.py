@@ -15,7 +15,7 @@ from core.io import make_dirs
 from core.media import log_image
 from core.metrics import gather_objects
 from core.optim import configure_optimizers
-from datamodules.openimages_relationships import Relationship
+from datamodules.openimages_relationships import ATTRIBUTE_RELATIONSHIP, Relationship
 from tasks.openimages.relationship_metrics import OpenImagesRelationshipScore
 from tasks.openimages.relationship_model import RelationshipDetector
 from tasks.openimages.relationships import write_relationship_submission
@@ -33,9 +33,10 @@ class OpenImagesRelationshipTask(pl.LightningModule):
     Classes: ``num_classes`` detection classes (class-descriptions-boxable.csv); relationships are
     scored over the data set's entities (the track's classes, then attributes) and
     ``num_relationships`` relationship names, both read from the DataModule in ``setup`` and kept in
-    checkpoints. A triplet's score = subject score * object score * p(relationship | pair).
-    ``relationship_loss_weight`` scales the pair classifier's loss against the detector's (challenge
-    label rules)."""
+    checkpoints. A triplet's score = subject score * object score * p(relationship | pair); with
+    ``num_attributes`` (the data set's attributes) and an "is" relationship, attribute triplets score
+    detection score * p(attribute | box). ``relationship_loss_weight`` scales the pair (and attribute)
+    classifier's loss against the detector's (challenge label rules)."""
 
     def __init__(
         self,
@@ -51,6 +52,7 @@ class OpenImagesRelationshipTask(pl.LightningModule):
         boxes_per_image: int = 16,
         relationships_per_image: int = 100,
         max_pairs_per_image: int = 64,
+        num_attributes: int = 0,
         relationship_loss_weight: float = 1.0,
         score_threshold: float = 0.01,
         num_sample_images: int = 4,
@@ -61,7 +63,7 @@ class OpenImagesRelationshipTask(pl.LightningModule):
         self.save_hyperparameters()
         self.model = RelationshipDetector(
             num_classes, num_relationships, backbone, min_size, max_size, list(anchor_sizes), pretrained_path,
-            hidden_dim, embedding_dim, boxes_per_image, relationships_per_image, max_pairs_per_image,
+            hidden_dim, embedding_dim, boxes_per_image, relationships_per_image, max_pairs_per_image, num_attributes,
         )  # fmt: skip
         self.model.detector.roi_heads.score_thresh = score_threshold
         self.val_score = OpenImagesRelationshipScore(num_relationships)
@@ -78,6 +80,9 @@ class OpenImagesRelationshipTask(pl.LightningModule):
         dm = getattr(self.trainer, "datamodule", None)
         if dm is None or not getattr(dm, "entity_names", None):
             return
+        attributes = sum(c < 0 for c in dm.entity_classes)
+        if self.hparams.num_attributes not in (0, attributes):
+            raise ValueError(f"task.num_attributes={self.hparams.num_attributes}, but the data set has {attributes}")
         if dm.num_classes != self.hparams.num_classes or dm.num_relationships != self.hparams.num_relationships:
             raise ValueError(
                 f"task.num_classes={self.hparams.num_classes}, task.num_relationships="
@@ -104,6 +109,19 @@ class OpenImagesRelationshipTask(pl.LightningModule):
     def _entity_class(self) -> torch.Tensor:
         return torch.tensor(self.entity_classes, dtype=torch.int64, device=self.device)
 
+    def _attribute_entities(self) -> torch.Tensor:
+        """Entity id of each attribute (the entities without a detection class, in order)."""
+        return torch.tensor(
+            [e for e, c in enumerate(self.entity_classes) if c < 0], dtype=torch.int64, device=self.device
+        )
+
+    @property
+    def attribute_relationship(self) -> int | None:
+        """The id of "is" when attribute triplets are predicted (the model has attributes), else None."""
+        if not self.hparams.num_attributes or ATTRIBUTE_RELATIONSHIP not in self.relationship_names:
+            return None
+        return self.relationship_names.index(ATTRIBUTE_RELATIONSHIP)
+
     def _class_entity(self) -> torch.Tensor:
         out = torch.full((self.hparams.num_classes,), -1, dtype=torch.int64, device=self.device)
         for entity, cls in enumerate(self.entity_classes):
@@ -113,11 +131,15 @@ class OpenImagesRelationshipTask(pl.LightningModule):
 
     def training_step(self, batch: list[dict], batch_idx: int) -> torch.Tensor:
         entity_class = self._entity_class()
+        entity_attribute = torch.full_like(entity_class, -1)
+        entity_attribute[self._attribute_entities()] = torch.arange(len(self._attribute_entities()), device=self.device)
         targets = []
         for b in batch:
             subject, obj = entity_class[b["subject_labels"]], entity_class[b["object_labels"]]
-            # an attribute ("is") relationship has no second box to pair with: not learned here
-            keep = (subject >= 0) & (obj >= 0)
+            keep = (subject >= 0) & (obj >= 0)  # two boxes: the pair classifier
+            attribute = entity_attribute[b["object_labels"]]
+            is_rel = b["relationships"] == (-1 if self.attribute_relationship is None else self.attribute_relationship)
+            has = (subject >= 0) & (attribute >= 0) & is_rel  # "is" an attribute: the attribute classifier
             targets.append(
                 {
                     "boxes": b["boxes"], "labels": b["labels"], "group_of": b["group_of"],
@@ -125,11 +147,18 @@ class OpenImagesRelationshipTask(pl.LightningModule):
                     "subject_boxes": b["subject_boxes"][keep], "subject_labels": subject[keep],
                     "object_boxes": b["object_boxes"][keep], "object_labels": obj[keep],
                     "relationships": b["relationships"][keep],
+                    "attribute_boxes": b["subject_boxes"][has], "attribute_labels": subject[has],
+                    "attributes": attribute[has],
                 }
             )  # fmt: skip
         losses = self.model.losses([b["image"] for b in batch], targets)
-        loss = sum(v for k, v in losses.items() if k != "loss_relationship")
-        loss = loss + self.hparams.relationship_loss_weight * losses["loss_relationship"]
+        if "loss_attribute" in losses and self.attribute_relationship is None:
+            # no "is" in the relationship names: the attributes are never predicted, so not trained
+            # (a zero loss keeps their parameters in the graph, as DDP wants)
+            losses["loss_attribute"] = losses["loss_attribute"] * 0.0
+        pair_losses = ("loss_relationship", "loss_attribute")
+        loss = sum(v for k, v in losses.items() if k not in pair_losses)
+        loss = loss + self.hparams.relationship_loss_weight * sum(v for k, v in losses.items() if k in pair_losses)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=len(batch))
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         return loss
@@ -137,15 +166,22 @@ class OpenImagesRelationshipTask(pl.LightningModule):
     def detect(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """Triplets per image with entity ids and boxes normalized to the image, rounded as the
         submission writes them (and the detector's raw output under ``detections``)."""
-        class_entity = self._class_entity()
+        class_entity, attribute_entity = self._class_entity(), self._attribute_entities()
         out = []
-        for image, p in zip(images, self.model(images, pair_classes=class_entity >= 0)):
+        triplets = self.model(
+            images, pair_classes=class_entity >= 0, attribute_relationship=self.attribute_relationship
+        )
+        for image, p in zip(images, triplets):
             h, w = image.shape[-2:]
             scale = torch.tensor([w, h, w, h], dtype=torch.float64, device=image.device)
+            object_entity = class_entity[p["object_labels"].clamp(max=len(class_entity) - 1)]
+            if len(attribute_entity):  # an attribute triplet's object label is an attribute id
+                attribute = attribute_entity[p["object_labels"].clamp(max=len(attribute_entity) - 1)]
+                object_entity = torch.where(p["object_is_attribute"], attribute, object_entity)
             out.append(
                 {
                     "subject_labels": class_entity[p["subject_labels"]],
-                    "object_labels": class_entity[p["object_labels"]],
+                    "object_labels": object_entity,
                     "relationships": p["relationships"],
                     "scores": p["scores"],
                     "subject_boxes": (p["subject_boxes"].double() / scale).clamp(0, 1).round(decimals=BOX_DECIMALS),

@@ -1,7 +1,7 @@
 """The Open Images detection system as a sweep through the SLURM launcher on the local cluster: two
-jobs of one array (predictions expanded up the hierarchy or not), each a 2-task DDP run whose
-challenge mAP is computed over both ranks' images and whose test submission gathers both ranks' rows.
-Run with ``pytest -m slurm``."""
+jobs of one array (trained with the challenge's label rules or with torchvision's plain losses), each
+a 2-task DDP run whose challenge mAP is computed over both ranks' images and whose test submission
+gathers both ranks' rows. Run with ``pytest -m slurm``."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ CHALLENGE_NAMES = [
 
 
 def test_openimages_sweep_on_the_submitit_launcher(slurm_cluster, tmp_path):
-    sweep = run_ddp_sweep(slurm_cluster, tmp_path, TINY, "task.expand_predictions=True,False")
+    sweep = run_ddp_sweep(slurm_cluster, tmp_path, TINY, "task.label_rules=True,False")
     root = tmp_path / "data" / "openimages"
     annotations = tmp_path / "annotations"
     annotations.mkdir()

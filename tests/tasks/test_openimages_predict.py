@@ -1,6 +1,7 @@
-"""predict.py task=openimages_detection on generated images as a user has them: the Kaggle submission
-equals the one the test run wrote for the same images and re-scores with the CLI scorer to the logged
-test/map; the pictures are PNGs of the inputs with the boxes drawn; an unreadable file is skipped."""
+"""predict.py for the three Open Images tracks on generated images as a user has them: each track's
+Kaggle submission equals the one its test run wrote for the same images and re-scores with the CLI
+scorer to the logged test metric; the pictures are PNGs of the inputs' size with the predictions drawn
+over the threshold only; an unreadable file is skipped and counted; 2 DDP processes equal one."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from core.training import train
 from tasks.openimages.predict import PALETTE, merge_copies
 from tasks.openimages.submission import read_detection_submission, read_segmentation_submission
 from tests.conftest import compose_config
+from tests.helpers import run_entry
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -105,6 +107,34 @@ def _class_mids(root: Path) -> list[str]:
     from datamodules.openimages_files import read_class_descriptions
 
     return list(read_class_descriptions(root / "class-descriptions-boxable.csv"))
+
+
+@pytest.mark.slow
+def test_ddp_predict_equals_single_process(trained, tmp_path):
+    """2 gloo processes each predict a shard and write their pictures; rank 0's submission holds every
+    image once, equal to the single-process one."""
+    ckpt, _, root, _ = trained
+    common = [
+        "task=openimages_detection",
+        f"ckpt_path={ckpt}",
+        f"input={root / 'test'}",
+        "product.inputs.batch_size=2",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+    ]
+    run_entry("predict.py", [*common, f"output_dir={tmp_path / 'single'}"])
+    out = run_entry("predict.py", [*common, f"output_dir={tmp_path / 'double'}", "trainer=ddp_cpu"])
+    assert "distributed_backend=gloo" in out.stdout + out.stderr
+    journals = sorted(p.name for p in (tmp_path / "double" / "predictions").iterdir())
+    assert journals == ["journal_rank0.jsonl", "journal_rank1.jsonl"]
+    classes = {mid: i for i, mid in enumerate(_class_mids(root))}
+    single, double = (read_detection_submission(tmp_path / r / "submission.csv", classes) for r in ("single", "double"))
+    assert list(double) == list(single) == sorted(p.stem for p in (root / "test").glob("*.jpg"))
+    for image_id, detections in single.items():
+        np.testing.assert_array_equal(double[image_id].labels, detections.labels)
+        np.testing.assert_allclose(double[image_id].scores, detections.scores, atol=1e-5)
+        np.testing.assert_allclose(double[image_id].boxes, detections.boxes, atol=2e-6)
+    assert len(list((tmp_path / "double" / "detections").glob("*.png"))) == len(single)
 
 
 def test_pictures_show_the_boxes_over_the_threshold_only(trained, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from core.data import DataFormatError
-from core.training import train
+from core.training import evaluate, train
 from datamodules.openimages_vrd import OpenImagesRelationshipDataModule
 from datamodules.synthetic.openimages import LEAVES, generate_openimages
 from tasks.openimages.relationship_model import (
@@ -75,14 +75,15 @@ def test_union_box_and_triplet_score_is_the_product_of_the_three():
 
 def test_every_parameter_learns_from_the_losses():
     torch.manual_seed(0)
-    model = RelationshipDetector(num_classes=4, num_relationships=3)
+    model = RelationshipDetector(num_classes=4, num_relationships=3, num_attributes=2)
     model.train()
     images = [torch.rand(3, 120, 160) for _ in range(2)]
     empty = torch.zeros(0, 4)
     targets = [
         {"boxes": torch.tensor([A, B]), "labels": torch.tensor([0, 2]), "group_of": torch.tensor([False, False]),
          "known": torch.tensor([0, 2]), "subject_boxes": torch.tensor([A]), "subject_labels": torch.tensor([0]),
-         "object_boxes": torch.tensor([B]), "object_labels": torch.tensor([2]), "relationships": torch.tensor([1])},
+         "object_boxes": torch.tensor([B]), "object_labels": torch.tensor([2]), "relationships": torch.tensor([1]),
+         "attribute_boxes": torch.tensor([B]), "attribute_labels": torch.tensor([2]), "attributes": torch.tensor([1])},
         {"boxes": torch.tensor([C]), "labels": torch.tensor([1]), "group_of": torch.tensor([False]),
          "known": torch.tensor([1]), "subject_boxes": empty, "subject_labels": torch.zeros(0, dtype=torch.long),
          "object_boxes": empty, "object_labels": torch.zeros(0, dtype=torch.long),
@@ -95,16 +96,26 @@ def test_every_parameter_learns_from_the_losses():
         "loss_objectness",
         "loss_rpn_box_reg",
         "loss_relationship",
+        "loss_attribute",
     }
     sum(losses.values()).backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing, missing
     model.eval()
     with torch.no_grad():
-        out = model(images)
+        out = model(images, attribute_relationship=2)
     for triplets in out:
         assert len(triplets["scores"]) <= 100
         assert (triplets["scores"][:-1] >= triplets["scores"][1:]).all()  # best first
+        attribute = triplets["object_is_attribute"]
+        # "is" (2) only with an attribute and the subject's own box; pairs never get it
+        assert ((triplets["relationships"] == 2) == attribute).all() and attribute.any()
+        assert torch.equal(triplets["subject_boxes"][attribute], triplets["object_boxes"][attribute])
+        assert (triplets["object_labels"][attribute] < 2).all()
+        detections = triplets["detections"]
+        for k in torch.where(attribute)[0].tolist():  # score = detection score * p(attribute) <= detection score
+            box = torch.where((detections["boxes"] == triplets["subject_boxes"][k]).all(1))[0][0]
+            assert triplets["scores"][k] <= detections["scores"][box]
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +127,9 @@ def vrd_root(tmp_path_factory):
 def test_datamodule_sample_carries_the_relationships_aligned_to_the_image(vrd_root):
     from datamodules.openimages_relationships import read_relationships
 
-    dm = OpenImagesRelationshipDataModule(str(vrd_root), num_classes=9, num_relationships=4, image_size=[160, 120])
+    dm = OpenImagesRelationshipDataModule(
+        str(vrd_root), num_classes=9, num_relationships=4, num_attributes=2, image_size=[160, 120]
+    )
     dm.setup()
     assert dm.relationship_names == ["at", "on", "holds", "under"]
     assert dm.entity_names[:5] == [m for m, *_ in LEAVES] and dm.entity_classes[:5] == [0, 1, 2, 3, 4]
@@ -160,10 +173,12 @@ def test_a_relationship_outside_the_label_maps_names_the_file(vrd_root, tmp_path
     lines = path.read_text().splitlines()
     lines[1] = lines[1].rsplit(",", 1)[0] + ",rides"  # the first relationship row
     path.write_text("\n".join(lines) + "\n")
-    dm = OpenImagesRelationshipDataModule(str(root), num_classes=9, num_relationships=4)
+    dm = OpenImagesRelationshipDataModule(str(root), num_classes=9, num_relationships=4, num_attributes=2)
     with pytest.raises(DataFormatError, match="validation-annotations-vrd.csv.*'rides'"):
         dm.setup()
-    dm = OpenImagesRelationshipDataModule(str(root), num_classes=9, num_relationships=4, skip_corrupt=True)
+    dm = OpenImagesRelationshipDataModule(
+        str(root), num_classes=9, num_relationships=4, num_attributes=2, skip_corrupt=True
+    )
     dm.setup()
     assert dm.skipped_samples == 1
 
@@ -180,13 +195,44 @@ RUN = [
 ]
 
 
+ATTRIBUTE_OF = {"/m/0sy001": "/m/0sy201", "/m/0sy005": "/m/0sy202"}  # Car is Wooden, Ball is Transparent
+
+
+def add_attribute_relationships(root):
+    """An attribute signal the generator does not write: "Car is Wooden" and "Ball is Transparent"
+    for every Car and Ball of the relationship files (the subject's box twice, as published)."""
+    for split in ("train", "validation", "test"):
+        path = root / f"{split}-annotations-vrd.csv"
+        lines = path.read_text().splitlines()
+        seen, extra = set(), []
+        for line in lines[1:]:
+            f = line.split(",")
+            for label, box in ((f[1], f[3:7]), (f[2], f[7:11])):
+                if label in ATTRIBUTE_OF and (f[0], label, *box) not in seen:
+                    seen.add((f[0], label, *box))
+                    extra.append(",".join([f[0], label, ATTRIBUTE_OF[label], *box, *box, "is"]))
+        path.write_text("\n".join(lines + extra) + "\n")
+    names = root / "challenge-2019-relationships-description.csv"
+    names.write_text(names.read_text() + "is,is\n")
+
+
 @pytest.mark.slow
-def test_train_then_test_writes_a_submission_the_cli_rescores_to_the_logged_score(cfg_train, tmp_path):
+@pytest.mark.parametrize("attributes", [False, True], ids=["generated", "with_is_attributes"])
+def test_train_then_test_writes_a_submission_the_cli_rescores_to_the_logged_score(
+    cfg_train, cfg_eval, tmp_path, attributes
+):
     """A short training run through the experiment config; its Kaggle test submission, scored by
     ``python -m tasks.openimages.evaluate --track relationship`` against the test split's files under
-    the challenge's names, gives the logged test score and its three parts."""
+    the challenge's names, gives the logged test score and its three parts, and eval.py on the best
+    checkpoint (loaded from the file alone) gives the same test score. With "is" rows added,
+    the attribute triplets are predicted, mostly with the right attribute."""
     root = tmp_path / "oi"
-    cfg = cfg_train([*RUN, f"data.root={root}"], run_dir=tmp_path / "run")
+    overrides = [*RUN, f"data.root={root}"]
+    if attributes:
+        generate_openimages(root, num_train=128, num_val=16, num_test=16, image_size=(160, 120), seed=0)
+        add_attribute_relationships(root)
+        overrides.append("data.num_relationships=5")
+    cfg = cfg_train(overrides, run_dir=tmp_path / "run")
     metrics = train(cfg)
     assert {"val/score", "test/score", "test/map_relationship", "test/recall50_relationship"} <= set(metrics)
     assert metrics["test/score"] > 0  # the comparison below is not of two zeros
@@ -212,6 +258,19 @@ def test_train_then_test_writes_a_submission_the_cli_rescores_to_the_logged_scor
         assert scored[key] == pytest.approx(float(metrics[f"test/{key}"]), abs=1e-6), key
     pictures = list((tmp_path / "run").rglob("*.png"))
     assert any("relationships" in str(p) for p in pictures)
+    best = json.loads((tmp_path / "run" / "metrics.json").read_text())["best_checkpoint"]
+    evaluated = evaluate(cfg_eval([*overrides, f"ckpt_path={best}"], run_dir=tmp_path / "eval"))
+    assert evaluated["test/score"] == pytest.approx(float(metrics["test/score"]), abs=1e-6)
+    if attributes:
+        from tasks.openimages.relationships import read_relationship_submission
+
+        rows = [r for image in read_relationship_submission(submission).values() for r in image]
+        right = [score for score, r in rows if r.relationship == "is" and ATTRIBUTE_OF.get(r.label1) == r.label2]
+        wrong = [score for score, r in rows if r.relationship == "is" and ATTRIBUTE_OF.get(r.label1) != r.label2]
+        print("is AP", scored["per_relationship_AP"]["is"], len(right), len(wrong))
+        assert all(r.box1 == r.box2 for _, r in rows if r.relationship == "is")
+        assert scored["per_relationship_AP"]["is"] > 0
+        assert len(right) >= 4 * len(wrong) and right  # the attribute of the class, not any attribute
 
 
 def test_experiment_fast_dev_run(cfg_train, tmp_path):
