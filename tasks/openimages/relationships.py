@@ -53,15 +53,15 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data import DataFormatError, csv_header, csv_rows
+from core.data import DataFormatError
 from datamodules.openimages_relationships import Relationship
 from tasks.openimages.protocol import average_precision
+from tasks.openimages.submission import prediction_rows
 
 IOU_THRESHOLD = 0.5
 RECALL_AT = 50
 SCORE_WEIGHTS = {"map_relationship": 0.4, "recall50_relationship": 0.2, "map_phrase": 0.4}
 SUBMISSION_HEADER = ["ImageId", "PredictionString"]
-GROUP_SIZE = 12
 
 
 @dataclass
@@ -331,25 +331,8 @@ def _submission_groups(path: Path, class_ids: Mapping[str, int] | None, relation
     validated (errors name the line)."""
     from datamodules.openimages_files import check_box
 
-    rows = csv_rows(path)
-    csv_header(path, rows, SUBMISSION_HEADER, exact=True)
-    seen: set[str] = set()
-    for line, row in rows:
-        if len(row) != 2:
-            raise DataFormatError(path, f"{len(row)} fields; expected ImageId,PredictionString", line)
-        image_id, text = row
-        if image_id in seen:
-            raise DataFormatError(path, f"image {image_id!r} appears twice", line)
-        seen.add(image_id)
-        fields = text.split()
-        if len(fields) % GROUP_SIZE:
-            raise DataFormatError(
-                path,
-                f"{len(fields)} values: groups of {GROUP_SIZE} (confidence label1 xmin1 ymin1 xmax1 ymax1 "
-                "label2 xmin2 ymin2 xmax2 ymax2 relationship) expected",
-                line,
-            )
-        groups = np.array(fields, dtype=str).reshape(-1, GROUP_SIZE)
+    group = "confidence label1 xmin1 ymin1 xmax1 ymax1 label2 xmin2 ymin2 xmax2 ymax2 relationship"
+    for line, (image_id,), groups in prediction_rows(path, SUBMISSION_HEADER, group):
         try:
             numbers = groups[:, _NUMBERS].astype(np.float64)
         except ValueError:

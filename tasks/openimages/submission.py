@@ -15,7 +15,7 @@ import base64
 import csv
 import io
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,36 @@ from tasks.openimages.protocol import ImageDetections
 
 DETECTION_HEADER = ["ImageId", "PredictionString"]
 SEGMENTATION_HEADER = ["ImageID", "ImageWidth", "ImageHeight", "PredictionString"]
+
+
+def prediction_rows(path: Path, header: list[str], group: str) -> Iterator[tuple[int, list[str], np.ndarray]]:
+    """``(line, the row's leading fields, groups (k, len(group.split())) str)`` per row of a Kaggle
+    submission whose last column is a space-separated prediction string; the header must be exactly
+    ``header``. A wrong field count, a repeated image or a string that is not whole groups of ``group``
+    (e.g. "label conf xmin ymin xmax ymax") raises DataFormatError naming the line."""
+    size = len(group.split())
+    rows = csv_rows(path)
+    csv_header(path, rows, header, exact=True)
+    seen: set[str] = set()
+    for line, row in rows:
+        if len(row) != len(header):
+            raise DataFormatError(path, f"{len(row)} fields; expected {','.join(header)}", line)
+        if row[0] in seen:
+            raise DataFormatError(path, f"image {row[0]!r} appears twice", line)
+        seen.add(row[0])
+        fields = row[-1].split()
+        if len(fields) % size:
+            raise DataFormatError(path, f"{len(fields)} values: groups of {size} ({group}) expected", line)
+        yield line, row[:-1], np.array(fields, dtype=str).reshape(-1, size)
+
+
+def class_ids_of(path: Path, line: int, names: Iterable[str], class_ids: Mapping[str, int]) -> np.ndarray:
+    """The ids of ``names``; an unknown class raises DataFormatError naming the line."""
+    names = list(names)
+    unknown = sorted({n for n in names if n not in class_ids})
+    if unknown:
+        raise DataFormatError(path, f"unknown class(es) {unknown[:5]}", line)
+    return np.array([class_ids[n] for n in names], dtype=np.int64)
 
 
 def format_detections(labels: Iterable[str], scores: Iterable[float], boxes: np.ndarray) -> str:
@@ -61,33 +91,14 @@ def read_detection_submission(path: str | Path, class_ids: Mapping[str, int]) ->
     """``{ImageId: ImageDetections}`` from a detection submission. A row that repeats an image, a
     group that is not 6 fields, a non-numeric value or an unknown class names the line."""
     path = Path(path)
-    rows = csv_rows(path)
-    csv_header(path, rows, DETECTION_HEADER, exact=True)
     out: dict[str, ImageDetections] = {}
-    for line, row in rows:
-        if len(row) != 2:
-            raise DataFormatError(path, f"{len(row)} fields; expected ImageId,PredictionString", line)
-        image_id, text = row
-        if image_id in out:
-            raise DataFormatError(path, f"image {image_id!r} appears twice", line)
-        fields = text.split()
-        if len(fields) % 6:
-            raise DataFormatError(
-                path, f"{len(fields)} values: groups of 6 (label conf xmin ymin xmax ymax) expected", line
-            )
-        names = fields[0::6]
-        unknown = sorted({n for n in names if n not in class_ids})
-        if unknown:
-            raise DataFormatError(path, f"unknown class(es) {unknown[:5]}", line)
+    for line, (image_id,), groups in prediction_rows(path, DETECTION_HEADER, "label conf xmin ymin xmax ymax"):
+        labels = class_ids_of(path, line, groups[:, 0], class_ids)
         try:
-            values = np.array([f for i, f in enumerate(fields) if i % 6], dtype=np.float64).reshape(-1, 5)
+            values = groups[:, 1:].astype(np.float64)
         except ValueError:
             raise DataFormatError(path, "a score or coordinate is not a number", line) from None
-        out[image_id] = ImageDetections(
-            labels=np.array([class_ids[n] for n in names], dtype=np.int64),
-            scores=values[:, 0],
-            boxes=values[:, 1:5],
-        )
+        out[image_id] = ImageDetections(labels=labels, scores=values[:, 0], boxes=values[:, 1:5])
     return out
 
 
@@ -154,35 +165,19 @@ def read_segmentation_submission(path: str | Path, class_ids: Mapping[str, int])
     not 3 fields, a bad size or score or an unknown class names the line. Masks are checked when
     decoded (:meth:`SegmentationRow.decode`)."""
     path = Path(path)
-    rows = csv_rows(path)
-    csv_header(path, rows, SEGMENTATION_HEADER, exact=True)
     out: dict[str, SegmentationRow] = {}
-    for line, row in rows:
-        if len(row) != 4:
-            raise DataFormatError(path, f"{len(row)} fields; expected {','.join(SEGMENTATION_HEADER)}", line)
-        image_id, width, height, text = row
-        if image_id in out:
-            raise DataFormatError(path, f"image {image_id!r} appears twice", line)
+    for line, (image_id, width, height), groups in prediction_rows(path, SEGMENTATION_HEADER, "label conf mask"):
         try:
             width, height = int(width), int(height)
         except ValueError:
-            raise DataFormatError(
-                path, f"ImageWidth / ImageHeight {row[1]!r} x {row[2]!r} are not integers", line
-            ) from None
+            size = f"{width!r} x {height!r}"
+            raise DataFormatError(path, f"ImageWidth / ImageHeight {size} are not integers", line) from None
         if width <= 0 or height <= 0:
             raise DataFormatError(path, f"image size {width} x {height} is not positive", line)
-        fields = text.split()
-        if len(fields) % 3:
-            raise DataFormatError(path, f"{len(fields)} values: groups of 3 (label conf mask) expected", line)
-        names = fields[0::3]
-        unknown = sorted({n for n in names if n not in class_ids})
-        if unknown:
-            raise DataFormatError(path, f"unknown class(es) {unknown[:5]}", line)
+        labels = class_ids_of(path, line, groups[:, 0], class_ids)
         try:
-            scores = np.array(fields[1::3], dtype=np.float64)
+            scores = groups[:, 1].astype(np.float64)
         except ValueError:
             raise DataFormatError(path, "a score is not a number", line) from None
-        out[image_id] = SegmentationRow(
-            width, height, np.array([class_ids[n] for n in names], dtype=np.int64), scores, fields[2::3]
-        )
+        out[image_id] = SegmentationRow(width, height, labels, scores, groups[:, 2].tolist())
     return out
