@@ -221,10 +221,14 @@ class OpenImagesDetectionProduct(ProductWriter):
     def merge(self, run_dir: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
         ids = image_ids([Path(r["input"]) for r in records], [r["name"] for r in records])
         self.write_submission(run_dir / SUBMISSION_FILE, ids, records)
-        products = {"submission_csv": SUBMISSION_FILE, "detections": sum(len(r["labels"]) for r in records)}
+        products = {"submission_csv": SUBMISSION_FILE, **self.counts(records)}
         if self.pictures:
             products["pictures"] = self.picture_dir
         return products
+
+    def counts(self, records: list[dict[str, Any]]) -> dict[str, int]:
+        """What the summary counts over all images."""
+        return {"detections": sum(len(r["labels"]) for r in records)}
 
 
 class DecodedMasks(Mapping):
@@ -372,10 +376,5 @@ class OpenImagesRelationshipProduct(OpenImagesDetectionProduct):
         }
         write_relationship_submission(path, predictions)
 
-    def merge(self, run_dir: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
-        ids = image_ids([Path(r["input"]) for r in records], [r["name"] for r in records])
-        self.write_submission(run_dir / SUBMISSION_FILE, ids, records)
-        products = {"submission_csv": SUBMISSION_FILE, "triplets": sum(len(r["triplets"]) for r in records)}
-        if self.pictures:
-            products["pictures"] = self.picture_dir
-        return products
+    def counts(self, records: list[dict[str, Any]]) -> dict[str, int]:
+        return {"triplets": sum(len(r["triplets"]) for r in records)}
