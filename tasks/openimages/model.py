@@ -2,21 +2,28 @@
 label rules in the box classifier's loss (plus the mask loss for Mask R-CNN).
 
 Backbones: ``tiny_convnet`` (four stride-2 conv blocks, one feature map; trains from scratch in
-minutes on a CPU) or any torchvision ResNet name (``resnet18``, ``resnet50``, ...) through
-``resnet_fpn_backbone``, from scratch or a user's local weights (``pretrained_path``)."""
+minutes on a CPU), any torchvision ResNet name (``resnet18``, ``resnet50``, ...) through
+``resnet_fpn_backbone``, or any other timm model name (``convnext_tiny``, ``efficientnet_b0``, ...)
+through its ``features_only`` maps and torchvision's FPN; from scratch or a user's local weights
+(``pretrained_path``, loaded into the backbone's body)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models import resnet
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.roi_heads import project_masks_on_boxes
-from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+# resnet_fpn_backbone's names: the builders of torchvision.models.resnet (resnet18 ... wide_resnet101_2).
+TORCHVISION_RESNETS = tuple(name for name in resnet.__all__ if name[0].islower())
 
 
 def tiny_convnet(width: int = 64) -> nn.Module:
@@ -29,6 +36,29 @@ def tiny_convnet(width: int = 64) -> nn.Module:
     body = nn.Sequential(*layers)
     body.out_channels = width
     return body
+
+
+class TimmFPN(nn.Module):
+    """A timm model's last four feature maps through torchvision's FeaturePyramidNetwork plus a
+    max-pooled level: the five maps ("0" to "3", "pool") that ``resnet_fpn_backbone`` gives, so the
+    detector's defaults (RoI pooling, anchors per level) apply unchanged."""
+
+    def __init__(self, name: str, out_channels: int = 256):
+        super().__init__()
+        import timm
+
+        if name not in timm.list_models():
+            raise ValueError(f"backbone {name!r} is neither tiny_convnet, a torchvision ResNet nor a timm model")
+        self.body = timm.create_model(name, pretrained=False, features_only=True)
+        channels = self.body.feature_info.channels()
+        if len(channels) < 4:
+            raise ValueError(f"backbone {name!r} gives {len(channels)} feature maps; an FPN needs 4")
+        self.fpn = FeaturePyramidNetwork(channels[-4:], out_channels, extra_blocks=LastLevelMaxPool())
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        maps = self.body(x)[-4:]
+        return self.fpn({str(i): m for i, m in enumerate(maps)})
 
 
 def region_cnn(
@@ -64,7 +94,10 @@ def region_cnn(
             image_mean=[0.5, 0.5, 0.5], image_std=[0.25, 0.25, 0.25], **heads,
         )  # fmt: skip
     else:
-        body = resnet_fpn_backbone(backbone_name=backbone, weights=None, trainable_layers=5)
+        if backbone in TORCHVISION_RESNETS:
+            body = resnet_fpn_backbone(backbone_name=backbone, weights=None, trainable_layers=5)
+        else:
+            body = TimmFPN(backbone)
         anchors = AnchorGenerator(
             sizes=tuple((s,) for s in anchor_sizes) + ((anchor_sizes[-1] * 2,),) * 2,
             aspect_ratios=((0.5, 1.0, 2.0),) * (len(anchor_sizes) + 2),
@@ -72,7 +105,7 @@ def region_cnn(
         model = builder(
             body, num_classes=num_classes + 1, min_size=min_size, max_size=max_size, rpn_anchor_generator=anchors
         )
-    if pretrained_path:  # a user's local backbone weights (a torchvision ResNet state dict, say)
+    if pretrained_path:  # a user's local backbone weights (a torchvision or timm state dict, say)
         from core.weights import load_pretrained
 
         load_pretrained(model.backbone if backbone == "tiny_convnet" else model.backbone.body, pretrained_path)

@@ -57,6 +57,33 @@ def test_every_parameter_gets_a_gradient_and_unverified_classes_are_not_negative
     assert cls.weight.grad[2 + 1].abs().sum() > 0
 
 
+@pytest.mark.parametrize("backbone", ["resnet18", "efficientnet_b0"])
+def test_torchvision_and_timm_backbones_train_and_load_a_users_weights(backbone, tmp_path):
+    """A torchvision ResNet and a timm model (features_only + FPN) both train with the challenge
+    losses, and a user's weights file of the plain classifier lands in the detector's backbone body."""
+    import timm
+    import torchvision
+
+    torch.manual_seed(0)
+    classifier = torchvision.models.resnet18() if backbone == "resnet18" else timm.create_model(backbone)
+    weights = tmp_path / "backbone.pth"
+    torch.save(classifier.state_dict(), weights)
+    model = faster_rcnn(3, backbone, pretrained_path=str(weights))
+    body = model.backbone.body.state_dict()
+    shared = [k for k in body if k in classifier.state_dict()]
+    assert len(shared) > 10
+    assert all(torch.equal(body[k], classifier.state_dict()[k]) for k in shared)
+    losses = challenge_detection_losses(model, *_batch())
+    assert set(losses) >= {"loss_classifier", "loss_box_reg", "loss_objectness"}
+    sum(losses.values()).backward()
+    assert model.backbone.fpn.inner_blocks[0][0].weight.grad.abs().sum() > 0
+
+
+def test_unknown_backbone_is_named():
+    with pytest.raises(ValueError, match="'no_such_net'"):
+        faster_rcnn(3, "no_such_net")
+
+
 def test_plain_softmax_would_push_unverified_classes_down():
     """The control of the test above: with every class known, class 3's row does get a gradient."""
     torch.manual_seed(0)
