@@ -559,29 +559,21 @@ CASES: dict[str, DDPCase] = {
         for padded in (False, True)
     },
     **{
-        f"openimages/challenge_map{'_padded' if padded else ''}": DDPCase(
-            _openimages_map,
-            _openimages_batches,
-            padded=padded,
-            covers=("tasks.openimages.metrics:OpenImagesChallengeMAP",),
-        )
-        for padded in (False, True)
-    },
-    **{
-        f"openimages/challenge_mask_map{'_padded' if padded else ''}": DDPCase(
-            _openimages_mask_map,
-            _openimages_mask_batches,
-            padded=padded,
-            covers=("tasks.openimages.metrics:OpenImagesChallengeMaskMAP",),
-        )
-        for padded in (False, True)
-    },
-    **{
-        f"openimages/relationship_score{'_padded' if padded else ''}": DDPCase(
-            _openimages_relationship_score,
-            _openimages_relationship_batches,
-            padded=padded,
-            covers=("tasks.openimages.relationship_metrics:OpenImagesRelationshipScore",),
+        f"openimages/{name}{'_padded' if padded else ''}": DDPCase(make, batches, padded=padded, covers=(cls,))
+        for name, make, batches, cls in (
+            ("challenge_map", _openimages_map, _openimages_batches, "tasks.openimages.metrics:OpenImagesChallengeMAP"),
+            (
+                "challenge_mask_map",
+                _openimages_mask_map,
+                _openimages_mask_batches,
+                "tasks.openimages.metrics:OpenImagesChallengeMaskMAP",
+            ),
+            (
+                "relationship_score",
+                _openimages_relationship_score,
+                _openimages_relationship_batches,
+                "tasks.openimages.relationship_metrics:OpenImagesRelationshipScore",
+            ),
         )
         for padded in (False, True)
     },
