@@ -33,11 +33,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.ap import interpolated_average_precision
+
 IOU_THRESHOLD = 0.5
 
 
 def _iou(det: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """(n, m) IoU of x1, y1, x2, y2 boxes, continuous coordinates (np_box_ops.iou)."""
+    """(n, m) IoU of x1, y1, x2, y2 boxes, continuous coordinates (np_box_ops.iou; unlike
+    core.overlap.box_iou a zero union stays NaN there, which argmax then picks, as officially)."""
     w = np.clip(np.minimum(det[:, None, 2], gt[None, :, 2]) - np.maximum(det[:, None, 0], gt[None, :, 0]), 0, None)
     h = np.clip(np.minimum(det[:, None, 3], gt[None, :, 3]) - np.maximum(det[:, None, 1], gt[None, :, 1]), 0, None)
     inter = w * h
@@ -100,20 +103,16 @@ def match_class_in_image(
 
 
 def average_precision(scores: np.ndarray, tp: np.ndarray, num_gt: float) -> float:
-    """All-point AP of (score, tp) pairs of one class over the data set, rule 5."""
+    """All-point AP of (score, tp) pairs of one class over the data set, rule 5. False positives are
+    the entries with ``tp <= 0`` (official ``compute_precision_recall``), so a weighted group-of entry
+    is never counted as one."""
     if len(scores) == 0:
         return 0.0
     order = np.argsort(scores)[::-1]
     tp = tp[order]
     cum_tp = np.cumsum(tp)
     cum_fp = np.cumsum(tp <= 0)
-    precision = cum_tp / (cum_tp + cum_fp)
-    recall = cum_tp / num_gt
-    recall = np.concatenate([[0.0], recall, [1.0]])
-    precision = np.concatenate([[0.0], precision, [0.0]])
-    precision = np.maximum.accumulate(precision[::-1])[::-1]
-    steps = np.flatnonzero(recall[1:] != recall[:-1]) + 1
-    return float(np.sum((recall[steps] - recall[steps - 1]) * precision[steps]))
+    return interpolated_average_precision(cum_tp / (cum_tp + cum_fp), cum_tp / num_gt)
 
 
 @dataclass

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.ap import interpolated_average_precision
+from core.ap import average_precision_from_matches
 from core.overlap import temporal_iou
 
 THUMOS_TIOU_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
@@ -97,17 +97,6 @@ def match_detections(
                     row_tp[rank] = True
                     break
     return tp
-
-
-def average_precision(is_true_positive: np.ndarray, num_positives: int) -> float:
-    """Interpolated AP of ranked matches over ``num_positives`` ground truths (official
-    ``interpolated_prec_rec`` of the cumulative precision and recall)."""
-    tp = np.asarray(is_true_positive, dtype=np.float64).reshape(-1)
-    if tp.size == 0:
-        return 0.0
-    tp_cum = np.cumsum(tp)
-    fp_cum = np.cumsum(1.0 - tp)
-    return interpolated_average_precision(tp_cum / (tp_cum + fp_cum), tp_cum / float(num_positives))
 
 
 @dataclass
@@ -196,7 +185,7 @@ def evaluate_detections(
             ignore = ignore_if_false[in_class][official_ranking(det[:, 4])]
         for t in range(len(thresholds)):
             kept = tp[t] if ignore is None else tp[t][tp[t] | ~ignore]
-            ap[t, c] = average_precision(kept, len(gt))
+            ap[t, c] = average_precision_from_matches(kept, len(gt))
     first_seen = dict.fromkeys(int(c) for c in ground_truth[:, 1] if 0 <= c < num_classes)
     return DetectionResult(thresholds, average, ap, tuple(first_seen))
 
