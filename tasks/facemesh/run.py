@@ -100,10 +100,10 @@ def run(
 def _run(
     input_path: str | Path,
     checkpoint: str | Path,
-    out: str | Path | None = None,
-    smoothing: bool = True,
-    obj_frame: int | None = None,
-    max_frames: int | None = None,
+    out: str | Path | None,
+    smoothing: bool,
+    obj_frame: int | None,
+    max_frames: int | None,
 ) -> dict:
     import cv2
 

@@ -22,6 +22,12 @@ from tasks.photobooth.model import NUM_EXPRESSIONS, FaceExpressionNet, Photoboot
 from tasks.photobooth.shutter import ScoringConfig, frame_quality, score_frames, shutter_shots
 
 
+def check_num_expressions(num_classes: int) -> None:
+    """The expression head is fixed to the 5 key expressions + neutral; a config must not say otherwise."""
+    if num_classes != NUM_EXPRESSIONS:
+        raise ValueError(f"num_classes must be {NUM_EXPRESSIONS} (5 key expressions + neutral), got {num_classes}")
+
+
 def face_losses(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """Cross-entropy on the expression and binary cross-entropy on eyes_closed, talking, attending;
     a label of -1 (not labelled, or padding) is left out."""
@@ -54,8 +60,7 @@ class PhotoboothExpressionTask(pl.LightningModule):
     ) -> None:
         super().__init__()
         check_scheduler(scheduler)
-        if num_classes != NUM_EXPRESSIONS:
-            raise ValueError(f"num_classes must be {NUM_EXPRESSIONS} (5 key expressions + neutral), got {num_classes}")
+        check_num_expressions(num_classes)
         self.save_hyperparameters()
         self.model = FaceExpressionNet(backbone, drop_rate)
         self.val_acc = MulticlassAccuracy(NUM_EXPRESSIONS, average="micro")
@@ -127,8 +132,7 @@ class PhotoboothTask(pl.LightningModule):
     ) -> None:
         super().__init__()
         check_scheduler(scheduler)
-        if num_classes != NUM_EXPRESSIONS:
-            raise ValueError(f"num_classes must be {NUM_EXPRESSIONS} (5 key expressions + neutral), got {num_classes}")
+        check_num_expressions(num_classes)
         self.save_hyperparameters()
         self.hparams.frame_size = [int(v) for v in frame_size]
         self.scoring = ScoringConfig(**(scoring or {}))
