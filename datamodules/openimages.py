@@ -276,9 +276,10 @@ class OpenImagesSegmentationDataset(OpenImagesDetectionDataset):
             return None
         rec = self.records[index]
         try:
-            masks = self._load(rec["mask_paths"], self.image_size)
-            if not self.train:
-                full = self._load(rec["mask_paths"], item["original_size"])
+            sizes = [self.image_size] if self.train else [self.image_size, tuple(item["original_size"])]
+            masks, *full = self._load(rec["mask_paths"], sizes)
+            if full:
+                full = full[0]
                 item["eval_masks"] = full[rec["eval_source"]] if rec["eval_source"] else full[:0]
         except (DataFormatError, FileNotFoundError) as err:
             if not rec["skip_corrupt"]:
@@ -291,13 +292,17 @@ class OpenImagesSegmentationDataset(OpenImagesDetectionDataset):
         return item
 
     @staticmethod
-    def _load(paths: list[Path | None], size: tuple[int, int]) -> torch.Tensor:
-        w, h = size
-        out = torch.zeros(len(paths), h, w, dtype=torch.bool)
+    def _load(paths: list[Path | None], sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+        """Per size (width, height): the instances' masks (m, h, w) bool, each PNG decoded once."""
+        outs = [torch.zeros(len(paths), h, w, dtype=torch.bool) for w, h in sizes]
         for j, path in enumerate(paths):
-            if path is not None:
-                out[j] = torch.from_numpy(load_mask(path, (w, h)))
-        return out
+            if path is None:
+                continue
+            native = Image.fromarray(load_mask(path).astype(np.uint8) * 255)
+            for out, size in zip(outs, sizes):
+                resized = native if native.size == tuple(size) else native.resize(tuple(size), Image.NEAREST)
+                out[j] = torch.from_numpy(np.asarray(resized) > 0)
+        return outs
 
 
 class OpenImagesSegmentationDataModule(OpenImagesDetectionDataModule):
