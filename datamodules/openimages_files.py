@@ -135,17 +135,22 @@ def read_image_labels(path: str | Path) -> dict[str, dict[str, int]]:
 
 
 def read_class_descriptions(path: str | Path) -> dict[str, str]:
-    """``{MID: DisplayName}`` in file order; the ``MID,DisplayName`` header row is optional."""
+    """``{name: display name}`` in file order from a two-column list: the class descriptions
+    (``MID,DisplayName``), and likewise the VRD class, attribute and relationship lists. The header row
+    (``MID,DisplayName`` or ``LabelName,DisplayName``) is optional: several releases have none."""
     path = Path(path)
     classes: dict[str, str] = {}
     for line, row in csv_rows(path):
         if len(row) != 2:
             raise DataFormatError(path, f"{len(row)} fields; expected MID,DisplayName", line)
-        if line == 1 and tuple(r.strip() for r in row) == CLASS_COLUMNS:
+        if line == 1 and tuple(r.strip() for r in row) in (CLASS_COLUMNS, ("LabelName", "DisplayName")):
             continue
-        if row[0] in classes:
-            raise DataFormatError(path, f"class {row[0]!r} listed twice", line)
-        classes[row[0]] = row[1]
+        name = row[0].strip()
+        if not name:
+            raise DataFormatError(path, "empty name", line)
+        if name in classes:
+            raise DataFormatError(path, f"class {name!r} listed twice", line)
+        classes[name] = row[1]
     if not classes:
         raise DataFormatError(path, "no classes")
     return classes

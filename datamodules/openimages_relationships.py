@@ -106,24 +106,3 @@ def read_relationships(path: str | Path, skip_corrupt: bool = False) -> tuple[di
             continue
         out.setdefault(image_id, []).append(Relationship(label1, label2, box1, box2, relationship))
     return out, skipped
-
-
-def read_name_list(path: str | Path, header: tuple[str, ...] = ("MID", "DisplayName")) -> dict[str, str]:
-    """``{name: display name}`` in file order from a two-column list (VRD classes, attributes,
-    relationship names); the header row is optional (the published files have none)."""
-    path = Path(path)
-    names: dict[str, str] = {}
-    for line, row in csv_rows(path):
-        if len(row) != 2:
-            raise DataFormatError(path, f"{len(row)} fields; expected 2 (name, display name)", line)
-        if line == 1 and tuple(r.strip() for r in row) in (header, ("LabelName", "DisplayName")):
-            continue
-        name = row[0].strip()
-        if not name:
-            raise DataFormatError(path, "empty name", line)
-        if name in names:
-            raise DataFormatError(path, f"{name!r} listed twice", line)
-        names[name] = row[1]
-    if not names:
-        raise DataFormatError(path, "no names")
-    return names

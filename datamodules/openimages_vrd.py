@@ -35,8 +35,8 @@ from torch.utils.data import DataLoader
 
 from core.data import DataFormatError
 from datamodules.openimages import SPLITS, OpenImagesDetectionDataModule, OpenImagesDetectionDataset, flip_boxes
-from datamodules.openimages_files import Hierarchy, read_image_labels
-from datamodules.openimages_relationships import CHALLENGE_VRD_FILES, read_name_list, read_relationships, split_vrd_file
+from datamodules.openimages_files import Hierarchy, read_class_descriptions, read_image_labels
+from datamodules.openimages_relationships import CHALLENGE_VRD_FILES, read_relationships, split_vrd_file
 
 RELATIONSHIP_KEYS = ("subject_boxes", "object_boxes", "subject_labels", "object_labels", "relationships")
 
@@ -109,7 +109,7 @@ class OpenImagesRelationshipDataModule(OpenImagesDetectionDataModule):
         hierarchy = super().read_classes()
         names_file = self.root / CHALLENGE_VRD_FILES["relationship_names"]
         if names_file.exists():
-            self.relationship_names = list(read_name_list(names_file))
+            self.relationship_names = list(read_class_descriptions(names_file))
         else:  # no names file: the relationships of the training file, sorted
             rels, _ = read_relationships(self.root / split_vrd_file("train"), skip_corrupt=True)
             self.relationship_names = sorted({r.relationship for rows in rels.values() for r in rows})
@@ -122,12 +122,12 @@ class OpenImagesRelationshipDataModule(OpenImagesDetectionDataModule):
             )
         classes_file = self.root / CHALLENGE_VRD_FILES["classes"]
         shown = dict(zip(self.class_names, self.display_names))
-        classes = read_name_list(classes_file) if classes_file.exists() else shown
+        classes = read_class_descriptions(classes_file) if classes_file.exists() else shown
         for name in classes:
             if name not in shown:
                 raise DataFormatError(classes_file, f"class {name!r} is not in class-descriptions-boxable.csv")
         attributes_file = self.root / CHALLENGE_VRD_FILES["attributes"]
-        attributes = read_name_list(attributes_file) if attributes_file.exists() else {}
+        attributes = read_class_descriptions(attributes_file) if attributes_file.exists() else {}
         self.attribute_names = [a for a in attributes if a not in classes]
         if len(self.attribute_names) != self.expected_attributes:
             raise DataFormatError(

@@ -431,16 +431,16 @@ def load_relationship_ground_truth(
     Images come from the relationship file and the image-level label file; a label of a class outside
     the lists is dropped (no detection can carry it); an unknown class or relationship in the ground
     truth is a ValueError."""
-    from datamodules.openimages_files import read_image_labels
-    from datamodules.openimages_relationships import CHALLENGE_VRD_FILES, read_name_list, read_relationships
+    from datamodules.openimages_files import read_class_descriptions, read_image_labels
+    from datamodules.openimages_relationships import CHALLENGE_VRD_FILES, read_relationships
 
     root = Path(annotations)
-    names = list(read_name_list(root / CHALLENGE_VRD_FILES["classes"]))
+    names = list(read_class_descriptions(root / CHALLENGE_VRD_FILES["classes"]))
     if (root / CHALLENGE_VRD_FILES["attributes"]).exists():
-        names += [n for n in read_name_list(root / CHALLENGE_VRD_FILES["attributes"]) if n not in names]
+        names += [n for n in read_class_descriptions(root / CHALLENGE_VRD_FILES["attributes"]) if n not in names]
     class_ids = {name: i for i, name in enumerate(names)}
     relationship_ids = {
-        name: i for i, name in enumerate(read_name_list(root / CHALLENGE_VRD_FILES["relationship_names"]))
+        name: i for i, name in enumerate(read_class_descriptions(root / CHALLENGE_VRD_FILES["relationship_names"]))
     }
     path = root / CHALLENGE_VRD_FILES["relationships"]
     relationships, _ = read_relationships(path)

@@ -9,10 +9,10 @@ import hashlib
 import pytest
 
 from core.data import DataFormatError
+from datamodules.openimages_files import read_class_descriptions
 from datamodules.openimages_relationships import (
     CHALLENGE_VRD_FILES,
     Relationship,
-    read_name_list,
     read_relationships,
     split_vrd_file,
 )
@@ -82,10 +82,10 @@ def test_wrong_header_and_name_lists(tmp_path):
         read_relationships(path)
     names = tmp_path / "challenge-2019-relationships-description.csv"
     names.write_text("at,at\non,on (top of)\n")  # published without a header row
-    assert read_name_list(names) == {"at": "at", "on": "on (top of)"}
+    assert read_class_descriptions(names) == {"at": "at", "on": "on (top of)"}
     names.write_text("MID,DisplayName\n/m/a,A\n/m/a,again\n")
-    with pytest.raises(DataFormatError, match=r":3: '/m/a' listed twice"):
-        read_name_list(names)
+    with pytest.raises(DataFormatError, match=r":3: class '/m/a' listed twice"):
+        read_class_descriptions(names)
 
 
 def _md5(path) -> str:
@@ -96,8 +96,8 @@ def test_generator_writes_learnable_relationships_in_the_published_layout(tmp_pa
     root = generate_openimages(tmp_path / "oi", num_train=12, num_val=6, num_test=2, seed=3)
     for name in CHALLENGE_VRD_FILES.values():
         assert (root / name).exists(), name
-    assert list(read_name_list(root / CHALLENGE_VRD_FILES["relationship_names"])) == list(RELATIONSHIPS)
-    assert list(read_name_list(root / CHALLENGE_VRD_FILES["classes"])) == [m for m, *_ in LEAVES]
+    assert list(read_class_descriptions(root / CHALLENGE_VRD_FILES["relationship_names"])) == list(RELATIONSHIPS)
+    assert list(read_class_descriptions(root / CHALLENGE_VRD_FILES["classes"])) == [m for m, *_ in LEAVES]
     assert (root / "validation-annotations-vrd.csv").read_bytes() == (
         root / CHALLENGE_VRD_FILES["relationships"]
     ).read_bytes()
