@@ -72,9 +72,10 @@ def main(argv=None) -> None:
     detector = blazeface_front().eval()
     meshes = {f"{v}@{s}": facemesh(v, 468, s).eval() for v, s in variants}
     if args.checkpoint:
+        from core.checkpoint import load_task
         from tasks.facemesh.module import FaceMeshTask
 
-        task = FaceMeshTask.load_from_checkpoint(args.checkpoint, map_location="cpu").eval()
+        task = load_task(args.checkpoint, FaceMeshTask).eval()
         detector = task.detector
         meshes = {f"{task.hparams.variant}@{task.hparams.crop_size}": task.mesh}
     frame = (np.random.default_rng(0).random((args.frame, args.frame, 3)) * 255).astype(np.uint8)

@@ -6,11 +6,19 @@ the approximate top-k against the flat top-k.
         [--dim 128] [--queries 1000] [--k 100] [--threads 1] [--hnsw-max 100000]
 
 Descriptors are synthetic: unit vectors around random "landmark" centres (clustered like real
-global descriptors), queries are noisy copies of database vectors."""
+global descriptors), queries are noisy copies of database vectors.
+
+    python benchmarks/bench_landmarks.py --d2r-run <run dir> [--settings "aggregation=rvlad retrieval=index" ...]
+
+``--d2r-run``: the Detect-to-Retrieve settings compared on one trained run (its best checkpoint and
+its own data config, from metrics.json and config_resolved.yaml): for each setting the test phase
+is re-run and the validation-split figures (``val_split/*``: held-out training images as queries,
+the rest as index, what a default is chosen by) are printed beside the test figures (the report)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -46,6 +54,66 @@ def recall(approx: np.ndarray, exact: np.ndarray) -> float:
     return float(np.mean([len(set(a) & set(e)) / len(e) for a, e in zip(approx, exact)]))
 
 
+# Settings compared by --d2r-run: d2r keys (aggregation, binary, retrieval, ...) or attention keys
+# (max_features: 0 = every feature-map cell, no attention selection).
+D2R_SETTINGS = [
+    "aggregation=rasmk binary=true retrieval=index",
+    "aggregation=rasmk binary=true retrieval=rerank",
+    "aggregation=rvlad retrieval=index",
+    "aggregation=rvlad retrieval=rerank",
+    "aggregation=rasmk binary=false retrieval=index",
+    "aggregation=rasmk binary=true retrieval=index max_features=0",
+]
+ATTENTION_KEYS = ("max_features", "score_threshold")
+
+
+def _value(text: str):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def compare_d2r_settings(run_dir: Path, settings: list[str]) -> None:
+    """Re-run the test phase of ``run_dir``'s best checkpoint under each D2R setting and print the
+    validation-split and test figures."""
+    import tempfile
+
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from core.resolvers import register_resolvers
+    from tasks.landmarks.module import LandmarkRetrievalTask
+
+    register_resolvers()
+    cfg = OmegaConf.load(run_dir / "config_resolved.yaml")
+    checkpoint = json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]
+    print(f"run {run_dir}\ncheckpoint {checkpoint}")
+    datamodule = instantiate(cfg.data)
+    header = ["val mAP@100", "val GAP", "test mAP Pub", "test mAP Priv", "test GAP Pub", "test GAP Priv"]
+    print(f"{'setting':58s} | variant | " + " | ".join(header))
+    for setting in settings:
+        task = LandmarkRetrievalTask.load_from_checkpoint(checkpoint, map_location="cpu")
+        for pair in setting.split():
+            key, value = pair.split("=", 1)
+            if key in ATTENTION_KEYS:
+                task.att_cfg[key] = _value(value)
+            else:
+                task.d2r_cfg[key] = _value(value)
+        with tempfile.TemporaryDirectory() as out:
+            trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=out)
+            start = time.perf_counter()
+            trainer.test(task, datamodule=datamodule, verbose=False)
+            took = time.perf_counter() - start
+        r = task.test_results
+        for variant in ("global", "d2r"):
+            keys = [f"val_split/map100_{variant}", f"val_split/gap_{variant}"]
+            keys += [f"test/map100_{variant}_public", f"test/map100_{variant}_private"]
+            keys += [f"test/gap_{variant}_public", f"test/gap_{variant}_private"]
+            row = " | ".join(f"{r.get(k, float('nan')):.4f}" for k in keys)
+            print(f"{setting:58s} | {variant:7s} | {row}" + (f"   ({took:.0f} s)" if variant == "d2r" else ""))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbones", nargs="+", default=["test_resnet", "resnet50"])
@@ -58,6 +126,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--hnsw-max", type=int, default=100_000, help="skip HNSW above this size (build time)")
+    parser.add_argument("--d2r-run", type=Path, default=None, help="compare D2R settings on this run instead")
+    parser.add_argument("--settings", nargs="+", default=D2R_SETTINGS, help="with --d2r-run: 'key=value ...' each")
     args = parser.parse_args()
 
     import faiss
@@ -65,6 +135,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
+    if args.d2r_run is not None:
+        compare_d2r_settings(args.d2r_run, args.settings)
+        return
     from tasks.landmarks.search import build_index, search
 
     print(f"threads={args.threads}")

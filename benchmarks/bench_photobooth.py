@@ -42,14 +42,11 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=16, help="frames per model call")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    from core.checkpoint import load_task
     from tasks.photobooth.module import PhotoboothTask
     from tasks.photobooth.pipeline import Photobooth
 
-    task = (
-        PhotoboothTask.load_from_checkpoint(args.checkpoint, map_location="cpu")
-        if args.checkpoint
-        else PhotoboothTask()
-    )
+    task = load_task(args.checkpoint, PhotoboothTask) if args.checkpoint else PhotoboothTask()
     booth = Photobooth(task, chunk=args.chunk)
     print(f"Photobooth pipeline, 640x360, CPU, {args.threads} thread(s), chunk {args.chunk}, {args.frames} frames")
     for num_faces in (1, 4):

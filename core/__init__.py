@@ -3,4 +3,5 @@
 Importing ``core`` does nothing else: scoring commands import only the modules they use (NumPy and
 the standard library). The OmegaConf resolvers the configs use are registered by
 ``core.resolvers.register_resolvers()``, called where configs are composed or resolved (the entry
-points, ``core.training``, ``core.prediction``, tests/conftest.py)."""
+points, ``core.prediction``, tests/conftest.py) and once when ``core.training`` is imported, the one
+module that registers on import (a SLURM job unpickles ``main`` by value and imports it first)."""

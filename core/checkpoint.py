@@ -1,14 +1,24 @@
-"""Checkpoints written atomically beside their destination, and read with one-line errors.
+"""Checkpoints written atomically beside their destination, and read through one safe reader.
 
 Lightning's own ``TorchCheckpointIO`` saves through an fsspec transaction whose temporary file lives
 in ``$TMPDIR``; when that is another file system (a node-local /tmp or /dev/shm under a shared run
 folder) the final move is a copy, and a kill during it leaves ``last.ckpt`` truncated or 0 bytes
 plus a checkpoint-sized file in ``$TMPDIR``. ``AtomicCheckpointIO`` writes through
-``core.io.atomic_path`` instead: temporary beside the destination, fsync, rename."""
+``core.io.atomic_path`` instead: temporary beside the destination, fsync, rename.
+
+Every checkpoint the project reads goes through ``read_checkpoint`` (a task: ``load_task``): a
+checkpoint is a pickle, and an unrestricted unpickler runs whatever code the file names. The reader
+passes ``weights_only=True`` explicitly, which ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` (a setting
+users keep for old checkpoints) cannot override, and refuses URLs, for which Lightning's own loader
+falls back to ``weights_only=False``."""
 
 from __future__ import annotations
 
+import errno
 import inspect
+import os
+import re
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,6 +30,8 @@ from core.io import atomic_path
 
 # Written into every checkpoint by core.guards.StampTaskClass: which LightningModule saved it.
 TASK_CLASS_KEY = "task_class"
+# "http://", "s3://", ... and what pathlib leaves of them ("http:/host"); one-letter "C:/" is a drive.
+URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 
 
 class CheckpointError(ValueError):
@@ -40,8 +52,41 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None or "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+        try:
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                # Through a Python file object, so a failed write surfaces as the OSError (ENOSPC,
+                # EFBIG) instead of torch's "enforce fail ... unexpected pos".
+                torch.save(checkpoint, f)
+        except OSError as err:
+            raise checkpoint_save_error(Path(path), err.errno, err) from None
+        except RuntimeError as err:  # torch's own message; a full disk is the usual cause
+            if free_bytes(Path(path).parent) >= 1 << 20:
+                raise
+            raise checkpoint_save_error(Path(path), errno.ENOSPC, err) from None
+
+    def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
+        """What ``trainer.fit/test(ckpt_path=...)`` reads: through ``read_checkpoint`` (weights only)."""
+        return read_checkpoint(path)
+
+
+def free_bytes(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return -1
+
+
+def checkpoint_save_error(path: Path, code: int | None, err: BaseException) -> OSError:
+    """One line naming the checkpoint and why its save failed (the previous file is kept)."""
+    reason = os.strerror(code).lower() if code else str(err).strip().splitlines()[0]
+    if code == errno.ENOSPC:
+        reason += f" ({free_bytes(path.parent)} bytes free in {path.parent})"
+    elif code == errno.EFBIG:
+        reason += " (over the process's file-size limit, ulimit -f)"
+    kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written"
+    error = OSError(f"{path}: cannot save the checkpoint: {reason}; {kept}")
+    error.errno = code
+    return error
 
 
 def qualified_name(obj: Any) -> str:
@@ -80,7 +125,14 @@ def read_checkpoint(path: str | Path, task_class: type | None = None, rebuild: b
     and, when ``task_class`` is given, that it was saved by that task; with ``rebuild`` (the task
     will be built from the checkpoint's hyper-parameters) an unstamped checkpoint's hyper-parameters
     must fit the task's constructor. Raises CheckpointError with a one-line reason: empty,
-    truncated, not a checkpoint, another task's."""
+    truncated, not a checkpoint, another task's, a URL. Always ``weights_only=True``: nothing in the
+    file runs, whatever ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says."""
+    if URL_SCHEME.match(str(path)):
+        raise CheckpointError(
+            path,
+            "checkpoint URLs are not read (a downloaded checkpoint is a pickle that can carry code); "
+            "download it yourself from a source you trust and pass the local file",
+        )
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
@@ -136,3 +188,14 @@ def check_task_class(path: Path, checkpoint: dict[str, Any], task_class: type, r
             f"its hyper-parameters do not fit {expected} ({detail}): a checkpoint of another "
             "task? choose the task it was trained with (task=<its config>)",
         )
+
+
+def load_task(path: str | Path, task_class: type, map_location: Any = "cpu"):
+    """``task_class`` rebuilt from the checkpoint at ``path`` alone (hyper-parameters + weights), once
+    ``read_checkpoint`` found it whole and saved by that task; Lightning's loader then runs with
+    ``weights_only=True`` passed explicitly, so no environment setting turns unpickling loose."""
+    read_checkpoint(path, task_class, rebuild=True)
+    try:
+        return task_class.load_from_checkpoint(Path(path), map_location=map_location, weights_only=True)
+    except (TypeError, KeyError) as err:
+        raise CheckpointError(path, f"does not fit {qualified_name(task_class)} ({err})") from None

@@ -130,6 +130,15 @@ def resolve_inside(root: str | Path, name: str, file: str | Path, line: int | No
     return candidate
 
 
+def resolve_inside_json(root: str | Path, name: str, file: str | Path, suffix: str = "") -> Path:
+    """:func:`resolve_inside` for a name read from a JSON file: the error names the line that holds
+    the name, looked up only when the name is refused (a file of 10^5 names is not rescanned per name)."""
+    try:
+        return resolve_inside(root, name, file, None, suffix)
+    except DataFormatError:
+        return resolve_inside(root, name, file, line_of_key(file, name), suffix)
+
+
 def line_of_key(path: str | Path, key: str) -> int | None:
     """The first line of a JSON file that holds ``"key"``, to name it in an error (None if absent)."""
     import json

@@ -8,14 +8,20 @@ prediction leaves on disk (``write_item``, on the rank that made it), and what t
 into one prediction per input.
 
 Every finished input is recorded in ``<run dir>/predictions/journal_rank<r>.jsonl`` after its files
-are written, so a run started again in the same folder skips what is done (resume), and under DDP
-rank 0 merges the journals of all ranks into the products."""
+are written (with the input's size and modification time), so a run started again in the same
+folder skips what is done (resume), and under DDP rank 0 merges the journals of all ranks into the
+products. ``predictions/run.json`` records the checkpoint (path, size, SHA-256) the journals belong
+to: a run with another checkpoint, or over inputs changed since, is refused unless ``fresh=true``
+discards the earlier journals. A folder holding a training or evaluation run is refused outright."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +43,7 @@ log = logging.getLogger(__name__)
 
 JOURNAL_DIR = "predictions"
 SUMMARY_FILE = "predict_summary.json"
+RUN_RECORD = "run.json"  # in JOURNAL_DIR: the checkpoint the journals belong to
 
 
 class ProductWriter(BasePredictionWriter):
@@ -54,6 +61,8 @@ class ProductWriter(BasePredictionWriter):
         self.run_dir: Path | None = None
         self.listed: list[str] = []
         self.already_done = 0
+        self.checkpoint_record: dict[str, Any] = {}
+        self.fresh = False
 
     # --- what a system provides -------------------------------------------------------------------
     def bind(self, task: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
@@ -83,6 +92,14 @@ class ProductWriter(BasePredictionWriter):
     def journal(self, rank: int) -> Path:
         return Path(self.run_dir) / JOURNAL_DIR / f"journal_rank{rank}.jsonl"
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Rank 0, before any rank journals (Lightning's post-setup barrier follows): with ``fresh``
+        discard the earlier run's journals; record the checkpoint the journals belong to."""
+        if trainer.is_global_zero:
+            if self.fresh:
+                discard_journals(Path(self.run_dir))
+            atomic_write_json(Path(self.run_dir) / JOURNAL_DIR / RUN_RECORD, {"checkpoint": self.checkpoint_record})
+
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
     ) -> None:
@@ -93,11 +110,17 @@ class ProductWriter(BasePredictionWriter):
                 f"{type(pl_module).__name__}.predict_step returned {len(prediction)} "
                 f"predictions for {len(batch['inputs'])} inputs"
             )
+        stats = batch.get("input_stats") or [{}] * len(batch["inputs"])
+        skipped = list(batch["skipped"])
         for k, (path, name) in enumerate(zip(batch["inputs"], batch["names"])):
+            bad = non_finite(prediction[k])
+            if bad:
+                skipped.append((path, f"{path}: the model's output for it holds {bad} values; nothing written"))
+                continue
             record = self.write_item(Path(self.run_dir), name, prediction[k], batch, k)
-            records.append({"input": path, "name": name, **record})
-        for path, reason in batch["skipped"]:
-            warnings.warn(f"skipping unreadable input: {reason}", stacklevel=1)
+            records.append({"input": path, "name": name, **stats[k], **record})
+        for path, reason in skipped:
+            warnings.warn(f"skipping input: {reason}", stacklevel=1)
             records.append({"input": path, "skipped": reason})
         append_journal(self.journal(trainer.global_rank), records)
 
@@ -113,7 +136,13 @@ class ProductWriter(BasePredictionWriter):
         if not done:
             reasons = "; ".join(list(skipped.values())[:3])
             raise FileNotFoundError(
-                f"none of the {len(listed)} input files could be read ({len(skipped)} skipped: {reasons})"
+                f"none of the {len(listed)} input files could be read or predicted ({len(skipped)} skipped: {reasons})"
+            )
+        unrecorded = sorted(listed - set(done) - set(skipped))
+        if unrecorded:
+            raise RuntimeError(
+                f"{len(unrecorded)} of {len(listed)} inputs have no record in the journals of {self.run_dir} "
+                f"({', '.join(unrecorded[:3])}); run predict.py again with the same output_dir to predict them"
             )
         if trainer.is_global_zero:
             records = [done[k] for k in sorted(done)]
@@ -129,7 +158,7 @@ class ProductWriter(BasePredictionWriter):
             atomic_write_json(Path(self.run_dir) / SUMMARY_FILE, summary)
             if skipped:
                 warnings.warn(
-                    f"{len(skipped)} of {len(listed)} input files were unreadable and skipped: "
+                    f"{len(skipped)} of {len(listed)} input files were skipped (unreadable, or no finite prediction): "
                     + ", ".join(sorted(skipped)),
                     stacklevel=1,
                 )
@@ -139,11 +168,70 @@ class ProductWriter(BasePredictionWriter):
         trainer.strategy.barrier("predict_products")
 
 
+def non_finite(value: Any) -> str | None:
+    """ "nan", "inf" or "nan and inf" when a prediction (a tensor, an array, a number, or dicts, lists
+    and tuples of them) holds such values; None when every value is finite."""
+    import numpy as np
+    import torch
+
+    found = set()
+
+    def visit(v: Any) -> None:
+        if isinstance(v, torch.Tensor):
+            if v.is_floating_point() or v.is_complex():
+                found.update({"nan"} if bool(torch.isnan(v).any()) else set())
+                found.update({"inf"} if bool(torch.isinf(v).any()) else set())
+        elif isinstance(v, np.ndarray) and (
+            np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.complexfloating)
+        ):
+            found.update({"nan"} if bool(np.isnan(v).any()) else set())
+            found.update({"inf"} if bool(np.isinf(v).any()) else set())
+        elif isinstance(v, (float, np.floating)) and not math.isfinite(v):
+            found.add("nan" if math.isnan(v) else "inf")
+        elif isinstance(v, dict):
+            for item in v.values():
+                visit(item)
+        elif isinstance(v, (list, tuple)):
+            for item in v:
+                visit(item)
+
+    visit(value)
+    return " and ".join(sorted(found, reverse=True)) or None
+
+
+def discard_torn_tail(path: Path) -> None:
+    """Cut a journal back to its last whole line: a run killed while appending leaves a torn last
+    line, and the next record appended to it would be lost with it. Its input is predicted again."""
+    if not path.exists():
+        return
+    with open(path, "rb+") as f:
+        end = f.seek(0, os.SEEK_END)
+        if end == 0:
+            return
+        f.seek(end - 1)
+        if f.read(1) == b"\n":
+            return
+        keep, pos = 0, end
+        while pos > 0:
+            step = min(1 << 16, pos)
+            pos -= step
+            f.seek(pos)
+            newline = f.read(step).rfind(b"\n")
+            if newline >= 0:
+                keep = pos + newline + 1
+                break
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    log.warning("%s: discarded a torn last line (%d bytes) left by a killed run", path, end - keep)
+
+
 def append_journal(path: Path, records: Sequence[dict]) -> None:
     """Append records as JSON lines, flushed to disk, so a killed run keeps what it finished."""
     if not records:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
+    discard_torn_tail(path)
     with open(path, "a", encoding="utf-8") as f:
         for record in records:
             f.write(json.dumps(record, default=_plain) + "\n")
@@ -175,6 +263,122 @@ def read_journals(run_dir: Path) -> tuple[dict[str, dict], dict[str, str]]:
             else:
                 done[record["input"]] = record
     return done, skipped
+
+
+def discard_journals(run_dir: Path) -> None:
+    """``fresh=true``: forget what an earlier run predicted here (its per-input files are overwritten
+    as the inputs are predicted again)."""
+    folder = Path(run_dir) / JOURNAL_DIR
+    for path in [*folder.glob("journal_rank*.jsonl"), folder / RUN_RECORD, Path(run_dir) / SUMMARY_FILE]:
+        path.unlink(missing_ok=True)
+
+
+# --- whose predictions a folder holds ---------------------------------------------------------------------
+
+FRESH_HINT = "pass fresh=true to discard them and predict every input again, or choose another output_dir"
+
+
+def checkpoint_record(path: str | Path) -> dict[str, Any]:
+    """Path, size and SHA-256 of a checkpoint: what says which model made a folder's predictions."""
+    path = Path(path).resolve()
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"path": str(path), "size": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def training_run_marker(run_dir: Path) -> str | None:
+    """What shows ``run_dir`` holds a training or evaluation run (train.py / eval.py / atlas.py), if
+    anything: its checkpoints, its metrics.json, Hydra's record of a job other than predict, or a
+    config_resolved.yaml without predict's ``product``."""
+    from omegaconf.errors import OmegaConfBaseException
+    from yaml import YAMLError
+
+    if (run_dir / "checkpoints").is_dir():
+        return "checkpoints/"
+    if (run_dir / "metrics.json").exists():
+        return "metrics.json"
+    try:
+        hydra_file = run_dir / ".hydra" / "hydra.yaml"
+        if (run_dir / ".hydra").is_dir():
+            job = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.job.name") if hydra_file.exists() else None
+            if job != "predict":
+                return f".hydra/ of a {job or 'non-predict'} job"
+        config = run_dir / "config_resolved.yaml"
+        if config.exists() and "product" not in (OmegaConf.load(config) or {}):
+            return "config_resolved.yaml of a run that is not predict.py's"
+    except (OSError, YAMLError, OmegaConfBaseException):
+        return None
+    return None
+
+
+def check_output_dir(run_dir: Path) -> None:
+    """Refuse a training or evaluation run folder: predicting there would overwrite its
+    predictions.csv and config_resolved.yaml, and the run could no longer resume."""
+    marker = training_run_marker(run_dir)
+    if marker:
+        raise ValueError(
+            f"output_dir={run_dir} holds a training or evaluation run ({marker}); predict.py would overwrite "
+            "its config_resolved.yaml and products and break its resume: choose another output_dir"
+        )
+
+
+def check_same_checkpoint(run_dir: Path, record: dict[str, Any]) -> None:
+    """Refuse to resume a folder whose journals were written with another checkpoint."""
+    folder = Path(run_dir) / JOURNAL_DIR
+    journals = [p for p in folder.glob("journal_rank*.jsonl") if p.stat().st_size > 0]
+    if not journals:
+        return
+    run_file = folder / RUN_RECORD
+    try:
+        earlier = json.loads(run_file.read_text(encoding="utf-8"))["checkpoint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(
+            f"{run_dir} holds predictions ({journals[0].name}) without a readable record of their checkpoint "
+            f"({run_file}); {FRESH_HINT}"
+        ) from None
+    if earlier.get("sha256") != record["sha256"]:
+        raise ValueError(
+            f"{run_dir} holds predictions of checkpoint {earlier.get('path')} ({earlier.get('size')} bytes, "
+            f"sha256 {str(earlier.get('sha256'))[:12]}), not of ckpt_path={record['path']} ({record['size']} "
+            f"bytes, sha256 {record['sha256'][:12]}); {FRESH_HINT}"
+        )
+
+
+def check_inputs_unchanged(run_dir: Path, done: dict[str, dict], listed: Sequence[str]) -> None:
+    """Refuse to resume over inputs whose size or modification time changed since they were predicted."""
+    from datetime import datetime, timezone
+
+    def when(ns: int) -> str:
+        return datetime.fromtimestamp(ns / 1e9, timezone.utc).isoformat(timespec="seconds")
+
+    for path in listed:
+        record = done.get(path)
+        if record is None or "input_size" not in record:
+            continue
+        try:
+            stat = os.stat(path)
+        except OSError:
+            continue
+        if (stat.st_size, stat.st_mtime_ns) != (record["input_size"], record["input_mtime_ns"]):
+            raise ValueError(
+                f"{path}: changed since it was predicted into {run_dir} ({record['input_size']} bytes modified "
+                f"{when(record['input_mtime_ns'])} then, {stat.st_size} bytes modified {when(stat.st_mtime_ns)} "
+                f"now); {FRESH_HINT}"
+            )
+
+
+def escape_interpolations(value: Any) -> Any:
+    """``${...}`` in strings written ``\\${...}``: values read from a checkpoint are data, and OmegaConf
+    must not resolve them (``${oc.env:...}`` would copy the environment into config_resolved.yaml)."""
+    if isinstance(value, str):
+        return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", value)
+    if isinstance(value, dict):
+        return {k: escape_interpolations(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [escape_interpolations(v) for v in value]
+    return value
 
 
 # --- which task a checkpoint belongs to ---------------------------------------------------------------
@@ -233,16 +437,15 @@ def load_checked_task(cfg: DictConfig, config_dir: Path) -> tuple[pl.LightningMo
     ``cfg.task_name``; returns (task, the raw checkpoint dict, loaded with weights_only=True)."""
     from hydra.utils import get_class
 
-    from core.checkpoint import read_checkpoint
+    from core.checkpoint import URL_SCHEME, load_task, read_checkpoint
 
+    if not URL_SCHEME.match(str(cfg.ckpt_path)) and not Path(cfg.ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
+    checkpoint = read_checkpoint(cfg.ckpt_path)
     path = Path(cfg.ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={path}: no such checkpoint file")
-    checkpoint = read_checkpoint(path)
     target = cfg.task._target_
     check_checkpoint_task(path, checkpoint, cfg.task_name, target, config_dir)
-    task = get_class(target).load_from_checkpoint(path, map_location="cpu")
-    return task, checkpoint
+    return load_task(path, get_class(target)), checkpoint
 
 
 # --- the entry point's body -------------------------------------------------------------------------------
@@ -254,21 +457,33 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     from hydra.utils import instantiate
 
     from core.resolvers import PROJECT_ROOT
-    from core.training import instantiate_group
+    from core.training import instantiate_group, seed_run
 
-    if cfg.get("seed") is not None:
-        pl.seed_everything(cfg.seed, workers=True)
+    seed_run(cfg)
     run_dir = Path(cfg.paths.output_dir)
+    check_output_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     task, checkpoint = load_checked_task(cfg, PROJECT_ROOT / "conf")
-    with open_dict(cfg):  # the config records what the checkpoint holds, not the training defaults
-        cfg.task = OmegaConf.create({"_target_": cfg.task._target_, **dict(task.hparams)})
+    fresh = bool(cfg.get("fresh", False))
+    record = checkpoint_record(cfg.ckpt_path)
+    if not fresh:
+        check_same_checkpoint(run_dir, record)
+    hparams = escape_interpolations(OmegaConf.to_container(OmegaConf.create(dict(task.hparams))))
+    with open_dict(cfg):  # the config records what the checkpoint holds (as data), not the training defaults
+        cfg.task = OmegaConf.create({"_target_": cfg.task._target_, **hparams})
 
     writer: ProductWriter = instantiate(cfg.product.writer, _convert_="all")
     writer.run_dir = run_dir
+    writer.checkpoint_record, writer.fresh = record, fresh
     writer.bind(task, checkpoint)
-    done, _ = read_journals(run_dir)
-    datamodule = instantiate(cfg.product.inputs, prepare=writer.prepare, collate=writer.collate, exclude=set(done))
+    done = {} if fresh else read_journals(run_dir)[0]
+    datamodule = instantiate(
+        cfg.product.inputs,
+        prepare=writer.prepare,
+        collate=writer.collate,
+        exclude=set(done),
+        reserved_names={r["name"] for r in done.values() if "name" in r},
+    )
     expected = {"images": "ImageInputs", "videos": "VideoInputs"}[writer.input_kind]
     if type(datamodule).__name__ != expected:
         raise ValueError(
@@ -276,6 +491,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
             f"reads {writer.input_kind} ({expected})"
         )
     writer.listed = [str(p) for p in datamodule.paths]
+    check_inputs_unchanged(run_dir, done, writer.listed)
     writer.already_done = len(set(done) & set(writer.listed))
     if writer.already_done:
         log.info("Resuming: %d of %d inputs already predicted in %s", writer.already_done, len(writer.listed), run_dir)
@@ -284,10 +500,9 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         cfg.trainer, callbacks=[writer, *instantiate_group(cfg.get("callbacks"))], logger=False
     )
     if trainer.is_global_zero:
-        job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-        atomic_write_text(
-            run_dir / "config_resolved.yaml", OmegaConf.to_yaml(OmegaConf.to_container(job, resolve=True))
-        )
+        job = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+        job["task"] = OmegaConf.to_container(cfg.task, resolve=False)  # escaped: the checkpoint's values verbatim
+        atomic_write_text(run_dir / "config_resolved.yaml", OmegaConf.to_yaml(job))
     trainer.predict(task, datamodule=datamodule, return_predictions=False)
     writer.finish(trainer)
     summary_path = run_dir / SUMMARY_FILE

@@ -1,4 +1,9 @@
-"""OmegaConf resolvers the configs use; importing ``core`` registers them."""
+"""OmegaConf resolvers the configs use, registered by :func:`register_resolvers`.
+
+Importing ``core`` or this module registers nothing. ``register_resolvers()`` is called where configs
+are composed: the entry points, tests/conftest.py, and ``core.training`` at import (a SLURM job
+unpickles the entry point's ``main`` by value, so importing ``core.training`` is the one step that
+runs there before its config is resolved)."""
 
 from __future__ import annotations
 

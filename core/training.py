@@ -16,7 +16,8 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.plugins import CheckpointIO
 
-from core.checkpoint import AtomicCheckpointIO, CheckpointError, read_checkpoint
+from core.checkpoint import AtomicCheckpointIO, read_checkpoint
+from core.checkpoint import load_task as load_checkpoint_task
 from core.config_check import check_config_types
 from core.guards import guards
 from core.io import atomic_write_json, atomic_write_text, remove_stale_temporaries
@@ -152,6 +153,13 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def data_report(datamodule: Any) -> dict[str, Any]:
+    """``{"data_report": ...}`` when the DataModule reports what it did to its data (a plain dict
+    ``data_report``, e.g. annotations clipped or dropped), for metrics.json; else nothing."""
+    report = getattr(datamodule, "data_report", None)
+    return {"data_report": report} if report else {}
+
+
 def write_metrics(cfg: DictConfig, trainer: pl.Trainer, metrics: dict[str, float], extra: dict) -> None:
     if trainer.is_global_zero:
         record = {"monitor": OmegaConf.to_container(cfg.monitor), "metrics": metrics, **extra}
@@ -182,12 +190,18 @@ def finish_loggers(trainer: pl.Trainer, failed: bool = False) -> None:
                 logger._experiment = None
 
 
+def seed_run(cfg: DictConfig) -> None:
+    """Seed Python, NumPy, torch and the DataLoader workers from ``cfg.seed`` (nothing when it is null):
+    the one seeding rule of every entry point, so a run and its data order repeat."""
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit and/or test the task on the data set; return the final metrics (also in metrics.json)."""
     check_launch(cfg)
     check_config_types(cfg)
-    if cfg.get("seed") is not None:
-        pl.seed_everything(cfg.seed, workers=True)
+    seed_run(cfg)
     Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
     check_same_run(cfg)
     if int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0:
@@ -224,7 +238,7 @@ def _fit_and_test(
             best = None  # test the weights in memory (e.g. fast_dev_run saves no checkpoint)
         trainer.test(task, datamodule=datamodule, ckpt_path=best)
         metrics.update(_scalars(trainer.callback_metrics))
-    write_metrics(cfg, trainer, metrics, extra)
+    write_metrics(cfg, trainer, metrics, {**extra, **data_report(datamodule)})
     return metrics
 
 
@@ -234,12 +248,7 @@ def load_task(cfg: DictConfig) -> pl.LightningModule:
         path = Path(cfg.ckpt_path)
         if not path.exists():
             raise FileNotFoundError(f"ckpt_path={path}: no such checkpoint file")
-        task_class = get_class(cfg.task._target_)
-        read_checkpoint(path, task_class, rebuild=True)
-        try:
-            return task_class.load_from_checkpoint(path, map_location="cpu")
-        except (TypeError, KeyError) as err:
-            raise CheckpointError(path, f"does not fit {cfg.task._target_} ({err})") from None
+        return load_checkpoint_task(path, get_class(cfg.task._target_))
     return instantiate(cfg.task, _convert_="all")
 
 
@@ -257,8 +266,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test a checkpoint on the data set's test split; write metrics.json and the task's outputs."""
     require_ckpt_path(cfg)
     check_config_types(cfg)
-    if cfg.get("seed") is not None:
-        pl.seed_everything(cfg.seed, workers=True)
+    seed_run(cfg)
     Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
     datamodule = instantiate(cfg.data)
     task = load_task(cfg)
@@ -267,7 +275,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         log_run_config(cfg, trainer)
         trainer.test(task, datamodule=datamodule)
         metrics = _scalars(trainer.callback_metrics)
-        write_metrics(cfg, trainer, metrics, {"checkpoint": cfg.get("ckpt_path")})
+        write_metrics(cfg, trainer, metrics, {"checkpoint": cfg.get("ckpt_path"), **data_report(datamodule)})
     except BaseException:
         finish_loggers(trainer, failed=True)
         raise

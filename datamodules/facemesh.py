@@ -34,17 +34,17 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from core.data import DataFormatError, ensure_generated, read_json, require_file
-from tasks.facemesh.alignment import (
+from core.data import DataFormatError, ensure_generated, read_json, require_file, resolve_inside_json
+from datamodules.face_alignment import (
     DEFAULT_CROP_SCALE,
     alignment_params,
     crop_matrix,
     jitter_params,
+    letterbox,
     transform_points,
     warp_crops,
 )
-from tasks.facemesh.detector import letterbox
-from tasks.facemesh.topology import face_topology
+from datamodules.face_topology import face_topology
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,9 @@ def read_split(root: Path, source: str, split: str, num_points: int, contours: d
             file, faces = entry["file"], entry["faces"]
         except (KeyError, TypeError):
             raise DataFormatError(path, f"{where}: needs 'file' and 'faces'") from None
-        rec = ImageRecord(folder / file)
+        if not isinstance(file, str):
+            raise DataFormatError(path, f"{where}.file: expected a file name, got {file!r:.40}")
+        rec = ImageRecord(resolve_inside_json(folder, file, path))  # a name never leaves its split folder
         for j, face in enumerate(faces):
             fw = f"{where}.faces[{j}]"
             if "box" not in face or "keypoints" not in face:

@@ -1,7 +1,8 @@
 """Google Landmarks Dataset v2 (GLDv2) as published: the CSV readers and the DataModule.
 
 Files under ``root`` (names as published by cvdfoundation/google-landmark and the 2019 Kaggle
-competitions): ``train.csv`` (``id,url,landmark_id``), ``train_clean.csv`` (``landmark_id,images``,
+competitions): ``train.csv`` (``id,url,landmark_id``; ``id,landmark_id`` in the 2020 and 2021 Kaggle
+releases), ``train_clean.csv`` (``landmark_id,images``,
 space-separated ids), ``index.csv`` and ``test.csv`` (``id`` first; ``url`` may follow),
 ``recognition_solution_v2.1.csv`` (``id,landmarks,Usage``), ``retrieval_solution_v2.1.csv``
 (``id,images,Usage``) and the Detect-to-Retrieve boxes ``boxes_split1.csv`` / ``boxes_split2.csv``
@@ -20,10 +21,11 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from core.data import DataFormatError, ensure_generated
+from core.images import decode_image, positive_size
 from datamodules.gldv2_files import RECOGNITION, RETRIEVAL, read_solution
 
 log = logging.getLogger(__name__)
@@ -71,15 +73,35 @@ def read_table(path: str | Path, columns: Sequence[str], what: str) -> list[tupl
     return out
 
 
+# train.csv as released: with the image URLs (GLDv2, 2019 competitions) or without (the 2020 and 2021
+# Kaggle landmark-recognition / landmark-retrieval releases ship ``id,landmark_id``).
+TRAIN_HEADERS = (["id", "url", "landmark_id"], ["id", "landmark_id"])
+
+
+def _train_header(path: Path) -> list[str]:
+    """Which of the published train.csv headers ``path`` has (the first when the file is missing, so
+    read_table names the file)."""
+    if not path.exists():
+        return TRAIN_HEADERS[0]
+    with open(path, newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle), None)
+    for columns in TRAIN_HEADERS:
+        if header == columns:
+            return columns
+    raise DataFormatError(path, f"header {header}; GLDv2 train.csv is id,url,landmark_id or id,landmark_id", 1)
+
+
 def read_train(path: str | Path) -> list[tuple[str, int]]:
-    """``train.csv``: [(id, landmark_id)]."""
+    """``train.csv`` (``id,url,landmark_id`` or ``id,landmark_id``): [(id, landmark_id)]."""
     path = Path(path)
+    columns = _train_header(path)
+    at = columns.index("landmark_id")
     out = []
-    for line, row in read_table(path, ["id", "url", "landmark_id"], "GLDv2 train.csv (id,url,landmark_id)"):
+    for line, row in read_table(path, columns, f"GLDv2 train.csv ({','.join(columns)})"):
         try:
-            landmark = int(row[2])
+            landmark = int(row[at])
         except ValueError:
-            raise DataFormatError(path, f"landmark_id {row[2]!r} is not an integer", line) from None
+            raise DataFormatError(path, f"landmark_id {row[at]!r} is not an integer", line) from None
         out.append((_check_id(row[0], path, line), landmark))
     return out
 
@@ -151,12 +173,11 @@ class LandmarkImages(Dataset):
     def load(self, index: int) -> Image.Image:
         path = self.paths[index]
         try:
-            with Image.open(path) as image:
-                return image.convert("RGB")
-        except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
+            return decode_image(path, what="image listed in the split's CSV")
+        except (FileNotFoundError, DataFormatError) as err:
             if not self.skip_missing:
-                kind = "missing" if isinstance(err, FileNotFoundError) else "unreadable"
-                raise FileNotFoundError(f"{path}: {kind} image ({err.__class__.__name__})") from None
+                raise
+            log.warning("replacing an unreadable image by grey: %s", err)
             self.skipped += 1
             return Image.new("RGB", (self.image_size, self.image_size), (128, 128, 128))
 
@@ -215,7 +236,7 @@ class GLDv2DataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.root = Path(root)
-        self.num_classes, self.image_size = num_classes, image_size
+        self.num_classes, self.image_size = num_classes, positive_size(image_size)
         self.batch_size, self.num_workers = batch_size, num_workers
         self.train_file, self.val_fraction = train_file, val_fraction
         self.box_files, self.val_box_files = list(box_files), list(val_box_files)

@@ -11,6 +11,7 @@ CLI imports no torch): solution files and submissions, with errors naming the fi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -76,10 +77,8 @@ def read_submission(path: str | Path, track: str, solution: Mapping[str, Mapping
     seen: set[str] = set()
     rows = csv_rows(path)
     expected = ["id", SOLUTION_COLUMN[track]]
-    if csv_header(path, rows, expected[:1], what=f"the {track} submission's header is {expected}")["id"] != 0:
-        raise DataFormatError(
-            path, f"header: id is not the first column; the {track} submission's header is {expected}"
-        )
+    # exactly: the official reader looks the prediction up by column name (``id,landmark`` has none)
+    csv_header(path, rows, expected, exact=True, what=f"the {track} submission")
     for line, row in rows:
         if len(row) < 2:
             raise DataFormatError(path, f"{len(row)} column; expected 2 ({','.join(expected)})", line)
@@ -101,6 +100,8 @@ def read_submission(path: str | Path, track: str, solution: Mapping[str, Mapping
                 entry: object = (int(tokens[0]), float(tokens[1]))
             except ValueError:
                 raise DataFormatError(path, f"prediction {text!r} is not '<landmark_id> <score>'", line) from None
+            if not math.isfinite(entry[1]):  # a NaN has no rank: all-NaN would give GAP 1.0
+                raise DataFormatError(path, f"score {tokens[1]!r} is not a finite number", line)
         else:
             entry = tokens
         if query not in owner:

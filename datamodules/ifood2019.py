@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from core.data import DataFormatError
+from core.data import DataFormatError, resolve_inside
 from datamodules.fgvc.base import FineGrainedDataModule, parse_int, read_csv_rows
 
 
@@ -45,11 +45,13 @@ class IFood2019DataModule(FineGrainedDataModule):
             label = parse_int(row[1], path, line, "label")
             if not 0 <= label < len(self.label_ids):
                 raise DataFormatError(path, f"unknown label {label} (class_list.txt has {len(self.label_ids)})", line)
-            paths.append(self.root / f"{split}_set" / row[0])
+            paths.append(resolve_inside(self.root / f"{split}_set", row[0], path, line))
             labels.append(label)
             ids.append(row[0])
         return paths, labels, ids
 
     def read_test(self):
-        names = [row[0] for _, row in self._rows("test")]
-        return [self.root / "test_set" / n for n in names], names
+        path = self.root / "test_info.csv"
+        rows = self._rows("test")
+        paths = [resolve_inside(self.root / "test_set", row[0], path, line) for line, row in rows]
+        return paths, [row[0] for _, row in rows]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from timm.data import create_transform
 from torch.utils.data import DataLoader, Dataset
 
 from core.data import DataFormatError, ensure_generated
+from core.images import decode_image, positive_size
 
 log = logging.getLogger(__name__)
 
@@ -71,22 +71,7 @@ class ImageDataset(Dataset):
         item = self.images[index]
         if isinstance(item, np.ndarray):
             return Image.fromarray(item)
-        try:
-            with warnings.catch_warnings():
-                # over MAX_IMAGE_PIXELS PIL only warns (an error from twice that): refuse both
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(item) as image:
-                    return image.convert("RGB")
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{item}: image file listed in the data set does not exist") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-            raise DataFormatError(
-                item,
-                f"image is over PIL's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} pixels "
-                f"({err}); raise PIL.Image.MAX_IMAGE_PIXELS if it is genuine",
-            ) from None
-        except (OSError, ValueError, SyntaxError) as err:
-            raise DataFormatError(item, f"cannot decode image ({err})") from err
+        return decode_image(item)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         for attempt in range(len(self)):
@@ -155,7 +140,7 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         super().__init__()
         self.root = Path(root)
         self.num_classes = num_classes
-        self.image_size = image_size
+        self.image_size = positive_size(image_size)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.augment = dict(augment or {})

@@ -1,10 +1,21 @@
 """iMaterialist Product 2019 (FGVC6): ``train.json`` / ``val.json`` / ``test.json`` with
-``{"images": [{"id", "url", "class"}]}`` (no ``class`` on test), images ``<split>/<id>.jpg``."""
+``{"images": [{"id", "url", "class"}]}`` (no ``class`` on test), images ``<split>/<id>``: "The filename of
+each image is its id", and the README's sample submission writes ids as file names
+(``20dc3e9e6ca73cfa3ad4d13d1d7526b8.jpg``); an id without an image extension is read as ``<id>.jpg``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
 from core.data import DataFormatError, read_json
 from datamodules.fgvc.base import FineGrainedDataModule
+
+
+def image_file(folder: Path, image_id: str) -> Path:
+    """The image of an id: the id is the file name, or its stem in copies that dropped ``.jpg``."""
+    return folder / image_id if Path(image_id).suffix.lower() in IMG_EXTENSIONS else folder / f"{image_id}.jpg"
 
 
 class IMaterialistProduct2019DataModule(FineGrainedDataModule):
@@ -33,7 +44,7 @@ class IMaterialistProduct2019DataModule(FineGrainedDataModule):
                 raise DataFormatError(
                     path, f"images[{i}]: unknown class {label!r} (expected 0 .. {self.num_classes - 1})"
                 )
-            paths.append(self.root / split / f"{image['id']}.jpg")
+            paths.append(image_file(self.root / split, str(image["id"])))
             labels.append(label)
             ids.append(str(image["id"]))
         return paths, labels, ids
@@ -45,4 +56,4 @@ class IMaterialistProduct2019DataModule(FineGrainedDataModule):
             if "id" not in image:
                 raise DataFormatError(path, f"images[{i}] lacks 'id'")
             ids.append(str(image["id"]))
-        return [self.root / "test" / f"{i}.jpg" for i in ids], ids
+        return [image_file(self.root / "test", i) for i in ids], ids

@@ -6,18 +6,46 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from core.data import DataFormatError, read_json
+from core.data import DataFormatError, read_json, resolve_inside_json
 from datamodules.fgvc.base import FineGrainedDataModule
 
 TAXONOMY_LEVELS = ("kingdom", "phylum", "class", "order", "family", "genus")
 
 
 def load_json(path: Path, keys: Sequence[str]) -> dict:
+    """The annotation file's object; each of ``keys`` must be a list of objects."""
     record = read_json(path, "the iNaturalist 2019 annotation file")
+    if not isinstance(record, dict):
+        raise DataFormatError(path, f"expected a JSON object with {list(keys)}, found {type(record).__name__}")
     missing = [k for k in keys if k not in record]
     if missing:
         raise DataFormatError(path, f"missing top-level keys {missing}")
+    for key in keys:
+        if not isinstance(record[key], list):
+            raise DataFormatError(path, f"{key!r} must be a list, found {json_type(record[key])}")
+        for i, entry in enumerate(record[key]):
+            if not isinstance(entry, dict):
+                raise DataFormatError(path, f"{key}[{i}] must be an object, found {json_type(entry)}")
     return record
+
+
+def json_type(value: object) -> str:
+    """A JSON value as the error shows it: ``'abc' (string)``, ``null``."""
+    if value is None:
+        return "null"
+    kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "object"}
+    return f"{value!r:.40} ({kind.get(type(value), type(value).__name__)})"
+
+
+def field(path: Path, entry: dict, where: str, key: str, kind: type) -> object:
+    """``entry[key]``, which must be a ``kind`` (int: a JSON integer, not a boolean; str: not empty)."""
+    if key not in entry:
+        raise DataFormatError(path, f"{where} lacks {key!r}")
+    value = entry[key]
+    if not isinstance(value, kind) or isinstance(value, bool) or (kind is str and not value):
+        expected = "an integer" if kind is int else "a non-empty string"
+        raise DataFormatError(path, f"{where}.{key} must be {expected}, found {json_type(value)}")
+    return value
 
 
 class INaturalist2019DataModule(FineGrainedDataModule):
@@ -53,6 +81,9 @@ class INaturalist2019DataModule(FineGrainedDataModule):
             missing = [k for k in ("id", "name", *self.taxonomy_levels) if k not in cat]
             if missing:
                 raise DataFormatError(path, f"categories[{i}] lacks {missing}")
+            field(path, cat, f"categories[{i}]", "id", int)
+            for key in ("name", *self.taxonomy_levels):
+                field(path, cat, f"categories[{i}]", key, str)
         categories = sorted(categories, key=lambda c: int(c["id"]))
         self.label_ids = [str(int(c["id"])) for c in categories]
         if len(set(self.label_ids)) != len(self.label_ids):
@@ -75,9 +106,8 @@ class INaturalist2019DataModule(FineGrainedDataModule):
         index = {v: i for i, v in enumerate(self.label_ids)}
         files = {}
         for i, image in enumerate(record["images"]):
-            if "id" not in image or "file_name" not in image:
-                raise DataFormatError(path, f"images[{i}] lacks id or file_name")
-            files[image["id"]] = image["file_name"]
+            image_id, file = self.image_entry(path, image, i)
+            files[image_id] = file
         paths, labels, ids = [], [], []
         for i, ann in enumerate(record["annotations"]):
             if ann.get("image_id") not in files:
@@ -85,7 +115,7 @@ class INaturalist2019DataModule(FineGrainedDataModule):
             category = str(ann.get("category_id"))
             if category not in index:
                 raise DataFormatError(path, f"annotations[{i}]: unknown category_id {ann.get('category_id')!r}")
-            paths.append(self.root / files[ann["image_id"]])
+            paths.append(files[ann["image_id"]])
             labels.append(index[category])
             ids.append(str(ann["image_id"]))
         return paths, labels, ids
@@ -95,8 +125,16 @@ class INaturalist2019DataModule(FineGrainedDataModule):
         record = load_json(path, ("images",))
         paths, ids = [], []
         for i, image in enumerate(record["images"]):
-            if "id" not in image or "file_name" not in image:
-                raise DataFormatError(path, f"images[{i}] lacks id or file_name")
-            paths.append(self.root / image["file_name"])
-            ids.append(str(image["id"]))
+            image_id, file = self.image_entry(path, image, i)
+            paths.append(file)
+            ids.append(str(image_id))
         return paths, ids
+
+    def image_entry(self, path: Path, image: dict, i: int) -> tuple[int, Path]:
+        """(id, image file) of ``images[i]``: an integer id, and a ``file_name`` that stays inside the
+        data set's root (an absolute name or ``..`` is refused, naming the line)."""
+        if "id" not in image or "file_name" not in image:
+            raise DataFormatError(path, f"images[{i}] lacks id or file_name")
+        image_id = field(path, image, f"images[{i}]", "id", int)
+        name = field(path, image, f"images[{i}]", "file_name", str)
+        return image_id, resolve_inside_json(self.root, name, path)

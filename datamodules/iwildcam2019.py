@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from core.data import DataFormatError
+from core.data import DataFormatError, resolve_inside
 from datamodules.fgvc.base import FineGrainedDataModule, parse_int, read_csv_rows
 
 TRAIN_COLUMNS = ("category_id", "file_name", "id", "location", "seq_id", "seq_num_frames", "frame_num")
@@ -57,13 +57,14 @@ class IWildCam2019DataModule(FineGrainedDataModule):
         self.label_ids = [str(i) for i in range(len(CLASS_NAMES))]
         return list(CLASS_NAMES)
 
-    def _check_row(self, path, line, row) -> None:
+    def _check_row(self, path, line, row, folder: str) -> None:
         frames = parse_int(row["seq_num_frames"], path, line, "seq_num_frames")
         frame = parse_int(row["frame_num"], path, line, "frame_num")
         if not 1 <= frame <= frames:
             raise DataFormatError(path, f"frame_num {frame} outside 1 .. seq_num_frames={frames}", line)
         if not row["file_name"] or not row["seq_id"]:
             raise DataFormatError(path, "empty file_name or seq_id", line)
+        resolve_inside(self.root / folder, row["file_name"], path, line)  # a name never leaves its folder
 
     def _rows(self):
         if self._train_rows is None:
@@ -75,7 +76,7 @@ class IWildCam2019DataModule(FineGrainedDataModule):
                     raise DataFormatError(
                         path, f"unknown category_id {label} (label ids are 0 .. {self.num_classes - 1})", line
                     )
-                self._check_row(path, line, row)
+                self._check_row(path, line, row, "train_images")
             self._train_rows = rows
         return self._train_rows
 
@@ -94,6 +95,6 @@ class IWildCam2019DataModule(FineGrainedDataModule):
         path = self.root / "test.csv"
         rows = read_csv_rows(path, TEST_COLUMNS, "iWildCam test list")
         for line, row in rows:
-            self._check_row(path, line, row)
+            self._check_row(path, line, row, "test_images")
         self.test_groups = [row["seq_id"] for _, row in rows]
         return [self.root / "test_images" / row["file_name"] for _, row in rows], [row["id"] for _, row in rows]

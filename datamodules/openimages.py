@@ -4,6 +4,11 @@
     <root>/<split>-annotations-bbox.csv, <split>-annotations-human-imagelabels-boxable.csv,
     <root>/<split>/<ImageID>.jpg            split in train, validation, test
 
+or the Challenge 2019 files under their own names (challenge-2019-classes-description-500.csv,
+challenge-2019-label500-hierarchy.json, challenge-2019-<split>-detection-bbox.csv,
+challenge-2019-<split>-detection-human-imagelabels.csv; train and validation only); the release read is
+the one whose class list is in ``root`` (datamodules/openimages_files.py lists both).
+
 A split's images are those named by its box or image-label file. Each sample carries the boxes as
 annotated (training targets), the same boxes expanded over the hierarchy and the expanded verified
 classes (what the challenge metric scores against). ``skip_corrupt`` skips and counts malformed box
@@ -11,10 +16,14 @@ rows and unreadable images instead of failing.
 
 The instance-segmentation variant (:class:`OpenImagesSegmentationDataModule`) also reads
 ``<root>/<split>-annotations-object-segmentation.csv`` and the mask PNGs in ``<root>/<split>-masks/``
-(datamodules/openimages_masks.py) and gives each instance its mask."""
+(datamodules/openimages_masks.py) and gives each instance its mask; the challenge's segmentation track
+is read under its names (challenge-2019-classes-description-segmentable.csv,
+challenge-2019-label300-segmentable-hierarchy.json, challenge-2019-<split>-segmentation-bbox.csv,
+-segmentation-labels.csv, -segmentation-masks.csv, masks in challenge-2019-<split>-masks/)."""
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -27,15 +36,22 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from core.data import DataFormatError, ensure_generated, require_file
+from core.images import decode_image, positive_size
 from datamodules.openimages_files import (
+    CHALLENGE_2019_DETECTION_FILES,
+    CHALLENGE_2019_SEGMENTATION_FILES,
+    V5_DETECTION_FILES,
     Hierarchy,
     ImageBoxes,
     expand_image_labels,
+    find_release,
     read_boxes,
     read_class_descriptions,
     read_image_labels,
 )
 from datamodules.openimages_masks import InstanceMask, load_mask, read_segmentations
+
+log = logging.getLogger(__name__)
 
 SPLITS = {"train": "train", "val": "validation", "test": "test"}
 
@@ -56,14 +72,15 @@ class OpenImagesDetectionDataset(Dataset):
         rec = self.records[index]
         path = self.root / self.split / f"{rec['image_id']}.jpg"
         try:
-            with Image.open(require_file(path, "an Open Images JPEG")) as image:
-                original_size = image.size
-                image = image.convert("RGB").resize(self.image_size, Image.BILINEAR)
-        except (OSError, FileNotFoundError) as err:
+            image = decode_image(path, what="an Open Images JPEG named by the split's annotation files")
+        except (DataFormatError, FileNotFoundError) as err:
             if not rec["skip_corrupt"]:
-                raise DataFormatError(path, f"unreadable image ({err})") from None
+                raise
+            log.warning("skipping corrupt sample: %s", err)
             self.skipped += 1
             return None
+        original_size = image.size
+        image = image.resize(self.image_size, Image.BILINEAR)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
         w, h = self.image_size
         scale = torch.tensor([w, h, w, h], dtype=torch.float32)
@@ -115,7 +132,7 @@ class OpenImagesDetectionDataModule(pl.LightningDataModule):
         super().__init__()
         self.root = Path(root)
         self.expected_classes = int(num_classes)
-        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.image_size = positive_size(image_size, count=2)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.skip_corrupt = skip_corrupt
@@ -137,14 +154,22 @@ class OpenImagesDetectionDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         ensure_generated(self.root, self.generator)
 
+    # The releases read, each under its own file names (datamodules/openimages_files.py); the first whose
+    # class list is in ``root`` is the one read.
+    releases = (V5_DETECTION_FILES, CHALLENGE_2019_DETECTION_FILES)
+
+    def file(self, key: str, split: str = "") -> Path:
+        """The path of one annotation file of the release found in ``root`` (``key`` of its table)."""
+        return self.root / find_release(self.root, list(self.releases))[key].format(split=split)
+
     def read_classes(self) -> Hierarchy:
         """Class list and hierarchy; sets ``class_names``, ``display_names``, ``class_ancestors``."""
         ensure_generated(self.root, self.generator)
-        classes = read_class_descriptions(self.root / "class-descriptions-boxable.csv")
-        hierarchy = Hierarchy.read(self.root / "bbox_labels_600_hierarchy.json")
+        classes = read_class_descriptions(self.file("classes"))
+        hierarchy = Hierarchy.read(self.file("hierarchy"))
         if len(classes) != self.expected_classes:
             raise DataFormatError(
-                self.root / "class-descriptions-boxable.csv",
+                self.file("classes"),
                 f"{len(classes)} classes, but data.num_classes={self.expected_classes}",
             )
         self.class_names, self.display_names = list(classes), list(classes.values())
@@ -168,10 +193,10 @@ class OpenImagesDetectionDataModule(pl.LightningDataModule):
 
     def read_split_boxes(self, split: str) -> dict[str, ImageBoxes] | None:
         """The split's boxes as annotated (None without a box file); subclasses add instances here."""
-        box_file = self.root / f"{split}-annotations-bbox.csv"
+        box_file = self.file("boxes", split)
         if not box_file.exists():
             return None
-        boxes, skipped = read_boxes(box_file, skip_corrupt=self.skip_corrupt)
+        boxes, skipped = read_boxes(box_file, skip_corrupt=self.skip_corrupt, image_folder=self.root / split)
         self._skipped_rows += skipped
         return boxes
 
@@ -179,12 +204,12 @@ class OpenImagesDetectionDataModule(pl.LightningDataModule):
         """One record per image of the split: the boxes as annotated (training targets), the same
         boxes expanded over the hierarchy (``eval_*``; ``eval_source`` = the annotated box each copies)
         and the expanded verified classes. None when the split has no box file."""
-        box_file = self.root / f"{split}-annotations-bbox.csv"
-        label_file = self.root / f"{split}-annotations-human-imagelabels-boxable.csv"
+        box_file = self.file("boxes", split)
+        label_file = self.file("image_labels", split)
         boxes = self.read_split_boxes(split)
         if boxes is None:
             return None
-        labels = read_image_labels(label_file) if label_file.exists() else {}
+        labels = read_image_labels(label_file, self.root / split) if label_file.exists() else {}
         verified = expand_image_labels(labels, hierarchy)
         records = []
         for image_id in sorted(set(boxes) | set(labels)):
@@ -192,7 +217,7 @@ class OpenImagesDetectionDataModule(pl.LightningDataModule):
             for name in raw.labels:
                 if name not in index:
                     raise DataFormatError(
-                        box_file, f"class {name!r} of image {image_id} is not in class-descriptions-boxable.csv"
+                        box_file, f"class {name!r} of image {image_id} is not in {self.file('classes').name}"
                     )
             # each box copied to every ancestor in the label map (expand_boxes, keeping the source)
             source = [j for j, name in enumerate(raw.labels) for a in hierarchy.expand_labels(name) if a in index]
@@ -215,7 +240,7 @@ class OpenImagesDetectionDataModule(pl.LightningDataModule):
 
     def _loader(self, key: str, shuffle: bool) -> DataLoader:
         if key not in self._datasets:
-            raise FileNotFoundError(f"{self.root}: no {SPLITS[key]}-annotations-bbox.csv for the {key} split")
+            raise FileNotFoundError(f"{self.root}: no {self.file('boxes', SPLITS[key]).name} for the {key} split")
         return DataLoader(
             self._datasets[key],
             batch_size=self.batch_size,
@@ -315,15 +340,16 @@ class OpenImagesSegmentationDataModule(OpenImagesDetectionDataModule):
     ``skip_corrupt`` also skips and counts malformed segmentation rows and unreadable mask PNGs."""
 
     dataset_class = OpenImagesSegmentationDataset
+    releases = (V5_DETECTION_FILES, CHALLENGE_2019_SEGMENTATION_FILES)
 
     def read_split_boxes(self, split: str) -> dict[str, ImageBoxes] | None:
         boxes = super().read_split_boxes(split)
         if boxes is None:
             return None
-        csv_path = require_file(
-            self.root / f"{split}-annotations-object-segmentation.csv", "the Open Images segmentation file"
+        csv_path = require_file(self.file("segmentations", split), "the Open Images segmentation file")
+        masks, skipped = read_segmentations(
+            csv_path, self.file("masks_dir", split), skip_corrupt=self.skip_corrupt, image_folder=self.root / split
         )
-        masks, skipped = read_segmentations(csv_path, self.root / f"{split}-masks", skip_corrupt=self.skip_corrupt)
         self._skipped_rows += skipped
         index = {n: i for i, n in enumerate(self.class_names)}
         self._mask_paths = {}

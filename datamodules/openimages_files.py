@@ -19,12 +19,13 @@ paths); a negative image label (Confidence 0) is copied to every descendant. The
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from core.data import DataFormatError, csv_header, csv_rows, read_json
+from core.data import DataFormatError, csv_header, csv_rows, read_json, resolve_inside
 
 BOX_COLUMNS = (
     "ImageID", "Source", "LabelName", "Confidence", "XMin", "XMax", "YMin", "YMax",
@@ -42,6 +43,42 @@ RELATIONSHIP_COLUMNS = (
     "XMin2", "XMax2", "YMin2", "YMax2", "RelationshipLabel",
 )  # fmt: skip
 
+# The detection files of a release, as published: Open Images V5 and the Challenge 2019 training and
+# validation files (storage.googleapis.com/openimages/challenge_2019/). ``{split}``: train, validation, test.
+V5_DETECTION_FILES = {
+    "classes": "class-descriptions-boxable.csv",
+    "hierarchy": "bbox_labels_600_hierarchy.json",
+    "boxes": "{split}-annotations-bbox.csv",
+    "image_labels": "{split}-annotations-human-imagelabels-boxable.csv",
+    "segmentations": "{split}-annotations-object-segmentation.csv",
+    "masks_dir": "{split}-masks",
+}
+CHALLENGE_2019_DETECTION_FILES = {
+    "classes": "challenge-2019-classes-description-500.csv",
+    "hierarchy": "challenge-2019-label500-hierarchy.json",
+    "boxes": "challenge-2019-{split}-detection-bbox.csv",
+    "image_labels": "challenge-2019-{split}-detection-human-imagelabels.csv",
+}
+# The instance-segmentation track's own class list (300 segmentable classes), boxes and image labels.
+CHALLENGE_2019_SEGMENTATION_FILES = {
+    "classes": "challenge-2019-classes-description-segmentable.csv",
+    "hierarchy": "challenge-2019-label300-segmentable-hierarchy.json",
+    "boxes": "challenge-2019-{split}-segmentation-bbox.csv",
+    "image_labels": "challenge-2019-{split}-segmentation-labels.csv",
+    "segmentations": "challenge-2019-{split}-segmentation-masks.csv",
+    "masks_dir": "challenge-2019-{split}-masks",  # what challenge-2019-{split}-masks-[0-f].zip extract to
+}
+
+
+def find_release(root: str | Path, releases: list[dict[str, str]]) -> dict[str, str]:
+    """The first release whose class list is in ``root``; the first release when none is (so the error
+    then names that release's file)."""
+    for files in releases:
+        if (Path(root) / files["classes"]).exists():
+            return files
+    return releases[0]
+
+
 # Official names of the challenge's files in an annotations folder (the scoring CLI's input).
 CHALLENGE_FILES = {
     "boxes": "challenge-2019-validation-detection-bbox.csv",
@@ -49,6 +86,21 @@ CHALLENGE_FILES = {
     "hierarchy": "challenge-2019-label500-hierarchy.json",
     "classes": "challenge-2019-classes-description-500.csv",
 }
+
+
+IMAGE_ID = re.compile(r"[0-9a-fA-F]{16}")  # the published ImageID form, e.g. 000002b66c9c498e
+
+
+def image_file(folder: str | Path, image_id: str, path: str | Path, line: int) -> Path:
+    """``<folder>/<ImageID>.jpg`` for an ImageID read at ``line`` of ``path``. The id names a file, so
+    it must stay inside ``folder`` (core.data.resolve_inside) and have the published form, 16
+    hexadecimal digits; anything else is refused naming the file and line."""
+    file = resolve_inside(folder, image_id, path, line, ".jpg")
+    if not IMAGE_ID.fullmatch(image_id):
+        raise DataFormatError(
+            path, f"ImageID {image_id!r} is not an Open Images image id (16 hexadecimal digits); refused", line
+        )
+    return file
 
 
 def _float(path: Path, line: int, name: str, text: str) -> float:
@@ -91,9 +143,13 @@ class ImageBoxes:
         )
 
 
-def read_boxes(path: str | Path, skip_corrupt: bool = False) -> tuple[dict[str, ImageBoxes], int]:
+def read_boxes(
+    path: str | Path, skip_corrupt: bool = False, image_folder: str | Path | None = None
+) -> tuple[dict[str, ImageBoxes], int]:
     """``({ImageID: ImageBoxes}, rows skipped)`` from a box CSV. A malformed row raises
-    DataFormatError naming the file and line, or with ``skip_corrupt`` is skipped and counted."""
+    DataFormatError naming the file and line, or with ``skip_corrupt`` is skipped and counted.
+    With ``image_folder`` (a DataModule, which opens ``<folder>/<ImageID>.jpg``) every ImageID must
+    name a file there (:func:`image_file`), whatever ``skip_corrupt`` says."""
     path = Path(path)
     rows = csv_rows(path)
     col = csv_header(path, rows, BOX_REQUIRED)
@@ -111,6 +167,8 @@ def read_boxes(path: str | Path, skip_corrupt: bool = False) -> tuple[dict[str, 
                 raise
             skipped += 1
             continue
+        if image_folder is not None and row[col["ImageID"]] not in images:
+            image_file(image_folder, row[col["ImageID"]], path, line)
         item = images.setdefault(row[col["ImageID"]], ImageBoxes())
         item.labels.append(row[col["LabelName"]])
         item.boxes.append((x1, y1, x2, y2))
@@ -118,8 +176,9 @@ def read_boxes(path: str | Path, skip_corrupt: bool = False) -> tuple[dict[str, 
     return images, skipped
 
 
-def read_image_labels(path: str | Path) -> dict[str, dict[str, int]]:
-    """``{ImageID: {LabelName: 1 present | 0 verified absent}}`` from a human-verified labels CSV."""
+def read_image_labels(path: str | Path, image_folder: str | Path | None = None) -> dict[str, dict[str, int]]:
+    """``{ImageID: {LabelName: 1 present | 0 verified absent}}`` from a human-verified labels CSV
+    (``image_folder``: every ImageID must name a file there, as in :func:`read_boxes`)."""
     path = Path(path)
     rows = csv_rows(path)
     col = csv_header(path, rows, ("ImageID", "LabelName", "Confidence"))
@@ -130,20 +189,28 @@ def read_image_labels(path: str | Path) -> dict[str, dict[str, int]]:
         confidence = row[col["Confidence"]]
         if confidence not in ("0", "1", "0.0", "1.0"):
             raise DataFormatError(path, f"Confidence = {confidence!r}; expected 0 or 1", line)
+        if image_folder is not None and row[col["ImageID"]] not in labels:
+            image_file(image_folder, row[col["ImageID"]], path, line)
         labels.setdefault(row[col["ImageID"]], {})[row[col["LabelName"]]] = int(float(confidence))
     return labels
 
 
+MID = re.compile(r"/[mg]/[0-9a-z_]+")  # a Freebase / Knowledge Graph id, e.g. /m/011k07
+
+
 def read_class_descriptions(path: str | Path) -> dict[str, str]:
     """``{name: display name}`` in file order from a two-column list: the class descriptions
-    (``MID,DisplayName``), and likewise the VRD class, attribute and relationship lists. The header row
-    (``MID,DisplayName`` or ``LabelName,DisplayName``) is optional: several releases have none."""
+    (``MID,DisplayName``), and likewise the VRD class, attribute and relationship lists. The official
+    files have no header row; circulating copies add one (``MID,DisplayName``, ``LabelName,DisplayName``,
+    ``label,class``, ``id,name``). A first row whose first field is not a MID, in a list whose second
+    row starts with one, is such a header, not a class."""
     path = Path(path)
     classes: dict[str, str] = {}
-    for line, row in csv_rows(path):
+    rows = list(csv_rows(path))
+    for line, row in rows:
         if len(row) != 2:
             raise DataFormatError(path, f"{len(row)} fields; expected MID,DisplayName", line)
-        if line == 1 and tuple(r.strip() for r in row) in (CLASS_COLUMNS, ("LabelName", "DisplayName")):
+        if line == rows[0][0] and _is_header(row, rows[1][1] if len(rows) > 1 else None):
             continue
         name = row[0].strip()
         if not name:
@@ -156,6 +223,48 @@ def read_class_descriptions(path: str | Path) -> dict[str, str]:
     return classes
 
 
+def _is_header(first: list[str], second: list[str] | None) -> bool:
+    names = tuple(r.strip() for r in first)
+    if names in (CLASS_COLUMNS, ("LabelName", "DisplayName")):
+        return True
+    return not MID.fullmatch(names[0]) and second is not None and bool(MID.fullmatch(second[0].strip()))
+
+
+def _trail(labels: tuple[str, ...]) -> str:
+    """The path of a node from the root for messages, shortened when deep."""
+    shown = labels if len(labels) <= 6 else (*labels[:2], f"... ({len(labels) - 5} more)", *labels[-3:])
+    return " > ".join(shown)
+
+
+def hierarchy_nodes(tree: dict, source: str | Path) -> list[tuple[str, tuple[str, ...]]]:
+    """(LabelName, its ancestors without the root) of every node below the root, validated once:
+    ``LabelName`` a string, ``Subcategory`` a list of objects, no class among its own ancestors (a
+    self-loop or a cycle would make a class its own parent and change every expanded count). Walked
+    with an explicit stack, so a deep file raises no RecursionError. Errors name the node's path."""
+    out: list[tuple[str, tuple[str, ...]]] = []
+    stack: list[tuple[object, tuple[str, ...], str]] = [(tree, (), "the root")]
+    while stack:
+        node, trail, where = stack.pop()
+        if not isinstance(node, dict) or "LabelName" not in node:
+            raise DataFormatError(source, f"hierarchy node {where} ({node!r:.80}) has no 'LabelName'")
+        name, children = node["LabelName"], node.get("Subcategory", [])
+        if not isinstance(name, str) or not name:
+            raise DataFormatError(source, f"hierarchy node {where}: LabelName {name!r:.40} is not a class name")
+        path = (*trail, name)
+        if name in trail:
+            kind = "a self-loop: it lists itself" if trail[-1] == name else "a cycle: it is its own ancestor"
+            raise DataFormatError(source, f"hierarchy node {_trail(path)}: {kind}")
+        if not isinstance(children, list):
+            raise DataFormatError(
+                source, f"hierarchy node {_trail(path)}: Subcategory must be a list, found {children!r:.40}"
+            )
+        if trail:
+            out.append((name, trail[1:]))  # the root (trail[0]) is no class's ancestor
+        for i, child in enumerate(reversed(children)):
+            stack.append((child, path, f"{_trail(path)} > Subcategory[{len(children) - 1 - i}]"))
+    return out
+
+
 class Hierarchy:
     """The class hierarchy JSON as ``ancestors`` / ``descendants`` maps (sets, root excluded)."""
 
@@ -165,20 +274,11 @@ class Hierarchy:
             raise DataFormatError(source, "hierarchy root has no 'LabelName'")
         self.ancestors: dict[str, set[str]] = {}
         self.descendants: dict[str, set[str]] = {}
-
-        def walk(node: dict, path: tuple[str, ...]) -> None:
-            if not isinstance(node, dict) or "LabelName" not in node:
-                raise DataFormatError(source, f"hierarchy node {node!r:.80} has no 'LabelName'")
-            name = node["LabelName"]
+        for name, path in hierarchy_nodes(tree, source):
             self.ancestors.setdefault(name, set()).update(path)
             self.descendants.setdefault(name, set())
             for parent in path:
                 self.descendants[parent].add(name)
-            for child in node.get("Subcategory", []):
-                walk(child, path + (name,))
-
-        for child in tree.get("Subcategory", []):
-            walk(child, ())
 
     @classmethod
     def read(cls, path: str | Path) -> Hierarchy:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from core.data import DataFormatError, csv_header, csv_rows, resolve_inside
-from datamodules.openimages_files import SEGMENTATION_COLUMNS, check_box
+from datamodules.openimages_files import SEGMENTATION_COLUMNS, check_box, image_file
 
 
 @dataclass
@@ -46,13 +46,14 @@ def _float(path: Path, line: int, name: str, text: str, default: float | None = 
 
 
 def read_segmentations(
-    csv_path: str | Path, masks_dir: str | Path, skip_corrupt: bool = False
+    csv_path: str | Path, masks_dir: str | Path, skip_corrupt: bool = False, image_folder: str | Path | None = None
 ) -> tuple[dict[str, list[InstanceMask]], int]:
     """``({ImageID: [InstanceMask]}, rows skipped)`` from a segmentation CSV whose MaskPath names
     files in ``masks_dir``. A malformed row (field count, number, box outside [0, 1] or min > max)
     raises DataFormatError naming the file and line, or with ``skip_corrupt`` is skipped and counted;
     a MaskPath leaving ``masks_dir`` (``..``, absolute) is always refused: it is not a data error but
-    a file acting outside its folder. Whether the PNGs exist is checked when they are loaded."""
+    a file acting outside its folder; so is, with ``image_folder`` (a DataModule's), an ImageID that is
+    not a file name there. Whether the PNGs exist is checked when they are loaded."""
     path = Path(csv_path)
     rows = csv_rows(path)
     col = csv_header(path, rows, SEGMENTATION_COLUMNS)
@@ -72,6 +73,8 @@ def read_segmentations(
                 raise
             skipped += 1
             continue
+        if image_folder is not None and row[col["ImageID"]] not in out:
+            image_file(image_folder, row[col["ImageID"]], path, line)
         out.setdefault(row[col["ImageID"]], []).append(
             InstanceMask(
                 image_id=row[col["ImageID"]],
@@ -89,19 +92,18 @@ def read_segmentations(
 def load_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
     """The mask PNG as bool (height, width), resized (nearest) to ``size = (width, height)``, the
     image's size (None: the PNG's own). Any non-zero pixel is foreground."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
+
+    from core.images import decode_image
 
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: mask PNG named by the segmentation CSV does not exist")
     try:
-        with Image.open(path) as image:
-            image = image.convert("L")
-            if size is not None and image.size != tuple(size):
-                image = image.resize(tuple(int(s) for s in size), Image.NEAREST)
-            return np.asarray(image) > 0
-    except (UnidentifiedImageError, OSError) as err:
-        raise DataFormatError(path, f"not a readable mask PNG ({err})") from None
+        image = decode_image(path, "L", what="mask PNG named by the segmentation CSV")
+    except DataFormatError as err:
+        raise DataFormatError(path, f"not a readable mask PNG: {err.problem}") from None
+    if size is not None and image.size != tuple(size):
+        image = image.resize(tuple(int(s) for s in size), Image.NEAREST)
+    return np.asarray(image) > 0
 
 
 # Official names of the challenge's instance-segmentation validation files (the scoring CLI's input).

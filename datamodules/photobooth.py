@@ -10,8 +10,12 @@ Face expressions (``PhotoboothFacesDataModule``), either layout under ``root``:
 Clips (``PhotoboothClipsDataModule``): ``<split>.json`` = ``{"clips": [clip, ...]}``, each clip
 ``{"video": "<split>/<name>.mp4" (inside root), "fps", "frames": [frame, ...], "moments": [...]}``,
 one frame entry per video frame: ``{"faces": [{"box": [x0, y0, x1, y1] (pixels), "expression",
-"eyes_closed", "talking", "attending"}], "kiss": bool}``; ``moments`` are the labelled moments worth
-capturing, ``{"start", "end" (inclusive frame indices), "best" (the best frame), "kind"}``.
+"eyes_closed", "talking", "attending", "intensity", "importance"}], "kiss": bool, "kiss_quality"}``;
+``moments`` are the labelled moments worth capturing, ``{"start", "end" (inclusive frame indices),
+"best" (the best frame), "kind"}``. Optional quality labels (what the shutter ranks frames by):
+``intensity`` in [0, 1], how strongly a face shows its expression (default 1 for a key expression, 0
+for neutral); ``importance`` > 0, how much a face counts for the frame (default its box area);
+``kiss_quality`` in [0, 1], how good the kiss is (default 1 on a kiss frame, else 0).
 Splits: train, val, test. datamodules/synthetic/photobooth.py writes both layouts."""
 
 from __future__ import annotations
@@ -224,9 +228,20 @@ def _bool(value: Any, path: Path, line: int | None, key: str) -> bool:
     return value
 
 
+def _fraction(value: Any, path: Path, line: int | None, key: str, upper: float | None = 1.0) -> float:
+    """A number in [0, upper] (``upper=None``: any positive number)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (0.0 <= value <= upper if upper is not None else value > 0)
+    if not ok:
+        wanted = f"a number in [0, {upper:g}]" if upper is not None else "a positive number"
+        raise DataFormatError(path, f"{key!r} must be {wanted}, got {value!r}", line)
+    return float(value)
+
+
 def read_clips(path: str | Path, root: str | Path) -> list[dict]:
     """Validate ``<split>.json``; each clip gets ``path`` (its video, inside ``root``), ``boxes``
-    (per frame (N, 4) float32), ``face_labels`` (per frame (N, 4) int64) and ``kiss`` (T,) bool."""
+    (per frame (N, 4) float32), ``face_labels`` (per frame (N, 4) int64), ``face_quality`` (per frame
+    (N, 2) float32: intensity, importance), ``kiss`` (T,) bool and ``kiss_quality`` (T,) float32."""
     path = Path(path)
     data = read_json(path, "Photobooth clips JSON")
     if not isinstance(data, dict) or not isinstance(data.get("clips"), list):
@@ -241,12 +256,12 @@ def read_clips(path: str | Path, root: str | Path) -> list[dict]:
         frames = clip.get("frames")
         if not isinstance(frames, list) or not frames:
             raise DataFormatError(path, f"clip {c} ({name}): 'frames' must be a non-empty list", line)
-        boxes, labels, kiss = [], [], []
+        boxes, labels, quality, kiss, kiss_quality = [], [], [], [], []
         for t, frame in enumerate(frames):
             faces = frame.get("faces", []) if isinstance(frame, dict) else None
             if not isinstance(faces, list):
                 raise DataFormatError(path, f"clip {c} ({name}) frame {t}: 'faces' must be a list", line)
-            b, lab = [], []
+            b, lab, q = [], [], []
             for face in faces:
                 box = face.get("box")
                 if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
@@ -263,9 +278,18 @@ def read_clips(path: str | Path, root: str | Path) -> list[dict]:
                     [EXPRESSIONS.index(expression)]
                     + [int(_bool(face.get(a, False), path, line, a)) for a in ATTRIBUTES]
                 )
+                area = (box[2] - box[0]) * (box[3] - box[1])
+                q.append(
+                    [
+                        _fraction(face.get("intensity", float(expression != "neutral")), path, line, "intensity"),
+                        _fraction(face.get("importance", area), path, line, "importance", upper=None),
+                    ]
+                )
             boxes.append(np.asarray(b, np.float32).reshape(-1, 4))
             labels.append(np.asarray(lab, np.int64).reshape(-1, 4))
+            quality.append(np.asarray(q, np.float32).reshape(-1, 2))
             kiss.append(_bool(frame.get("kiss", False), path, line, "kiss"))
+            kiss_quality.append(_fraction(frame.get("kiss_quality", float(kiss[-1])), path, line, "kiss_quality"))
         moments = []
         for m in clip.get("moments", []):
             try:
@@ -285,7 +309,9 @@ def read_clips(path: str | Path, root: str | Path) -> list[dict]:
                 "fps": float(clip.get("fps", 10.0)),
                 "boxes": boxes,
                 "face_labels": labels,
+                "face_quality": quality,
                 "kiss": np.asarray(kiss, bool),
+                "kiss_quality": np.asarray(kiss_quality, np.float32),
                 "moments": moments,
             }
         )
@@ -303,14 +329,15 @@ def _video_lines(path: Path) -> dict[str, int]:
     return found
 
 
-def expression_target(boxes: np.ndarray, labels: np.ndarray) -> float:
-    """The frame's global expression target: the area-weighted share of faces that attend to the
-    camera with a key expression (larger, foreground faces count more)."""
-    if len(boxes) == 0:
+def expression_target(labels: np.ndarray, quality: np.ndarray) -> float:
+    """The frame's global expression quality: the importance-weighted mean over its faces of the
+    expression intensity of each face that attends to the camera with a key expression (0 for the
+    others). ``quality`` (N, 2) holds each face's intensity and importance (read_clips)."""
+    if len(labels) == 0:
         return 0.0
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    intensity, importance = quality[:, 0], quality[:, 1]
     hit = (labels[:, 0] > 0) & (labels[:, 3] == 1)
-    return float((area * hit).sum() / area.sum())
+    return float((importance * hit * intensity).sum() / importance.sum())
 
 
 def pad_faces(
@@ -357,8 +384,11 @@ class ClipData:
             self.max_faces,
             self.clip["face_labels"][t],
         )
-        out["kiss"] = torch.tensor(float(self.clip["kiss"][t]))
-        out["expression_target"] = torch.tensor(expression_target(self.clip["boxes"][t], self.clip["face_labels"][t]))
+        # Quality, not presence: the frame to keep is where the expression (or kiss) is at its best.
+        out["kiss"] = torch.tensor(float(self.clip["kiss_quality"][t]))
+        out["expression_target"] = torch.tensor(
+            expression_target(self.clip["face_labels"][t], self.clip["face_quality"][t])
+        )
         return out
 
 

@@ -4,13 +4,16 @@
 list of any of these. Each file is decoded and prepared for the task by the task's product writer
 (``prepare``) inside the DataLoader workers; a file that cannot be read becomes a "skipped" entry of
 its batch instead of stopping the run, so the product writer can count and name it. Files already
-predicted by an earlier run into the same folder (``exclude``) are left out: predict.py resumes."""
+predicted by an earlier run into the same folder (``exclude``) are left out, and the names their
+products have (``reserved_names``) are not given to another file: predict.py resumes."""
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
 from core.data import DataFormatError
+from core.images import decode_image
 from core.video import VideoDecodeError
 
 log = logging.getLogger(__name__)
@@ -67,24 +71,32 @@ def list_inputs(spec: str | Path | Sequence[str | Path], extensions: Sequence[st
     return sorted(set(found))
 
 
-def output_names(paths: Sequence[Path]) -> list[str]:
-    """A file-system-safe name per input for its products: the path below the inputs' common
-    folder without the extension, ``/`` written as ``__`` (so ``a/x.mp4`` and ``b/x.mp4`` differ)."""
+def output_names(paths: Sequence[Path], reserved: Iterable[str] = ()) -> list[str]:
+    """A file-system-safe name per input for its products, unique among the inputs and ``reserved``
+    (names an earlier run into the same folder already gave other files): the path below the inputs'
+    common folder without the extension, ``/`` written as ``__`` (``a/x.mp4`` -> ``a__x``). Where two
+    inputs would share a name the extension stays (``x.jpg``, ``x.png``); where that still collides
+    (``a/x.jpg`` and ``a__x.jpg``) each gets 8 hex digits of its relative path's SHA-1."""
     if not paths:
         return []
     root = Path(os.path.commonpath([str(p.parent) for p in paths]))
-    return [str(p.relative_to(root).with_suffix("")).replace(os.sep, "__") for p in paths]
+    relative = [p.relative_to(root) for p in paths]
+    plain = [str(r.with_suffix("")).replace(os.sep, "__") for r in relative]
+    with_suffix = [str(r).replace(os.sep, "__") for r in relative]
+    taken = set(reserved)
+    counts = Counter(plain)
+    names = [w if counts[n] > 1 or n in taken else n for n, w in zip(plain, with_suffix)]
+    counts = Counter(names)
+    return [
+        f"{n}-{hashlib.sha1(r.as_posix().encode()).hexdigest()[:8]}" if counts[n] > 1 or n in taken else n
+        for n, r in zip(names, relative)
+    ]
 
 
 def read_image(path: Path):
-    """The image as an RGB PIL image; raises DataFormatError naming the file when it does not decode."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError, SyntaxError) as err:
-        raise DataFormatError(path, f"cannot decode image ({err})") from err
+    """The image as an RGB PIL image; an image that does not decode, or is over PIL's
+    decompression-bomb limit, raises DataFormatError naming the file (skipped and counted)."""
+    return decode_image(path, "RGB", what="input image")
 
 
 def read_video(path: Path) -> Path:
@@ -109,24 +121,33 @@ class InputFiles(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.paths[index]
         try:
+            stat = path.stat()  # before reading: the journal records the file as it was predicted
             sample = self.prepare(self.read(path))
         except READ_ERRORS as err:
             reason = str(err) if str(path) in str(err) else f"{path}: {err}"
             return {"input": str(path), "name": self.names[index], "skipped": reason}
-        return {**sample, "input": str(path), "name": self.names[index]}
+        return {**sample, "input": str(path), "name": self.names[index], "input_stat": file_stat(stat)}
+
+
+def file_stat(stat: os.stat_result) -> dict[str, int]:
+    """What says a file is the one an earlier run predicted: its size and modification time."""
+    return {"input_size": stat.st_size, "input_mtime_ns": stat.st_mtime_ns}
 
 
 class PredictCollate:
     """Separates the skipped entries of a batch from the readable ones, which the task's own
     ``collate`` turns into the batch its ``predict_step`` takes. The batch always carries
-    ``inputs`` and ``names`` (of the readable files, in order) and ``skipped`` ([(file, reason)])."""
+    ``inputs`` and ``names`` (of the readable files, in order), ``input_stats`` (their size and
+    modification time) and ``skipped`` ([(file, reason)])."""
 
     def __init__(self, collate: Callable[[list[dict]], dict]):
         self.collate = collate
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         good = [it for it in items if "skipped" not in it]
+        stats = [it.pop("input_stat", {}) for it in good]
         batch = self.collate(good) if good else {}
+        batch["input_stats"] = stats
         batch["inputs"] = [it["input"] for it in good]
         batch["names"] = [it["name"] for it in good]
         batch["skipped"] = [(it["input"], it["skipped"]) for it in items if "skipped" in it]
@@ -151,12 +172,14 @@ class PredictInputs(pl.LightningDataModule):
         prepare: Callable[[Path], dict] | None = None,
         collate: Callable[[list[dict]], dict] | None = None,
         exclude: Iterable[str] = (),
+        reserved_names: Iterable[str] = (),
     ):
         super().__init__()
         self.input = input
         self.batch_size, self.num_workers = batch_size, num_workers
         self.prepare, self.collate = prepare, collate
         self.exclude = set(exclude)
+        self.reserved_names = set(reserved_names)
         self._paths: list[Path] | None = None
         self.dataset: InputFiles | None = None
 
@@ -169,7 +192,7 @@ class PredictInputs(pl.LightningDataModule):
 
     @property
     def names(self) -> list[str]:
-        return output_names(self.paths)
+        return output_names(self.paths, self.reserved_names)
 
     @property
     def pending(self) -> list[tuple[Path, str]]:

@@ -10,7 +10,12 @@ Layout under ``root`` (the folders of the official zips)::
 Each annotation line is ``<video name> <start seconds> <end seconds>``. Only the videos named in the
 annotation files take part (200 validation, 213 test videos in the real set). ``prepare_data``
 extracts two-stream snippet features into ``<root>/<features_subdir>/`` (resumable) together with
-the JSON database of the pre-extracted form, which the features DataModule then reads."""
+the JSON database of the pre-extracted form, which the features DataModule then reads.
+
+The official annotations hold segments past the end of their video (e.g. HighJump_val.txt:
+video_validation_0000364 113.6 117.3 in a 112.53 s video): such a segment is clipped to the
+video's end, one lying wholly past it dropped, each reported once (file, line, video, by how much)
+and counted in ``extraction_report.json`` and the run's ``data_report``."""
 
 from __future__ import annotations
 
@@ -22,15 +27,22 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data import DataFormatError, ensure_generated, require_file, resolve_inside
+from core.data import ensure_generated, require_file, resolve_inside
 from core.io import atomic_write_json, remove_stale_temporaries
 from core.video import VideoDecodeError
 from datamodules.thumos14_annotations import (  # re-exported: the published formats
     AMBIGUOUS,
+    PUBLISHED_VIDEOS,
     THUMOS14_CLASSES,
     AnnotatedSegment,
+    SegmentFix,
     annotation_database,
+    describe_defect,
+    find_segment_fix,
+    fit_segment,
     parse_annotation_file,
+    refuse_segment_fixes,
+    segment_fix_report,
 )
 from datamodules.thumos14_extract import SnippetFeatureExtractor, video_duration
 from datamodules.thumos14_features import Thumos14FeaturesDataModule
@@ -65,15 +77,20 @@ def read_split_annotations(root: str | Path, split: str, classes: Sequence[str])
     return segments
 
 
-def check_durations(segments: Sequence[AnnotatedSegment], duration: float, video: Path, tolerance: float) -> None:
-    """An annotation past the end of its video (beyond ``tolerance`` seconds) is a data error."""
+def fit_video_segments(
+    segments: Sequence[AnnotatedSegment], duration: float
+) -> tuple[list[AnnotatedSegment], list[SegmentFix]]:
+    """The segments of one video fitted into its ``duration`` (clipped, or dropped when nothing
+    is left) and what changed."""
+    kept, fixes = [], []
     for seg in segments:
-        if seg.end > duration + tolerance:
-            raise DataFormatError(
-                seg.file,
-                f"segment ends at {seg.end:g} s but {video} lasts only {duration:.2f} s",
-                seg.line,
-            )
+        fix = find_segment_fix(seg, duration)
+        if fix is not None:
+            fixes.append(fix)
+        fitted = fit_segment(seg.start, seg.end, duration)
+        if fitted is not None:
+            kept.append(AnnotatedSegment(seg.video, *fitted, seg.label, seg.file, seg.line))
+    return kept, fixes
 
 
 class Thumos14DataModule(Thumos14FeaturesDataModule):
@@ -90,6 +107,7 @@ class Thumos14DataModule(Thumos14FeaturesDataModule):
         modalities: Sequence[str] = ("rgb", "flow"),
         features_subdir: str = "features/test_resnet_random",
         annotation_tolerance: float = 1.0,
+        strict_annotations: bool = False,
         val_subset: str | None = None,
         batch_size: int = 4,
         num_workers: int = 0,
@@ -114,9 +132,10 @@ class Thumos14DataModule(Thumos14FeaturesDataModule):
             val_fraction=val_fraction,
             split_seed=split_seed,
             allow_test_selection=allow_test_selection,
+            strict_annotations=strict_annotations,
+            annotation_tolerance=annotation_tolerance,
         )
         self.root, self.extractor, self.generator = Path(root), extractor, generator
-        self.annotation_tolerance = annotation_tolerance
         self.report = None
         self.skipped_samples = 0
 
@@ -124,10 +143,40 @@ class Thumos14DataModule(Thumos14FeaturesDataModule):
         super().setup(stage)
         report = self.features_dir / "extraction_report.json"
         rank = getattr(self.trainer, "global_rank", 0) if self.trainer is not None else 0
-        if report.exists() and rank == 0:  # counted once, whatever the number of ranks
+        if report.exists():
             import json
 
-            self.skipped_samples = len(json.loads(report.read_text())["unreadable"])
+            saved = json.loads(report.read_text())
+            self.earlier_report = {key: saved.get(key, value) for key, value in self.earlier_report.items()}
+            if rank == 0:  # counted once, whatever the number of ranks
+                self.skipped_samples = len(saved["unreadable"])
+
+    def download_inventory(self):
+        """For ``python -m datamodules.check``: every video the official annotation files name
+        (decoded to its last frame), the videos per split against the official counts, and, from
+        each video's decoded duration, the segments past its end. Extracts nothing."""
+        from datamodules.check import DownloadInventory, ReferencedFile
+
+        files, segments, counts = [], {}, {}
+        for split, (video_folder, _, _, subset) in SPLITS.items():
+            by_video: dict[str, list[AnnotatedSegment]] = {}
+            for seg in read_split_annotations(self.root, split, self.class_names):
+                by_video.setdefault(seg.video, []).append(seg)
+            counts[f"{subset} videos"] = (len(by_video), PUBLISHED_VIDEOS[subset])
+            for name, segs in by_video.items():
+                path = resolve_inside(self.root / video_folder, name, segs[0].file, segs[0].line, ".mp4")
+                files.append(ReferencedFile(path, f"{segs[0].file}:{segs[0].line}"))
+                segments[path] = segs
+
+        def review(facts: dict[Path, dict]) -> tuple[list[str], list[str]]:
+            defects = []
+            for path, segs in segments.items():
+                if path in facts:
+                    _, fixes = fit_video_segments(segs, facts[path]["duration"])
+                    defects += [describe_defect(fix, path) for fix in fixes]
+            return [], defects
+
+        return DownloadInventory(files=files, counts=counts, review=review)
 
     def prepare_data(self) -> None:
         ensure_generated(self.root, self.generator)
@@ -137,7 +186,11 @@ class Thumos14DataModule(Thumos14FeaturesDataModule):
                 f"gives {self.extractor.feature_dim} features per stream"
             )
         self.report = prepare_features(
-            self.root, self.features_dir, self.extractor, self.class_names, self.annotation_tolerance
+            self.root,
+            self.features_dir,
+            self.extractor,
+            self.class_names,
+            self.annotation_tolerance if self.strict_annotations else None,
         )
 
 
@@ -146,10 +199,12 @@ def prepare_features(
     features_dir: Path,
     extractor: SnippetFeatureExtractor,
     classes: Sequence[str] = THUMOS14_CLASSES,
-    annotation_tolerance: float = 1.0,
+    strict_tolerance: float | None = None,
 ):
     """Validate the raw layout, extract features of every annotated video that lacks them, and
-    write the JSON database and an extraction report into ``features_dir``."""
+    write the JSON database and an extraction report into ``features_dir``. Segments are fitted
+    into their video (clipped or dropped, each logged and listed in the report); with
+    ``strict_tolerance`` (seconds) a segment dropped or clipped by more than that is an error."""
     features_dir = Path(features_dir)
     remove_stale_temporaries(features_dir)  # .npy temporaries of a killed extraction
     settings_file = features_dir / "extractor.json"
@@ -177,29 +232,38 @@ def prepare_features(
             )
             paths[name] = path
             videos[name] = (subset, segs)
-    report = extractor.extract_videos(paths, features_dir)
+    # durations first: annotations are fitted (or, strictly, refused) before hours of extraction
+    durations, unreadable, fitted, fixes = {}, {}, {}, []
+    for name, (_, segs) in videos.items():
+        try:
+            durations[name] = video_duration(paths[name])
+        except VideoDecodeError as err:
+            unreadable[name] = str(err)
+            continue
+        fitted[name], found = fit_video_segments(segs, durations[name])
+        if strict_tolerance is not None:
+            refuse_segment_fixes(found, strict_tolerance)
+        fixes += found
+    report = extractor.extract_videos({n: p for n, p in paths.items() if n not in unreadable}, features_dir)
+    report.unreadable.update(unreadable)
     index = {c: i for i, c in enumerate(classes)}
     database = {}
-    for name, (subset, segs) in videos.items():
+    for name, (subset, _) in videos.items():
         if name in report.unreadable:
             continue
-        try:
-            duration = video_duration(paths[name])
-        except VideoDecodeError as err:
-            report.unreadable[name] = str(err)
-            continue
-        check_durations(segs, duration, paths[name], annotation_tolerance)
-        actions = [s for s in segs if s.label != AMBIGUOUS]
+        actions = [s for s in fitted[name] if s.label != AMBIGUOUS]
+        ambiguous = [s for s in fitted[name] if s.label == AMBIGUOUS]
         database[name] = {
             "subset": subset,
-            "duration": duration,
+            "duration": durations[name],
             "fps": extractor.fps,
-            "segments": np.array([[s.start, min(s.end, duration)] for s in actions]).reshape(-1, 2),
+            "segments": np.array([[s.start, s.end] for s in actions]).reshape(-1, 2),
             "labels": np.array([index[s.label] for s in actions], dtype=np.int64),
-            "ambiguous": np.array([[s.start, min(s.end, duration)] for s in segs if s.label == AMBIGUOUS]).reshape(
-                -1, 2
-            ),
+            "ambiguous": np.array([[s.start, s.end] for s in ambiguous]).reshape(-1, 2),
         }
+    fixes.sort(key=lambda f: (str(f.file), f.line or 0))
+    for fix in fixes:
+        log.warning("%s", fix.describe())
     atomic_write_json(features_dir / DATABASE_NAME, annotation_database(database, classes, "thumos14-extracted"))
     atomic_write_json(
         features_dir / "extraction_report.json",
@@ -207,9 +271,17 @@ def prepare_features(
             "extracted": len(report.extracted),
             "already_done": len(report.skipped_existing),
             "unreadable": report.unreadable,
+            **segment_fix_report(fixes),
         },
     )
+    report.segment_fixes = fixes
     log.info("Feature extraction into %s: %s", features_dir, report.summary())
+    if fixes:
+        warnings.warn(
+            f"{len(fixes)} annotated segments lie (partly) past the end of their video: clipped or dropped "
+            f"(listed in {features_dir / 'extraction_report.json'})",
+            stacklevel=2,
+        )
     if report.unreadable:
         warnings.warn(
             f"{len(report.unreadable)} unreadable videos skipped (listed in {features_dir / 'extraction_report.json'})",

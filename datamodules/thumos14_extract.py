@@ -81,11 +81,13 @@ class ExtractionReport:
     extracted: list[str] = field(default_factory=list)
     skipped_existing: list[str] = field(default_factory=list)
     unreadable: dict[str, str] = field(default_factory=dict)
+    segment_fixes: list = field(default_factory=list)  # thumos14_annotations.SegmentFix, set by prepare_features
 
     def summary(self) -> str:
+        fixed = f", {len(self.segment_fixes)} annotated segments fitted into their video" if self.segment_fixes else ""
         return (
             f"{len(self.extracted)} extracted, {len(self.skipped_existing)} already done, "
-            f"{len(self.unreadable)} unreadable"
+            f"{len(self.unreadable)} unreadable{fixed}"
         )
 
 

@@ -23,8 +23,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from core.data import DataFormatError, line_of_key, resolve_inside
 from datamodules.thumos14_annotations import (  # re-exported: the published formats
+    PUBLISHED_VIDEOS,
     THUMOS14_CLASSES,
+    SegmentFix,
+    describe_defect,
     read_annotation_database,
+    refuse_segment_fixes,
+    segment_fix_report,
 )
 
 log = logging.getLogger(__name__)
@@ -131,7 +136,10 @@ class Thumos14FeaturesDataModule(pl.LightningDataModule):
     early stopping) uses ``val_fraction`` of the training videos, held out by video with
     ``split_seed``; ``val_subset`` names another subset instead, and naming the test subset there
     is refused unless ``allow_test_selection`` is true (numbers selected on the test split are
-    biased upward)."""
+    biased upward). A segment that ends past its video's ``duration`` is clipped to it, one that
+    lies at or after the end dropped; each is logged once and counted in ``data_report`` (and so
+    in metrics.json). ``strict_annotations`` refuses, instead, any segment dropped or clipped by
+    more than ``annotation_tolerance`` seconds."""
 
     def __init__(
         self,
@@ -151,6 +159,8 @@ class Thumos14FeaturesDataModule(pl.LightningDataModule):
         val_fraction: float = 0.2,
         split_seed: int = 0,
         allow_test_selection: bool = False,
+        strict_annotations: bool = False,
+        annotation_tolerance: float = 1.0,
     ):
         super().__init__()
         if val_subset is not None and val_subset == test_subset and not allow_test_selection:
@@ -172,11 +182,64 @@ class Thumos14FeaturesDataModule(pl.LightningDataModule):
         self.feat_stride, self.num_frames = feat_stride, num_frames
         self.subsets = {"fit": train_subset, "validate": val_subset, "test": test_subset}
         self.batch_size, self.num_workers = batch_size, num_workers
+        self.strict_annotations, self.annotation_tolerance = bool(strict_annotations), float(annotation_tolerance)
         self.videos: dict[str, dict[str, Any]] = {}
         self.datasets: dict[str, SnippetFeatureDataset] = {}
+        self.segment_fixes: list[SegmentFix] = []
+        self.earlier_report = segment_fix_report([])  # fixes found before setup (the raw form's extraction)
+
+    @property
+    def data_report(self) -> dict[str, Any]:
+        """What the run reports about its data (core.training writes it into metrics.json): the
+        segments clipped to, or dropped at, their video's end."""
+        report = segment_fix_report(self.segment_fixes)
+        return {key: self.earlier_report[key] + value for key, value in report.items()}
+
+    def read_videos(self) -> dict[str, dict[str, Any]]:
+        """The database with every segment fitted into its video; each change is logged once."""
+        fixes: list[SegmentFix] = []
+        videos = read_annotation_database(self.annotation_file, self.class_names, fixes)
+        if self.strict_annotations:
+            refuse_segment_fixes(fixes, self.annotation_tolerance)
+        if fixes and not self.segment_fixes:
+            log.warning("%d annotated segments do not fit inside their video:", len(fixes))
+            for fix in fixes:
+                log.warning("  %s", fix.describe())
+        self.segment_fixes = fixes
+        return videos
+
+    def download_inventory(self):
+        """For ``python -m datamodules.check``: the feature array of every database video, the
+        videos per subset against the official counts, and the segments past their video's end."""
+        from datamodules.check import DownloadInventory, ReferencedFile
+
+        fixes: list[SegmentFix] = []
+        videos = read_annotation_database(self.annotation_file, self.class_names, fixes)
+        arrays = {}
+        for name in videos:
+            line = line_of_key(self.annotation_file, name)
+            path = resolve_inside(self.features_dir, name, self.annotation_file, line, ".npy")
+            arrays[path] = ReferencedFile(path, f"{self.annotation_file}:{line}: database.{name}")
+        counts = {
+            f"{subset} videos": (sum(v["subset"] == subset for v in videos.values()), published)
+            for subset, published in PUBLISHED_VIDEOS.items()
+        }
+        width = self.feature_dim * len(self.modalities)
+
+        def review(facts: dict[Path, dict[str, Any]]) -> tuple[list[str], list[str]]:
+            problems = [
+                f"{path}: shape {facts[path]['shape']}, expected (T, {width}) = {len(self.modalities)} streams x "
+                f"{self.feature_dim} (referenced by {ref.referenced_by})"
+                for path, ref in arrays.items()
+                if path in facts and (len(facts[path]["shape"]) != 2 or facts[path]["shape"][1] != width)
+            ]
+            return problems, []
+
+        defects = [describe_defect(fix, self.annotation_file) for fix in fixes]
+        return DownloadInventory(files=list(arrays.values()), counts=counts, defects=defects, review=review)
 
     def setup(self, stage: str | None = None) -> None:
-        self.videos = read_annotation_database(self.annotation_file, self.class_names)
+        self.videos = self.read_videos()
         for name in self.videos:  # a database key names a file inside features_dir, nothing else
             resolve_inside(
                 self.features_dir, name, self.annotation_file, line_of_key(self.annotation_file, name), ".npy"

@@ -102,10 +102,12 @@ class ClassFolderDataModule(FineGrainedDataModule):
 
 class Herbarium2019DataModule(ClassFolderDataModule):
     """Herbarium 2019 (NYBG): ``train/<category id>/<image>``, ``validation/<category id>/<image>``,
-    ``test/<image>`` (submission id: the file name's stem)."""
+    ``test/<image>``. Submission id: the whole file name, ``00123.jpg`` (herbarium_comp README_2019.md:
+    "use the entire filename, e.g. 00123.jpg as the Id column")."""
 
     def __init__(self, root: str, num_classes: int, **kwargs: Any) -> None:
         kwargs.setdefault("val_dir", "validation")
+        kwargs.setdefault("test_id", "name")
         super().__init__(root, num_classes, **kwargs)
 
 

@@ -2,7 +2,7 @@
 backgrounds, in the layout ``datamodules.facemesh`` reads (documented there and in docs/facemesh.md).
 
 The parametric face: a head-shaped surface over the topology's (u, v) coordinates
-(``tasks.facemesh.topology``) deformed by 8 shape coefficients (width, height, depth, jaw, nose,
+(``datamodules.face_topology``) deformed by 8 shape coefficients (width, height, depth, jaw, nose,
 cheeks, chin, forehead) and 4 expression coefficients (mouth open, smile, brow raise, pucker),
 rotated by a pose (yaw, pitch, roll), lit by a directional + ambient light and textured in (u, v)
 (skin tone, eyes with iris, brows, lips, nostrils, hairline, smooth skin variation). Faces are drawn
@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from core.io import atomic_write_json, atomic_write_text
-from tasks.facemesh.topology import FEATURES, KEYPOINT_UV, face_topology
+from datamodules.face_topology import FEATURES, KEYPOINT_UV, face_topology
 
 NUM_SHAPE = 8
 NUM_EXPRESSION = 4

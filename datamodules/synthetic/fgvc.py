@@ -334,7 +334,7 @@ def write_herbarium2019(
         first_class,
         class_step,
     )
-    _write_csv(root / "solution.csv", ["Id", "Predicted"], [(Path(n).stem, c) for n, c in solution])
+    _write_csv(root / "solution.csv", ["Id", "Category"], solution)
     return root
 
 

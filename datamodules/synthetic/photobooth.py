@@ -9,7 +9,9 @@ so the controls are learnable from the pixels.
 - :func:`write_face_expressions`: face crops with ``<split>.csv`` (image, expression, eyes_closed,
   talking, attending), or class folders ``<split>/<expression>/*.png``.
 - :func:`write_photobooth_clips`: mp4 clips of several faces with per-frame labels and the
-  labelled best moments (``<split>.json``), including kisses (two faces in profile touching).
+  labelled best moments (``<split>.json``), including kisses (two faces in profile touching); each
+  face's expression ``intensity`` and ``importance`` (:func:`face_importance`: size, position, gaze,
+  expression) and each frame's ``kiss_quality`` are written too.
 """
 
 from __future__ import annotations
@@ -276,6 +278,20 @@ def render_clip_frame(
     return image, boxes
 
 
+def face_importance(box, face: FaceControls, width: int, height: int) -> float:
+    """How much a face counts for its frame (the attention label): its area, times a centre weight
+    (a Gaussian of the box centre's distance from the frame centre, sd 0.35 of the frame), times its
+    gaze (a face looking away counts 0.3) and its expression (1 + intensity for a key expression).
+    Size alone does not give it: a large face at the edge looking away counts less than a centred one."""
+    x0, y0, x1, y1 = box
+    area = (x1 - x0) * (y1 - y0)
+    dx, dy = ((x0 + x1) / 2 / width - 0.5), ((y0 + y1) / 2 / height - 0.5)
+    centre = float(np.exp(-(dx * dx + dy * dy) / (2 * 0.35**2)))
+    gaze = 1.0 if face.attending else 0.3
+    shown = face.intensity if face.expression != "neutral" and face.intensity >= 0.5 else 0.0
+    return float(area * centre * gaze * (1.0 + shown))
+
+
 def write_photobooth_clips(
     root: str | Path,
     train_clips: int = 24,
@@ -321,10 +337,14 @@ def write_photobooth_clips(
                                 "eyes_closed": bool(f.eyes_closed),
                                 "talking": bool(f.talking),
                                 "attending": bool(f.attending),
+                                "intensity": round(float(f.intensity), 4) if f.intensity >= 0.5 else 0.0,
+                                "importance": round(face_importance(box, f, width, height), 3),
                             }
                             for box, f in zip(boxes, faces_t)
                         ],
                         "kiss": bool(kiss_frames[t]),
+                        # how good the kiss is: the moment's intensity, highest on its best frame
+                        "kiss_quality": round(float(faces[0][t].intensity), 4) if kiss_frames[t] else 0.0,
                         "blurred": bool(blur[t] > 0),
                     }
                 )

@@ -62,11 +62,12 @@ def _network_from_checkpoint(path: Path) -> nn.Module:
     """The ``task.model`` of a classification checkpoint (ImageClassificationTask or a subclass such
     as the EfficientNet task), rebuilt from its saved hyper-parameters and ``model.*`` weights, so
     any task class that trains a timm classifier works."""
+    from core.checkpoint import URL_SCHEME, read_checkpoint
     from core.registry import register_models
 
-    if not path.exists():
+    if not URL_SCHEME.match(str(path)) and not path.exists():
         raise FileNotFoundError(f"ckpt_path={path}: no such checkpoint file")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = read_checkpoint(path)
     hparams = checkpoint.get("hyper_parameters") or {}
     missing = [k for k in ("backbone", "num_classes") if k not in hparams]
     if missing:

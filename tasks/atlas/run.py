@@ -5,18 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from core.training import instantiate_group
+from core.training import instantiate_group, seed_run
 from tasks.atlas.builder import atlas_dataset
 
 
 def build_atlas(cfg: DictConfig) -> dict[str, Any]:
     """Collect, lay out, render and write the atlas into the run directory; returns its summary."""
-    if cfg.get("seed") is not None:
-        pl.seed_everything(cfg.seed)
+    seed_run(cfg)
     datamodule = instantiate(cfg.data)
     dataset = atlas_dataset(datamodule, cfg.atlas.split)
     stats = {k: list(getattr(datamodule, k)) for k in ("mean", "std") if hasattr(datamodule, k)}

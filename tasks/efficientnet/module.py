@@ -17,6 +17,8 @@ WEIGHT_DECAY_EXCLUDE = ("norm", "norm_and_bias")
 class EfficientNetTask(ImageClassificationTask):
     """``ImageClassificationTask`` plus:
 
+    - ``batch_size``: the per-device batch size (``${data.batch_size}``), known to the task so the
+      learning rate scales without reading the DataModule back;
     - ``lr_reference_batch_size``: when set, ``optimizer.lr`` is the rate per that many images,
       scaled by the global batch (batch size x devices x accumulation): 0.016 per 256 images;
     - ``weight_decay_exclude``: ``norm`` decays every weight but the normalization layers' (the
@@ -25,26 +27,45 @@ class EfficientNetTask(ImageClassificationTask):
 
     def __init__(
         self,
-        *args: Any,
+        backbone: str,
+        num_classes: int,
+        image_size: int,
+        batch_size: int,
+        backbone_kwargs: dict[str, Any] | None = None,
+        pretrained_path: str | None = None,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        label_smoothing: float = 0.0,
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        channels_last: bool = False,
         lr_reference_batch_size: int | None = None,
         weight_decay_exclude: str = "norm",
-        **kwargs: Any,
     ) -> None:
         if weight_decay_exclude not in WEIGHT_DECAY_EXCLUDE:
             raise ValueError(
                 f"task.weight_decay_exclude={weight_decay_exclude!r}: choose one of {WEIGHT_DECAY_EXCLUDE}"
             )
-        super().__init__(*args, **kwargs)
+        if batch_size <= 0:
+            raise ValueError(f"task.batch_size={batch_size}: must be positive (it is ${{data.batch_size}})")
+        super().__init__(
+            backbone=backbone,
+            num_classes=num_classes,
+            image_size=image_size,
+            backbone_kwargs=backbone_kwargs,
+            pretrained_path=pretrained_path,
+            drop_rate=drop_rate,
+            drop_path_rate=drop_path_rate,
+            label_smoothing=label_smoothing,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            channels_last=channels_last,
+        )
         self.save_hyperparameters()
 
     def global_batch_size(self) -> int:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        per_device = int(getattr(datamodule, "batch_size", 0) or 0)
-        if per_device <= 0:
-            raise ValueError(
-                "task.lr_reference_batch_size needs the DataModule's batch_size to scale the learning rate"
-            )
-        return per_device * self.trainer.world_size * self.trainer.accumulate_grad_batches
+        """Images per optimizer step: the per-device batch x devices x gradient accumulation."""
+        return self.hparams.batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
 
     def scaled_lr(self) -> float:
         """``optimizer.lr``, read as the rate per ``lr_reference_batch_size`` images when that is set."""

@@ -61,9 +61,13 @@ def anchors_xyxy(anchors: torch.Tensor) -> torch.Tensor:
     return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
 
 
-def encode(boxes: torch.Tensor, keypoints: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+def encode(
+    boxes: torch.Tensor, keypoints: torch.Tensor, anchors: torch.Tensor, coding: str = "ssd", input_size: int = 128
+) -> torch.Tensor:
     """Regression targets (..., 4 + 2K) of normalized xyxy ``boxes`` (..., 4) and keypoints
-    (..., K, 2) against matched ``anchors`` (..., 4 cx cy w h)."""
+    (..., K, 2) against matched ``anchors`` (..., 4 cx cy w h), in the detector's ``coding``."""
+    if coding == "mediapipe":
+        return _encode_mediapipe(boxes, keypoints, anchors, input_size)
     cx, cy = (boxes[..., 0] + boxes[..., 2]) / 2, (boxes[..., 1] + boxes[..., 3]) / 2
     w = (boxes[..., 2] - boxes[..., 0]).clamp_min(1e-6)
     h = (boxes[..., 3] - boxes[..., 1]).clamp_min(1e-6)
@@ -81,8 +85,12 @@ def encode(boxes: torch.Tensor, keypoints: torch.Tensor, anchors: torch.Tensor) 
     return torch.cat([box, kp.flatten(-2)], -1)
 
 
-def decode(regression: torch.Tensor, anchors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def decode(
+    regression: torch.Tensor, anchors: torch.Tensor, coding: str = "ssd", input_size: int = 128
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Inverse of :func:`encode`: (boxes (..., 4) normalized xyxy, keypoints (..., K, 2))."""
+    if coding == "mediapipe":
+        return _decode_mediapipe(regression, anchors, input_size)
     acx, acy, aw, ah = anchors.unbind(-1)
     cx = regression[..., 0] * CENTER_VARIANCE * aw + acx
     cy = regression[..., 1] * CENTER_VARIANCE * ah + acy
@@ -92,3 +100,23 @@ def decode(regression: torch.Tensor, anchors: torch.Tensor) -> tuple[torch.Tenso
     kp = regression[..., 4:].unflatten(-1, (-1, 2))
     keypoints = kp * CENTER_VARIANCE * anchors[..., None, 2:] + anchors[..., None, :2]
     return boxes, keypoints
+
+
+# MediaPipe's coding (face_detection_short_range_common.pbtxt: TensorsToDetectionsCalculator with
+# x/y/w/h_scale = 128, fixed_anchor_size, reverse_output_order): the network outputs the box centre and
+# the keypoints as offsets from the anchor's centre, and the box size, all in input pixels.
+
+
+def _decode_mediapipe(regression: torch.Tensor, anchors: torch.Tensor, input_size: int):
+    centre = anchors[..., None, :2]
+    xy = regression[..., 4:].unflatten(-1, (-1, 2)) / input_size + centre
+    c = regression[..., :2] / input_size + anchors[..., :2]
+    half = regression[..., 2:4] / input_size / 2
+    return torch.cat([c - half, c + half], -1), xy
+
+
+def _encode_mediapipe(boxes: torch.Tensor, keypoints: torch.Tensor, anchors: torch.Tensor, input_size: int):
+    centre, size = (boxes[..., :2] + boxes[..., 2:]) / 2, boxes[..., 2:] - boxes[..., :2]
+    box = torch.cat([centre - anchors[..., :2], size], -1) * input_size
+    kp = (keypoints - anchors[..., None, :2]) * input_size
+    return torch.cat([box, kp.flatten(-2)], -1)

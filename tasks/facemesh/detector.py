@@ -5,8 +5,9 @@
     for boxes, keypoints, scores in detector.detect_faces(frames):   # frames: (B, H, W, 3) uint8 RGB
         ...  # boxes (K, 4) x0 y0 x1 y1 pixels, keypoints (K, 6, 2) pixels, scores (K,)
 
-Images of any size are letterboxed (scaled so the longer side is the detector's input size, padded
-right/bottom) and the results mapped back to their pixels. The six keypoints are, in order: right
+Images of any size are letterboxed (scaled so the longer side is the detector's input size; padded
+right/bottom for a detector trained here, centred for MediaPipe's) and the results mapped back to their
+pixels. The six keypoints are, in order: right
 eye, left eye, nose tip, mouth centre, right ear tragion, left ear tragion (the subject's sides)."""
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from datamodules.face_alignment import letterbox, warp_crops
 from tasks.facemesh.anchors import decode, generate_anchors
-from tasks.facemesh.model import BlazeFace
 from tasks.facemesh.postprocess import MAX_DETECTIONS, candidates, weighted_nms
 
 Detections = list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -40,20 +40,28 @@ def to_batch(images) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float() / 255.0
 
 
-def letterbox(images: torch.Tensor, size: int) -> tuple[torch.Tensor, float]:
-    """Resize (B, 3, H, W) so the longer side is ``size``, pad right/bottom; returns (batch, scale)."""
-    h, w = images.shape[-2:]
-    scale = size / max(h, w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    if (nh, nw) != (h, w):
-        images = F.interpolate(images, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
-    return F.pad(images, (0, size - nw, 0, size - nh)), scale
+
+
+def detector_input(batch: torch.Tensor, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """The detector's input from (B, 3, H, W) images and the affine (2, 3) from image to input pixels.
+
+    A detector trained here sees the image letterboxed at the top left (as in training); MediaPipe's
+    detector (``coding == "mediapipe"``) sees it centred, bilinear without antialiasing, zeros around it
+    (ImageToTensorCalculator with keep_aspect_ratio, as face_detection_short_range.pbtxt configures it)."""
+    size = model.input_size
+    h, w = batch.shape[-2:]
+    if getattr(model, "coding", "ssd") == "mediapipe":
+        s = size / max(h, w)
+        matrix = torch.tensor([[s, 0.0, size / 2 - s * w / 2], [0.0, s, size / 2 - s * h / 2]], dtype=batch.dtype)
+        return warp_crops(batch, matrix.expand(len(batch), 2, 3), size), matrix
+    x, scale = letterbox(batch, size)
+    return x, torch.tensor([[scale, 0.0, 0.0], [0.0, scale, 0.0]], dtype=batch.dtype)
 
 
 @torch.no_grad()
 def detect_faces(
     images,
-    model: BlazeFace,
+    model: torch.nn.Module,
     score_threshold: float = 0.5,
     iou_threshold: float = 0.3,
     anchors: torch.Tensor | None = None,
@@ -62,7 +70,8 @@ def detect_faces(
     the (at most 100) best anchors scoring >= ``score_threshold``."""
     batch = to_batch(images)
     param = next(model.parameters())
-    x, scale = letterbox(batch.to(param.device, param.dtype), model.input_size)
+    x, matrix = detector_input(batch.float(), model)
+    x = x.to(param.device, param.dtype)
     if anchors is None:
         anchors = generate_anchors(model.input_size)
     anchors = anchors.to(x.device)
@@ -72,21 +81,24 @@ def detect_faces(
         logits, reg = model(x)
     finally:
         model.train(was_training)
-    boxes, kps = decode(reg, anchors)
-    scores = torch.sigmoid(logits)
+    coding = getattr(model, "coding", "ssd")
+    boxes, kps = decode(reg.float(), anchors, coding, model.input_size)
+    scores = torch.sigmoid(logits.float())
     out: Detections = []
-    px = model.input_size / scale
+    size, scale, shift = model.input_size, float(matrix[0, 0]), matrix[:, 2].to(x.device)
     for b in range(len(x)):
         keep = candidates(scores[b], score_threshold, MAX_DETECTIONS)
         bb, kk, ss = weighted_nms(boxes[b][keep], kps[b][keep], scores[b][keep], iou_threshold)
-        out.append(((bb * px).cpu(), (kk * px).cpu(), ss.cpu()))
+        bb = (bb * size - shift.repeat(2)) / scale
+        kk = (kk * size - shift) / scale
+        out.append((bb.cpu(), kk.cpu(), ss.cpu()))
     return out
 
 
 class FaceDetector:
     """A trained BlazeFace with its thresholds; ``detect_faces(images)`` as in the module docstring."""
 
-    def __init__(self, model: BlazeFace, score_threshold: float = 0.5, iou_threshold: float = 0.3):
+    def __init__(self, model: torch.nn.Module, score_threshold: float = 0.5, iou_threshold: float = 0.3):
         self.model = model.eval()
         self.score_threshold, self.iou_threshold = score_threshold, iou_threshold
         self.anchors = generate_anchors(model.input_size)
@@ -94,9 +106,10 @@ class FaceDetector:
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs) -> FaceDetector:
         """The detector of a face-mesh checkpoint (``tasks.facemesh.module.FaceMeshTask``)."""
+        from core.checkpoint import load_task
         from tasks.facemesh.module import FaceMeshTask
 
-        task = FaceMeshTask.load_from_checkpoint(path, map_location="cpu")
+        task = load_task(path, FaceMeshTask)
         kwargs.setdefault("score_threshold", task.hparams.score_threshold)
         kwargs.setdefault("iou_threshold", task.hparams.nms_iou_threshold)
         return cls(task.detector, **kwargs)

@@ -46,6 +46,8 @@ def detector_loss(
     boxes: torch.Tensor,
     keypoints: torch.Tensor,
     valid: torch.Tensor,
+    coding: str = "ssd",
+    input_size: int = 128,
 ) -> dict[str, torch.Tensor]:
     """Focal loss over anchors (RetinaNet's alpha 0.25, gamma 2) and smooth-L1 on the coded box and
     keypoints of positive anchors, both divided by the number of positives."""
@@ -56,7 +58,7 @@ def detector_loss(
     cls = (cls * (labels >= 0)).sum() / num_pos
     bi, ai = torch.nonzero(pos, as_tuple=True)
     if len(bi):
-        target = encode(boxes[bi, gt[bi, ai]], keypoints[bi, gt[bi, ai]], anchors[ai])
+        target = encode(boxes[bi, gt[bi, ai]], keypoints[bi, gt[bi, ai]], anchors[ai], coding, input_size)
         reg = F.smooth_l1_loss(regression[bi, ai], target, reduction="sum", beta=1.0 / 9) / num_pos
     else:
         reg = regression.sum() * 0.0

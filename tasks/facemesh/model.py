@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tasks.facemesh.anchors import NUM_KEYPOINTS, anchors_per_map
+from tasks.facemesh.mediapipe_nets import MediaPipeBlazeFace, MediaPipeFaceMesh
 
 # --- blocks ---------------------------------------------------------------------------------------
 
@@ -216,9 +217,28 @@ def facemesh(
 ) -> FaceMeshNet:
     """The ``light`` or ``full`` mesh network (``input_size`` overrides the variant's crop size)."""
     if variant not in MESH_VARIANTS:
-        raise ValueError(f"unknown face-mesh variant {variant!r}; choose from {sorted(MESH_VARIANTS)}")
+        raise ValueError(f"unknown face-mesh variant {variant!r}; choose from {sorted(MESH_VARIANTS) + ['mediapipe']}")
     size, stages = MESH_VARIANTS[variant]
     return FaceMeshNet(num_points, input_size or size, stages, template=template)
+
+
+def detector_network(variant: str = "blazeface", input_size: int = 128) -> nn.Module:
+    """The detector: ``blazeface`` (this project's, trained here) or ``mediapipe`` (the published
+    short-range BlazeFace, weights from tasks.facemesh.import_mediapipe)."""
+    if variant == "blazeface":
+        return blazeface_front(input_size)
+    if variant == "mediapipe":
+        return MediaPipeBlazeFace(input_size)
+    raise ValueError(f"unknown detector variant {variant!r}; choose from ['blazeface', 'mediapipe']")
+
+
+def mesh_network(
+    variant: str = "light", num_points: int = 468, input_size: int | None = None, template: torch.Tensor | None = None
+) -> nn.Module:
+    """The mesh network: ``light`` / ``full`` (trained here) or ``mediapipe`` (the published 192 px model)."""
+    if variant == "mediapipe":
+        return MediaPipeFaceMesh(num_points, input_size or 192)
+    return facemesh(variant, num_points, input_size, template)
 
 
 def count_parameters(module: nn.Module) -> int:

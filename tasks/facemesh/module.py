@@ -23,13 +23,14 @@ import torch
 from core.io import atomic_path, atomic_write_json
 from core.media import log_image, log_video
 from core.optim import configure_optimizers
-from tasks.facemesh.alignment import DEFAULT_CROP_SCALE
+from core.weights import load_pretrained
+from datamodules.face_alignment import DEFAULT_CROP_SCALE
+from datamodules.face_topology import FaceTopology, face_topology
 from tasks.facemesh.anchors import decode, generate_anchors
 from tasks.facemesh.losses import detector_loss, mesh_loss
 from tasks.facemesh.metrics import DetectorAP50, InterOcularNME
-from tasks.facemesh.model import blazeface_front, count_parameters, facemesh
+from tasks.facemesh.model import count_parameters, detector_network, mesh_network
 from tasks.facemesh.postprocess import MAX_DETECTIONS, candidates, weighted_nms
-from tasks.facemesh.topology import face_topology
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,10 @@ def mesh_template(num_points: int) -> torch.Tensor:
 
 class FaceMeshTask(pl.LightningModule):
     """BlazeFace detector + face-mesh regressor (``variant`` light or full, on ``crop_size`` crops).
+
+    ``variant="mediapipe"`` / ``detector_variant="mediapipe"`` are MediaPipe's published networks (their
+    weights come from ``python -m tasks.facemesh.import_mediapipe``), with ``topology`` its canonical
+    468-vertex mesh; ``pretrained_path`` starts from such a checkpoint (fine-tuning).
 
     Loss = detector_weight * (focal + box/keypoint smooth-L1) + points_weight * masked L1 of the
     points (contour points weighted by ``contour_weight``, z by ``z_weight``) + flag_weight * face
@@ -77,12 +82,18 @@ class FaceMeshTask(pl.LightningModule):
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
         sample_images: int = 8,
+        detector_variant: str = "blazeface",
+        topology: dict[str, Any] | None = None,
+        pretrained_path: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.topology = face_topology(num_points)
-        self.detector = blazeface_front(detector_size)
-        self.mesh = facemesh(variant, num_points, crop_size, template=mesh_template(num_points))
+        self.topology = FaceTopology.from_json(topology) if topology else face_topology(num_points)
+        if self.topology.num_points != num_points:
+            raise ValueError(f"topology has {self.topology.num_points} points but num_points={num_points}")
+        self.detector = detector_network(detector_variant, detector_size)
+        template = mesh_template(num_points) if self.topology.uv is not None else None
+        self.mesh = mesh_network(variant, num_points, crop_size, template=template)
         self.register_buffer("anchors", generate_anchors(detector_size), persistent=False)
         corners = self.topology.eye_corners
         for stage in ("val", "test"):
@@ -90,6 +101,8 @@ class FaceMeshTask(pl.LightningModule):
             setattr(self, f"{stage}_nme_contour", InterOcularNME(corners))
             setattr(self, f"{stage}_ap", DetectorAP50())
         self.bootstrap_done = 0
+        if pretrained_path:  # e.g. the imported MediaPipe checkpoint, to fine-tune
+            load_pretrained(self, pretrained_path, prefixes=())
         log.info(
             "face mesh: detector %d params, %s mesh %d params (%d px crops)",
             count_parameters(self.detector),
@@ -107,7 +120,16 @@ class FaceMeshTask(pl.LightningModule):
     def losses(self, batch: dict) -> tuple[dict[str, torch.Tensor], tuple]:
         logits, reg = self.detector(batch["det_image"])
         points, face_logit = self.mesh(batch["crop"])
-        parts = detector_loss(logits, reg, self.anchors, batch["det_boxes"], batch["det_keypoints"], batch["det_valid"])
+        parts = detector_loss(
+            logits,
+            reg,
+            self.anchors,
+            batch["det_boxes"],
+            batch["det_keypoints"],
+            batch["det_valid"],
+            getattr(self.detector, "coding", "ssd"),
+            self.hparams.detector_size,
+        )
         parts.update(mesh_loss(points, face_logit, batch, self.hparams.z_weight, self.hparams.contour_weight))
         h = self.hparams
         parts["total"] = (
@@ -181,7 +203,7 @@ class FaceMeshTask(pl.LightningModule):
             getattr(self, f"{stage}_nme_contour").update(
                 points[contour], batch["points"][contour], batch["point_mask"][contour]
             )
-        boxes, _ = decode(reg, self.anchors)
+        boxes, _ = decode(reg, self.anchors, getattr(self.detector, "coding", "ssd"), self.hparams.detector_size)
         scores = torch.sigmoid(logits)
         size = float(self.hparams.detector_size)
         preds, targets = [], []

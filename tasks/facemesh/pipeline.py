@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from core.io import atomic_write_text
-from tasks.facemesh.alignment import alignment_params, crop_matrix, invert_affine, transform_points, warp_crops
+from datamodules.face_alignment import alignment_params, crop_matrix, invert_affine, transform_points, warp_crops
+from datamodules.face_topology import FaceTopology, face_topology
 from tasks.facemesh.detector import detect_faces, to_batch
 from tasks.facemesh.smoothing import OneEuroFilter
-from tasks.facemesh.topology import FaceTopology, face_topology
 
 
 @dataclass
@@ -61,8 +61,14 @@ class FaceMeshPipeline:
         if self.topology is None:
             self.topology = face_topology(self.mesh.num_points)
         uv = self.topology.uv
-        self.box_region = np.flatnonzero((np.abs(uv[:, 0]) <= 0.6) & (uv[:, 1] <= 0.6))
-        self.eye_sets = (np.array(self.topology.contours["right_eye"]), np.array(self.topology.contours["left_eye"]))
+        if uv is None:
+            # MediaPipe's face_landmark_landmarks_to_roi: the box of all points, rotation from the outer
+            # eye corners (33 -> 263).
+            self.box_region = np.arange(self.topology.num_points)
+            self.eye_sets = tuple(np.array([i]) for i in self.topology.eye_corners)
+        else:
+            self.box_region = np.flatnonzero((np.abs(uv[:, 0]) <= 0.6) & (uv[:, 1] <= 0.6))
+            self.eye_sets = tuple(np.array(self.topology.contours[k]) for k in ("right_eye", "left_eye"))
 
     @classmethod
     def from_task(cls, task, **kwargs) -> FaceMeshPipeline:

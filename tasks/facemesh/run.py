@@ -107,6 +107,7 @@ def _run(
 ) -> dict:
     import cv2
 
+    from core.checkpoint import load_task
     from core.io import atomic_path
     from tasks.facemesh.module import FaceMeshTask
     from tasks.facemesh.pipeline import FaceMeshPipeline, draw_mesh, smooth_track, write_obj
@@ -114,8 +115,7 @@ def _run(
     input_path = Path(input_path)
     if not input_path.exists():
         raise FileNotFoundError(f"{input_path}: input image or video does not exist")
-    if not Path(checkpoint).exists():
-        raise FileNotFoundError(f"{checkpoint}: checkpoint does not exist")
+    task = load_task(checkpoint, FaceMeshTask).eval()  # weights only; another task's checkpoint is refused
     suffix = input_path.suffix.lower()
     if suffix not in VIDEO_SUFFIXES | IMAGE_SUFFIXES:
         raise ValueError(
@@ -124,7 +124,6 @@ def _run(
         )
     out = Path(out) if out else input_path.parent / f"{input_path.stem}_facemesh"
     out.mkdir(parents=True, exist_ok=True)
-    task = FaceMeshTask.load_from_checkpoint(checkpoint, map_location="cpu").eval()
     pipeline = FaceMeshPipeline.from_task(task)
     topo = pipeline.topology
     stem = input_path.stem

@@ -129,17 +129,29 @@ class Competition:
     k: int = 1
     higher_is_better: bool = False
     metric_name: str = ""
+    # other (id, label) column names the competition's own pages or files use; read, never written
+    other_headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        return ((self.id_column, self.label_column), *self.other_headers)
 
 
+# Headers and id forms as each competition published them (docs/fgvc.md, "Submission files", names
+# the source of each): the first pair is what a run writes.
 COMPETITIONS: dict[str, Competition] = {
     "inaturalist2019": Competition("inaturalist2019", "id", "predicted", "topk", 1, False, "top1_error"),
-    "herbarium2019": Competition("herbarium2019", "Id", "Predicted", "topk", 1, False, "top1_error"),
-    "ifood2019": Competition("ifood2019", "img_name", "label", "topk", 3, False, "top3_error"),
+    "herbarium2019": Competition("herbarium2019", "Id", "Category", "topk", 1, False, "top1_error"),
+    "ifood2019": Competition(
+        "ifood2019", "img_name", "label", "topk", 3, False, "top3_error", (("image_name", "label1 label2 label3"),)
+    ),
     "imaterialist_product2019": Competition(
         "imaterialist_product2019", "id", "predicted", "topk", 3, False, "top3_error"
     ),
     "imet2019": Competition("imet2019", "id", "attribute_ids", "multilabel", 0, True, "f2"),
-    "iwildcam2019": Competition("iwildcam2019", "Id", "Category", "macro_f1", 1, True, "macro_f1"),
+    "iwildcam2019": Competition(
+        "iwildcam2019", "Id", "Predicted", "macro_f1", 1, True, "macro_f1", (("Id", "Category"),)
+    ),
     "icassava2019": Competition("icassava2019", "Id", "Category", "accuracy", 1, True, "accuracy"),
 }
 
@@ -161,8 +173,29 @@ def submission_text(comp: Competition, ids: Sequence[str], labels: Sequence[Sequ
     return buffer.getvalue()
 
 
+def is_index_column(name: str) -> bool:
+    """A pandas ``to_csv(index=True)`` column: an empty name (``,Id,Category``) or ``Unnamed: <n>``."""
+    name = name.strip()
+    return name == "" or name.startswith("Unnamed:")
+
+
+def header_columns(header: Sequence[str] | None, comp: Competition) -> tuple[int, int] | None:
+    """Positions of the (id, label) columns of one of the competition's headers, in any order and
+    after any leading unnamed index columns; None when the header is none of them."""
+    names = [h.strip() for h in header or ()]
+    start = 0
+    while start < len(names) - 2 and is_index_column(names[start]):
+        start += 1
+    names = names[start:]
+    for id_name, label_name in comp.headers:
+        if len(names) == 2 and set(names) == {id_name, label_name} and id_name != label_name:
+            return start + names.index(id_name), start + names.index(label_name)
+    return None
+
+
 def read_label_file(path: str | Path, comp: Competition, what: str) -> dict[str, list[str]]:
-    """{id: labels} from a submission or solution CSV with the competition's exact header.
+    """{id: labels} from a submission or solution CSV with one of the competition's headers (a
+    leading unnamed index column, as pandas writes one, is skipped).
 
     Raises ValueError naming the file and line for a wrong header, a short row or a repeated id."""
     path = Path(path)
@@ -172,29 +205,35 @@ def read_label_file(path: str | Path, comp: Competition, what: str) -> dict[str,
     with open(path, newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
-        expected = [comp.id_column, comp.label_column]
-        if header is None or [h.strip() for h in header[:2]] != expected:
-            raise ValueError(f"{path}:1: {what} header must be {','.join(expected)!r}, found {header!r}")
+        columns = header_columns(header, comp)
+        if columns is None:
+            accepted = " or ".join(repr(",".join(h)) for h in comp.headers)
+            raise ValueError(f"{path}:1: {what} header must be {accepted}, found {header!r}")
+        id_at, label_at = columns
         for line, row in enumerate(reader, start=2):
             if not row:
                 continue
-            if len(row) < 2:
-                raise ValueError(f"{path}:{line}: expected 2 columns ({','.join(expected)}), found {row!r}")
-            key = row[0].strip()
+            if len(row) != len(header):
+                raise ValueError(f"{path}:{line}: expected {len(header)} columns ({','.join(header)}), found {row!r}")
+            key = row[id_at].strip()
             if key in out:
                 raise ValueError(f"{path}:{line}: id {key!r} appears twice")
-            out[key] = row[1].split()
+            out[key] = row[label_at].split()
     return out
 
 
 def score_files(comp: Competition, submission: str | Path, solution: str | Path) -> float:
     """Score a submission CSV against a solution CSV in the same layout (the solution holds the true
-    label, or the true label set for iMet). Every solution id must be in the submission."""
+    label, or the true label set for iMet). Every solution id must be in the submission, and every
+    submission id in the solution."""
     predicted = read_label_file(submission, comp, "submission")
     truth = read_label_file(solution, comp, "solution")
     missing = [key for key in truth if key not in predicted]
     if missing:
         raise ValueError(f"{submission}: {len(missing)} ids of the solution are missing, e.g. {missing[:3]}")
+    extra = [key for key in predicted if key not in truth]
+    if extra:  # Kaggle refuses a submission with rows it cannot score: another split, or garbled ids
+        raise ValueError(f"{submission}: {len(extra)} ids are not in the solution, e.g. {extra[:3]}")
     keys = list(truth)
     if comp.kind == "multilabel":
         vocabulary = sorted({v for key in keys for v in truth[key] + predicted[key]})
@@ -228,7 +267,11 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print {metric: value} as JSON")
     args = parser.parse_args(list(argv) if argv is not None else None)
     comp = competition(args.competition)
-    value = score_files(comp, args.submission, args.solution)
+    try:
+        value = score_files(comp, args.submission, args.solution)
+    except (FileNotFoundError, ValueError) as err:  # one line naming the file, no trace
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps({comp.metric_name: value}))
     else:

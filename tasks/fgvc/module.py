@@ -23,7 +23,7 @@ from core.weights import load_pretrained, read_state_dict
 from tasks.classification.module import ImageClassificationTask
 from tasks.fgvc import grading
 from tasks.fgvc.metrics import CategorizationAccuracy, MacroF1, SampleF2, TopKError
-from tasks.fgvc.prior import calibrated_posteriors, em_prior, fit_calibration
+from tasks.fgvc.prior import PriorCalibration, em_prior, fit_prior_calibration
 from tasks.fgvc.visualize import confused_pairs, render_confused_pairs
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,8 @@ class FineGrainedTask(ImageClassificationTask):
       features, trained with cross-entropy on each class's group (weight ``taxonomy_weight``); the
       class-to-group table comes from the DataModule's ``taxonomy`` and is saved in the checkpoint.
     - ``prior_adjustment``: ``em`` re-estimates the test split's class priors with EM (Saerens et al.
-      2002) from the unlabeled test posteriors, starting from the training prior; the test metric is
+      2002) from the unlabeled test posteriors, starting from the prior those posteriors carry (the
+      validation split's after ``calibration``, else the sampler's training prior); the test metric is
       logged with and without it, and the priors go to ``priors.json``.
     - ``sequence_average``: average the test posteriors of the frames of one sequence (iWildCam's
       ``seq_id``, from the DataModule's ``test_groups``) before grading.
@@ -228,15 +229,15 @@ class FineGrainedTask(ImageClassificationTask):
             )
             if train_prior.sum() <= 0:
                 raise ValueError("prior_adjustment=em needs the training prior (train first, or give the DataModule)")
-            calibration = self._calibration(datamodule)
+            calibration = self._calibration(datamodule, train_prior)
             em_input = scores
-            if calibration is not None:
-                em_input = calibrated_posteriors(log_posteriors, calibration["temperature"], calibration["biases"])
+            if calibration.mode != "none":
+                em_input = calibration.posteriors(log_posteriors)
                 if self.hparams.sequence_average:
                     em_input = self._sequence_average(em_input, index, datamodule)
-                if labeled:  # calibration alone moves the decision too (its class biases)
+                if labeled:  # calibration alone moves the decision too (the split's prior, class biases)
                     results[f"test/{name}_calibrated"] = grade(self.competition, em_input, targets)
-            estimate = em_prior(em_input, train_prior)
+            estimate = em_prior(em_input, calibration.reference_prior)
             adjusted = estimate.posteriors
             if labeled:
                 results[f"test/{name}_em"] = grade(self.competition, adjusted, targets)
@@ -246,11 +247,16 @@ class FineGrainedTask(ImageClassificationTask):
                 "converged": estimate.converged,
                 "class_names": list(getattr(datamodule, "class_names", []) or []),
                 "train_prior": train_prior.tolist(),
+                "reference_prior": calibration.reference_prior.tolist(),
                 "test_prior": estimate.prior.tolist(),
-                "calibration": self.hparams.calibration if calibration is not None else "none",
+                "calibration": calibration.mode,
             }
-            if calibration is not None:
-                priors.update(temperature=calibration["temperature"], biases=calibration["biases"].tolist())
+            if calibration.mode != "none":
+                priors.update(
+                    temperature=calibration.temperature,
+                    biases=calibration.biases.tolist(),
+                    calibration_split_prior=calibration.split_prior.tolist(),
+                )
             if labeled:
                 priors["true_test_prior"] = (np.bincount(targets, minlength=len(train_prior)) / len(targets)).tolist()
             if self.trainer.is_global_zero:
@@ -259,8 +265,11 @@ class FineGrainedTask(ImageClassificationTask):
                 log_table(
                     self.trainer,
                     "test/priors",
-                    ["class", "train_prior", "em_test_prior"],
-                    [[n, float(a), float(b)] for n, a, b in zip(names, train_prior, estimate.prior)],
+                    ["class", "train_prior", "reference_prior", "em_test_prior"],
+                    [
+                        [n, float(a), float(r), float(b)]
+                        for n, a, r, b in zip(names, train_prior, calibration.reference_prior, estimate.prior)
+                    ],
                 )
             scores_for_submission = adjusted
         else:
@@ -270,27 +279,23 @@ class FineGrainedTask(ImageClassificationTask):
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             self._write_outputs(index, targets, scores_for_submission, datamodule)
 
-    def _calibration(self, datamodule) -> dict[str, Any] | None:
-        """Temperature (and class biases for ``bcts``) fit on the validation split, which follows the
-        training prior; None without calibration or without a labeled validation split."""
-        if self.hparams.calibration == "none":
-            return None
+    def _calibration(self, datamodule, train_prior: np.ndarray) -> PriorCalibration:
+        """The posteriors EM works on and the prior they carry (tasks.fgvc.prior): ``ts`` / ``bcts`` fit
+        on the validation split (its class frequencies become the prior); ``none``, or no labeled
+        validation split, leaves the raw posteriors and the sampler's training prior."""
+        mode = self.hparams.calibration
         datasets = getattr(datamodule, "datasets", {}) or {}
-        if "val" not in datasets or len(datasets["val"]) == 0:
-            log.warning(
-                "task.calibration=%s: no validation split to fit it on; EM uses raw posteriors",
-                self.hparams.calibration,
-            )
-            return None
+        if mode != "none" and ("val" not in datasets or len(datasets["val"]) == 0):
+            log.warning("task.calibration=%s: no validation split to fit it on; EM uses raw posteriors", mode)
+            mode = "none"
+        if mode == "none":
+            return fit_prior_calibration(np.zeros((0, len(train_prior))), np.zeros(0, np.int64), train_prior, "none")
         logits, labels = [], []
         with torch.inference_mode():
             for images, targets, _ in datamodule.val_dataloader():  # every rank: the whole split
                 logits.append(self(images.to(self.device)).float().log_softmax(-1).cpu())
                 labels.append(targets)
-        temperature, biases = fit_calibration(
-            torch.cat(logits).numpy(), torch.cat(labels).numpy(), bias=self.hparams.calibration == "bcts"
-        )
-        return {"temperature": temperature, "biases": biases}
+        return fit_prior_calibration(torch.cat(logits).numpy(), torch.cat(labels).numpy(), train_prior, mode)
 
     def _sequence_average(self, scores: np.ndarray, index: np.ndarray, datamodule) -> np.ndarray:
         groups = getattr(datamodule, "test_groups", None)

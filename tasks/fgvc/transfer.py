@@ -165,14 +165,13 @@ def class_features(model, loader, num_classes: int, device: str = "cpu") -> tupl
 
 def load_network(ckpt: str | Path):
     """The timm network of a checkpoint of this project (classification or FGVC task)."""
-    import torch
-
+    from core.checkpoint import load_task, read_checkpoint
     from tasks.classification.module import ImageClassificationTask
     from tasks.fgvc.module import FineGrainedTask
 
-    hparams = torch.load(ckpt, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+    hparams = read_checkpoint(ckpt).get("hyper_parameters") or {}
     cls = FineGrainedTask if "competition" in hparams else ImageClassificationTask
-    return cls.load_from_checkpoint(ckpt, map_location="cpu").model
+    return load_task(ckpt, cls).model
 
 
 def datamodule_from_overrides(overrides: list[str]):

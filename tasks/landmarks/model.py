@@ -90,3 +90,33 @@ def landmark_detector(backbone: str = "test_resnet", image_size: int = 128, head
         image_mean=list(body.body.pretrained_cfg.get("mean", (0.485, 0.456, 0.406))),
         image_std=list(body.body.pretrained_cfg.get("std", (0.229, 0.224, 0.225))),
     )
+
+
+class AttentionHead(nn.Module):
+    """DELF's keypoint attention (Noh et al., ICCV 2017, Sec. 4): two 1x1 convolutions give each
+    feature-map cell a softplus score. Trained as DELF trains it: the L2-normalised cells, weighted
+    by their scores and averaged, feed a linear landmark classifier under cross-entropy; the
+    backbone's features are detached, so this loss moves the attention only (DELF's second stage,
+    the stop-gradient of DELG). At test time the best-scored cells are the local features."""
+
+    def __init__(self, channels: int, num_classes: int, hidden: int = 512) -> None:
+        super().__init__()
+        self.score = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, 1, 1),
+            nn.Softplus(),
+        )
+        self.classifier = nn.Linear(channels, num_classes)
+
+    def forward(self, local: torch.Tensor) -> torch.Tensor:
+        """(B, h, w) attention scores of a (B, C, h, w) feature map."""
+        return self.score(local)[:, 0]
+
+    def logits(self, local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, num_classes) landmark logits of the attention-pooled map, and the (B, h, w) scores."""
+        local = local.detach()
+        scores = self(local)
+        pooled = (F.normalize(local, dim=1) * scores[:, None]).mean((2, 3))
+        return self.classifier(pooled), scores

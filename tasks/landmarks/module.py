@@ -1,16 +1,22 @@
 """Landmark recognition and retrieval on Google-Landmarks-v2, with Detect-to-Retrieve.
 
 Training: the global descriptor (model.GlobalDescriptor) with sub-center ArcFace on landmark ids
-(pytorch-metric-learning's SubCenterArcFaceLoss; Deng et al., ECCV 2020), and, when ``detector`` is
-set, the landmark box detector (model.landmark_detector) on the images that have D2R boxes.
+(pytorch-metric-learning's SubCenterArcFaceLoss; Deng et al., ECCV 2020); when ``attention`` is set,
+DELF's attention head (model.AttentionHead) on the landmark classification loss; when ``detector``
+is set, the landmark box detector (model.landmark_detector) on the images that have D2R boxes.
 Validation: GAP of the ArcFace head's (landmark, cosine) on held-out training images.
 Test: descriptors of the training images, index.csv and test.csv; retrieval = faiss search of the
 index (optional alpha-QE), recognition = similarity-weighted vote of the ``knn`` nearest training
-images; with ``d2r``, the shortlist is re-scored by global similarity + ``fusion_weight`` x the
-regional similarity (R-ASMK selective match kernel or R-VLAD dot product over the whole image and
-the detected boxes). GAP and mAP@100 are logged for Public and Private (``test/<metric>_<variant>_<usage>``,
-variant ``global`` or ``d2r``); submissions, a picture of queries with their top images and a
-results JSON go to the run directory."""
+images. With ``d2r`` (local features: the attention's best cells, or every cell), the regional
+descriptors (R-ASMK* / R-ASMK selective match kernel or R-VLAD, over the whole image and the
+detected boxes) either search the whole index themselves (``retrieval: index``, the paper's way:
+an inverted file for R-ASMK, a faiss index for R-VLAD) or re-score the global shortlist by global
+similarity + ``fusion_weight`` x regional similarity (``retrieval: rerank``). GAP and mAP@100 are
+logged for Public and Private (``test/<metric>_<variant>_<usage>``, variant ``global`` or ``d2r``),
+and the same search on the validation split (held-out training images as queries, the other
+training images as index and gallery) as ``val_split/<metric>_<variant>``, the figures a setting is
+chosen by; submissions, a picture of queries with their top images and a results JSON go to the
+run directory."""
 
 from __future__ import annotations
 
@@ -36,17 +42,23 @@ from datamodules.gldv2_files import RECOGNITION, RETRIEVAL, USAGES, recognition_
 from tasks.landmarks import d2r as d2r_lib
 from tasks.landmarks import search as search_lib
 from tasks.landmarks.metrics import GlobalAveragePrecision, MeanAveragePrecisionAtK
-from tasks.landmarks.model import GlobalDescriptor, landmark_detector
+from tasks.landmarks.model import AttentionHead, GlobalDescriptor, landmark_detector
+from tasks.landmarks.scoring import global_average_precision, mean_average_precision_at_k
 from tasks.landmarks.visualize import NOT_RELEVANT, QUERY, RELEVANT, framed_thumbnail_rows
 
 log = logging.getLogger(__name__)
 
 VARIANTS = ("global", "d2r")
+# D2R retrieval: the regional descriptors search the whole index, or re-rank the global shortlist.
+D2R_RETRIEVAL = ("index", "rerank")
 DEFAULT_ARCFACE = {"margin": 28.6, "scale": 30.0, "sub_centers": 3}
 DEFAULT_SEARCH = {"index": "flat", "k": 100, "knn": 5, "query_expansion": False, "qe_top": 2, "qe_alpha": 3.0}
 DEFAULT_DETECTOR = {"backbone": "test_resnet", "weight": 1.0, "score_threshold": 0.5, "max_regions": 3}
+DEFAULT_ATTENTION = {"hidden": 512, "weight": 1.0, "max_features": 1000, "score_threshold": 0.0}
 DEFAULT_D2R = {
     "aggregation": "rasmk",
+    "binary": True,
+    "retrieval": "index",
     "codebook_size": 64,
     "alpha": 3.0,
     "tau": 0.0,
@@ -79,9 +91,10 @@ class LandmarkRetrievalTask(pl.LightningModule):
     """Global descriptor + optional D2R detector for GLDv2 recognition and retrieval (see module doc).
 
     ``arcface``: {margin (degrees), scale, sub_centers}; ``detector``: null or {backbone, weight,
-    score_threshold, max_regions}; ``d2r``: null or {aggregation: rasmk|rvlad, codebook_size, alpha,
-    tau, fusion_weight, shortlist, codebook_images}; ``search``: {index: flat|hnsw|ivf, k, knn,
-    query_expansion, qe_top, qe_alpha}."""
+    score_threshold, max_regions}; ``attention``: null (every feature-map cell is a local feature)
+    or {hidden, weight, max_features, score_threshold}; ``d2r``: null or {aggregation: rasmk|rvlad,
+    binary (R-ASMK*), retrieval: index|rerank, codebook_size, alpha, tau, fusion_weight, shortlist,
+    codebook_images}; ``search``: {index: flat|hnsw|ivf, k, knn, query_expansion, qe_top, qe_alpha}."""
 
     def __init__(
         self,
@@ -93,6 +106,7 @@ class LandmarkRetrievalTask(pl.LightningModule):
         pretrained: bool = False,
         arcface: dict[str, Any] | None = None,
         detector: dict[str, Any] | None = None,
+        attention: dict[str, Any] | None = None,
         d2r: dict[str, Any] | None = None,
         search: dict[str, Any] | None = None,
         figure_queries: int = 4,
@@ -105,12 +119,15 @@ class LandmarkRetrievalTask(pl.LightningModule):
         self.save_hyperparameters()
         self.arc_cfg = {**DEFAULT_ARCFACE, **(arcface or {})}
         self.det_cfg = None if detector is None else {**DEFAULT_DETECTOR, **detector}
+        self.att_cfg = None if attention is None else {**DEFAULT_ATTENTION, **attention}
         self.d2r_cfg = None if d2r is None else {**DEFAULT_D2R, **d2r}
         self.search_cfg = {**DEFAULT_SEARCH, **(search or {})}
         if self.search_cfg["index"] not in search_lib.INDEX_KINDS:
             raise ValueError(f"task.search.index={self.search_cfg['index']!r}: expected {search_lib.INDEX_KINDS}")
-        if self.d2r_cfg is not None and self.d2r_cfg["aggregation"] not in ("rasmk", "rvlad"):
+        if self.d2r_cfg is not None and self.d2r_cfg["aggregation"] not in d2r_lib.AGGREGATIONS:
             raise ValueError(f"task.d2r.aggregation={self.d2r_cfg['aggregation']!r}: expected rasmk or rvlad")
+        if self.d2r_cfg is not None and self.d2r_cfg["retrieval"] not in D2R_RETRIEVAL:
+            raise ValueError(f"task.d2r.retrieval={self.d2r_cfg['retrieval']!r}: expected one of {D2R_RETRIEVAL}")
         self.descriptor = GlobalDescriptor(backbone, embedding_dim, gem_p, pretrained)
         self.arcface = SubCenterArcFaceLoss(
             num_classes=num_classes,
@@ -122,6 +139,9 @@ class LandmarkRetrievalTask(pl.LightningModule):
         self.detector = None
         if self.det_cfg is not None:
             self.detector = landmark_detector(self.det_cfg["backbone"], image_size)
+        self.attention = None
+        if self.att_cfg is not None:
+            self.attention = AttentionHead(self.descriptor.local_dim, num_classes, int(self.att_cfg["hidden"]))
         self.val_gap = GlobalAveragePrecision()
         self.val_correct: list[float] = []
         self.test_metrics = nn.ModuleDict()
@@ -152,9 +172,14 @@ class LandmarkRetrievalTask(pl.LightningModule):
         return sum(losses.values())
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        descriptors, _ = self.descriptor(batch["image"])
+        descriptors, local = self.descriptor(batch["image"])
         loss = arc = self.arcface(descriptors, batch["label"])
         self.log("train/arcface", arc, prog_bar=True, batch_size=len(descriptors))
+        if self.attention is not None:
+            logits, _ = self.attention.logits(local)
+            att = nn.functional.cross_entropy(logits, batch["label"])
+            loss = loss + float(self.att_cfg["weight"]) * att
+            self.log("train/attention", att, batch_size=len(descriptors))
         det = self.detector_loss(batch["image"], batch["boxes"])
         if det is not None:
             loss = loss + float(self.det_cfg["weight"]) * det
@@ -167,10 +192,13 @@ class LandmarkRetrievalTask(pl.LightningModule):
 
     # --- validation ---------------------------------------------------------------------------
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        descriptors, _ = self.descriptor(batch["image"])
+        descriptors, local = self.descriptor(batch["image"])
         cosine = self.arcface.get_cosine(descriptors)
         score, predicted = cosine.max(1)
         labels = batch["label"]
+        if self.attention is not None:  # the attention's own classifier: is it learning landmarks?
+            right = (self.attention.logits(local)[0].argmax(1) == labels).float().mean()
+            self.log("val/attention_accuracy", right, sync_dist=True, batch_size=len(labels))
         self.val_gap.update(batch["index"], predicted, score, [[int(t)] for t in labels])
         self.val_correct.append(float((predicted == labels).float().mean()))
 
@@ -195,13 +223,22 @@ class LandmarkRetrievalTask(pl.LightningModule):
         return out
 
     def extract(self, images: torch.Tensor) -> list[dict[str, Any]]:
-        """Descriptor, local feature map (float16) and detected boxes of each image."""
+        """Descriptor, local features (float16, L2-normalised; the attention's best cells, or every
+        cell without attention), their relative positions and the detected boxes of each image."""
         descriptors, local = self.descriptor(images)
         boxes = self.detect(images)
-        return [
-            {"descriptor": d.float().cpu().numpy(), "local": loc.half().cpu().numpy(), "boxes": b}
-            for d, loc, b in zip(descriptors, local, boxes)
-        ]
+        scores = [None] * len(images)
+        if self.attention is not None:
+            scores = self.attention(local).float().cpu().numpy()
+        att = self.att_cfg or {}
+        out = []
+        for d, loc, s, b in zip(descriptors, local.float().cpu().numpy(), scores, boxes):
+            features, points = d2r_lib.select_local_features(
+                loc, s, att.get("max_features"), float(att.get("score_threshold", 0.0))
+            )
+            item = {"descriptor": d.float().cpu().numpy(), "local": features.astype(np.float16), "points": points}
+            out.append({**item, "boxes": b})
+        return out
 
     def on_test_epoch_start(self) -> None:
         self._test_items = {k: [] for k in range(len(TEST_SPLITS))}
@@ -236,8 +273,14 @@ class LandmarkRetrievalTask(pl.LightningModule):
         }
         train_labels = np.asarray(dm.datasets["gallery_train"].labels)[train_at]
         landmark_ids = np.asarray(dm.landmark_ids)
-        outputs = self.search_all(train, train_labels, index, test)
+        gallery_ids = [dm.ids["gallery_train"][n] for n in train_at]
+        val_ids = set(dm.ids.get("val", []))
+        is_val = np.array([i in val_ids for i in gallery_ids], dtype=bool)
+        aggregator = self._aggregator([t for t, v in zip(train, is_val) if not v])
+        train_side, index_side, test_side = (self._side(items, aggregator) for items in (train, index, test))
+        outputs = self.search_all(test_side, index_side, train_side, train_labels)
         self._score(outputs, dm, landmark_ids)
+        self._score_validation_split(train_side, train_labels, gallery_ids, is_val, landmark_ids)
         held_out = getattr(dm, "validation_boxes", {})
         if self.detector is not None and held_out:
             pairs = [(held_out[n], item["boxes"]) for n, item in zip(train_at, train) if n in held_out]
@@ -248,37 +291,73 @@ class LandmarkRetrievalTask(pl.LightningModule):
             self._write_outputs(outputs, dm, landmark_ids)
         self._test_items = {}
 
-    def search_all(self, train, train_labels, index, test) -> dict[str, dict[str, Any]]:
-        """Rankings of index images and (landmark class, score) per test query, per variant."""
+    def _aggregator(self, codebook_items: list[dict[str, Any]]) -> d2r_lib.RegionalAggregator | None:
+        """The regional aggregator with a k-means codebook on the local features of up to
+        ``codebook_images`` training images (never a validation or test image); None without D2R."""
+        cfg = self.d2r_cfg
+        if cfg is None:
+            return None
+        rng = np.random.default_rng(0)
+        chosen = rng.permutation(len(codebook_items))[: int(cfg["codebook_images"])]
+        local = np.concatenate([codebook_items[i]["local"].astype(np.float32) for i in chosen])
+        codebook = d2r_lib.fit_codebook(local, int(cfg["codebook_size"]))
+        return d2r_lib.RegionalAggregator(codebook, float(cfg["alpha"]), float(cfg["tau"]), bool(cfg["binary"]))
+
+    def _side(self, items: list[dict[str, Any]], aggregator) -> dict[str, Any]:
+        """Global descriptors (n, d) and, with D2R, the regional representation of each image."""
+        side = {"global": np.stack([t["descriptor"] for t in items]), "regional": None}
+        if aggregator is not None:
+            aggregation = self.d2r_cfg["aggregation"]
+            side["regional"] = [
+                aggregator.represent(aggregation, t["local"].astype(np.float32), t["points"], t["boxes"]) for t in items
+            ]
+        side["aggregator"] = aggregator
+        return side
+
+    @staticmethod
+    def _subset(side: dict[str, Any], keep: np.ndarray) -> dict[str, Any]:
+        regional = None if side["regional"] is None else [side["regional"][i] for i in np.flatnonzero(keep)]
+        return {"global": side["global"][keep], "regional": regional, "aggregator": side["aggregator"]}
+
+    def search_all(self, queries, database, gallery, gallery_labels) -> dict[str, dict[str, Any]]:
+        """Rankings of ``database`` images and (landmark class, score) per query from a k-NN vote over
+        ``gallery`` (labels ``gallery_labels``), per variant; each argument a ``_side``."""
         cfg = self.search_cfg
-        g = np.stack([t["descriptor"] for t in train])
-        x = np.stack([t["descriptor"] for t in index])
-        q = np.stack([t["descriptor"] for t in test])
+        g, x, q = gallery["global"], database["global"], queries["global"]
         index_db = search_lib.build_index(x, cfg["index"])
-        train_db = search_lib.build_index(g, cfg["index"])
-        k_ret = max(int(cfg["k"]), int((self.d2r_cfg or {}).get("shortlist", 0)))
-        k_rec = max(int(cfg["knn"]), int((self.d2r_cfg or {}).get("shortlist", 0)))
+        gallery_db = search_lib.build_index(g, cfg["index"])
+        shortlist = int((self.d2r_cfg or {}).get("shortlist", 0))
+        k_ret, k_rec = max(int(cfg["k"]), shortlist), max(int(cfg["knn"]), shortlist)
         if cfg["query_expansion"]:
             ret_sims, ret_ids = search_lib.alpha_query_expansion(
                 index_db, q, x, k_ret, int(cfg["qe_top"]), float(cfg["qe_alpha"])
             )
         else:
             ret_sims, ret_ids = search_lib.search(index_db, q, k_ret)
-        rec_sims, rec_ids = search_lib.search(train_db, q, k_rec)
-        out = {"global": self._rank(ret_sims, ret_ids, rec_sims, rec_ids, train_labels)}
+        rec_sims, rec_ids = search_lib.search(gallery_db, q, k_rec)
+        out = {"global": self._rank(ret_sims, ret_ids, rec_sims, rec_ids, gallery_labels)}
         if self.d2r_cfg is not None:
-            regional = self._regional_similarity(train, index, test)
-            fused_ret = ret_sims + float(self.d2r_cfg["fusion_weight"]) * regional(test, index, ret_ids)
-            fused_rec = rec_sims + float(self.d2r_cfg["fusion_weight"]) * regional(test, train, rec_ids)
-            out["d2r"] = self._rank(fused_ret, ret_ids, fused_rec, rec_ids, train_labels)
+            aggregator, aggregation = queries["aggregator"], self.d2r_cfg["aggregation"]
+            regional_db = d2r_lib.RegionalIndex(aggregator, aggregation, database["regional"], cfg["index"])
+            regional_gallery = d2r_lib.RegionalIndex(aggregator, aggregation, gallery["regional"], cfg["index"])
+            qr = queries["regional"]
+            if self.d2r_cfg["retrieval"] == "rerank":
+                weight = float(self.d2r_cfg["fusion_weight"])
+                ret_sims = ret_sims + weight * regional_db.similarity(qr, ret_ids)
+                rec_sims = rec_sims + weight * regional_gallery.similarity(qr, rec_ids)
+            else:
+                ret_sims, ret_ids = regional_db.search(qr, int(cfg["k"]))
+                rec_sims, rec_ids = regional_gallery.search(qr, int(cfg["knn"]))
+            out["d2r"] = self._rank(ret_sims, ret_ids, rec_sims, rec_ids, gallery_labels)
         return out
 
     def _rank(self, ret_sims, ret_ids, rec_sims, rec_ids, train_labels) -> dict[str, Any]:
         k, knn = int(self.search_cfg["k"]), int(self.search_cfg["knn"])
-        rankings = []
+        rankings, scores = [], []
         for sims, ids in zip(ret_sims, ret_ids):
-            order = np.argsort(-sims, kind="stable")
-            rankings.append([int(i) for i in ids[order] if i >= 0][:k])
+            order = [o for o in np.argsort(-sims, kind="stable") if ids[o] >= 0][:k]
+            rankings.append([int(i) for i in ids[order]])
+            scores.append([float(v) for v in sims[order]])
         recognition = []
         for sims, ids in zip(rec_sims, rec_ids):
             order = np.argsort(-sims, kind="stable")[:knn]
@@ -286,45 +365,38 @@ class LandmarkRetrievalTask(pl.LightningModule):
             for s, i in zip(sims[order], ids[order]):
                 if i >= 0:
                     votes[int(train_labels[i])] = votes.get(int(train_labels[i]), 0.0) + float(s)
+            if not votes:  # no gallery image matched (regional search): no prediction worth a score
+                recognition.append((int(train_labels[0]), 0.0))
+                continue
             best = max(votes, key=lambda c: (votes[c], -c))
             recognition.append((best, votes[best] / knn))
-        return {"rankings": rankings, "recognition": recognition}
+        return {"rankings": rankings, "scores": scores, "recognition": recognition}
 
-    def _regional_similarity(self, train, index, test):
-        """A function (queries, database, shortlist ids) -> (Q, K) regional similarities."""
-        cfg = self.d2r_cfg
-        rng = np.random.default_rng(0)
-        chosen = rng.permutation(len(train))[: int(cfg["codebook_images"])]
-        local = np.concatenate(
-            [t["local"].astype(np.float32).reshape(t["local"].shape[0], -1).T for t in (train[i] for i in chosen)]
-        )
-        local /= np.linalg.norm(local, axis=1, keepdims=True) + 1e-12
-        aggregator = d2r_lib.RegionalAggregator(
-            d2r_lib.fit_codebook(local, int(cfg["codebook_size"])), float(cfg["alpha"]), float(cfg["tau"])
-        )
-        cache: dict[int, list] = {}
-
-        def represent(items):
-            key = id(items)
-            if key not in cache:
-                make = aggregator.rasmk if cfg["aggregation"] == "rasmk" else aggregator.rvlad
-                cache[key] = [make(t["local"].astype(np.float32), t["boxes"]) for t in items]
-            return cache[key]
-
-        def similarity(queries, database, ids):
-            qr, dr = represent(queries), represent(database)
-            out = np.zeros(ids.shape, dtype=np.float32)
-            for a, row in enumerate(ids):
-                for b, j in enumerate(row):
-                    if j < 0:
-                        continue
-                    if cfg["aggregation"] == "rasmk":
-                        out[a, b] = aggregator.asmk_similarity(qr[a], dr[j])
-                    else:
-                        out[a, b] = float(qr[a] @ dr[j])
-            return out
-
-        return similarity
+    def _score_validation_split(self, gallery, labels, gallery_ids, is_val, landmark_ids: np.ndarray) -> None:
+        """The test-time search with the validation split as queries (held-out training images) and
+        the other training images as index and recognition gallery: mAP@100 (relevant = the images
+        of the query's landmark) and GAP, logged as ``val_split/<metric>_<variant>``. Settings are
+        chosen on these, never on the test figures."""
+        if not is_val.any() or is_val.all():
+            return
+        queries, database = self._subset(gallery, is_val), self._subset(gallery, ~is_val)
+        db_labels = labels[~is_val]
+        db_ids = [i for i, v in zip(gallery_ids, is_val) if not v]
+        val_ids = [i for i, v in zip(gallery_ids, is_val) if v]
+        by_label: dict[int, list[str]] = {}
+        for i, c in zip(db_ids, db_labels):
+            by_label.setdefault(int(c), []).append(i)
+        retrieval_truth = {q: by_label.get(int(c), []) for q, c in zip(val_ids, labels[is_val])}
+        recognition_truth = {q: [int(landmark_ids[c])] for q, c in zip(val_ids, labels[is_val])}
+        results = {}
+        for variant, out in self.search_all(queries, database, database, db_labels).items():
+            ranked = {q: [db_ids[i] for i in r] for q, r in zip(val_ids, out["rankings"])}
+            predicted = {q: (int(landmark_ids[c]), s) for q, (c, s) in zip(val_ids, out["recognition"])}
+            results[f"val_split/map100_{variant}"] = mean_average_precision_at_k(ranked, retrieval_truth)
+            results[f"val_split/gap_{variant}"] = global_average_precision(predicted, recognition_truth)
+        for key, value in results.items():  # the same on every rank: computed from gathered items
+            self.log(key, value, sync_dist=False, add_dataloader_idx=False)
+        self.test_results.update(results)
 
     def _score(self, outputs, dm, landmark_ids: np.ndarray) -> None:
         """Update and compute the test metrics (each rank its share of the queries; every rank
@@ -383,15 +455,15 @@ class LandmarkRetrievalTask(pl.LightningModule):
             atomic_write_text(run_dir / f"submission_retrieval{suffix}.csv", _csv_text(retrieval_rows(ret)))
         atomic_write_json(run_dir / "landmarks_results.json", getattr(self, "test_results", {}))
         best = "d2r" if "d2r" in outputs else "global"
-        figure = self.retrieval_figure(dm, outputs[best]["rankings"])
+        figure = self.retrieval_figure(dm, outputs[best])
         if figure is not None:
             with atomic_path(run_dir / "retrieval_examples.png") as tmp:
                 figure.save(tmp, format="PNG")
             log_image(self, "test/retrieval_examples", [np.asarray(figure)])
 
-    def retrieval_figure(self, dm, rankings: list[list[int]], thumb: int = 96) -> Image.Image | None:
-        """Rows of a landmark query (blue frame) and its top retrieved index images, green frame =
-        relevant, red = not (from the retrieval solution)."""
+    def retrieval_figure(self, dm, output: dict[str, Any], thumb: int = 96) -> Image.Image | None:
+        """Rows of a landmark query (blue frame, its id) and its top retrieved index images, each
+        captioned with its id, score and right / wrong (green / red frame) from the retrieval solution."""
         retrieval, _ = dm.solutions.get(RETRIEVAL, (None, None))
         if not retrieval:
             return None
@@ -403,10 +475,11 @@ class LandmarkRetrievalTask(pl.LightningModule):
             return None
         grid = []
         for n in rows:
-            cells = [(self.split_view["test_paths"][n], QUERY)]
-            for i in rankings[n][:top]:
+            cells = [(self.split_view["test_paths"][n], QUERY, ["query", test_ids[n]])]
+            for i, score in zip(output["rankings"][n][:top], output["scores"][n][:top]):
                 good = index_ids[i] in relevant[test_ids[n]]
-                cells.append((self.split_view["index_paths"][i], RELEVANT if good else NOT_RELEVANT))
+                caption = [f"{'right' if good else 'wrong'} {score:.3f}", index_ids[i]]
+                cells.append((self.split_view["index_paths"][i], RELEVANT if good else NOT_RELEVANT, caption))
             grid.append(cells)
         return framed_thumbnail_rows(grid, thumb)
 

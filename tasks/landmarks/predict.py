@@ -133,15 +133,23 @@ class LandmarkProduct(ProductWriter):
         atomic_write_text(run_dir / "retrieval.csv", buffer.getvalue())
         products["retrieval_csv"] = "retrieval.csv"
         if self.figure_queries > 0:
-            figure = self.figure([Path(r["input"]) for r in done], ids, paths)
+            figure = self.figure([Path(r["input"]) for r in done], query_ids, sims, ids, paths, names)
             with atomic_path(run_dir / "retrieval_examples.png") as tmp:
                 figure.save(tmp, format="PNG")
             products["retrieval_png"] = "retrieval_examples.png"
         return products
 
-    def figure(self, queries: list[Path], ids: np.ndarray, paths: list[Path], thumb: int = 96) -> Image.Image:
-        """Rows: a query (blue frame) and its top index images (grey frames: no ground truth here)."""
+    def figure(
+        self, queries: list[Path], query_ids: list[str], sims, ids, paths: list[Path], names: list[str], thumb: int = 96
+    ) -> Image.Image:
+        """Rows: a query (blue frame) and its top index images (grey frames: no ground truth here),
+        each captioned with its id and, for the index images, the similarity."""
         rows = min(self.figure_queries, len(queries))
         top = min(self.figure_top, ids.shape[1])
-        grid = [[(queries[r], QUERY)] + [(paths[i], UNKNOWN) for i in ids[r][:top] if i >= 0] for r in range(rows)]
+        grid = []
+        for r in range(rows):
+            cells = [(queries[r], QUERY, ["query", query_ids[r]])]
+            hits = [(s, i) for s, i in zip(sims[r][:top], ids[r][:top]) if i >= 0]
+            cells += [(paths[i], UNKNOWN, [f"{s:.3f}", names[i]]) for s, i in hits]
+            grid.append(cells)
         return framed_thumbnail_rows(grid, thumb)

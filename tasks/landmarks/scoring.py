@@ -36,6 +36,9 @@ def global_average_precision(
     unknown = [q for q in predictions if q not in solution]
     if unknown:
         raise ValueError(f"{len(unknown)} predicted queries are not in the solution, e.g. {unknown[0]!r}")
+    not_finite = [q for q, (_, s) in predictions.items() if not math.isfinite(s)]
+    if not_finite:
+        raise ValueError(f"{len(not_finite)} prediction scores are not finite, e.g. query {not_finite[0]!r}")
     # Score descending, then query id and class ascending (the Kaggle convention).
     ranked = sorted(predictions.items(), key=lambda kv: (-kv[1][1], kv[0], kv[1][0]))
     total = 0.0

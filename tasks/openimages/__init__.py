@@ -1,1 +1,3 @@
-"""Open Images V5 / Challenge 2019: readers, the challenge detection metric, submissions."""
+"""Open Images V5 challenge tracks: detection, instance segmentation and visual relationships; the
+challenge metrics (numpy cores + torchmetrics wrappers) and Kaggle submission files. The files' readers
+live in ``datamodules/openimages_*.py``."""

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.data import DataFormatError
 from datamodules.openimages_files import (
     CHALLENGE_FILES,
     Hierarchy,
@@ -204,14 +205,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--track", choices=TRACKS, default="detection")
     parser.add_argument("--out", type=Path, default=None, help="write the metrics as JSON here")
     args = parser.parse_args(argv)
-    if args.track == "relationship":  # challenge-2019-*-vrd* files: tasks/openimages/relationships.py
-        from tasks.openimages.relationships import run_relationship_track
+    try:
+        if args.track == "relationship":  # challenge-2019-*-vrd* files: tasks/openimages/relationships.py
+            from tasks.openimages.relationships import run_relationship_track
 
-        return run_relationship_track(args.submission, args.annotations, args.out)
-    if args.track == "segmentation":
-        result = score_segmentation(args.submission, args.annotations)
-    else:
-        result = score_detection(args.submission, args.annotations)
+            return run_relationship_track(args.submission, args.annotations, args.out)
+        if args.track == "segmentation":
+            result = score_segmentation(args.submission, args.annotations)
+        else:
+            result = score_detection(args.submission, args.annotations)
+    except (DataFormatError, FileNotFoundError, ValueError) as err:  # one line naming the file, no trace
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     for mid, value in result["per_class_AP"].items():
         print(f"AP {mid} ({result['display_names'][mid]}): {value:.6f}")
     print(f"mAP: {result['mAP']:.6f}  ({len(result['per_class_AP'])} classes, {result['num_images']} images)")

@@ -135,6 +135,16 @@ class ImageDetections:
     boxes: np.ndarray
 
 
+def finite_scores(scores: np.ndarray) -> np.ndarray:
+    """``scores`` as float64, refusing NaN and infinities: a NaN has no rank (argsort puts it
+    anywhere), so the mAP it gives would be a number from nonsense."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if not np.isfinite(scores).all():
+        bad = scores[~np.isfinite(scores)]
+        raise ValueError(f"{len(bad)} detection scores are not finite (e.g. {bad[0]}); refusing to rank them")
+    return scores
+
+
 class DetectionAccumulator:
     """Collects per-image (score, tp) pairs and per-class ground-truth counts, then computes the
     challenge's per-class AP and mAP (rules 1-6)."""
@@ -153,7 +163,7 @@ class DetectionAccumulator:
             return
         labels = np.asarray(det.labels, dtype=np.int64)
         boxes = np.asarray(det.boxes, dtype=np.float64).reshape(-1, 4)
-        scores = np.asarray(det.scores, dtype=np.float64)
+        scores = finite_scores(det.scores)
         evaluatable = np.union1d(gt_labels, np.asarray(gt.verified, dtype=np.int64))
         valid = np.isin(labels, evaluatable) & (boxes[:, 0] < boxes[:, 2]) & (boxes[:, 1] < boxes[:, 3])
         labels, boxes, scores = labels[valid], boxes[valid], scores[valid]
@@ -385,7 +395,7 @@ class SegmentationAccumulator(DetectionAccumulator):
         labels = np.asarray(gt.labels, dtype=np.int64)
         det_labels = np.asarray(det.labels, dtype=np.int64)
         det_masks = np.asarray(det.masks, dtype=bool)
-        det_scores = np.asarray(det.scores, dtype=np.float64)
+        det_scores = finite_scores(det.scores)
         evaluatable = np.union1d(labels, np.asarray(gt.verified, dtype=np.int64))
         if det_masks.shape[1:] != gt.masks.shape[1:] and len(gt.masks):
             raise ValueError(

@@ -6,8 +6,12 @@ Inputs beside each video (``product.writer``):
 - ``masks``: a folder of human masks, one PNG per frame named by the frame's index in the video
   (``0.png``, ``000017.png``: any zero padding), > 0 = person; for several videos, one sub-folder
   per video name. Needed by the IDCM model (its human-mask channel) and used by every model to
-  focus the defocus effect. No person segmenter ships with this project, so masks come from the
-  user (e.g. Mask R-CNN's person class).
+  focus the defocus effect. A user's masks always win.
+- ``segmenter``: without ``masks``, the human masks come from MediaPipe's selfie segmenter
+  (tasks/people_depth/segmenter.py, weights imported by ``import_segmenter`` to this path; default
+  ``${paths.data_dir}/mediapipe/selfie_segmenter.pt``, where ``make mediapipe-models`` puts them):
+  person probability > ``person_threshold``. The masks it made are written as
+  ``<video name>/masks/<frame index>.png`` (255 = person, the video's size), ready to edit and give back as ``masks``.
 - ``poses``: camera poses in the Mannequin Challenge release format (a ``.txt`` of URL line, then
   per frame ``timestamp fx fy cx cy k1 k2`` and the 3x4 world-to-camera matrix), or a folder of
   ``<video name>.txt``. Pose line k is the video frame at ``(timestamp_k - timestamp_0) * fps / 1e6``
@@ -27,7 +31,7 @@ import numpy as np
 import torch
 
 from core.data import DataFormatError
-from core.io import atomic_path
+from core.io import atomic_path, atomic_write_bytes
 from core.prediction import ProductWriter
 
 log = logging.getLogger(__name__)
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 DEPTH_VIDEO = "depth.mp4"
 DEFOCUS_VIDEO = "defocus.mp4"
 DEPTH_DIR = "depth"
+MASK_DIR = "masks"
 FRAME_KEYS = ("image", "human_mask", "input_log_depth", "confidence")
 
 
@@ -64,6 +69,8 @@ class PeopleDepthProduct(ProductWriter):
     def __init__(
         self,
         masks: str | None = None,
+        segmenter: str | None = None,
+        person_threshold: float = 0.5,
         poses: str | None = None,
         reference_offset: int = 2,
         flow_method: str = "dis",
@@ -80,6 +87,8 @@ class PeopleDepthProduct(ProductWriter):
             raise FileNotFoundError(f"product.writer.masks={self.masks}: no such folder of human masks")
         if self.poses is not None and not self.poses.exists():
             raise FileNotFoundError(f"product.writer.poses={self.poses}: no such trajectory file or folder")
+        self.segmenter, self.person_threshold = Path(segmenter) if segmenter else None, person_threshold
+        self.segmenter_model = None
         self.reference_offset, self.flow_method = reference_offset, flow_method
         self.frame_stride, self.max_frames = max(1, frame_stride), max_frames
         self.aperture, self.max_radius, self.focus_depth = aperture, max_radius, focus_depth
@@ -93,11 +102,20 @@ class PeopleDepthProduct(ProductWriter):
                 "task.inputs=IDCMK also takes OpenPose keypoints per frame, which predict.py "
                 "does not read; use an I or IDCM checkpoint"
             )
-        if self.inputs != "I" and self.masks is None:
+        if self.masks is None and self.segmenter is not None and self.segmenter.exists():
+            from tasks.people_depth.segmenter import load_segmenter
+
+            self.segmenter_model = load_segmenter(self.segmenter)
+        if self.inputs != "I" and self.masks is None and self.segmenter_model is None:
             raise ValueError(
                 f"this checkpoint (task.inputs={self.inputs}) takes a human mask per frame: give "
-                "product.writer.masks=<folder of <frame index>.png masks> (no person segmenter "
-                "ships with this project)"
+                "product.writer.masks=<folder of <frame index>.png masks>, or import the person segmenter "
+                f"to product.writer.segmenter={self.segmenter} (`make mediapipe-models`, or `python -m "
+                "tasks.people_depth.import_segmenter <mediapipe wheel> --out <file>`)"
+            )
+        if self.masks is None and self.segmenter_model is None:
+            log.warning(
+                "No human masks and no person segmenter (%s): the defocus focuses without people", self.segmenter
             )
         if self.inputs != "I" and self.poses is None:
             log.warning(
@@ -150,6 +168,7 @@ class PeopleDepthProduct(ProductWriter):
         frames = read_frames(reader, indices, path)
         images = [self._resize(f, cv2.INTER_AREA) for f in frames]
         masks = [np.zeros((self.height, self.width), np.uint8)] * len(images)
+        segmented = None
         mask_dir = self._beside(self.masks, path)
         if mask_dir is not None:
             files = mask_files(mask_dir)
@@ -166,6 +185,12 @@ class PeopleDepthProduct(ProductWriter):
                 if mask.shape != image.shape[:2]:
                     raise DataFormatError(files[i], f"mask {mask.shape} and frame {image.shape[:2]} differ in size")
                 masks.append(self._resize(mask, cv2.INTER_NEAREST))
+        elif self.segmenter_model is not None:
+            from tasks.people_depth.segmenter import segment_people
+
+            probabilities = segment_people(frames, self.segmenter_model)
+            segmented = [(p > self.person_threshold).astype(np.uint8) * 255 for p in probabilities]
+            masks = [self._resize(m, cv2.INTER_NEAREST) for m in segmented]
         parallax = np.zeros((len(images), self.height, self.width), np.float32)
         confidence = np.zeros_like(parallax)
         if trajectory is not None and self.inputs != "I":
@@ -193,6 +218,7 @@ class PeopleDepthProduct(ProductWriter):
             "confidence": torch.from_numpy(confidence)[:, None],
             "frames": indices,
             "fps": fps / (1 if trajectory is not None else self.frame_stride),
+            "segmented": segmented,
         }
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -201,6 +227,7 @@ class PeopleDepthProduct(ProductWriter):
         batch["lengths"] = [len(s["frames"]) for s in samples]
         batch["frames"] = [s["frames"] for s in samples]
         batch["fps"] = [s["fps"] for s in samples]
+        batch["segmented"] = [s["segmented"] for s in samples]
         return batch
 
     # --- writing ----------------------------------------------------------------------------------
@@ -218,6 +245,9 @@ class PeopleDepthProduct(ProductWriter):
         for frame, depth in zip(frames, depths):
             with atomic_path(folder / DEPTH_DIR / f"{frame:06d}.npy") as tmp, open(tmp, "wb") as f:
                 np.save(f, depth.astype(np.float32))
+        segmented = batch["segmented"][index]
+        for frame, mask in zip(frames, segmented or []):
+            atomic_write_bytes(folder / MASK_DIR / f"{frame:06d}.png", cv2.imencode(".png", mask)[1].tobytes())
         has_people = masks.reshape(len(masks), -1).max(1) > 0
         focus = self.focus_depth or focus_on_people(depths[0], masks[0] if has_people[0] else None)
         fps = batch["fps"][index]
@@ -233,10 +263,19 @@ class PeopleDepthProduct(ProductWriter):
             "fps": fps,
             "focus_depth": float(focus),
             "depth_range": [float(depths.min()), float(depths.max())],
+            "masks": "segmenter" if segmented is not None else "user" if self.masks is not None else "none",
         }
 
     def merge(self, run_dir: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
         return {
-            "videos": {r["input"]: {"folder": r["folder"], "frames": r["frames"]} for r in records},
-            "files_per_video": [DEPTH_VIDEO, DEFOCUS_VIDEO, f"{DEPTH_DIR}/<frame index>.npy"],
+            "videos": {
+                r["input"]: {"folder": r["folder"], "frames": r["frames"], "masks": r.get("masks", "user")}
+                for r in records
+            },
+            "files_per_video": [
+                DEPTH_VIDEO,
+                DEFOCUS_VIDEO,
+                f"{DEPTH_DIR}/<frame index>.npy",
+                f"{MASK_DIR}/<frame index>.png (when the segmenter made the masks)",
+            ],
         }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from core.checkpoint import load_task
 from datamodules.mannequin_challenge import MannequinChallengeClips
 from tasks.people_depth.module import PeopleDepthTask
 from tasks.people_depth.video import render_clip_video
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="output .mp4")
     args = parser.parse_args(argv)
 
-    task = PeopleDepthTask.load_from_checkpoint(args.checkpoint, map_location="cpu")
+    task = load_task(args.checkpoint, PeopleDepthTask)
     size = args.image_size or task.hparams.image_size
     dataset = MannequinChallengeClips(
         Path(args.root) / args.split, image_size=size, keypoints=task.hparams.inputs == "IDCMK"

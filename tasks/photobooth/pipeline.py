@@ -54,9 +54,10 @@ class Photobooth:
 
     @classmethod
     def from_checkpoint(cls, path: str, **kwargs) -> Photobooth:
+        from core.checkpoint import load_task
         from tasks.photobooth.module import PhotoboothTask
 
-        return cls(PhotoboothTask.load_from_checkpoint(path, map_location="cpu"), **kwargs)
+        return cls(load_task(path, PhotoboothTask), **kwargs)
 
     @torch.no_grad()
     def model_outputs(

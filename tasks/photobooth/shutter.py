@@ -31,9 +31,14 @@ def smooth(values: np.ndarray, alpha: float) -> np.ndarray:
 class ScoringConfig:
     """Weights and thresholds of the frame score and the quality filter."""
 
-    expression_weight: float = 0.6
-    kiss_weight: float = 0.4
-    smoothing: float = 0.6  # alpha of the exponential smoothing of every confidence
+    # The frame score is the better of its two reasons to be captured, each a quality that peaks on a
+    # moment's best frame: max(expression_weight * expression, kiss_weight * kiss).
+    expression_weight: float = 1.0
+    kiss_weight: float = 1.0
+    smoothing: float = 0.6  # alpha of the exponential smoothing of the filter's confidences
+    # Score on the smoothed confidences too (true) or on the frame's own (false): decided on the
+    # validation clips (docs/photobooth.md).
+    smoothed_score: bool = False
     eyes_closed_max: float = 0.5
     talking_max: float = 0.5
     # Motion blur: the frame's (attention-weighted) face blur score below this share of its running
@@ -73,7 +78,10 @@ def score_frames(
     expression: np.ndarray, kiss: np.ndarray, quality: dict[str, np.ndarray], config: ScoringConfig
 ) -> dict[str, np.ndarray]:
     """The quality filter's verdict on smoothed confidences, and the frame score per frame:
-    score = expression_weight * global expression + kiss_weight * kiss (this frame's), 0 where rejected."""
+    score = max(expression_weight * expression, kiss_weight * kiss), 0 where rejected. Returns the
+    values the decision used under their names: ``expression`` and ``kiss`` (what the score was
+    computed from: the frame's own, or smoothed with ``smoothed_score``), ``smoothed`` (the filter's
+    inputs), ``rejected`` per rule, ``accepted``, ``raw_score`` (before the filter) and ``score``."""
     s = {k: smooth(v, config.smoothing) for k, v in {"expression": expression, "kiss": kiss, **quality}.items()}
     rejected = {
         "eyes_closed": s["eyes_closed"] > config.eyes_closed_max,
@@ -82,14 +90,21 @@ def score_frames(
         "blur": relative_blur(quality["blur"], config.blur_window) < config.blur_ratio_min,
         "no_expression": (s["expression"] < config.expression_min) & (s["kiss"] < config.expression_min),
     }
-    # A kiss is judged on the whole frame: faces in profile do not attend, talk or show eyes.
+    # A kiss is judged on the whole frame: faces in profile do not attend, talk or show their eyes.
     kissing = s["kiss"] >= config.expression_min
     ok = ~(rejected["no_expression"] | (~kissing & (rejected["eyes_closed"] | rejected["talking"] | rejected["blur"])))
-    # The score itself is this frame's: smoothing lags the peak by about a frame, and the look-ahead
-    # buffer needs the true peak (on generated clips the capturing shot lands 0.75 frames from the
-    # labelled best frame on average this way, 1.47 with the smoothed score).
-    raw = config.expression_weight * np.asarray(expression) + config.kiss_weight * np.asarray(kiss)
-    return {"score": np.where(ok, raw, 0.0), "raw_score": raw, "accepted": ok, "smoothed": s, "rejected": rejected}
+    scored = {"expression": s["expression"], "kiss": s["kiss"]} if config.smoothed_score else {}
+    scored = {"expression": np.asarray(expression, np.float64), "kiss": np.asarray(kiss, np.float64), **scored}
+    raw = np.maximum(config.expression_weight * scored["expression"], config.kiss_weight * scored["kiss"])
+    return {
+        "score": np.where(ok, raw, 0.0),
+        "raw_score": raw,
+        "expression": scored["expression"],
+        "kiss": scored["kiss"],
+        "accepted": ok,
+        "smoothed": s,
+        "rejected": rejected,
+    }
 
 
 # --- shutter ------------------------------------------------------------------------------------------

@@ -180,11 +180,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     parser.add_argument("--checkpoint", required=True, help="a TALNetTask checkpoint (.ckpt)")
     parser.add_argument("--out", default="highlight.mp4", help="the MP4 to write; the rest beside it")
     args = parser.parse_args(argv)
+    from core.checkpoint import load_task
     from tasks.talnet.module import TALNetTask
 
-    if not Path(args.checkpoint).exists():
-        raise FileNotFoundError(f"{args.checkpoint}: checkpoint does not exist")
-    task = TALNetTask.load_from_checkpoint(args.checkpoint, map_location="cpu")
+    task = load_task(args.checkpoint, TALNetTask)
     out = Path(args.out)
     paths = make_highlight(args.video, task, out.parent, out.stem)
     for key, path in paths.items():

@@ -471,9 +471,11 @@ def activitynet_results(outputs: list[dict[str, Any]], class_names: Sequence[str
 
 def load_stream(path: str, modality: str, num_classes: int) -> TALNetStream:
     """One modality's stream from a checkpoint of a TALNetTask run (late fusion of separate runs)."""
-    if not Path(path).exists():
+    from core.checkpoint import URL_SCHEME, load_task
+
+    if not URL_SCHEME.match(str(path)) and not Path(path).exists():
         raise FileNotFoundError(f"{path}: stream checkpoint for {modality!r} does not exist")
-    task = TALNetTask.load_from_checkpoint(path, map_location="cpu")
+    task = load_task(path, TALNetTask)
     if modality not in task.model.streams:
         raise ValueError(f"{path}: has streams {task.model.modalities}, not {modality!r}")
     if task.num_classes != num_classes:

@@ -14,10 +14,10 @@ import torch
 
 from core.data import DataFormatError
 from core.video import open_video
+from datamodules.face_alignment import alignment_params, crop_matrix, transform_points
+from datamodules.face_topology import face_topology
 from datamodules.facemesh import FaceMeshDataModule
 from datamodules.synthetic.facemesh import write_facemesh
-from tasks.facemesh.alignment import alignment_params, crop_matrix, transform_points
-from tasks.facemesh.topology import face_topology
 
 SMALL = dict(rendered=(5, 2, 2), annotated=(4, 2, 2), unlabeled=3, clip_frames=6, image_size=128, clip_size=96)
 

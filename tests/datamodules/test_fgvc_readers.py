@@ -97,7 +97,8 @@ def test_herbarium2019_class_folders(root, tmp_path):
     assert dm.label_ids == [str(c) for c in range(8)]
     first = dm.datasets["train"].images[0]
     assert dm.datasets["train"].labels[0] == int(Path(first).parent.name)
-    assert dm.ids["test"][0] == Path(dm.datasets["test"].images[0]).stem
+    # the submission id is the whole test file name (README_2019.md: "use the entire filename, e.g. 00123.jpg")
+    assert dm.ids["test"][0] == Path(dm.datasets["test"].images[0]).name
     (path / "validation" / "99").mkdir()
     try:
         with pytest.raises(DataFormatError, match="class folder '99' is not among the 8 classes"):
@@ -230,3 +231,16 @@ def test_class_subset_restricts_training_classes(root, tmp_path):
     dm = Herbarium2019DataModule(str(path), 8, class_subset=str(subset), **LOADER)
     dm.setup("fit")
     assert set(dm.datasets["train"].labels) == {1, 5} and set(dm.datasets["val"].labels) <= {1, 5}
+
+
+def test_imaterialist_product2019_ids_are_file_names(tmp_path):
+    # msight-tech/imaterialist-product-2019 README.md: "The filename of each image is its id"; its sample
+    # submission writes ids such as 20dc3e9e6ca73cfa3ad4d13d1d7526b8.jpg. Copies without the extension read too.
+    (tmp_path / "test.json").write_text(
+        json.dumps(
+            {"images": [{"id": "20dc3e9e6ca73cfa3ad4d13d1d7526b8.jpg", "url": "u"}, {"id": "c0ff6e3", "url": "v"}]}
+        )
+    )
+    paths, ids = IMaterialistProduct2019DataModule(str(tmp_path), 4).read_test()
+    assert ids == ["20dc3e9e6ca73cfa3ad4d13d1d7526b8.jpg", "c0ff6e3"]
+    assert paths == [tmp_path / "test" / "20dc3e9e6ca73cfa3ad4d13d1d7526b8.jpg", tmp_path / "test" / "c0ff6e3.jpg"]

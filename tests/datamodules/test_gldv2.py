@@ -47,12 +47,21 @@ def test_readers_on_the_published_headers(tmp_path):
     assert image_path(tmp_path, "train", "6e158a47eb2ca3f6") == tmp_path / "train/6/e/1/6e158a47eb2ca3f6.jpg"
 
 
+def test_train_csv_of_the_2020_and_2021_releases(tmp_path):
+    # landmark-recognition-2020/2021 train.csv has no url column: "id,landmark_id". Rows: landmark 1's two
+    # images as train_clean.csv lists them ("1,17660ef415d37059 92b6290d571448f6"); 17660ef415d37059 is the first
+    # row of the 2021 release's train.csv.
+    train = write(tmp_path / "train.csv", "id,landmark_id\n17660ef415d37059,1\n92b6290d571448f6,1\n")
+    assert read_train(train) == [("17660ef415d37059", 1), ("92b6290d571448f6", 1)]
+
+
 @pytest.mark.parametrize(
     "name, text, reader, problem, line",
     [
         ("train.csv", "id,url,landmark_id\nabc123,u,7\nabc124,u,seven\n", read_train, "landmark_id 'seven'", 3),
         ("train.csv", "id,url,landmark_id\nabc123,u\n", read_train, "2 fields; expected 3", 2),
-        ("train.csv", "id,landmark_id\nabc123,7\n", read_train, "header", 1),
+        ("train.csv", "id,landmark\nabc123,7\n", read_train, "id,url,landmark_id or id,landmark_id", 1),
+        ("train.csv", "id,landmark_id\nabc123,7,8\n", read_train, "3 fields; expected 2", 2),
         ("train.csv", "id,url,landmark_id\n../x,u,7\n", read_train, "not an alphanumeric id", 2),
         ("boxes_split2.csv", "id,box\nabc123,0.1 0.2 0.9\n", read_boxes, "4 numbers", 2),
         ("boxes_split2.csv", "id,box\nabc123,0.9 0.2 0.1 0.8\n", read_boxes, "top<bottom", 2),
@@ -109,5 +118,5 @@ def test_missing_image_and_wrong_class_count_are_named(tmp_path):
     dm.setup()
     missing = dm.datasets["index"].paths[0]
     missing.unlink()
-    with pytest.raises(FileNotFoundError, match=f"{missing}: missing image"):
+    with pytest.raises(FileNotFoundError, match=f"{missing}: image listed in the split.s CSV does not exist"):
         dm.datasets["index"][0]

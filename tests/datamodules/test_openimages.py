@@ -97,3 +97,46 @@ def test_datamodule_reads_generated_files(tmp_path):
     assert lenient.skipped_samples == 1
     with pytest.raises(DataFormatError, match="9 classes, but data.num_classes=5"):
         OpenImagesDetectionDataModule(str(root), num_classes=5).setup()
+
+
+@pytest.mark.parametrize("header", ["", "MID,DisplayName\n", "LabelName,DisplayName\n", "label,class\n", "id,name\n"])
+def test_class_descriptions_header_forms(tmp_path, header):
+    # the first rows of class-descriptions-boxable.csv (official: no header); circulating copies add one
+    path = tmp_path / "c.csv"
+    path.write_text(header + "/m/011k07,Tortoise\n/m/011q46kg,Container\n")
+    assert read_class_descriptions(path) == {"/m/011k07": "Tortoise", "/m/011q46kg": "Container"}
+
+
+def test_datamodule_reads_the_challenge_2019_file_names(tmp_path):
+    """The same annotations under the Challenge 2019 names (storage.googleapis.com/openimages/challenge_2019/)
+    read as the V5 names do; the validation box file in the challenge's reduced column set."""
+    v5 = tmp_path / "v5"
+    generate_openimages(v5, num_train=6, num_val=4, num_test=2)
+    reference = OpenImagesDetectionDataModule(str(v5), num_classes=9, batch_size=4)
+    reference.setup()
+    root = tmp_path / "challenge"
+    root.mkdir()
+    (root / "challenge-2019-classes-description-500.csv").write_text(
+        "LabelName,DisplayName\n" + (v5 / "class-descriptions-boxable.csv").read_text()
+    )
+    (root / "challenge-2019-label500-hierarchy.json").write_text((v5 / "bbox_labels_600_hierarchy.json").read_text())
+    for split in ("train", "validation"):
+        (root / split).symlink_to(v5 / split)
+        boxes = (v5 / f"{split}-annotations-bbox.csv").read_text().splitlines()
+        if split == "validation":  # ImageID,LabelName,XMin,XMax,YMin,YMax,IsGroupOf
+            boxes = [",".join(r.split(",")[i] for i in (0, 2, 4, 5, 6, 7, 10)) for r in boxes]
+        (root / f"challenge-2019-{split}-detection-bbox.csv").write_text("\n".join(boxes) + "\n")
+        labels = (v5 / f"{split}-annotations-human-imagelabels-boxable.csv").read_text()
+        (root / f"challenge-2019-{split}-detection-human-imagelabels.csv").write_text(labels)
+    dm = OpenImagesDetectionDataModule(str(root), num_classes=9, batch_size=4)
+    dm.setup()
+    assert dm.class_names == reference.class_names and dm.class_ancestors == reference.class_ancestors
+    assert set(dm._datasets) == {"train", "val"}  # the challenge publishes no test annotations
+    for key in ("train", "val"):
+        ours, theirs = dm._datasets[key].records, reference._datasets[key].records
+        assert [r["image_id"] for r in ours] == [r["image_id"] for r in theirs]
+        assert [(r["labels"], r["eval_labels"], r["verified"]) for r in ours] == [
+            (r["labels"], r["eval_labels"], r["verified"]) for r in theirs
+        ]
+    with pytest.raises(FileNotFoundError, match="no challenge-2019-test-detection-bbox.csv for the test split"):
+        dm.test_dataloader()

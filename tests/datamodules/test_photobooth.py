@@ -92,8 +92,9 @@ def test_crop_faces_and_expression_target_by_hand():
     frame[10:20, 30:40] = (255, 0, 0)
     crop = crop_faces(frame, np.array([[30, 10, 40, 20]]), 8)[0]
     assert (crop[1:-1, 1:-1] == (255, 0, 0)).all()
-    boxes = np.array([[0, 0, 4, 4], [0, 0, 2, 2], [0, 0, 2, 2]], np.float32)  # areas 16, 4, 4
     labels = np.array([[1, 0, 0, 1], [2, 0, 0, 0], [0, 0, 0, 1]])  # key+attending, key not attending, neutral
-    assert expression_target(boxes, labels) == pytest.approx(16 / 24)
-    assert expression_target(np.zeros((0, 4)), np.zeros((0, 4))) == 0.0
-    assert torch.is_tensor(torch.as_tensor(expression_target(boxes, labels)))
+    # (intensity, importance): the attending face at intensity 0.5 with importance 16 of 24 in all
+    quality = np.array([[0.5, 16.0], [1.0, 4.0], [0.0, 4.0]], np.float32)
+    assert expression_target(labels, quality) == pytest.approx(0.5 * 16 / 24)
+    assert expression_target(np.zeros((0, 4)), np.zeros((0, 2))) == 0.0
+    assert torch.is_tensor(torch.as_tensor(expression_target(labels, quality)))

@@ -11,11 +11,11 @@ import torch
 
 from core.training import evaluate, train
 from core.video import open_video
+from datamodules.face_topology import face_topology
 from tasks.facemesh.anchors import generate_anchors
 from tasks.facemesh.losses import detector_loss, mesh_loss
 from tasks.facemesh.model import count_parameters, facemesh
 from tasks.facemesh.module import SAMPLES_FILE, TEMPORAL_FILE, FaceMeshTask
-from tasks.facemesh.topology import face_topology
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from datamodules.face_alignment import alignment_params, crop_matrix, invert_affine, transform_points, warp_crops
+from datamodules.face_topology import face_topology
 from datamodules.synthetic.facemesh import render_face, sample_face
-from tasks.facemesh.alignment import alignment_params, crop_matrix, invert_affine, transform_points, warp_crops
-from tasks.facemesh.topology import face_topology
 
 
 def test_warp_puts_a_pixel_where_transform_points_says():

@@ -103,7 +103,7 @@ def _write(path, text):
         ),
         # F2 per sample: {1,2} vs {1,3}: 5/(5+4+1) = 0.5; {4} vs {4}: 1 -> 0.75
         ("imet2019", "id,attribute_ids\nx,1 2\ny,4\n", "id,attribute_ids\nx,1 3\ny,4\n", 0.75),
-        ("iwildcam2019", "Id,Category\na,1\nb,0\nc,3\n", "Id,Category\na,2\nb,0\nc,2\n", 0.25),
+        ("iwildcam2019", "Id,Predicted\na,1\nb,0\nc,3\n", "Id,Category\na,2\nb,0\nc,2\n", 0.25),
         ("icassava2019", "Id,Category\nt-0.jpg,cbb\nt-1.jpg,cmd\n", "Id,Category\nt-0.jpg,cbb\nt-1.jpg,cgm\n", 0.5),
     ],
 )
@@ -131,7 +131,7 @@ def test_scoring_command_imports_neither_torch_nor_pandas():
 def test_scorer_rejects_a_wrong_header_and_missing_ids(tmp_path):
     comp = grading.competition("iwildcam2019")
     sol = _write(tmp_path / "sol.csv", "Id,Category\na,1\nb,2\n")
-    with pytest.raises(ValueError, match=r"sub.csv:1: submission header must be 'Id,Category'"):
+    with pytest.raises(ValueError, match=r"sub.csv:1: submission header must be 'Id,Predicted' or 'Id,Category'"):
         grading.score_files(comp, _write(tmp_path / "sub.csv", "id,predicted\na,1\n"), sol)
     with pytest.raises(ValueError, match="1 ids of the solution are missing"):
         grading.score_files(comp, _write(tmp_path / "sub.csv", "Id,Category\na,1\n"), sol)
@@ -143,15 +143,60 @@ def test_submission_headers_are_each_competitions():
     headers = {name: grading.submission_text(c, [], []).strip() for name, c in grading.COMPETITIONS.items()}
     assert headers == {
         "inaturalist2019": "id,predicted",
-        "herbarium2019": "Id,Predicted",
+        "herbarium2019": "Id,Category",
         "ifood2019": "img_name,label",
         "imaterialist_product2019": "id,predicted",
         "imet2019": "id,attribute_ids",
-        "iwildcam2019": "Id,Category",
+        "iwildcam2019": "Id,Predicted",
         "icassava2019": "Id,Category",
     }
     text = grading.submission_text(grading.COMPETITIONS["imet2019"], ["x"], [["3", "17"]])
     assert text == "id,attribute_ids\nx,3 17\n"
+
+
+# Submission rows quoted from each competition's published example (docs/fgvc.md names the sources).
+PUBLISHED_SUBMISSIONS = {
+    # visipedia/herbarium_comp 2019/README_2019.md, "Submission File Format"
+    "herbarium2019": ("Id,Category\n00000.jpg,0 1 2\n00001.jpg,10 11 12\n00002.jpg,20 21 22\n", "00001.jpg", "10"),
+    # Kaggle inaturalist-2019-fgvc6, "Submission File"
+    "inaturalist2019": ("id,predicted\n268243,71 108 339 341 560\n268244,333 729 838 418 785\n", "268244", "333"),
+    # Kaggle iwildcam-2019-fgvc6, "Submission Format"
+    "iwildcam2019": (
+        "Id,Predicted\n58857ccf-23d2-11e8-a6a3-ec086b02610b,1\n591e4006-23d2-11e8-a6a3-ec086b02610b,5\n",
+        "591e4006-23d2-11e8-a6a3-ec086b02610b",
+        "5",
+    ),
+    # the same two rows as pandas writes a sample submission with its index (",Id,Category")
+    "iwildcam2019_indexed": (
+        ",Id,Category\n0,58857ccf-23d2-11e8-a6a3-ec086b02610b,1\n1,591e4006-23d2-11e8-a6a3-ec086b02610b,5\n",
+        "591e4006-23d2-11e8-a6a3-ec086b02610b",
+        "5",
+    ),
+    # karansikka1/iFood_2019 README.md, "Submission File Format"
+    "ifood2019": ("image_name,label1 label2 label3\ntest_0001.jpg,0 1 10\ntest_0002.jpg,1 3 5\n", "test_0002.jpg", "1"),
+    # msight-tech/imaterialist-product-2019 README.md, "Evaluation"
+    "imaterialist_product2019": (
+        "id,predicted\n20dc3e9e6ca73cfa3ad4d13d1d7526b8.jpg,11 23 58\n"
+        "c0ff6e315816bb1b27b48687924d41c9.jpg,123 456 789\n",
+        "c0ff6e315816bb1b27b48687924d41c9.jpg",
+        "123",
+    ),
+}
+
+
+@pytest.mark.parametrize("key", sorted(PUBLISHED_SUBMISSIONS))
+def test_grader_reads_the_published_submission_examples(tmp_path, key):
+    text, item, first = PUBLISHED_SUBMISSIONS[key]
+    comp = grading.competition(key.removesuffix("_indexed"))
+    rows = grading.read_label_file(_write(tmp_path / "sub.csv", text), comp, "submission")
+    assert rows[item][0] == first and len(rows) == text.count("\n") - 1
+
+
+def test_grader_finds_columns_by_name_in_either_order(tmp_path):
+    comp = grading.competition("icassava2019")
+    sub = _write(tmp_path / "sub.csv", "Category,Id\ncbb,test-img-0.jpg\ncmd,test-img-1.jpg\n")
+    sol = _write(tmp_path / "sol.csv", "Id,Category\ntest-img-0.jpg,cbb\ntest-img-1.jpg,cgm\n")
+    assert grading.score_files(comp, sub, sol) == pytest.approx(0.5)
 
 
 # --- EM prior estimation ----------------------------------------------------------------------------
@@ -255,3 +300,81 @@ def test_calibration_recovers_a_known_temperature_and_bias():
     assert biases - biases.mean() == pytest.approx(-np.array([1.0, 0.0, -1.0]) / 3, abs=0.05)
     recovered = calibrated_posteriors(reported + np.array([1.0, 0.0, -1.0]), temperature, biases)
     assert np.abs(recovered - p).mean() < 0.01
+
+
+# --- the prior EM starts from: the one the calibrated posteriors carry ----------------------------------
+
+
+def test_em_fixed_point_of_a_two_class_case_worked_by_hand():
+    """Posteriors carrying the prior (0.8, 0.2): 14 samples at (16/17, 1/17) (likelihood ratio
+    (16/1) / (0.8/0.2) = 4) and 11 at (1/2, 1/2) (ratio 1/4). With test prior pi the adjusted
+    posteriors are (6/7, 1/7) and (3/11, 8/11) at pi = 0.6, whose class-0 mean is
+    (14 * 6/7 + 11 * 3/11) / 25 = 15/25 = 0.6: the EM fixed point is (0.6, 0.4)."""
+    posteriors = np.array([[16 / 17, 1 / 17]] * 14 + [[0.5, 0.5]] * 11)
+    estimate = em_prior(posteriors, np.array([0.8, 0.2]))
+    assert estimate.converged and estimate.prior == pytest.approx([0.6, 0.4], abs=1e-6)
+    assert estimate.posteriors[0] == pytest.approx([6 / 7, 1 / 7], abs=1e-6)
+    assert estimate.posteriors[-1] == pytest.approx([3 / 11, 8 / 11], abs=1e-6)
+    # Started from the wrong prior (a class-balanced sampler's (1/2, 1/2)) the same posteriors read as
+    # ratios 16 and 1: the fixed point solves 14 * 16 / (15 pi + 1) + 11 * 1 = 25 -> 15 pi + 1 = 16, pi = 1
+    # (class 0 only; EM creeps towards that boundary): a different answer from the same data.
+    wrong = em_prior(posteriors, np.array([0.5, 0.5]))
+    assert wrong.prior[0] > 0.95
+
+
+def test_rebasing_log_posteriors_is_bayes_rule_by_hand():
+    from tasks.fgvc.prior import rebase_log_posteriors
+
+    # (1/2, 1/2) under a balanced sampler's (1/2, 1/2), moved to (0.8, 0.2): (0.8, 0.2)
+    rebased = rebase_log_posteriors(np.log([[0.5, 0.5]]), [0.5, 0.5], [0.8, 0.2])
+    assert np.exp(rebased[0]) == pytest.approx([0.8, 0.2])
+    # (0.2, 0.8) under (0.25, 0.75) -> ratios 0.8 : 1.0667 times (0.5, 0.5) -> (3/7, 4/7)
+    rebased = rebase_log_posteriors(np.log([[0.2, 0.8]]), [0.25, 0.75], [0.5, 0.5])
+    assert np.exp(rebased[0]) == pytest.approx([3 / 7, 4 / 7])
+
+
+def test_class_frequencies_keep_absent_classes_above_zero():
+    from tasks.fgvc.prior import class_frequencies
+
+    # counts (3, 1, 0) + 1/2 each = (3.5, 1.5, 0.5) over 5.5
+    assert class_frequencies(np.array([0, 0, 0, 1]), 3) == pytest.approx([3.5 / 5.5, 1.5 / 5.5, 0.5 / 5.5])
+
+
+def _gaussian_classes(prior, n, rng, means=np.array([0.0, 1.0, 2.0])):
+    labels = rng.choice(len(prior), size=n, p=prior)
+    return rng.normal(means[labels], 1.0), labels
+
+
+@pytest.mark.parametrize("sampler_prior", [(0.7, 0.2, 0.1), (0.45, 0.33, 0.22), (1 / 3, 1 / 3, 1 / 3)])
+def test_em_after_calibration_is_harmless_without_shift_and_helps_under_shift(sampler_prior):
+    """Three 1-D Gaussian classes (means 0, 1, 2) with natural prior (0.7, 0.2, 0.1); the "network" is
+    Bayes-optimal under the prior the sampler trained it with (instance, about square-root,
+    class-balanced). Calibration on a natural validation split, then EM: without a test shift the
+    error matches calibration alone, under the reversed prior it drops well below it. The old recipe
+    (EM from the sampler's prior after calibration) is clearly worse without shift for the balanced
+    sampler: its posteriors carry the validation prior, not the sampler's."""
+    from tasks.fgvc.prior import fit_prior_calibration
+
+    rng = np.random.default_rng(1)
+    natural, means = np.array([0.7, 0.2, 0.1]), np.array([0.0, 1.0, 2.0])
+    sampler_prior = np.array(sampler_prior)
+
+    def network(x):  # log p_t(w|x) under the sampler's prior
+        z = -0.5 * (x[:, None] - means[None, :]) ** 2 + np.log(sampler_prior)
+        return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+    x_val, y_val = _gaussian_classes(natural, 3000, rng)
+    calibration = fit_prior_calibration(network(x_val), y_val, sampler_prior, "bcts")
+    assert calibration.reference_prior == pytest.approx(natural, abs=0.02)  # the validation frequencies
+    for test_prior, must_gain in ((natural, False), (natural[::-1].copy(), True)):
+        x, y = _gaussian_classes(test_prior, 6000, rng)
+        calibrated = calibration.posteriors(network(x))
+        no_em = (calibrated.argmax(1) != y).mean()
+        with_em = (em_prior(calibrated, calibration.reference_prior).posteriors.argmax(1) != y).mean()
+        if must_gain:
+            assert with_em < no_em - 0.1
+        else:
+            assert with_em <= no_em + 0.01
+            old = (em_prior(calibrated, sampler_prior).posteriors.argmax(1) != y).mean()
+            if sampler_prior[0] < 0.5:  # balanced-ish samplers: the wrong start prior costs accuracy
+                assert old > with_em + 0.02

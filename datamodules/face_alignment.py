@@ -3,7 +3,10 @@ keypoints) to an upright square crop, the warp, and point mapping in both direct
 
 As in MediaPipe's face-mesh graph, the crop is centred on the face box, rotated so that the line from
 the right eye to the left eye is horizontal, and ``scale`` times the box's larger side. Coordinates
-are continuous pixels (the centre of pixel (i, j) is (j + 0.5, i + 0.5)) in the image and the crop."""
+are continuous pixels (the centre of pixel (i, j) is (j + 0.5, i + 0.5)) in the image and the crop.
+
+The face-mesh data and the face-mesh model share this geometry, so it lives beside the data (datamodules
+import no task)."""
 
 from __future__ import annotations
 
@@ -86,3 +89,12 @@ def jitter_params(centre, side, angle, generator: torch.Generator, shift: float,
     s = 1 + (torch.rand(n, generator=generator) * 2 - 1) * scale
     r = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(rotation_deg)
     return centre + d, side * s, angle + r
+
+def letterbox(images: torch.Tensor, size: int) -> tuple[torch.Tensor, float]:
+    """Resize (B, 3, H, W) so the longer side is ``size``, pad right/bottom; returns (batch, scale)."""
+    h, w = images.shape[-2:]
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    if (nh, nw) != (h, w):
+        images = F.interpolate(images, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+    return F.pad(images, (0, size - nw, 0, size - nh)), scale
