@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from datamodules.openimages_masks import mask_file_name
+from datamodules.synthetic.openimages_relationships import write_relationship_files
 
 ROOT_MID = "/m/0bl9f"  # "Entity", the root of the released hierarchy
 # (MID, display name, RGB colour, shape); MIDs are made up in the published /m/ form.
@@ -212,9 +213,7 @@ def generate_openimages(
             _write_csv(root / "challenge-2019-validation-detection-bbox.csv", BOX_HEADER, box_rows)
             _write_csv(root / "challenge-2019-validation-detection-human-imagelabels.csv", LABEL_HEADER, label_rows)
         # The segmentation and relationship writers take `drawn` (annotated objects per image) here.
-        from datamodules.synthetic.openimages_relationships import write_relationship_files
-
-        write_relationship_files(root, split, drawn)
+        write_relationship_files(root, split, drawn, [(m, n) for m, n, *_ in LEAVES])
         seg_rows = _mask_rows(root / f"{split}-masks", drawn, image_size, mask_rng)
         _write_csv(root / f"{split}-annotations-object-segmentation.csv", SEGMENTATION_HEADER, seg_rows)
         if split == "validation":

@@ -72,13 +72,13 @@ def _write(path: Path, header: list[str] | None, rows: list[list]) -> None:
         writer.writerows(rows)
 
 
-def write_relationship_files(root: str | Path, split: str, drawn: list[tuple[str, list[dict]]]) -> None:
+def write_relationship_files(
+    root: str | Path, split: str, drawn: list[tuple[str, list[dict]]], classes: list[tuple[str, str]]
+) -> None:
     """Write ``split``'s relationship file (and, for validation, the challenge's files) plus the name
-    lists into ``root``, from the generator's ``drawn`` list."""
-    from datamodules.synthetic.openimages import LEAVES  # here: that module imports this one
-
+    lists into ``root``, from the generator's ``drawn`` list and its leaf ``classes`` (MID, name)."""
     root = Path(root)
-    class_order = [m for m, *_ in LEAVES]
+    class_order = [mid for mid, _ in classes]
     rows = relationship_rows(drawn, class_order)
     _write(root / split_vrd_file(split), list(RELATIONSHIP_COLUMNS), rows)
     if split == "validation":
@@ -88,6 +88,6 @@ def write_relationship_files(root: str | Path, split: str, drawn: list[tuple[str
             for mid in dict.fromkeys(o["mid"] for o in objects):
                 labels.append([image_id, "verification", mid, 1])
         _write(root / CHALLENGE_VRD_FILES["image_labels"], ["ImageID", "Source", "LabelName", "Confidence"], labels)
-    _write(root / CHALLENGE_VRD_FILES["classes"], None, [[m, n] for m, n, *_ in LEAVES])
+    _write(root / CHALLENGE_VRD_FILES["classes"], None, [list(c) for c in classes])
     _write(root / CHALLENGE_VRD_FILES["attributes"], None, [list(a) for a in ATTRIBUTES])
     _write(root / CHALLENGE_VRD_FILES["relationship_names"], None, [[r, r] for r in RELATIONSHIPS])
