@@ -30,7 +30,6 @@ import pytorch_lightning as pl
 import torch
 from timm.optim import create_optimizer_v2
 
-DEFAULT_OPTIMIZER: dict[str, Any] = {"opt": "adamw", "lr": 1e-3, "weight_decay": 0.0}
 SCHEDULERS = ("constant", "cosine", "exponential", "step")
 SCHEDULER_KEYS = {
     "constant": set(),
@@ -85,10 +84,16 @@ def check_scheduler(scheduler: dict[str, Any] | None) -> dict[str, Any]:
     return config
 
 
-def create_optimizer(model: Any, optimizer: dict[str, Any] | None = None) -> torch.optim.Optimizer:
-    """timm's ``create_optimizer_v2(model, **optimizer)``, with :data:`DEFAULT_OPTIMIZER` filling in
-    what ``optimizer`` leaves out. ``model`` is a module or a list of parameter groups."""
-    return create_optimizer_v2(model, **{**DEFAULT_OPTIMIZER, **(optimizer or {})})
+def create_optimizer(model: Any, optimizer: dict[str, Any] | None) -> torch.optim.Optimizer:
+    """timm's ``create_optimizer_v2(model, **optimizer)``. ``model`` is a module or a list of parameter
+    groups. There is no default in code: the task's YAML (conf/task/<task>.yaml) is the one default."""
+    missing = [key for key in ("opt", "lr") if key not in (optimizer or {})]
+    if missing:
+        raise ValueError(
+            f"task.optimizer={optimizer!r} lacks {missing}: give timm's create_optimizer_v2 arguments, at least "
+            "{opt, lr} (conf/task/<task>.yaml holds each task's default)"
+        )
+    return create_optimizer_v2(model, **optimizer)
 
 
 def configure_optimizers(

@@ -23,8 +23,6 @@ from tasks.people_depth.video import VIDEO_NAME, log_video, render_clip_video
 log = logging.getLogger(__name__)
 
 METRIC_NAMES = tuple(f"si_{r}" for r in REGIONS) + ("rmse", "rel")
-# The public code's optimizer (Adam at its default --lr), used when ``optimizer`` is not given.
-PUBLIC_OPTIMIZER: dict[str, Any] = {"opt": "adam", "lr": 4e-4}
 
 
 class PeopleDepthTask(pl.LightningModule):
@@ -195,4 +193,4 @@ class PeopleDepthTask(pl.LightningModule):
 
     def configure_optimizers(self):
         # The public code's lr_policy=step is scheduler={name: step, step_epochs: 8, gamma: 0.5}.
-        return configure_optimizers(self, self.hparams.optimizer or PUBLIC_OPTIMIZER, self.hparams.scheduler)
+        return configure_optimizers(self, self.hparams.optimizer, self.hparams.scheduler)

@@ -298,14 +298,8 @@ class TALNetTask(pl.LightningModule):
         return spn_cls + spn_reg + cls.total, parts
 
     def configure_optimizers(self):
-        # the shared contract (core.optim): timm's create_optimizer_v2 arguments, AdamW by default
-        optimizer = {
-            "opt": "adamw",
-            "lr": 1e-3,
-            "weight_decay": 1e-4,
-            **(self.hparams.optimizer or {}),
-        }
-        return configure_optimizers(self, optimizer, self.hparams.scheduler)
+        # the shared contract (core.optim); the default is conf/task/talnet.yaml's
+        return configure_optimizers(self, self.hparams.optimizer, self.hparams.scheduler)
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()

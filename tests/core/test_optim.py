@@ -46,8 +46,10 @@ def test_timm_optimizer_with_defaults_and_a_step_schedule():
     module = _Tiny()
     constant = configure_optimizers(module, {"opt": "sgd", "lr": 0.1, "momentum": 0.9})
     assert isinstance(constant, torch.optim.SGD) and constant.param_groups[0]["lr"] == 0.1
-    adamw = configure_optimizers(module, None)  # DEFAULT_OPTIMIZER: AdamW, lr 1e-3
-    assert isinstance(adamw, torch.optim.AdamW) and adamw.param_groups[0]["lr"] == 1e-3
+    # no default in code: the task's YAML is the one default, and a missing optimizer says so
+    for incomplete in (None, {"opt": "adamw"}):
+        with pytest.raises(ValueError, match=r"task.optimizer=.* lacks .*conf/task/<task>.yaml"):
+            configure_optimizers(module, incomplete)
     out = configure_optimizers(module, {"opt": "sgd", "lr": 1.0}, {"name": "step", "step_epochs": 2, "gamma": 0.5})
     assert out["lr_scheduler"]["interval"] == "epoch"
     scheduler, rates = out["lr_scheduler"]["scheduler"], []
