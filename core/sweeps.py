@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import itertools
 import logging
 import math
 from collections.abc import Iterable, Sequence
@@ -24,7 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
+from hydra.plugins.launcher import Launcher
+from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
 from core.data import read_json
@@ -195,6 +199,35 @@ def write_summary(sweep_dirs: Sequence[str | Path]) -> dict[str, Any]:
     atomic_write_json(target / SUMMARY_JSON, summary)
     atomic_write_text(target / SUMMARY_CSV, to_csv(summary))
     return summary
+
+
+def job_completed(config: DictConfig, num: int) -> bool:
+    """Whether job ``num`` of the multirun ``config`` finished in an earlier attempt of the same sweep
+    (its ``metrics.json`` exists). Only a sweep whose job folders are numbered (``hydra.sweep.subdir``
+    is ``${hydra.job.num}``) can tell, so any other answers False."""
+    subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")
+    return subdir == "${hydra.job.num}" and (Path(str(config.hydra.sweep.dir)) / str(num) / METRICS).exists()
+
+
+def launch_numbered(
+    sweeper: Sweeper, launcher: Launcher, jobs: Sequence[Sequence[str]], numbers: Sequence[int], batch_size: int | None
+) -> list[Sequence[JobReturn]]:
+    """Launch ``jobs[i]`` for each ``i`` of ``numbers`` as job number ``i``: consecutive numbers go out
+    together (at most ``batch_size`` at once), so every job keeps its number, and its folder, when
+    earlier ones are skipped as completed. A failed job's exception is raised here."""
+    returns: list[Sequence[JobReturn]] = []
+    for _, group in itertools.groupby(enumerate(numbers), key=lambda t: t[1] - t[0]):
+        run = [num for _, num in group]
+        size = batch_size or len(run)
+        for start in range(0, len(run), size):
+            chunk = run[start : start + size]
+            batch = [list(jobs[i]) for i in chunk]
+            sweeper.validate_batch_is_legal(batch)
+            results = launcher.launch(batch, initial_job_idx=chunk[0])
+            for result in results:
+                _ = result.return_value  # re-raises a failed job's exception
+            returns.append(results)
+    return returns
 
 
 def sweep_folders(config: DictConfig) -> list[Path]:

@@ -24,6 +24,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from core.sweeps import job_completed, launch_numbered
+
 log = logging.getLogger(__name__)
 
 
@@ -128,13 +130,6 @@ class CompoundScalingSweeper(Sweeper):
             for base, candidate in itertools.product(base_jobs, self.candidates)
         ]
 
-    def _completed(self, sweep_dir: Path, job_num: int) -> bool:
-        assert self.config is not None
-        subdir = OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir")
-        if not self.skip_completed or subdir != "${hydra.job.num}":
-            return False
-        return (sweep_dir / str(job_num) / "metrics.json").exists()
-
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         assert self.config is not None and self.launcher is not None
         jobs = self.job_overrides(arguments)
@@ -158,23 +153,10 @@ class CompoundScalingSweeper(Sweeper):
                 c.flops_factor,
             )
 
-        # Launch runs of consecutive pending jobs with their own start index, so every job keeps
-        # its number (and its folder) whether or not earlier jobs are skipped as completed.
-        pending = [i for i in range(len(jobs)) if not self._completed(sweep_dir, i)]
+        pending = [i for i in range(len(jobs)) if not (self.skip_completed and job_completed(self.config, i))]
         if len(pending) < len(jobs):
             log.info("Skipping %d completed jobs", len(jobs) - len(pending))
-        returns: list[Sequence[JobReturn]] = []
-        for _, group in itertools.groupby(enumerate(pending), key=lambda t: t[1] - t[0]):
-            numbers = [num for _, num in group]
-            size = self.max_batch_size or len(numbers)
-            for start in range(0, len(numbers), size):
-                chunk = numbers[start : start + size]
-                batch = [jobs[i] for i in chunk]
-                self.validate_batch_is_legal(batch)
-                results = self.launcher.launch(batch, initial_job_idx=chunk[0])
-                for r in results:
-                    _ = r.return_value  # re-raises a failed job's exception
-                returns.append(results)
+        returns = launch_numbered(self, self.launcher, jobs, pending, self.max_batch_size)
 
         if self.summarize:
             from tasks.efficientnet.summary import summarize_sweep

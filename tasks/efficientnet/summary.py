@@ -217,6 +217,31 @@ def log_to_wandb(sweep_dir: Path, rows: Sequence[dict], summary: dict, plot: Pat
     logger.experiment.finish()
 
 
+SCALE_UP_PHI = (1.0, 2.0)
+# Overrides that belong to the search itself, not to the settings a scale-up shares with it.
+SEARCH_ONLY = ("hydra.sweeper.", "run_id=", "hydra.sweep.dir=", "hydra.sweep.subdir=")
+
+
+def scale_up_command(sweep_dir: Path, best: dict, phis: Sequence[float] = SCALE_UP_PHI) -> str:
+    """The command that trains the best triple at each compound coefficient in ``phis`` (Tan & Le's
+    step 2) as jobs of one new sweep, with the search's own command-line settings (launcher, trainer,
+    data) read from its ``multirun.yaml``."""
+    import shlex
+
+    given: list[str] = []
+    multirun = sweep_dir / "multirun.yaml"
+    if multirun.exists():
+        given = [str(o) for o in OmegaConf.select(OmegaConf.load(multirun), "hydra.overrides.task", default=[]) or []]
+    shared = [o for o in given if not o.startswith(SEARCH_ONLY)]
+    triple = [f"hydra.sweeper.{k}=[{best[k]:.4g}]" for k in ("alpha", "beta", "gamma")]
+    steps = [
+        f"hydra.sweeper.phi=[{','.join(f'{phi:g}' for phi in phis)}]",
+        "hydra.sweeper.dimensions=[compound]",
+        "hydra.sweeper.include_baseline=false",
+    ]
+    return " ".join(["python", "train.py", "-m", *map(shlex.quote, [*shared, *triple, *steps])])
+
+
 def summarize_sweep(sweep_dir: str | Path, wandb: bool = False) -> dict:
     """Write summary.json / summary.csv / summary.md / accuracy_vs_flops.png into ``sweep_dir``."""
     sweep_dir = Path(sweep_dir)
@@ -243,6 +268,7 @@ def summarize_sweep(sweep_dir: str | Path, wandb: bool = False) -> dict:
             )
         },
         "comparison": compare_dimensions(rows),
+        "scale_up_command": None if best is None else scale_up_command(sweep_dir, best),
         "runs": rows,
     }
     atomic_write_json(sweep_dir / "summary.json", summary)
@@ -265,6 +291,7 @@ def summarize_sweep(sweep_dir: str | Path, wandb: bool = False) -> dict:
             1000 * best["gmacs"],
             best["params_m"],
         )
+        log.info("Scale it up: %s", summary["scale_up_command"])
     return summary
 
 
@@ -282,6 +309,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             f"best triple: alpha={b['alpha']:.3f} beta={b['beta']:.3f} gamma={b['gamma']:.3f} "
             f"(val acc {100 * b['val_accuracy']:.2f} %, {1000 * b['gmacs']:.1f} M MACs, {b['params_m']:.3f} M params)"
         )
+        print(f"scale it up (phi = 1, 2): {summary['scale_up_command']}")
     for entry in summary["comparison"]:
         parts = [f"phi={entry['phi']:g}"]
         for dimension in ("compound", "depth", "width", "resolution"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shlex
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,22 @@ def test_sweep_resumes_skipping_finished_jobs(tmp_path, shared_data_dir):
     assert "Skipping 1 completed jobs" in out.stdout + out.stderr
     assert (sweep / "0" / "metrics.json").stat().st_mtime_ns == before
     assert (sweep / "1" / "metrics.json").exists()
+
+    # step 2 of the method: the summary's command trains the best triple at phi = 1 and 2, with the
+    # search's own settings, as a sweep of its own
+    summary = json.loads((sweep / "summary.json").read_text())
+    best = summary["best"]
+    command = shlex.split(summary["scale_up_command"])
+    assert command[:3] == ["python", "train.py", "-m"] and "data.batch_size=20" in command
+    assert not any(arg.startswith(("hydra.sweep.dir=", "run_id=")) for arg in command)
+    scaled = tmp_path / "scaled"
+    run_entry("train.py", [*command[2:], f"hydra.sweep.dir={scaled}"], env={"OMP_NUM_THREADS": "1"})
+    runs = json.loads((scaled / "summary.json").read_text())["runs"]
+    assert [(r["dimension"], r["phi"]) for r in runs] == [("compound", 1.0), ("compound", 2.0)]
+    for run in runs:
+        assert (run["alpha"], run["beta"], run["gamma"]) == pytest.approx((best["alpha"], best["beta"], best["gamma"]))
+        assert run["status"] == "done"
+    assert runs[1]["gmacs"] > runs[0]["gmacs"]  # phi = 2 is the larger network
 
 
 def test_b0_recipe_fast_dev_run(cfg_train, tmp_path):
