@@ -5,16 +5,28 @@ detector runs) and of tracking (a video frame where the crop comes from the prev
 
     python benchmarks/bench_facemesh.py [--threads 1] [--frame 256] [--repeats 50] [--clock wall|cpu]
                                         [--checkpoint <ckpt>]
+    python benchmarks/bench_facemesh.py --runtimes [--imported data/mediapipe/facemesh_mediapipe.ckpt]
+                                        [--mediapipe-env /tmp/mpenv] [--photo <image>] [--frames 60]
 
 Without ``--checkpoint`` the networks have random weights (speed does not depend on them); one face
 crop per frame is timed. Figures are medians over ``--repeats`` runs after warm-up. On a shared
-machine, run it when it is quiet: other jobs inflate every number."""
+machine, run it when it is quiet: other jobs inflate every number.
+
+``--runtimes``: the imported MediaPipe networks (``make mediapipe-models``) through the project's whole
+pipeline on the frames of a real photograph moved and scaled frame by frame (default: scikit-image's
+astronaut, 512x512), once in PyTorch and once exported to ONNX Runtime (core/onnx_runtime.py, checked
+against PyTorch), and, with ``--mediapipe-env``, MediaPipe's own runtime on the same frames in that
+environment (benchmarks/mediapipe_facemesh.py: mediapipe==0.10.14 is never installed into .venv). One
+run each; frames per CPU-second of each process (all its threads), and the ratio to MediaPipe."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,6 +61,102 @@ def macs(model: torch.nn.Module, size: int) -> float:
     return counter.get_total_flops() / 2
 
 
+def test_frames(photo: str | None, count: int) -> tuple[np.ndarray, str]:
+    """``count`` RGB frames of a real photograph, shifted (up to 18 px) and scaled (up to 4.5 %) back and
+    forth frame by frame: a clip to track, and the same frames for detect+mesh."""
+    import cv2
+
+    if photo:
+        image = cv2.imread(photo)
+        if image is None:
+            raise SystemExit(f"{photo}: cannot decode the image")
+        image, name = cv2.cvtColor(image, cv2.COLOR_BGR2RGB), Path(photo).name
+    else:
+        from skimage import data
+
+        image, name = data.astronaut(), "scikit-image astronaut"
+    h, w = image.shape[:2]
+    frames = []
+    for k in range(count):
+        step = min(k % 20, 20 - k % 20)  # 0..10..0
+        matrix = cv2.getRotationMatrix2D((w / 2, h / 2), 0.0, 1.0 + 0.0045 * step)
+        matrix[:, 2] += (1.8 * step, 0.9 * step)
+        frames.append(cv2.warpAffine(image, matrix, (w, h), borderMode=cv2.BORDER_REFLECT))
+    return np.stack(frames), f"{name} ({w}x{h})"
+
+
+def fps_per_cpu_second(run, frames: np.ndarray) -> tuple[float, int]:
+    """(frames per CPU-second of this process, frames with a face) of ``run(frames)`` after a warm-up."""
+    run(frames[:5])
+    start = time.process_time()
+    found = run(frames)
+    return len(frames) / (time.process_time() - start), found
+
+
+def mediapipe_fps(env: str, frames: np.ndarray) -> dict[str, tuple[float, int]]:
+    """MediaPipe's runtime on ``frames``, in the virtual environment ``env`` (benchmarks/mediapipe_facemesh.py)."""
+    python = Path(env) / "bin" / "python"
+    if not python.exists():
+        raise SystemExit(
+            f"--mediapipe-env {env}: no bin/python (make it with: python3.11 -m venv {env} && "
+            f"{env}/bin/pip install mediapipe==0.10.14)"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "frames.npy", frames)
+        runner = Path(__file__).resolve().parent / "mediapipe_facemesh.py"
+        done = subprocess.run([str(python), str(runner), str(Path(tmp) / "frames.npy")], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"MediaPipe in {env} failed: {done.stderr.strip().splitlines()[-1:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return {
+        mode: (result[mode]["frames"] / result[mode]["cpu_s"], result[mode]["with_face"])
+        for mode in ("detect_mesh", "tracking")
+    } | {"version": result["mediapipe"]}
+
+
+def compare_runtimes(args) -> None:
+    """Detect+mesh and tracking per CPU-second: PyTorch, ONNX Runtime, MediaPipe (module docstring)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise SystemExit("--runtimes needs ONNX Runtime: pip install -e '.[bench]'") from None
+
+    from core.checkpoint import load_task
+    from core.onnx_runtime import OnnxRuntimeModule
+    from tasks.facemesh.module import FaceMeshTask
+
+    if not Path(args.imported).exists():
+        raise SystemExit(f"{args.imported}: no imported MediaPipe checkpoint; run `make mediapipe-models`")
+    task = load_task(args.imported, FaceMeshTask).eval()
+    frames, name = test_frames(args.photo, args.frames)
+    torch_pipe = FaceMeshPipeline.from_task(task)
+    ort_pipe = FaceMeshPipeline.from_task(task)
+    ort_pipe.detector = OnnxRuntimeModule(task.detector, threads=args.threads)
+    ort_pipe.mesh = OnnxRuntimeModule(task.mesh, threads=args.threads)
+    rows = {}
+    for label, pipe in (("PyTorch (the project)", torch_pipe), ("ONNX Runtime (its export)", ort_pipe)):
+        rows[label] = {
+            "detect_mesh": fps_per_cpu_second(lambda f, p=pipe: sum(bool(p.process_image(x)) for x in f), frames),
+            "tracking": fps_per_cpu_second(lambda f, p=pipe: sum(r is not None for r in p.track(f)), frames),
+        }
+    mediapipe = None
+    if args.mediapipe_env:
+        mediapipe = mediapipe_fps(args.mediapipe_env, frames)
+        rows[f"MediaPipe {mediapipe.pop('version')} (its runtime)"] = mediapipe
+    print(
+        f"{len(frames)} frames of {name}, moved and scaled frame by frame; torch {torch.__version__} and "
+        f"onnxruntime {onnxruntime.__version__} with {args.threads} thread(s); one run each, CPU time of the process"
+    )
+    ratio = "ratio to MediaPipe" if mediapipe else "(no --mediapipe-env: no ratio)"
+    print(f"{'runtime':<34}{'detect+mesh fps/CPU-s':>22}{'tracking fps/CPU-s':>20}{'frames with a face':>21}   {ratio}")
+    for label, row in rows.items():
+        (fps_d, found_d), (fps_t, found_t) = row["detect_mesh"], row["tracking"]
+        line = f"{label:<34}{fps_d:>22.1f}{fps_t:>20.1f}{f'{found_d} / {found_t}':>21}"
+        if mediapipe:
+            line += f"   {fps_d / mediapipe['detect_mesh'][0]:.2f}x / {fps_t / mediapipe['tracking'][0]:.2f}x"
+        print(line)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=1)
@@ -62,11 +170,19 @@ def main(argv=None) -> None:
         help="wall: elapsed time; cpu: this process's CPU time (with 1 thread, the latency on a core of its own "
         "even when other jobs share the machine)",
     )
+    parser.add_argument("--runtimes", action="store_true", help="PyTorch vs ONNX Runtime vs MediaPipe (see above)")
+    parser.add_argument("--imported", default="data/mediapipe/facemesh_mediapipe.ckpt", help="--runtimes: checkpoint")
+    parser.add_argument("--mediapipe-env", default=None, help="--runtimes: a virtualenv with mediapipe==0.10.14")
+    parser.add_argument("--photo", default=None, help="--runtimes: the photograph (default: scikit-image's astronaut)")
+    parser.add_argument("--frames", type=int, default=60, help="--runtimes: frames in the clip")
     args = parser.parse_args(argv)
     global CLOCK
     CLOCK = CLOCKS[args.clock]
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
+    if args.runtimes:
+        compare_runtimes(args)
+        return
 
     variants = [("light", 128), ("full", 192), ("full", 256)]
     detector = blazeface_front().eval()

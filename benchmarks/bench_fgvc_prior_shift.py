@@ -8,8 +8,9 @@ imbalance 10) with train.py, then
   validation split, two folds: calibration fit on one half, graded on the other half as drawn (no
   shift) and resampled to the reversed class prior (shift), for each calibration mode, with and
   without EM;
-- **test** (the report): eval.py on two test sets of the same classes, one whose class prior is the
-  training tail reversed (shifted) and one drawn from the training prior (no shift).
+- **test** (the report): with the setting the validation chose, on two test sets of the same classes,
+  one whose class prior is the training tail reversed (shifted) and one drawn from the training prior
+  (no shift), beside the previous recipe (BCTS, EM from the sampler's prior).
 
     python benchmarks/bench_fgvc_prior_shift.py [--epochs 20 --samplers instance sqrt class_balanced]
 
@@ -32,6 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 SAMPLERS = ("instance", "sqrt", "class_balanced")
 CALIBRATIONS = ("none", "ts", "bcts")
+PRIOR_STRENGTHS = (0.0, 50.0, 200.0, 500.0, 1000.0, 2000.0)
+NOISE = 0.01  # a no-shift EM error this much above calibration alone still counts as "no worse"
 
 
 def run(script: str, args: list[str]) -> None:
@@ -78,8 +81,9 @@ def train_overrides(args, root: Path, sampler: str, run_dir: Path) -> list[str]:
     ]
 
 
-def validation_log_posteriors(args, root: Path, sampler: str, ckpt: str) -> tuple[np.ndarray, np.ndarray, list]:
-    """The checkpoint's log-posteriors and labels on the validation split, and the sampler's prior."""
+def split_log_posteriors(args, root: Path, sampler: str, ckpt: str, split: str) -> tuple[np.ndarray, np.ndarray, list]:
+    """The checkpoint's log-posteriors and labels on a split (``val`` or ``test``) of the data at
+    ``root``, and the training sampler's prior (as the task computes them)."""
     import torch
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
@@ -93,43 +97,53 @@ def validation_log_posteriors(args, root: Path, sampler: str, ckpt: str) -> tupl
         cfg = compose("eval", overrides)
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.setup("fit")
+    datamodule.setup("test")
     task = FineGrainedTask.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
     logits, labels = [], []
     with torch.inference_mode():
-        for images, targets, _ in datamodule.val_dataloader():
+        for images, targets, _ in loader:
             logits.append(task(images).float().log_softmax(-1))
             labels.append(targets)
     return torch.cat(logits).numpy(), torch.cat(labels).numpy(), datamodule.train_prior
 
 
-def resample(labels: np.ndarray, prior: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Indices of the largest subset of ``labels`` (no repeats) whose class shares follow ``prior``."""
-    counts = np.bincount(labels, minlength=len(prior))
-    size = int(np.floor(np.min(np.where(prior > 0, counts / np.maximum(prior, 1e-12), np.inf))))
-    take = np.floor(prior * size).astype(int)
-    return np.concatenate([rng.choice(np.flatnonzero(labels == c), n, replace=False) for c, n in enumerate(take)])
+def resample(labels: np.ndarray, prior: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``size`` indices of ``labels`` drawn with replacement so that the class shares follow ``prior``
+    (a held-out set seen under another class prior; classes absent from ``labels`` are skipped)."""
+    rows = [
+        rng.choice(np.flatnonzero(labels == c), int(round(p * size)), replace=True)
+        for c, p in enumerate(prior)
+        if (labels == c).any()
+    ]
+    return np.concatenate(rows)
 
 
-def validation_table(log_post: np.ndarray, labels: np.ndarray, sampler_prior, seed: int) -> dict:
-    """Two-fold on the validation split: mean top-1 error per (calibration, shift, EM)."""
+def validation_table(log_post: np.ndarray, labels: np.ndarray, sampler_prior, seed: int, size: int) -> dict:
+    """Two folds of the validation split, 5 random splits: calibration fit on one fold; the other fold
+    resampled to ``size`` images under its own class prior (no shift) and under the reversed one
+    (shift). Mean top-1 error per (calibration, prior strength or None for no EM, shift)."""
     from tasks.fgvc.prior import class_frequencies, em_prior, fit_prior_calibration
 
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(labels))
-    folds = (order[: len(order) // 2], order[len(order) // 2 :])
     num_classes = log_post.shape[1]
-    errors: dict[tuple[str, str, str], list[float]] = {}
-    for fit, held in (folds, folds[::-1]):
-        natural = class_frequencies(labels[held], num_classes)
-        shifted = resample(labels[held], natural[::-1] / natural[::-1].sum(), rng)
-        for mode in CALIBRATIONS:
-            calibration = fit_prior_calibration(log_post[fit], labels[fit], sampler_prior, mode)
-            for shift, rows in (("no shift", np.arange(len(held))), ("shift", shifted)):
-                posteriors = calibration.posteriors(log_post[held][rows])
-                truth = labels[held][rows]
-                em = em_prior(posteriors, calibration.reference_prior).posteriors
-                for name, p in (("no EM", posteriors), ("EM", em)):
-                    errors.setdefault((mode, shift, name), []).append(float((p.argmax(1) != truth).mean()))
+    errors: dict[tuple, list[float]] = {}
+    for _ in range(5):
+        order = rng.permutation(len(labels))
+        folds = (order[: len(order) // 2], order[len(order) // 2 :])
+        for fit, held in (folds, folds[::-1]):
+            natural = class_frequencies(labels[held], num_classes, pseudo_count=0.0)
+            priors = {"no shift": natural, "shift": natural[::-1] / natural[::-1].sum()}
+            for mode in CALIBRATIONS:
+                calibration = fit_prior_calibration(log_post[fit], labels[fit], sampler_prior, mode)
+                for shift, prior in priors.items():
+                    rows = held[resample(labels[held], prior, size, rng)]
+                    posteriors, truth = calibration.posteriors(log_post[rows]), labels[rows]
+                    errors.setdefault((mode, None, shift), []).append(float((posteriors.argmax(1) != truth).mean()))
+                    for strength in PRIOR_STRENGTHS:
+                        em = em_prior(posteriors, calibration.reference_prior, prior_strength=strength)
+                        error = float((em.posteriors.argmax(1) != truth).mean())
+                        errors.setdefault((mode, strength, shift), []).append(error)
     return {key: float(np.mean(v)) for key, v in errors.items()}
 
 
@@ -179,39 +193,57 @@ def main() -> None:
     if args.train_only:
         return
 
-    print("\nValidation (two folds of the validation split; calibration fit on one, graded on the other):")
-    print("| sampler | calibration | no shift: no EM | no shift: EM | shift: no EM | shift: EM |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for sampler, ckpt in checkpoints.items():
-        table = validation_table(*validation_log_posteriors(args, roots["reversed"], sampler, ckpt), args.seed)
-        for mode in CALIBRATIONS:
-            cells = [table[(mode, s, e)] for s in ("no shift", "shift") for e in ("no EM", "EM")]
-            print(f"| {sampler} | {mode} | " + " | ".join(f"{v:.4f}" for v in cells) + " |", flush=True)
-
-    print("\nTest (eval.py, task.calibration from the config):")
-    print("| sampler | test prior | network | calibrated | calibrated + EM | L1(reference, true) | L1(EM, true) |")
+    print("\nValidation (two folds of the validation split, 5 splits; calibration fit on one fold, the other")
+    print("resampled to 600 images under its own prior (no shift) and the reversed one (shift)); top-1 error:")
+    print("| sampler | calibration | EM prior strength | no shift: no EM | no shift: EM | shift: no EM | shift: EM |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
+    mean_em: dict[tuple, list[float]] = {}
     for sampler, ckpt in checkpoints.items():
+        log_post, labels, sampler_prior = split_log_posteriors(args, roots["reversed"], sampler, ckpt, "val")
+        table = validation_table(log_post, labels, sampler_prior, args.seed, size=600)
+        for mode in CALIBRATIONS:
+            for strength in PRIOR_STRENGTHS:
+                cells = [table[(mode, k, s)] for s in ("no shift", "shift") for k in (None, strength)]
+                mean_em.setdefault((mode, strength), []).append(cells)
+                print(
+                    f"| {sampler} | {mode} | {strength:g} | " + " | ".join(f"{v:.4f}" for v in cells) + " |",
+                    flush=True,
+                )
+    # The goal decides: EM no worse than calibration alone without a shift (within NOISE) for every
+    # sampler; among those settings, the lowest mean EM error under the shift.
+    harmless = [key for key, rows in mean_em.items() if all(r[1] <= r[0] + NOISE for r in rows)]
+    print(f"\nSettings whose EM is no worse than calibration alone without shift (+{NOISE}) for every sampler,")
+    print("by mean EM error under the shift (the first decides the defaults):")
+    for mode, strength in sorted(harmless, key=lambda key: np.mean([r[3] for r in mean_em[key]])):
+        shifted = np.mean([r[3] for r in mean_em[(mode, strength)]])
+        print(f"  calibration={mode} em_prior_strength={strength:g}: {shifted:.4f}")
+    candidates = harmless or list(mean_em)
+    mode, strength = min(candidates, key=lambda key: np.mean([r[3] for r in mean_em[key]]))
+    print(f"\nTest (the report), with calibration={mode} em_prior_strength={strength:g} fit on the whole")
+    print("validation split; 'old' is the previous recipe: BCTS, then maximum-likelihood EM from the sampler's prior.")
+    print(
+        "| sampler | test prior | network | calibrated | calibrated + EM | old | L1(reference, true) | L1(EM, true) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    from tasks.fgvc.prior import calibrated_posteriors, em_prior, fit_calibration, fit_prior_calibration
+
+    for sampler, ckpt in checkpoints.items():
+        val_log_post, val_labels, sampler_prior = split_log_posteriors(args, roots["reversed"], sampler, ckpt, "val")
+        calibration = fit_prior_calibration(val_log_post, val_labels, sampler_prior, mode)
+        old_temperature, old_biases = fit_calibration(val_log_post, val_labels, bias=True)
         for prior, root in roots.items():
-            eval_dir = out / f"eval_{sampler}_{prior}"
-            run(
-                "eval.py",
-                [
-                    *common_overrides(args),
-                    f"data.sampler={sampler}",
-                    f"data.root={root}",
-                    f"ckpt_path={ckpt}",
-                    f"hydra.run.dir={eval_dir}",
-                ],
-            )
-            metrics = json.loads((eval_dir / "metrics.json").read_text())["metrics"]
-            priors = json.loads((eval_dir / "priors.json").read_text())
-            true, ref, em = (np.array(priors[k]) for k in ("true_test_prior", "reference_prior", "test_prior"))
+            log_post, truth, _ = split_log_posteriors(args, root, sampler, ckpt, "test")
+            calibrated = calibration.posteriors(log_post)
+            estimate = em_prior(calibrated, calibration.reference_prior, prior_strength=strength)
+            # the previous recipe: log-posteriors calibrated as they are, EM from the sampler's prior
+            old_input = calibrated_posteriors(log_post, old_temperature, old_biases)
+            old = em_prior(old_input, np.asarray(sampler_prior)).posteriors
+            true = np.bincount(truth, minlength=len(sampler_prior)) / len(truth)
+            errors = [(p.argmax(1) != truth).mean() for p in (np.exp(log_post), calibrated, estimate.posteriors, old)]
             label = "shifted (reversed tail)" if prior == "reversed" else "as training (no shift)"
             print(
-                f"| {sampler} | {label} | {metrics['test/top1_error']:.4f} | "
-                f"{metrics.get('test/top1_error_calibrated', float('nan')):.4f} | {metrics['test/top1_error_em']:.4f} | "
-                f"{np.abs(ref - true).sum():.3f} | {np.abs(em - true).sum():.3f} |",
+                f"| {sampler} | {label} | " + " | ".join(f"{e:.4f}" for e in errors) + " | "
+                f"{np.abs(calibration.reference_prior - true).sum():.3f} | {np.abs(estimate.prior - true).sum():.3f} |",
                 flush=True,
             )
 

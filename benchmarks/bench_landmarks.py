@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +65,9 @@ D2R_SETTINGS = [
     "aggregation=rvlad retrieval=rerank",
     "aggregation=rasmk binary=false retrieval=index",
     "aggregation=rasmk binary=true retrieval=index max_features=0",
+    "aggregation=rvlad retrieval=rerank max_features=0",
+    "aggregation=rasmk binary=true retrieval=index codebook_size=512",
+    "aggregation=rvlad retrieval=index codebook_size=512",
 ]
 ATTENTION_KEYS = ("max_features", "score_threshold")
 
@@ -86,6 +91,9 @@ def compare_d2r_settings(run_dir: Path, settings: list[str]) -> None:
     from tasks.landmarks.module import LandmarkRetrievalTask
 
     register_resolvers()
+    warnings.filterwarnings("ignore")  # Lightning's hints would bury the table
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning_fabric").setLevel(logging.ERROR)
     cfg = OmegaConf.load(run_dir / "config_resolved.yaml")
     checkpoint = json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]
     print(f"run {run_dir}\ncheckpoint {checkpoint}")

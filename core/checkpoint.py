@@ -15,6 +15,7 @@ falls back to ``weights_only=False``."""
 from __future__ import annotations
 
 import errno
+import importlib
 import inspect
 import os
 import re
@@ -57,16 +58,29 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 # Through a Python file object, so a failed write surfaces as the OSError (ENOSPC,
                 # EFBIG) instead of torch's "enforce fail ... unexpected pos".
                 torch.save(checkpoint, f)
-        except OSError as err:
-            raise checkpoint_save_error(Path(path), err.errno, err) from None
-        except RuntimeError as err:  # torch's own message; a full disk is the usual cause
-            if free_bytes(Path(path).parent) >= 1 << 20:
+        except (OSError, RuntimeError) as err:
+            code = failed_write_errno(err)
+            if code is None and 0 <= free_bytes(Path(path).parent) < 1 << 20:
+                code = errno.ENOSPC  # torch's own message only; a full disk is the usual cause
+            if code is None and not isinstance(err, OSError):
                 raise
-            raise checkpoint_save_error(Path(path), errno.ENOSPC, err) from None
+            raise checkpoint_save_error(Path(path), code, err) from None
 
     def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
         """What ``trainer.fit/test(ckpt_path=...)`` reads: through ``read_checkpoint`` (weights only)."""
         return read_checkpoint(path)
+
+
+def failed_write_errno(err: BaseException) -> int | None:
+    """The errno of the OSError behind a failed save: the error itself, or the one torch's zip
+    writer was handling when it raised its own "enforce fail ... unexpected pos"."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno:
+            return err.errno
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def free_bytes(folder: Path) -> int:
@@ -80,7 +94,7 @@ def checkpoint_save_error(path: Path, code: int | None, err: BaseException) -> O
     """One line naming the checkpoint and why its save failed (the previous file is kept)."""
     reason = os.strerror(code).lower() if code else str(err).strip().splitlines()[0]
     if code == errno.ENOSPC:
-        reason += f" ({free_bytes(path.parent)} bytes free in {path.parent})"
+        reason += f" (the file system of {path.parent}; free space, or save elsewhere: paths.log_dir=...)"
     elif code == errno.EFBIG:
         reason += " (over the process's file-size limit, ulimit -f)"
     kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written"
@@ -199,3 +213,18 @@ def load_task(path: str | Path, task_class: type, map_location: Any = "cpu"):
         return task_class.load_from_checkpoint(Path(path), map_location=map_location, weights_only=True)
     except (TypeError, KeyError) as err:
         raise CheckpointError(path, f"does not fit {qualified_name(task_class)} ({err})") from None
+
+
+def load_stamped_task(path: str | Path, map_location: Any = "cpu"):
+    """The task named by a checkpoint's ``task_class`` stamp, rebuilt from the checkpoint alone: how a system
+    uses another system's trained model (Photobooth the face-mesh system's detector) as a checkpoint, by
+    the name it carries as a config's ``_target_`` does, without importing that system's room."""
+    stamped = read_checkpoint(path).get(TASK_CLASS_KEY)
+    if not isinstance(stamped, str) or "." not in stamped:
+        raise CheckpointError(path, "carries no task_class stamp, so which task saved it is unknown")
+    module, _, name = stamped.rpartition(".")
+    try:
+        task_class = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        raise CheckpointError(path, f"saved by {stamped}, which this code base does not have") from None
+    return load_task(path, task_class, map_location)

@@ -16,7 +16,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.plugins import CheckpointIO
 
-from core.checkpoint import AtomicCheckpointIO, read_checkpoint
+from core.checkpoint import URL_SCHEME, AtomicCheckpointIO, read_checkpoint
 from core.checkpoint import load_task as load_checkpoint_task
 from core.config_check import check_config_types
 from core.guards import guards
@@ -246,9 +246,9 @@ def load_task(cfg: DictConfig) -> pl.LightningModule:
     """The task to evaluate: rebuilt from ``ckpt_path`` alone, or from its config when null."""
     if cfg.get("ckpt_path"):
         path = Path(cfg.ckpt_path)
-        if not path.exists():
+        if not URL_SCHEME.match(str(cfg.ckpt_path)) and not path.exists():
             raise FileNotFoundError(f"ckpt_path={path}: no such checkpoint file")
-        return load_checkpoint_task(path, get_class(cfg.task._target_))
+        return load_checkpoint_task(path, get_class(cfg.task._target_))  # a URL is refused there
     return instantiate(cfg.task, _convert_="all")
 
 

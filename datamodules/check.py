@@ -1,6 +1,6 @@
 """Check a user's download before training on it::
 
-    python -m datamodules.check data=<dataset> [data.root=<folder>] [key=value ...] \
+    python -m datamodules.check data=<dataset> [data.root=<folder>] [key=value ...]
         [--workers N] [--report FILE] [--fresh]
 
 The overrides are train.py's (the same conf/ is composed), so the checker reads exactly the files a
@@ -11,11 +11,12 @@ one verdict line (OK, INCOMPLETE: counts differ from the published ones, or FAIL
 undecodable or with a wrong checksum) and a JSON report written atomically (default
 ``<paths.log_dir>/data_check/<dataset>.json``). A journal beside the report records every file
 checked, so an interrupted check of a large set resumes where it stopped (``--fresh`` starts over).
+The exit status is 0 for OK only.
 
 A DataModule may describe its download with a hook, ``download_inventory()`` (a method, or a
 function of the DataModule in the module its config's ``_target_`` names) returning a
 :class:`DownloadInventory`. Without one the checker sets the DataModule up and loads every sample
-of every loader's data set, so each file its readers open is opened and decoded once."""
+of every loader's data set, so every file its readers open is opened and decoded."""
 
 from __future__ import annotations
 
@@ -50,12 +51,14 @@ class ReferencedFile:
 @dataclass
 class DownloadInventory:
     """What a DataModule's ``download_inventory()`` hook tells the checker. ``files``: every file
-    to find and decode (None: load every sample instead, the generic check). ``counts``: name ->
+    to find and decode (None: load every sample instead, the generic check). ``checksums``: files
+    with a published md5 sum (e.g. the archives), checked in either case. ``counts``: name ->
     (found, published) for the numbers the data set's authors publish. ``review``: called with
     each decoded file's facts (a video's ``duration``, an array's ``shape``) and returns
     (problems, known defects found) that need them."""
 
     files: list[ReferencedFile] | None = None
+    checksums: list[ReferencedFile] = field(default_factory=list)
     counts: dict[str, tuple[int, int]] = field(default_factory=dict)
     defects: list[str] = field(default_factory=list)
     review: Callable[[dict[Path, dict[str, Any]]], tuple[list[str], list[str]]] | None = None
@@ -109,7 +112,7 @@ def decode_file(path: Path) -> dict[str, Any]:
     except (FileNotFoundError, DataFormatError):
         raise
     except Exception as err:  # any decoder's own error (PIL, decord, numpy) becomes one line
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        reason = (str(err).splitlines() or [type(err).__name__])[0].removeprefix(f"{path}: ")
         raise DataFormatError(path, f"cannot decode ({reason})") from None
     return info
 
@@ -171,6 +174,7 @@ class Outcome:
     undecodable: list[str] = field(default_factory=list)
     checksum: list[str] = field(default_factory=list)
     resumed: int = 0
+    total: int = 0
 
 
 def run_units(
@@ -183,7 +187,7 @@ def run_units(
     journal holds (same stamp) are not checked again."""
     from tqdm import tqdm
 
-    outcome = Outcome()
+    outcome = Outcome(total=len(units))
     todo = []
     for key, stamp, check in units:
         info = journal.finished(key, stamp)
@@ -194,27 +198,32 @@ def run_units(
             todo.append((key, stamp, check))
     with (
         ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
-        tqdm(total=len(units), initial=outcome.resumed, desc=description, unit="file", file=sys.stderr) as bar,
+        tqdm(total=len(units), initial=outcome.resumed, desc=description, unit="item", file=sys.stderr) as bar,
     ):
-        futures = {pool.submit(check): (key, stamp) for key, stamp, check in todo}
-        for future in as_completed(futures):
-            key, stamp = futures[future]
-            bar.update(1)
-            try:
-                info = future.result()
-            except FileNotFoundError as err:
-                outcome.missing.append(str(err))
-                continue
-            except ChecksumError as err:
-                outcome.checksum.append(str(err))
-                continue
-            except Exception as err:  # the readers' own errors name the file
-                outcome.undecodable.append(str(err).splitlines()[0] if str(err) else f"{key}: {type(err).__name__}")
-                continue
-            outcome.good[key] = info
-            journal.record(key, stamp, info)
-    for failures in (outcome.missing, outcome.undecodable, outcome.checksum):
-        failures.sort()
+        window = max(1, workers) * 32  # a bounded number in flight: a million-file set stays small in memory
+        for begin in range(0, len(todo), window):
+            futures = {pool.submit(check): (key, stamp) for key, stamp, check in todo[begin : begin + window]}
+            for future in as_completed(futures):
+                key, stamp = futures[future]
+                bar.update(1)
+                try:
+                    info = future.result()
+                except FileNotFoundError as err:
+                    outcome.missing.append(str(err))
+                    continue
+                except ChecksumError as err:
+                    outcome.checksum.append(str(err))
+                    continue
+                except Exception as err:  # the readers' own errors name the file; others get the unit's key
+                    text = (str(err).splitlines() or [type(err).__name__])[0]
+                    outcome.undecodable.append(text if os.sep in text else f"{key}: {type(err).__name__}: {text}")
+                    continue
+                outcome.good[key] = info
+                journal.record(key, stamp, info)
+    # one line per problem: two samples (or splits) that read one bad file report it once
+    outcome.missing, outcome.undecodable, outcome.checksum = (
+        sorted(set(failures)) for failures in (outcome.missing, outcome.undecodable, outcome.checksum)
+    )
     return outcome
 
 
@@ -260,14 +269,15 @@ def sample_units(datamodule: Any) -> list[tuple[str, Any, Callable[[], dict[str,
     """The generic check: every sample of every loader's data set, loaded by the DataModule's own
     dataset class (so each file is read and decoded exactly as training reads it)."""
 
-    def load(dataset: Any, index: int) -> dict[str, Any]:
+    def load(dataset: Any, index: int, key: str) -> dict[str, Any]:
         if dataset[index] is None:
-            raise DataFormatError(f"sample {index}", "the reader skipped it as unreadable")
+            raise DataFormatError(key, "the reader skipped this sample as unreadable (see its warning)")
         return {}
 
     units = []
     for split, dataset in loader_datasets(datamodule).items():
-        units += [(f"{split}[{i}]", None, (lambda d=dataset, i=i: load(d, i))) for i in range(len(dataset))]
+        keys = [f"{split}[{i}]" for i in range(len(dataset))]
+        units += [(key, None, (lambda d=dataset, i=i, key=key: load(d, i, key))) for i, key in enumerate(keys)]
     return units
 
 
@@ -284,10 +294,12 @@ def find_hook(datamodule: Any, target: str | None) -> Callable[[], DownloadInven
     return None
 
 
-def verdict_line(name: str, outcome: Outcome, counts: dict[str, tuple[int, int]], errors: list[str]) -> str:
+def verdict_line(
+    name: str, outcome: Outcome, counts: dict[str, tuple[int, int]], errors: list[str], kind: str = "files"
+) -> str:
     """One line: OK, INCOMPLETE (only counts differ from the published ones) or FAILED, naming the
-    first few files or problems."""
-    checked = len(outcome.good) + len(outcome.missing) + len(outcome.undecodable) + len(outcome.checksum)
+    first few files or problems. ``kind``: what was checked, "files" or "samples"."""
+    checked = outcome.total
     failures = [
         (len(outcome.missing), "missing", outcome.missing),
         (len(outcome.undecodable), "undecodable", outcome.undecodable),
@@ -303,9 +315,9 @@ def verdict_line(name: str, outcome: Outcome, counts: dict[str, tuple[int, int]]
     differing = {k: v for k, v in counts.items() if v[0] != v[1]}
     if differing:
         shown = ", ".join(f"{k} {found} (published {published})" for k, (found, published) in differing.items())
-        return f"INCOMPLETE: {name}: {checked} files whole, but counts differ from the published ones: {shown}"
+        return f"INCOMPLETE: {name}: {checked} {kind} whole, but counts differ from the published ones: {shown}"
     published = f", counts as published ({', '.join(f'{k} {v[0]}' for k, v in counts.items())})" if counts else ""
-    return f"OK: {name}: {checked} files whole{published}"
+    return f"OK: {name}: {checked} {kind} whole{published}"
 
 
 def check_download(
@@ -316,6 +328,7 @@ def check_download(
     workers: int = 4,
     fresh: bool = False,
     fingerprint: str = "",
+    config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Check the download a DataModule reads; write the JSON report and return it. Annotation
     errors (file, line, problem) propagate: nothing else can be checked before they are fixed."""
@@ -328,6 +341,7 @@ def check_download(
         units, kind = sample_units(datamodule), "samples"
     else:
         units, kind = file_units(inventory.files), "files"
+    units += file_units(inventory.checksums)
     journal = Journal(Path(str(report_path) + ".journal"), f"{fingerprint} {kind}", fresh)
     try:
         outcome = run_units(units, journal, workers, f"checking {name}")
@@ -339,7 +353,7 @@ def check_download(
         found_problems, found_defects = inventory.review(facts)
         problems += found_problems
         defects += found_defects
-    verdict = verdict_line(name, outcome, inventory.counts, problems)
+    verdict = verdict_line(name, outcome, inventory.counts, problems, kind)
     report = {
         "data": name,
         "verdict": verdict,
@@ -353,6 +367,7 @@ def check_download(
         "problems": problems,
         "counts": {k: {"found": f, "published": p, "as_published": f == p} for k, (f, p) in inventory.counts.items()},
         "known_defects": defects,
+        "config": config,
     }
     from core.io import atomic_write_json
 
@@ -368,7 +383,7 @@ def compose_data(overrides: Sequence[str]) -> tuple[Any, str, Any]:
     The generator is removed: the checker checks the user's files and never writes a data set."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import open_dict
+    from omegaconf import OmegaConf, open_dict
 
     from core.resolvers import PROJECT_ROOT, register_resolvers
 
@@ -377,7 +392,8 @@ def compose_data(overrides: Sequence[str]) -> tuple[Any, str, Any]:
     with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
     name = cfg.hydra.runtime.choices.get("data") or "data"
-    data = cfg.data
+    # resolved first: other keys may interpolate the generator's (num_classes: ${data.generator...})
+    data = OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True, throw_on_missing=True))
     with open_dict(data):
         if "generator" in data:
             data.generator = None
@@ -392,6 +408,7 @@ def main(argv: Sequence[str]) -> int:
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue
 
     overrides, workers, report_path, fresh = [], min(8, os.cpu_count() or 1), None, False
     args = list(argv)
@@ -409,7 +426,12 @@ def main(argv: Sequence[str]) -> int:
             raise SystemExit(f"unknown option {arg}; see python -m datamodules.check --help")
         else:
             overrides.append(arg)
-    data, name, paths = compose_data(overrides)
+    try:
+        data, name, paths = compose_data(overrides)
+    except MissingMandatoryValue as err:  # e.g. fgvc_imagefolder's num_classes: ???
+        key = getattr(err, "full_key", None) or "the missing key"
+        print(f"FAILED: the data config has no value for {key}: pass {key}=<value>")
+        return 1
     resolved = OmegaConf.to_container(data, resolve=True)
     fingerprint = hashlib.sha1(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16]
     report_path = report_path or Path(paths.log_dir) / "data_check" / f"{name}.json"
@@ -419,7 +441,9 @@ def main(argv: Sequence[str]) -> int:
         except InstantiationException as err:  # the constructor's own error, e.g. a missing root
             cause = err.__cause__
             raise (cause if isinstance(cause, (DataFormatError, FileNotFoundError, ValueError)) else err) from None
-        report = check_download(datamodule, name, report_path, data.get("_target_"), workers, fresh, fingerprint)
+        report = check_download(
+            datamodule, name, report_path, data.get("_target_"), workers, fresh, fingerprint, resolved
+        )
     except (DataFormatError, FileNotFoundError, ValueError) as err:
         from core.io import atomic_write_json
 

@@ -61,9 +61,18 @@ def transform_points(points: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     return torch.cat([xy, points[..., 2:] * affine_scale(m)[..., None, None]], -1)
 
 
-def warp_crops(images: torch.Tensor, matrices: torch.Tensor, crop_size: int) -> torch.Tensor:
-    """Crops (B, C, S, S) of images (B, C, H, W) through image-to-crop affines (B, 2, 3), bilinear,
-    zeros outside the image."""
+def index_to_continuous(m: torch.Tensor) -> torch.Tensor:
+    """An affine (..., 2, 3) between pixel-index coordinates (OpenCV's and MediaPipe's: a pixel's centre
+    at integers) as the same map between continuous coordinates (centre at + 0.5)."""
+    shift = 0.5 - 0.5 * m[..., :2].sum(-1)
+    return torch.cat([m[..., :2], (m[..., 2] + shift)[..., None]], -1)
+
+
+def warp_crops(
+    images: torch.Tensor, matrices: torch.Tensor, crop_size: int, padding_mode: str = "zeros"
+) -> torch.Tensor:
+    """Crops (B, C, S, S) of images (B, C, H, W) through image-to-crop affines (B, 2, 3), bilinear;
+    outside the image zeros, or the nearest edge pixel with ``padding_mode="border"``."""
     b, _, h, w = images.shape
     inv = invert_affine(matrices.to(images.dtype))  # crop px -> image px
     # normalized crop coords (align_corners=False): u = (2 x + 1) / S - 1  ->  x = ((u + 1) S - 1) / 2
@@ -79,7 +88,7 @@ def warp_crops(images: torch.Tensor, matrices: torch.Tensor, crop_size: int) -> 
     unshift = torch.tensor([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]], dtype=images.dtype, device=images.device)
     theta = to_norm @ unshift @ inv3 @ shift @ to_px
     grid = F.affine_grid(theta, (b, images.shape[1], crop_size, crop_size), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
 
 
 def jitter_params(centre, side, angle, generator: torch.Generator, shift: float, scale: float, rotation_deg: float):
@@ -89,6 +98,7 @@ def jitter_params(centre, side, angle, generator: torch.Generator, shift: float,
     s = 1 + (torch.rand(n, generator=generator) * 2 - 1) * scale
     r = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(rotation_deg)
     return centre + d, side * s, angle + r
+
 
 def letterbox(images: torch.Tensor, size: int) -> tuple[torch.Tensor, float]:
     """Resize (B, 3, H, W) so the longer side is ``size``, pad right/bottom; returns (batch, scale)."""

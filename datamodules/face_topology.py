@@ -11,6 +11,7 @@ factorization works (``face_topology(N)``)."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -44,8 +45,9 @@ FEATURES = {
 @dataclass(frozen=True)
 class FaceTopology:
     """A mesh topology: triangles (T, 3), named contours, the two outer eye corners (inter-ocular
-    distance) and, for the generator's grid, its ``rows`` x ``cols`` layout and (u, v) per point.
-    MediaPipe's canonical mesh (:func:`mediapipe_topology`) has no grid: ``uv`` is None there."""
+    distance), (u, v) surface coordinates per point where the generator can draw it, and for the grid its
+    ``rows`` x ``cols`` layout. MediaPipe's canonical mesh (:func:`mediapipe_topology`) has no grid; its
+    (u, v) come from :func:`mediapipe_uv`, else ``uv`` is None."""
 
     rows: int
     cols: int
@@ -79,7 +81,9 @@ class FaceTopology:
             "keypoint_names": list(KEYPOINT_NAMES),
         }
         if self.kind == "grid":
-            out.update(rows=self.rows, cols=self.cols, uv=self.uv.round(6).tolist())
+            out.update(rows=self.rows, cols=self.cols)
+        if self.uv is not None:
+            out["uv"] = self.uv.round(6).tolist()
         return out
 
     @classmethod
@@ -91,7 +95,16 @@ class FaceTopology:
         triangles.setflags(write=False)
         contours = {k: [int(i) for i in v] for k, v in data["contours"].items()}
         a, b = data["eye_corners"]
-        return cls(0, 0, None, triangles, contours, (int(a), int(b)), data["kind"], int(data["num_points"]))
+        uv = np.asarray(data["uv"], dtype=np.float64).reshape(-1, 2) if data.get("uv") is not None else None
+        if uv is not None:
+            uv.setflags(write=False)
+        return cls(0, 0, uv, triangles, contours, (int(a), int(b)), data["kind"], int(data["num_points"]))
+
+    def with_uv(self, uv: np.ndarray) -> FaceTopology:
+        """This topology with (u, v) surface coordinates per point (the generator places points by them)."""
+        uv = np.asarray(uv, dtype=np.float64).reshape(self.num_points, 2)
+        uv.setflags(write=False)
+        return dataclasses.replace(self, uv=uv)
 
 
 def grid_shape(num_points: int) -> tuple[int, int]:
@@ -222,3 +235,21 @@ def mediapipe_topology(source: str, path: str | Path = "face_mesh_connections.py
     tris.setflags(write=False)
     contours = {ours: _ordered_vertices(lists[theirs]) for ours, theirs in MEDIAPIPE_CONTOURS.items()}
     return FaceTopology(0, 0, None, tris, contours, MEDIAPIPE_EYE_CORNERS, "mediapipe", MEDIAPIPE_NUM_POINTS)
+
+
+def mediapipe_uv(points: np.ndarray, topology: FaceTopology) -> np.ndarray:
+    """(u, v) of MediaPipe's vertices on the generator's parametric face, from one frontal face's points
+    (N, 2+) in image pixels: the eye line levelled, then scaled so that the eye centres land on the
+    generator's eyes (u = -+0.21, v = 0.17) and the lips' centre on its lips (v = -0.5)."""
+    xy = np.asarray(points, dtype=np.float64)[:, :2]
+    right = xy[topology.contours["right_eye"]].mean(0)
+    left = xy[topology.contours["left_eye"]].mean(0)
+    angle = np.arctan2(left[1] - right[1], left[0] - right[0])
+    c, s = np.cos(-angle), np.sin(-angle)
+    level = (xy - (right + left) / 2) @ np.array([[c, s], [-s, c]])
+    mouth = level[topology.contours["lips"]].mean(0)
+    (eye_u, eye_v), (_, mouth_v) = FEATURES["left_eye"][0], FEATURES["lips"][0]
+    half = np.linalg.norm(left - right) / 2
+    u = level[:, 0] / half * eye_u
+    v = eye_v - level[:, 1] / mouth[1] * (eye_v - mouth_v)
+    return np.stack([u, v], 1)

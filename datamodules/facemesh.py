@@ -4,8 +4,8 @@ face crops with 3D points (rendered faces) or 2D contour points (annotated image
 Layout (written by ``datamodules/synthetic/facemesh.py``; no public data set has this mix, so the
 layout is this project's, documented in docs/facemesh.md)::
 
-    <root>/topology.json                          num_points, rows, cols, uv, triangles, contours,
-                                                  eye_corners, keypoint_names
+    <root>/topology.json                          kind (grid | mediapipe), num_points, rows, cols (grid),
+                                                  uv, triangles, contours, eye_corners, keypoint_names
     <root>/rendered/{train,val,test}/images/*.png
     <root>/rendered/{split}/annotations.json      {"style": "rendered", "images": [{"file", "width",
                                                    "height", "faces": [{"box": [x0, y0, x1, y1],
@@ -44,7 +44,7 @@ from datamodules.face_alignment import (
     transform_points,
     warp_crops,
 )
-from datamodules.face_topology import face_topology
+from datamodules.face_topology import FaceTopology, face_topology
 
 log = logging.getLogger(__name__)
 
@@ -312,6 +312,7 @@ class FaceMeshDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         ensure_generated(self.root, self.generator)  # also on ranks that skipped prepare_data
         topo = read_topology(self.root, self.num_points)
+        self.topology = FaceTopology.from_json(topo)  # the data's own: the grid or MediaPipe's mesh
         self.eye_corners = tuple(topo["eye_corners"])
         self.contours = {k: list(v) for k, v in topo["contours"].items()}
         for source in SOURCES:

@@ -9,13 +9,15 @@ from pathlib import Path
 
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from core.data import DataFormatError, read_json
+from core.data import DataFormatError, read_json, resolve_inside_json
 from datamodules.fgvc.base import FineGrainedDataModule
 
 
-def image_file(folder: Path, image_id: str) -> Path:
-    """The image of an id: the id is the file name, or its stem in copies that dropped ``.jpg``."""
-    return folder / image_id if Path(image_id).suffix.lower() in IMG_EXTENSIONS else folder / f"{image_id}.jpg"
+def image_file(folder: Path, image_id: str, listing: Path) -> Path:
+    """The image of an id: the id is the file name, or its stem in copies that dropped ``.jpg``; an id
+    that would leave ``folder`` is refused naming the ``listing`` JSON and its line."""
+    suffix = "" if Path(image_id).suffix.lower() in IMG_EXTENSIONS else ".jpg"
+    return resolve_inside_json(folder, image_id, listing, suffix)
 
 
 class IMaterialistProduct2019DataModule(FineGrainedDataModule):
@@ -44,7 +46,7 @@ class IMaterialistProduct2019DataModule(FineGrainedDataModule):
                 raise DataFormatError(
                     path, f"images[{i}]: unknown class {label!r} (expected 0 .. {self.num_classes - 1})"
                 )
-            paths.append(image_file(self.root / split, str(image["id"])))
+            paths.append(image_file(self.root / split, str(image["id"]), path))
             labels.append(label)
             ids.append(str(image["id"]))
         return paths, labels, ids
@@ -56,4 +58,4 @@ class IMaterialistProduct2019DataModule(FineGrainedDataModule):
             if "id" not in image:
                 raise DataFormatError(path, f"images[{i}] lacks 'id'")
             ids.append(str(image["id"]))
-        return [image_file(self.root / "test", i) for i in ids], ids
+        return [image_file(self.root / "test", i, path) for i in ids], ids

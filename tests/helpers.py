@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from core.resolvers import PROJECT_ROOT
 
 
@@ -92,3 +94,16 @@ def read_wandb_run_info(path: Path) -> dict:
         elif kind == "exit":
             info["exit_code"] = record.exit.exit_code
     return info
+
+
+MEDIAPIPE_VERSION = "0.10.14"
+
+
+def mediapipe_wheel() -> Path:
+    """The mediapipe wheel `make mediapipe-models` fetched with pip into <data dir>/mediapipe/ (tests and CI
+    share it; nothing downloads during a test); skips the calling test when it is not there."""
+    folder = Path(os.environ.get("VISIONLAB_DATA", PROJECT_ROOT / "data")) / "mediapipe"
+    wheels = sorted(folder.glob(f"mediapipe-{MEDIAPIPE_VERSION}-*.whl"))
+    if not wheels:
+        pytest.skip(f"no mediapipe-{MEDIAPIPE_VERSION} wheel in {folder}: run `make mediapipe-models` (pip download)")
+    return wheels[0]

@@ -190,6 +190,7 @@ def test_ddp_predict_equals_single_process(classification, data_dir, tmp_path):
     assert sorted(p.name for p in (tmp_path / "double" / "predictions").iterdir()) == [
         "journal_rank0.jsonl",
         "journal_rank1.jsonl",
+        "run.json",  # the checkpoint the journals belong to
     ]
     single, double = (read_rows(tmp_path / run / "predictions.csv") for run in ("single", "double"))
     assert len(double) == len(single) == 40

@@ -24,8 +24,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.data import DataFormatError, read_json
 from core.io import atomic_write_json, atomic_write_text
-from datamodules.face_topology import FEATURES, KEYPOINT_UV, face_topology
+from core.video import write_video
+from datamodules.face_topology import FEATURES, KEYPOINT_UV, FaceTopology, face_topology, grid_shape
 
 NUM_SHAPE = 8
 NUM_EXPRESSION = 4
@@ -174,8 +176,9 @@ def render_face(image: np.ndarray, face: dict, topology, upsample: int = 1) -> d
     labels: points3d (N, 3), keypoints (6, 2), box (4,) as x0, y0, x1, y1 in pixels."""
     verts_h = face_surface(topology.uv, face["shape"], face["expression"])
     verts = project(verts_h, face)
-    # Rasterize a finer copy of the mesh (each grid cell split in upsample^2) for smooth features.
-    rows, cols = topology.rows, topology.cols
+    # Rasterize a finer copy of the mesh (each grid cell split in upsample^2) for smooth features; a
+    # topology without a grid (MediaPipe's) is drawn over the grid of the default 468 points.
+    rows, cols = (topology.rows, topology.cols) if topology.kind == "grid" else grid_shape(468)
     fu = np.linspace(topology.uv[:, 0].min(), topology.uv[:, 0].max(), (cols - 1) * upsample + 1)
     fv = np.linspace(topology.uv[:, 1].max(), topology.uv[:, 1].min(), (rows - 1) * upsample + 1)
     uu, vv = np.meshgrid(fu, fv)
@@ -358,8 +361,6 @@ def write_clip(
     folder: Path, name: str, rng: np.random.Generator, frames: int, size: int, fps: float, topology, motion: bool
 ) -> None:
     """A clip of one head: still (sensor noise and light flicker only) or moving (translation + yaw)."""
-    from core.video import write_video
-
     face = sample_face(rng, 0.45 * size, "annotated", max_angle=0.4)
     face["expression"] = np.array([0.1, 0.2, 0.0, 0.0])
     bg = background(rng, size, size)
@@ -392,6 +393,20 @@ def write_clip(
         )
 
 
+def read_topology_file(path: str | Path, num_points: int) -> FaceTopology:
+    """A topology JSON the generator can draw: ``num_points`` points, each with its (u, v)."""
+    data = read_json(path, "a face-mesh topology JSON (make mediapipe-models writes MediaPipe's)")
+    try:
+        topology = FaceTopology.from_json(data)
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataFormatError(path, f"not a face-mesh topology ({type(err).__name__}: {err})") from None
+    if topology.num_points != num_points:
+        raise DataFormatError(path, f"has {topology.num_points} points but num_points={num_points} was configured")
+    if topology.uv is None or len(topology.uv) != num_points:
+        raise DataFormatError(path, "has no (u, v) per point, so the generator cannot place its points")
+    return topology
+
+
 def write_facemesh(
     root: str | Path,
     num_points: int = 468,
@@ -403,11 +418,15 @@ def write_facemesh(
     clip_size: int = 192,
     clip_fps: float = 30.0,
     seed: int = 0,
+    topology: str | None = None,
 ) -> Path:
     """Write the whole data set into ``root``: topology.json, rendered/ and annotated/ train, val and
-    test splits (image counts per split), unlabeled/, clips/ (one still and one moving clip)."""
+    test splits (image counts per split), unlabeled/, clips/ (one still and one moving clip).
+
+    ``topology``: None for the grid of ``num_points`` points, or a topology JSON with (u, v) per point,
+    e.g. MediaPipe's canonical mesh that `make mediapipe-models` writes to data/mediapipe/face_topology.json."""
     root = Path(root)
-    topology = face_topology(num_points)
+    topology = face_topology(num_points) if topology is None else read_topology_file(topology, num_points)
     rng = np.random.default_rng(seed)
     atomic_write_json(root / "topology.json", topology.as_json(), indent=None)
     for style, counts in (("rendered", rendered), ("annotated", annotated)):

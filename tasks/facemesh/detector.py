@@ -18,9 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datamodules.face_alignment import letterbox, warp_crops
+from core.checkpoint import TASK_CLASS_KEY, CheckpointError, read_checkpoint
+from datamodules.face_alignment import index_to_continuous, letterbox, warp_crops
 from tasks.facemesh.anchors import decode, generate_anchors
+from tasks.facemesh.model import detector_network
 from tasks.facemesh.postprocess import MAX_DETECTIONS, candidates, weighted_nms
+
+FACEMESH_TASK = "tasks.facemesh.module.FaceMeshTask"  # the task class whose checkpoints hold a detector
 
 Detections = list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
@@ -37,25 +41,27 @@ def to_batch(images) -> torch.Tensor:
         arr = arr[None]
     if arr.ndim != 4 or arr.shape[-1] != 3:
         raise ValueError(f"expected RGB images (B, H, W, 3) or (H, W, 3), got shape {arr.shape}")
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float() / 255.0
+    arr = np.ascontiguousarray(arr) if arr.flags.writeable else arr.copy()  # torch wants writable memory
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255.0
 
 
-
-
-def detector_input(batch: torch.Tensor, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """The detector's input from (B, 3, H, W) images and the affine (2, 3) from image to input pixels.
+def detector_input(batch: torch.Tensor, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The detector's input from (B, 3, H, W) images, the affine (2, 3) from image to input pixels and
+    the offset that turns the network's outputs into input pixels (continuous coordinates).
 
     A detector trained here sees the image letterboxed at the top left (as in training); MediaPipe's
-    detector (``coding == "mediapipe"``) sees it centred, bilinear without antialiasing, zeros around it
-    (ImageToTensorCalculator with keep_aspect_ratio, as face_detection_short_range.pbtxt configures it)."""
+    detector (``coding == "mediapipe"``) sees it centred, through OpenCV's bilinear warp in pixel-index
+    coordinates with zeros around it and 8-bit values (ImageToTensorCalculator with keep_aspect_ratio and
+    BORDER_ZERO, as face_detection_short_range.pbtxt configures it), and its outputs are index coordinates."""
     size = model.input_size
     h, w = batch.shape[-2:]
     if getattr(model, "coding", "ssd") == "mediapipe":
         s = size / max(h, w)
-        matrix = torch.tensor([[s, 0.0, size / 2 - s * w / 2], [0.0, s, size / 2 - s * h / 2]], dtype=batch.dtype)
-        return warp_crops(batch, matrix.expand(len(batch), 2, 3), size), matrix
+        index = torch.tensor([[s, 0.0, size / 2 - s * w / 2], [0.0, s, size / 2 - s * h / 2]], dtype=batch.dtype)
+        x = warp_crops(batch, index_to_continuous(index).expand(len(batch), 2, 3), size)
+        return torch.round(x * 255) / 255, index, 0.5
     x, scale = letterbox(batch, size)
-    return x, torch.tensor([[scale, 0.0, 0.0], [0.0, scale, 0.0]], dtype=batch.dtype)
+    return x, torch.tensor([[scale, 0.0, 0.0], [0.0, scale, 0.0]], dtype=batch.dtype), 0.0
 
 
 @torch.no_grad()
@@ -70,7 +76,7 @@ def detect_faces(
     the (at most 100) best anchors scoring >= ``score_threshold``."""
     batch = to_batch(images)
     param = next(model.parameters())
-    x, matrix = detector_input(batch.float(), model)
+    x, matrix, offset = detector_input(batch.float(), model)
     x = x.to(param.device, param.dtype)
     if anchors is None:
         anchors = generate_anchors(model.input_size)
@@ -89,8 +95,8 @@ def detect_faces(
     for b in range(len(x)):
         keep = candidates(scores[b], score_threshold, MAX_DETECTIONS)
         bb, kk, ss = weighted_nms(boxes[b][keep], kps[b][keep], scores[b][keep], iou_threshold)
-        bb = (bb * size - shift.repeat(2)) / scale
-        kk = (kk * size - shift) / scale
+        bb = (bb * size - shift.repeat(2)) / scale + offset
+        kk = (kk * size - shift) / scale + offset
         out.append((bb.cpu(), kk.cpu(), ss.cpu()))
     return out
 
@@ -105,14 +111,25 @@ class FaceDetector:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs) -> FaceDetector:
-        """The detector of a face-mesh checkpoint (``tasks.facemesh.module.FaceMeshTask``)."""
-        from core.checkpoint import load_task
-        from tasks.facemesh.module import FaceMeshTask
-
-        task = load_task(path, FaceMeshTask)
-        kwargs.setdefault("score_threshold", task.hparams.score_threshold)
-        kwargs.setdefault("iou_threshold", task.hparams.nms_iou_threshold)
-        return cls(task.detector, **kwargs)
+        """The detector of a face-mesh checkpoint (``tasks.facemesh.module.FaceMeshTask``: trained here or
+        imported from MediaPipe), its thresholds from the checkpoint's hyper-parameters. Reads only the
+        detector's weights (weights_only); another task's checkpoint is refused with a one-line error."""
+        checkpoint = read_checkpoint(path)
+        stamped = checkpoint.get(TASK_CLASS_KEY)
+        hparams = checkpoint.get("hyper_parameters") or {}
+        if stamped != FACEMESH_TASK and not (stamped is None and {"detector_size", "crop_size"} <= set(hparams)):
+            raise CheckpointError(
+                path, f"checkpoint of {stamped or 'an unknown task'}, but a {FACEMESH_TASK} is needed"
+            )
+        model = detector_network(hparams.get("detector_variant", "blazeface"), hparams.get("detector_size", 128))
+        state = {k[len("detector.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("detector.")}
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            raise CheckpointError(path, f"its detector weights do not fit ({str(err).splitlines()[0]})") from None
+        kwargs.setdefault("score_threshold", hparams.get("score_threshold", 0.5))
+        kwargs.setdefault("iou_threshold", hparams.get("nms_iou_threshold", 0.3))
+        return cls(model, **kwargs)
 
     def detect_faces(self, images: Sequence[np.ndarray] | np.ndarray | torch.Tensor) -> Detections:
         return detect_faces(images, self.model, self.score_threshold, self.iou_threshold, self.anchors)

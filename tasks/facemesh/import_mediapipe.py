@@ -21,18 +21,22 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib.cbook
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from PIL import Image
 from torch import nn
 
 from core.checkpoint import TASK_CLASS_KEY, qualified_name
 from core.data import DataFormatError
-from core.io import atomic_path
+from core.io import atomic_path, atomic_write_json
+from core.tf_layers import SameConv2d
 from core.tflite import TFLiteGraph, TFLiteOp, read_tflite
-from datamodules.face_topology import mediapipe_topology
-from tasks.facemesh.mediapipe_nets import MediaPipeBlazeFace, MediaPipeFaceMesh, SameConv2d
+from datamodules.face_topology import mediapipe_topology, mediapipe_uv
+from tasks.facemesh.mediapipe_nets import MediaPipeBlazeFace, MediaPipeFaceMesh
 from tasks.facemesh.module import FaceMeshTask
+from tasks.facemesh.pipeline import FaceMeshPipeline
 
 # The published files, by their path inside the mediapipe wheel (0.10.x).
 PUBLISHED = {
@@ -86,12 +90,8 @@ def read_published(sources: Sequence[str | Path]) -> dict[str, tuple[Path, bytes
     for source in map(Path, sources):
         if not source.exists():
             raise FileNotFoundError(f"{source}: expected the mediapipe wheel, a folder or a model file")
-        if source.is_file() and zipfile.is_zipfile(source):
-            with zipfile.ZipFile(source) as wheel:
-                names = set(wheel.namelist())
-                for name, member in PUBLISHED.items():
-                    if member in names:
-                        found[name] = (Path(f"{source}!{member}"), wheel.read(member))
+        if source.is_file() and source.suffix in (".whl", ".zip"):  # (a .tflite with metadata is a zip too)
+            _read_wheel(source, found)
             missing = [PUBLISHED[n] for n in PUBLISHED if n not in found]
             if missing:
                 raise DataFormatError(
@@ -101,6 +101,8 @@ def read_published(sources: Sequence[str | Path]) -> dict[str, tuple[Path, bytes
             for path in sorted(source.rglob("*")):
                 if path.name in basenames and path.is_file():
                     found.setdefault(basenames[path.name], (path, path.read_bytes()))
+            for wheel in sorted(source.glob("mediapipe-*.whl")):  # e.g. the folder `make mediapipe-models` fills
+                _read_wheel(wheel, found)
         elif source.suffix == ".py":
             found["connections"] = (source, source.read_bytes())
         else:
@@ -116,6 +118,17 @@ def read_published(sources: Sequence[str | Path]) -> dict[str, tuple[Path, bytes
         where = ", ".join(map(str, sources))
         raise FileNotFoundError(f"{where}: expected {'; '.join(DESCRIPTIONS[n] for n in missing)}, not found there")
     return found
+
+
+def _read_wheel(wheel: Path, found: dict[str, tuple[Path, bytes]]) -> None:
+    """Add the published files a wheel holds (and ``found`` lacks) to ``found``."""
+    if not zipfile.is_zipfile(wheel):
+        raise DataFormatError(wheel, "expected the mediapipe wheel (a zip archive); truncated or not a wheel")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        for name, member in PUBLISHED.items():
+            if member in names and name not in found:
+                found[name] = (Path(f"{wheel}!{member}"), archive.read(member))
 
 
 def _ancestors(graph: TFLiteGraph, tensor: int) -> set[int]:
@@ -163,7 +176,9 @@ def copy_layer(graph: TFLiteGraph, op: TFLiteOp, module: nn.Module, where: str) 
     if kind == "PRELU":
         alpha = graph.array(op.inputs[1]).reshape(-1)
         if alpha.shape != tuple(module.weight.shape):
-            raise DataFormatError(graph.path, f"{where}: PReLU of {alpha.size} channels, expected {module.weight.numel()}")
+            raise DataFormatError(
+                graph.path, f"{where}: PReLU of {alpha.size} channels, expected {module.weight.numel()}"
+            )
         module.weight.data.copy_(torch.from_numpy(alpha))
         return
     weight = graph.array(op.inputs[1])
@@ -214,8 +229,9 @@ def imported_networks(found: dict[str, tuple[Path, bytes]]) -> tuple[MediaPipeBl
     return detector.eval(), mesh.eval()
 
 
-def import_mediapipe(sources: Sequence[str | Path], out: str | Path) -> Path:
-    """Write the FaceMeshTask checkpoint of MediaPipe's face detector + face mesh to ``out``."""
+def import_mediapipe(sources: Sequence[str | Path], out: str | Path, topology_out: str | Path | None = None) -> Path:
+    """Write the FaceMeshTask checkpoint of MediaPipe's face detector + face mesh to ``out`` (and its
+    topology, with the generator's (u, v) per vertex, to ``topology_out``)."""
     found = read_published(sources)
     detector, mesh = imported_networks(found)
     path, data = found["connections"]
@@ -223,6 +239,14 @@ def import_mediapipe(sources: Sequence[str | Path], out: str | Path) -> Path:
     task = FaceMeshTask(**MEDIAPIPE_TASK, topology=topology.as_json())
     task.detector.load_state_dict(detector.state_dict())
     task.mesh.load_state_dict(mesh.state_dict())
+    # Where each vertex sits on the generator's parametric face: from the imported model's own mesh of a
+    # frontal face (matplotlib's Grace Hopper photograph), so generated data can speak MediaPipe's indices.
+    faces = FaceMeshPipeline.from_task(task.eval()).process_image(frontal_photograph())
+    if len(faces) != 1:
+        raise DataFormatError(found["mesh"][0], f"the imported models found {len(faces)} faces on the frontal photo")
+    topology = topology.with_uv(mediapipe_uv(faces[0].points, topology))
+    task.topology = topology
+    task.hparams["topology"] = topology.as_json()
     checkpoint = {
         "state_dict": task.state_dict(),
         "hyper_parameters": dict(task.hparams),
@@ -234,16 +258,25 @@ def import_mediapipe(sources: Sequence[str | Path], out: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         torch.save(checkpoint, tmp)
+    if topology_out is not None:  # the generator's input (data.generator.topology)
+        atomic_write_json(topology_out, topology.as_json(), indent=None)
     return out
+
+
+def frontal_photograph() -> np.ndarray:
+    """A frontal face photograph a runtime dependency ships (matplotlib's sample of Grace Hopper)."""
+    with Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sources", nargs="+", help="the mediapipe wheel, a folder, or the .tflite/.py files")
     parser.add_argument("--out", required=True, help="the checkpoint to write")
+    parser.add_argument("--topology-out", default=None, help="also write the canonical mesh with (u, v) as JSON")
     args = parser.parse_args(argv)
     try:
-        out = import_mediapipe(args.sources, args.out)
+        out = import_mediapipe(args.sources, args.out, args.topology_out)
     except (DataFormatError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -3,7 +3,7 @@
 The layer structure is the one of ``face_detection_short_range.tflite`` and ``face_landmark.tflite``
 (mediapipe 0.10.14): residual units of a 3x3 depthwise + 1x1 convolution added to a shortcut (2x2
 max-pooled when strided, zero-padded in channels when widening), then ReLU (detector) or PReLU (mesh).
-Convolutions pad as TensorFlow's "SAME" does (the extra row/column after, not before), so the
+Convolutions pad as TensorFlow's "SAME" does (core.tf_layers.SameConv2d: the extra row/column after), so the
 weights imported by :mod:`tasks.facemesh.import_mediapipe` give the LiteRT interpreter's numbers.
 
 Both networks keep the project's interface: the detector takes [0, 1] images and returns (logits (B,
@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.tf_layers import SameConv2d
 from tasks.facemesh.anchors import anchors_per_map
 
 # Channel widths of the detector's units (a "2" marks a stride-2 unit); heads read the 16x16 map after
@@ -35,25 +36,6 @@ FACE_LANDMARK_TRUNK: tuple[tuple[int, int], ...] = (
 )  # fmt: skip
 FACE_LANDMARK_POINTS_HEAD: tuple[tuple[int, int], ...] = ((128, 2), (128, 1), (128, 1))
 FACE_LANDMARK_FLAG_HEAD: tuple[tuple[int, int], ...] = ((128, 2),)
-
-
-def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """TensorFlow's SAME padding (before, after) of one axis: the odd pixel goes after."""
-    out = -(-size // stride)
-    total = max((out - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
-
-
-class SameConv2d(nn.Conv2d):
-    """A convolution with TensorFlow's "SAME" padding (asymmetric when strided on even sizes)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        (kh, kw), (sh, sw) = self.kernel_size, self.stride
-        top, bottom = same_padding(x.shape[-2], kh, sh)
-        left, right = same_padding(x.shape[-1], kw, sw)
-        if top or bottom or left or right:
-            x = F.pad(x, (left, right, top, bottom))
-        return super().forward(x)
 
 
 class ResidualUnit(nn.Module):
@@ -89,6 +71,7 @@ class MediaPipeBlazeFace(nn.Module):
     """BlazeFace short-range (front camera, 128 px, 896 anchors) as published by MediaPipe."""
 
     coding = "mediapipe"
+    index_coordinates = True  # outputs are pixel-index coordinates of the input (MediaPipe's convention)
     tap_unit = 10  # the 88-channel unit whose 16x16 map feeds the first heads
 
     def __init__(self, input_size: int = 128, units: Sequence[tuple[int, int]] = BLAZEFACE_SHORT_RANGE_UNITS):
@@ -127,6 +110,8 @@ class MediaPipeBlazeFace(nn.Module):
 
 class MediaPipeFaceMesh(nn.Module):
     """MediaPipe's face-mesh network (face_landmark.tflite: 192 px crop -> 468 x 3 points + face flag)."""
+
+    index_coordinates = True  # points are pixel-index coordinates of the crop (MediaPipe's convention)
 
     def __init__(self, num_points: int = 468, input_size: int = 192):
         super().__init__()

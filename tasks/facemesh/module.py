@@ -16,21 +16,29 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from core.checkpoint import read_checkpoint
 from core.io import atomic_path, atomic_write_json
 from core.media import log_image, log_video
 from core.optim import configure_optimizers
+from core.video import write_video
 from core.weights import load_pretrained
 from datamodules.face_alignment import DEFAULT_CROP_SCALE
 from datamodules.face_topology import FaceTopology, face_topology
+from datamodules.facemesh import load_rgb
 from tasks.facemesh.anchors import decode, generate_anchors
+from tasks.facemesh.bootstrap import pseudo_label
+from tasks.facemesh.detector import Detections, detect_faces
 from tasks.facemesh.losses import detector_loss, mesh_loss
 from tasks.facemesh.metrics import DetectorAP50, InterOcularNME
 from tasks.facemesh.model import count_parameters, detector_network, mesh_network
+from tasks.facemesh.pipeline import FaceMeshPipeline, draw_mesh
 from tasks.facemesh.postprocess import MAX_DETECTIONS, candidates, weighted_nms
+from tasks.facemesh.temporal import evaluate_clips
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +47,10 @@ SAMPLES_FILE = "facemesh_samples.png"
 VIDEO_FILE = "facemesh_moving.mp4"
 
 
-def mesh_template(num_points: int) -> torch.Tensor:
+def mesh_template(topology: FaceTopology) -> torch.Tensor:
     """A rough mean face in crop coordinates (x, y in [0, 1], z in crop widths) from the topology's
     (u, v): the mesh head's bias starts here, so early training refines a face, not a point."""
-    uv = torch.from_numpy(np.asarray(face_topology(num_points).uv, dtype=np.float32))
+    uv = torch.from_numpy(np.asarray(topology.uv, dtype=np.float32))
     u, v = uv[:, 0], uv[:, 1]
     return torch.stack([0.5 + 0.3 * u, 0.47 - 0.38 * v, -0.15 + 0.12 * (u**2 + 0.5 * v**2)], 1)
 
@@ -88,11 +96,14 @@ class FaceMeshTask(pl.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
+        if pretrained_path and topology is None:  # the mesh's vertex order comes with its weights
+            topology = (read_checkpoint(pretrained_path).get("hyper_parameters") or {}).get("topology")
+            self.hparams["topology"] = topology
         self.topology = FaceTopology.from_json(topology) if topology else face_topology(num_points)
         if self.topology.num_points != num_points:
             raise ValueError(f"topology has {self.topology.num_points} points but num_points={num_points}")
         self.detector = detector_network(detector_variant, detector_size)
-        template = mesh_template(num_points) if self.topology.uv is not None else None
+        template = mesh_template(self.topology) if self.topology.uv is not None else None
         self.mesh = mesh_network(variant, num_points, crop_size, template=template)
         self.register_buffer("anchors", generate_anchors(detector_size), persistent=False)
         corners = self.topology.eye_corners
@@ -146,6 +157,15 @@ class FaceMeshTask(pl.LightningModule):
         self.log("train/loss", parts["total"], prog_bar=True, batch_size=n)
         return parts["total"]
 
+    def setup(self, stage: str) -> None:
+        data = getattr(self.trainer.datamodule, "topology", None) if self._trainer is not None else None
+        if data is not None and data.kind != self.topology.kind:
+            raise ValueError(
+                f"the data's face mesh is the {data.kind} topology but the task's is {self.topology.kind} "
+                "(its checkpoint's): their point indices do not correspond, so its points cannot be trained "
+                "or scored on this data"
+            )
+
     def on_fit_start(self) -> None:
         if self.hparams.bootstrap_rounds > 0 and not self.trainer.reload_dataloaders_every_n_epochs:
             # Pseudo-labels change the training set: rebuild the loader (and its sampler) each epoch.
@@ -161,8 +181,6 @@ class FaceMeshTask(pl.LightningModule):
             or not hasattr(dm, "unlabeled_images")
         ):
             return
-        from tasks.facemesh.bootstrap import pseudo_label
-
         records, summary = pseudo_label(
             self, dm.unlabeled_images(), h.bootstrap_score_threshold, h.bootstrap_face_threshold
         )
@@ -247,8 +265,6 @@ class FaceMeshTask(pl.LightningModule):
         dm = getattr(self.trainer, "datamodule", None)
         if dm is None or not hasattr(dm, "clips"):
             return
-        from tasks.facemesh.temporal import evaluate_clips
-
         # Clips are short: every rank runs them (same weights, same numbers), rank 0 writes.
         results, video_frames = evaluate_clips(self, dm.clips(), self.smoothing)
         for key, value in results.get("metrics", {}).items():
@@ -258,18 +274,11 @@ class FaceMeshTask(pl.LightningModule):
             atomic_write_json(out / TEMPORAL_FILE, results)
             self._write_samples(dm, out)
             if video_frames is not None:
-                from core.video import write_video
-
                 write_video(out / VIDEO_FILE, video_frames, fps=results.get("fps", 30.0))
                 log_video(self, "test/moving_clip_mesh", str(out / VIDEO_FILE), fps=results.get("fps", 30.0))
 
     def _write_samples(self, dm, out: Path) -> None:
         """Test images with the pipeline's meshes drawn: ``facemesh_samples.png`` and the loggers."""
-        import cv2
-
-        from datamodules.facemesh import load_rgb
-        from tasks.facemesh.pipeline import FaceMeshPipeline, draw_mesh
-
         pipeline = FaceMeshPipeline.from_task(self)
         tiles = []
         for source in ("rendered", "annotated"):
@@ -284,12 +293,17 @@ class FaceMeshTask(pl.LightningModule):
                 cv2.imwrite(str(tmp), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
             log_image(self, "test/mesh_samples", tiles)
 
+    def detect_faces(self, images) -> Detections:
+        """Faces in RGB uint8 frames (B, H, W, 3) or a list of them: per frame (boxes (K, 4) xyxy px, the six
+        keypoints (K, 6, 2) px, scores (K,)). The face detector other systems use through this task's
+        checkpoint (core.checkpoint.load_stamped_task), e.g. Photobooth's ``--detector``."""
+        h = self.hparams
+        return detect_faces(images, self.detector, h.score_threshold, h.nms_iou_threshold, self.anchors)
+
     @torch.no_grad()
     def predict_step(self, batch: dict, batch_idx: int) -> list[list[dict]]:
         """predict.py: every face of each image of ``batch["image"]`` (RGB uint8 arrays of any size;
         tasks/facemesh/predict.py writes them)."""
-        from tasks.facemesh.pipeline import FaceMeshPipeline
-
         pipeline = FaceMeshPipeline.from_task(self)
         return [[face.as_json() for face in pipeline.process_image(image)] for image in batch.get("image", [])]
 

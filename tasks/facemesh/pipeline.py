@@ -15,7 +15,14 @@ import numpy as np
 import torch
 
 from core.io import atomic_write_text
-from datamodules.face_alignment import alignment_params, crop_matrix, invert_affine, transform_points, warp_crops
+from datamodules.face_alignment import (
+    alignment_params,
+    crop_matrix,
+    index_to_continuous,
+    invert_affine,
+    transform_points,
+    warp_crops,
+)
 from datamodules.face_topology import FaceTopology, face_topology
 from tasks.facemesh.detector import detect_faces, to_batch
 from tasks.facemesh.smoothing import OneEuroFilter
@@ -81,7 +88,7 @@ class FaceMeshPipeline:
             h.score_threshold,
             h.nms_iou_threshold,
             h.face_threshold,
-            **kwargs,
+            **{"topology": task.topology, **kwargs},
         )
 
     @torch.no_grad()
@@ -89,11 +96,20 @@ class FaceMeshPipeline:
         """Points (K, N, 3) in image px and face probabilities (K,) for crops aligned by ``boxes`` and
         ``keypoints`` on one image (3, H, W)."""
         centre, side, angle = alignment_params(boxes.float(), keypoints.float(), self.crop_scale)
-        matrix = crop_matrix(centre, side, angle, self.crop_size)
-        crops = warp_crops(image[None].expand(len(boxes), -1, -1, -1), matrix, self.crop_size)
+        if getattr(self.mesh, "index_coordinates", False):
+            # MediaPipe (face_landmark_cpu.pbtxt): the rectangle in pixel-index coordinates, OpenCV's warp
+            # with BORDER_REPLICATE, the network's points as index coordinates of the crop.
+            index = crop_matrix(centre - 0.5, side, angle, self.crop_size)
+            crops = warp_crops(expand(image, len(boxes)), index_to_continuous(index), self.crop_size, "border")
+            back, offset = invert_affine(index), 0.5
+        else:
+            matrix = crop_matrix(centre, side, angle, self.crop_size)
+            crops = warp_crops(expand(image, len(boxes)), matrix, self.crop_size)
+            back, offset = invert_affine(matrix), 0.0
         param = next(self.mesh.parameters())
         points, logit = self.mesh(crops.to(param.device, param.dtype))
-        points = transform_points(points.cpu().float() * self.crop_size, invert_affine(matrix))
+        points = transform_points(points.cpu().float() * self.crop_size, back)
+        points[..., :2] += offset
         return points, torch.sigmoid(logit.cpu().float())
 
     def crop_from_points(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -135,6 +151,11 @@ class FaceMeshPipeline:
             out.append(result)
             previous = result
         return out
+
+
+def expand(image: torch.Tensor, n: int) -> torch.Tensor:
+    """One image (3, H, W) as a batch of ``n`` views."""
+    return image[None].expand(n, -1, -1, -1)
 
 
 def interocular(points: np.ndarray, topology: FaceTopology) -> float:

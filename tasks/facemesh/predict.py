@@ -9,10 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from core.io import atomic_path, atomic_write_json
 from core.prediction import ProductWriter
+from tasks.facemesh.pipeline import draw_mesh, write_obj
 
 MESH_IMAGE = "mesh.png"
 MESH_OBJ = "mesh.obj"
@@ -39,10 +41,6 @@ class FaceMeshProduct(ProductWriter):
         return {"image": [s["image"] for s in samples]}  # sizes differ: a list, not a tensor
 
     def write_item(self, run_dir: Path, name: str, prediction: list[dict], batch: dict, index: int) -> dict:
-        import cv2
-
-        from tasks.facemesh.pipeline import draw_mesh, write_obj
-
         folder = Path(run_dir) / name
         folder.mkdir(parents=True, exist_ok=True)
         image = batch["image"][index]

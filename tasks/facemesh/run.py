@@ -24,7 +24,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
+import torch
+
+from core.checkpoint import load_task
+from core.io import atomic_path, atomic_write_json
+from core.video import open_video, read_frames, write_video
+from tasks.facemesh.module import FaceMeshTask
+from tasks.facemesh.pipeline import FaceMeshPipeline, draw_mesh, smooth_track, write_obj
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
@@ -33,8 +41,6 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 def _write_outputs(
     out: Path, stem: str, frames_faces: list[list[dict]], fps: float | None, triangles, num_points: int
 ) -> None:
-    from core.io import atomic_path, atomic_write_json
-
     most = max([len(f) for f in frames_faces] + [1])
     t = len(frames_faces)
     pts = np.full((t, most, num_points, 3), np.nan, np.float32)
@@ -91,8 +97,6 @@ def run(
     max_frames: int | None = None,
 ) -> dict:
     """Run the pipeline on ``input_path``; returns {"out": folder, "frames": n, "faces": total faces}."""
-    import torch
-
     with torch.no_grad():
         return _run(input_path, checkpoint, out, smoothing, obj_frame, max_frames)
 
@@ -105,13 +109,6 @@ def _run(
     obj_frame: int | None,
     max_frames: int | None,
 ) -> dict:
-    import cv2
-
-    from core.checkpoint import load_task
-    from core.io import atomic_path
-    from tasks.facemesh.module import FaceMeshTask
-    from tasks.facemesh.pipeline import FaceMeshPipeline, draw_mesh, smooth_track, write_obj
-
     input_path = Path(input_path)
     if not input_path.exists():
         raise FileNotFoundError(f"{input_path}: input image or video does not exist")
@@ -147,8 +144,6 @@ def _run(
         with atomic_path(out / f"{stem}_mesh.png") as tmp:
             cv2.imwrite(str(tmp), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
     else:
-        from core.video import open_video, read_frames, write_video
-
         reader = open_video(input_path)
         n = len(reader) if max_frames is None else min(len(reader), max_frames)
         fps = float(reader.get_avg_fps())

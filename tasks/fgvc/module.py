@@ -77,8 +77,9 @@ class FineGrainedTask(ImageClassificationTask):
       class-to-group table comes from the DataModule's ``taxonomy`` and is saved in the checkpoint.
     - ``prior_adjustment``: ``em`` re-estimates the test split's class priors with EM (Saerens et al.
       2002) from the unlabeled test posteriors, starting from the prior those posteriors carry (the
-      validation split's after ``calibration``, else the sampler's training prior); the test metric is
-      logged with and without it, and the priors go to ``priors.json``.
+      validation split's after ``calibration``, else the sampler's training prior), as a MAP estimate
+      with ``em_prior_strength`` pseudo-samples of that prior (0: the paper's maximum likelihood); the
+      test metric is logged with and without it, and the priors go to ``priors.json``.
     - ``sequence_average``: average the test posteriors of the frames of one sequence (iWildCam's
       ``seq_id``, from the DataModule's ``test_groups``) before grading.
 
@@ -95,6 +96,7 @@ class FineGrainedTask(ImageClassificationTask):
         taxonomy_weight: float = 0.5,
         prior_adjustment: str = "none",
         calibration: str = "bcts",
+        em_prior_strength: float = 0.0,
         sequence_average: bool = False,
         confused_pairs: int = 6,
         **kwargs: Any,
@@ -109,6 +111,8 @@ class FineGrainedTask(ImageClassificationTask):
             raise ValueError(f"task.prior_adjustment={prior_adjustment!r}: choose 'none' or 'em'")
         if calibration not in ("none", "ts", "bcts"):
             raise ValueError(f"task.calibration={calibration!r}: choose 'none', 'ts' or 'bcts'")
+        if em_prior_strength < 0:
+            raise ValueError(f"task.em_prior_strength={em_prior_strength}: must be >= 0 (pseudo-samples)")
         self.taxonomy_heads = nn.ModuleDict(
             {level: nn.Linear(self.model.num_features, size) for level, size in (taxonomy or {}).items()}
         )
@@ -237,7 +241,9 @@ class FineGrainedTask(ImageClassificationTask):
                     em_input = self._sequence_average(em_input, index, datamodule)
                 if labeled:  # calibration alone moves the decision too (the split's prior, class biases)
                     results[f"test/{name}_calibrated"] = grade(self.competition, em_input, targets)
-            estimate = em_prior(em_input, calibration.reference_prior)
+            estimate = em_prior(
+                em_input, calibration.reference_prior, prior_strength=float(self.hparams.em_prior_strength)
+            )
             adjusted = estimate.posteriors
             if labeled:
                 results[f"test/{name}_em"] = grade(self.competition, adjusted, targets)
@@ -250,6 +256,7 @@ class FineGrainedTask(ImageClassificationTask):
                 "reference_prior": calibration.reference_prior.tolist(),
                 "test_prior": estimate.prior.tolist(),
                 "calibration": calibration.mode,
+                "prior_strength": float(self.hparams.em_prior_strength),
             }
             if calibration.mode != "none":
                 priors.update(

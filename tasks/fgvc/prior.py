@@ -57,8 +57,20 @@ def class_frequencies(labels: np.ndarray, num_classes: int, pseudo_count: float 
     return counts / counts.sum()
 
 
-def em_prior(posteriors: np.ndarray, train_prior: np.ndarray, max_iter: int = 1000, tol: float = 1e-8) -> PriorEstimate:
-    """Estimate the test priors from posteriors (N, C) of a classifier trained under ``train_prior``."""
+def em_prior(
+    posteriors: np.ndarray,
+    train_prior: np.ndarray,
+    max_iter: int = 1000,
+    tol: float = 1e-8,
+    prior_strength: float = 0.0,
+) -> PriorEstimate:
+    """Estimate the test priors from posteriors (N, C) of a classifier trained under ``train_prior``.
+
+    ``prior_strength`` = lambda > 0 makes it the MAP estimate under a Dirichlet prior centred on
+    ``train_prior`` with lambda pseudo-samples: the M-step becomes
+    p^(s+1)(w) = (sum_k p^(s)(w|x_k) + lambda p_t(w)) / (N + lambda). It keeps a finite test set's
+    noise (and the posteriors' residual miscalibration) from pulling the estimate away from p_t when
+    the priors did not change, and fades as N grows. 0 is the maximum-likelihood EM of the paper."""
     posteriors = np.asarray(posteriors, np.float64)
     train_prior = np.asarray(train_prior, np.float64)
     if posteriors.ndim != 2 or posteriors.shape[1] != len(train_prior):
@@ -70,7 +82,7 @@ def em_prior(posteriors: np.ndarray, train_prior: np.ndarray, max_iter: int = 10
     adjusted = posteriors
     for iteration in range(1, max_iter + 1):
         adjusted = adjust_posteriors(posteriors, train_prior, prior)
-        new = adjusted.mean(0)
+        new = (adjusted.sum(0) + prior_strength * train_prior) / (len(adjusted) + prior_strength)
         change = float(np.abs(new - prior).max())
         prior = new
         if change < tol:

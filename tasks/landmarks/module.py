@@ -56,9 +56,9 @@ DEFAULT_SEARCH = {"index": "flat", "k": 100, "knn": 5, "query_expansion": False,
 DEFAULT_DETECTOR = {"backbone": "test_resnet", "weight": 1.0, "score_threshold": 0.5, "max_regions": 3}
 DEFAULT_ATTENTION = {"hidden": 512, "weight": 1.0, "max_features": 1000, "score_threshold": 0.0}
 DEFAULT_D2R = {
-    "aggregation": "rasmk",
+    "aggregation": "rvlad",  # rvlad + rerank: chosen on the validation split (docs/landmarks.md)
     "binary": True,
-    "retrieval": "index",
+    "retrieval": "rerank",
     "codebook_size": 64,
     "alpha": 3.0,
     "tau": 0.0,
@@ -236,8 +236,8 @@ class LandmarkRetrievalTask(pl.LightningModule):
             features, points = d2r_lib.select_local_features(
                 loc, s, att.get("max_features"), float(att.get("score_threshold", 0.0))
             )
-            item = {"descriptor": d.float().cpu().numpy(), "local": features.astype(np.float16), "points": points}
-            out.append({**item, "boxes": b})
+            local_half = features.astype(np.float16)
+            out.append({"descriptor": d.float().cpu().numpy(), "local": local_half, "points": points, "boxes": b})
         return out
 
     def on_test_epoch_start(self) -> None:

@@ -18,8 +18,9 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.models.detection.roi_heads import project_masks_on_boxes
+from torchvision.models.detection.roi_heads import RoIHeads, project_masks_on_boxes
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
+from torchvision.ops import boxes as box_ops
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 # resnet_fpn_backbone's names: the builders of torchvision.models.resnet (resnet18 ... wide_resnet101_2).
@@ -155,8 +156,96 @@ def group_of_background_weights(
     return torch.where((labels == 0) & inside, torch.zeros_like(weights), weights)
 
 
+class SigmoidRoIHeads(RoIHeads):
+    """torchvision's RoI heads scoring each class by its own sigmoid (no softmax competition, the
+    background logit unused): a box can be "Dog" and "Animal" at once, as the challenge's hierarchy
+    wants. Then, as torchvision: per-class boxes clipped, score threshold, tiny boxes dropped,
+    per-class NMS, the top ``detections_per_img``."""
+
+    def postprocess_detections(self, class_logits, box_regression, proposals, image_shapes):
+        counts = [len(p) for p in proposals]
+        boxes_all = self.box_coder.decode(box_regression, proposals).split(counts)
+        scores_all = torch.sigmoid(class_logits).split(counts)
+        out_boxes, out_scores, out_labels = [], [], []
+        for boxes, scores, shape in zip(boxes_all, scores_all, image_shapes):
+            boxes = box_ops.clip_boxes_to_image(boxes[:, 1:], shape).reshape(-1, 4)
+            labels = torch.arange(1, scores.shape[1], device=scores.device).repeat(len(scores))
+            scores = scores[:, 1:].reshape(-1)
+            wide = (boxes[:, 2] - boxes[:, 0] >= 1e-2) & (boxes[:, 3] - boxes[:, 1] >= 1e-2)
+            keep = torch.where((scores > self.score_thresh) & wide)[0]
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            keep = box_ops.batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
+            out_boxes.append(boxes[keep])
+            out_scores.append(scores[keep])
+            out_labels.append(labels[keep])
+        return out_boxes, out_scores, out_labels
+
+
+def use_sigmoid_scores(model: FasterRCNN) -> FasterRCNN:
+    """The model with :class:`SigmoidRoIHeads` (same parameters; only inference scoring changes)."""
+    model.roi_heads.__class__ = SigmoidRoIHeads
+    return model
+
+
+def with_ancestors(classes: torch.Tensor, ancestors: list[list[int]]) -> torch.Tensor:
+    """0-based class ids plus all their ancestors, each once."""
+    out = set(classes.tolist())
+    for c in classes.tolist():
+        out.update(ancestors[c] if 0 <= c < len(ancestors) else ())
+    return torch.as_tensor(sorted(out), dtype=torch.long, device=classes.device)
+
+
+def sigmoid_classification_loss(
+    logits: torch.Tensor,
+    labels: list[torch.Tensor],
+    proposals: list[torch.Tensor],
+    targets: list[dict],
+    scale: list[torch.Tensor],
+    ancestors: list[list[int]],
+) -> torch.Tensor:
+    """Per-class sigmoid cross-entropy on the sampled proposals with the challenge's label rules, as
+    the TF Object Detection API's Open Images configs weigh it (a weighted sigmoid loss whose class
+    weights are the image's labeled classes, ``groundtruth_labeled_classes``):
+
+    - target 1 for the proposal's matched class and every ancestor of it (a dog box is an animal box),
+      0 for the other classes;
+    - weight 1 only for the image's known classes (boxed classes and their ancestors, and the
+      expanded human-verified labels, present or absent); a class nobody looked for gets weight 0;
+    - a background proposal inside a group-of box (IoA >= 0.5) is not a negative for that box's class
+      and its ancestors.
+
+    ``labels``: the proposals' 1-based matched labels (0 background); ``scale`` per image turns the
+    targets' boxes into the proposals' coordinates. Summed over classes, averaged over proposals."""
+    targets_1h, weights = [], []
+    num = logits.shape[1] - 1
+    for lab, props, t, ratio in zip(labels, proposals, targets, scale):
+        target = torch.zeros(len(lab), num, device=logits.device)
+        weight = torch.zeros(len(lab), num, device=logits.device)
+        known = with_ancestors(torch.cat([t["known"], t["labels"]]).to(logits.device), ancestors)
+        weight[:, known] = 1.0
+        for i in torch.where(lab > 0)[0].tolist():
+            mine = with_ancestors(lab[i : i + 1] - 1, ancestors)
+            target[i, mine] = 1.0
+            weight[i, mine] = 1.0
+        group = t["group_of"].to(logits.device).bool()
+        if group.any() and len(lab):
+            boxes = t["boxes"][group].to(logits.device) * ratio
+            for box, cls in zip(boxes, t["labels"][group].to(logits.device)):
+                inside = group_of_background_weights(props, lab, box[None]) == 0
+                weight[torch.where(inside)[0][:, None], with_ancestors(cls[None], ancestors)[None, :]] = 0.0
+        targets_1h.append(target)
+        weights.append(weight)
+    target, weight = torch.cat(targets_1h), torch.cat(weights)
+    loss = F.binary_cross_entropy_with_logits(logits[:, 1:], target, weight=weight, reduction="sum")
+    return loss / max(len(target), 1)
+
+
 def challenge_detection_losses(
-    model: FasterRCNN, images: list[torch.Tensor], targets: list[dict]
+    model: FasterRCNN,
+    images: list[torch.Tensor],
+    targets: list[dict],
+    classifier: str = "softmax",
+    ancestors: list[list[int]] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Faster R-CNN's (or Mask R-CNN's) training losses with the Open Images label rules in the box
     classifier:
@@ -165,6 +254,11 @@ def challenge_detection_losses(
       is left out of the softmax of that image's proposals (so no proposal pushes it down);
     - a background proposal lying inside a group-of box (IoA >= 0.5, the challenge's group-of match)
       is ignored, not a negative: the challenge does not count such detections as false positives.
+
+    ``classifier="sigmoid"`` replaces the masked softmax by :func:`sigmoid_classification_loss` (one
+    sigmoid per class: a proposal on a dog box learns "Dog" and every ancestor of it, ``ancestors``
+    being each class's ancestor ids) and trains the box regression of the ancestors too, so a parent
+    class is detected by the network itself; infer with :func:`use_sigmoid_scores`.
 
     With a mask head (MaskRCNN) ``loss_mask`` is added (:func:`instance_mask_loss`): only positive
     proposals matched to an instance that has a mask count; group-of boxes have none.
@@ -190,17 +284,22 @@ def challenge_detection_losses(
     box_features = heads.box_head(heads.box_roi_pool(features, proposals, image_list.image_sizes))
     class_logits, box_regression = heads.box_predictor(box_features)
 
+    if classifier not in ("softmax", "sigmoid"):
+        raise ValueError(f"classifier={classifier!r}: expected softmax or sigmoid")
+    device = class_logits.device
+    ratios = []
+    for i in range(len(targets)):
+        ratio = torch.tensor(image_list.image_sizes[i][::-1] * 2, device=device, dtype=torch.float32)
+        ratios.append(ratio / torch.tensor(original_sizes[i][::-1] * 2, device=device, dtype=torch.float32))
     num_classes = class_logits.shape[1]
     allowed, weights = [], []
-    for i, (props, lab, t) in enumerate(zip(proposals, labels, targets)):
-        row = torch.zeros(num_classes, dtype=torch.bool, device=class_logits.device)
+    for props, lab, t, ratio in zip(proposals, labels, targets, ratios):
+        row = torch.zeros(num_classes, dtype=torch.bool, device=device)
         row[0] = True
         row[t["known"].to(row.device) + 1] = True
         row[lab] = True
         allowed.append(row.expand(len(lab), -1))
         group = t["group_of"].to(row.device)
-        ratio = torch.tensor(image_list.image_sizes[i][::-1] * 2, device=row.device, dtype=torch.float32)
-        ratio = ratio / torch.tensor(original_sizes[i][::-1] * 2, device=row.device, dtype=torch.float32)
         w = group_of_background_weights(props, lab, t["boxes"][group].to(row.device) * ratio)
         weights.append(w)
     losses = dict(rpn_losses)
@@ -209,6 +308,23 @@ def challenge_detection_losses(
         losses["loss_mask"] = instance_mask_loss(
             model, features, image_list.image_sizes, proposals, matched_idxs, labels, tv_targets, has_mask
         )
+    if classifier == "sigmoid":
+        ancestors = ancestors or [[] for _ in range(num_classes - 1)]
+        loss = sigmoid_classification_loss(class_logits, labels, proposals, targets, ratios, ancestors)
+        labels, regression_targets = torch.cat(labels, 0), torch.cat(regression_targets, 0)
+        rows, cols = [], []
+        for i in torch.where(labels > 0)[0].tolist():  # the matched class and each ancestor regress alike
+            mine = [int(labels[i]) - 1, *ancestors[int(labels[i]) - 1]]
+            rows += [i] * len(mine)
+            cols += [c + 1 for c in mine]
+        rows_t = torch.as_tensor(rows, dtype=torch.long, device=device)
+        cols_t = torch.as_tensor(cols, dtype=torch.long, device=device)
+        box_regression = box_regression.reshape(len(labels), box_regression.size(-1) // 4, 4)
+        box_loss = (
+            F.smooth_l1_loss(box_regression[rows_t, cols_t], regression_targets[rows_t], beta=1 / 9, reduction="sum")
+            / labels.numel()
+        )
+        return {"loss_classifier": loss, "loss_box_reg": box_loss, **losses}
     allowed = torch.cat(allowed, 0)
     weights = torch.cat(weights, 0)
     labels = torch.cat(labels, 0)
@@ -281,3 +397,15 @@ def expand_to_ancestors(
     evaluator expands only the ground truth, so parent classes must be predicted explicitly."""
     index, expanded = ancestor_copies(labels, ancestors)
     return expanded, scores[index], boxes[index]
+
+
+def merge_copies(
+    labels: torch.Tensor, scores: torch.Tensor, boxes: torch.Tensor, iou_threshold: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-class NMS over expanded detections: a parent copied from two children on one object (or
+    from a child onto the network's own parent detection) is one detection, at the best score; the
+    challenge would count the second copy as a false positive."""
+    if len(labels) == 0:
+        return labels, scores, boxes
+    keep = box_ops.batched_nms(boxes.float(), scores.float(), labels, iou_threshold)
+    return labels[keep], scores[keep], boxes[keep]

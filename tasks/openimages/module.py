@@ -14,7 +14,13 @@ from core.media import log_image
 from core.metrics import gather_objects
 from core.optim import configure_optimizers
 from tasks.openimages.metrics import OpenImagesChallengeMAP
-from tasks.openimages.model import challenge_detection_losses, expand_to_ancestors, faster_rcnn
+from tasks.openimages.model import (
+    challenge_detection_losses,
+    expand_to_ancestors,
+    faster_rcnn,
+    merge_copies,
+    use_sigmoid_scores,
+)
 from tasks.openimages.submission import write_detection_submission
 
 
@@ -23,8 +29,12 @@ class OpenImagesDetectionTask(pl.LightningModule):
 
     ``label_rules``: train with the challenge's rules (classes neither annotated nor verified are not
     negatives; background proposals inside group-of boxes ignored; tasks/openimages/model.py); false
-    gives torchvision's plain losses. ``expand_predictions``: copy each detection to the ancestors of
-    its class (the evaluator expands only the ground truth)."""
+    gives torchvision's plain losses. ``classifier``: ``softmax`` (one class per box; the unknown
+    classes masked out) or ``sigmoid`` (one sigmoid per class, a box's class and all its ancestors as
+    positives, only the image's known classes weighted: the TF Object Detection API's weighting of the
+    verified labels, so parent classes are learned, not pushed down). ``expand_predictions``: copy each
+    detection to the ancestors of its class (the evaluator expands only the ground truth), then merge
+    the copies that land on one object of one class (per-class NMS)."""
 
     def __init__(
         self,
@@ -35,6 +45,7 @@ class OpenImagesDetectionTask(pl.LightningModule):
         anchor_sizes: list[int] = (16, 32, 64),
         pretrained_path: str | None = None,
         label_rules: bool = True,
+        classifier: str = "softmax",
         expand_predictions: bool = True,
         score_threshold: float = 0.01,
         detections_per_image: int = 100,
@@ -44,7 +55,13 @@ class OpenImagesDetectionTask(pl.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
+        if classifier not in ("softmax", "sigmoid"):
+            raise ValueError(f"task.classifier={classifier!r}: expected softmax or sigmoid")
+        if classifier == "sigmoid" and not label_rules:
+            raise ValueError("task.classifier=sigmoid is trained with the label rules: set task.label_rules=true")
         self.model = self.build_model()
+        if classifier == "sigmoid":
+            use_sigmoid_scores(self.model)
         self.model.roi_heads.score_thresh = score_threshold
         self.model.roi_heads.detections_per_img = detections_per_image
         self.val_map = self.metric_class(num_classes)
@@ -90,7 +107,9 @@ class OpenImagesDetectionTask(pl.LightningModule):
         images = [item["image"] for item in batch]
         targets = self.training_targets(batch)
         if self.hparams.label_rules:
-            losses = challenge_detection_losses(self.model, images, targets)
+            losses = challenge_detection_losses(
+                self.model, images, targets, self.hparams.classifier, self.class_ancestors
+            )
         else:
             plain = [{k: v for k, v in t.items() if k not in ("group_of", "known")} for t in targets]
             losses = self.model(images, [{**t, "labels": t["labels"] + 1} for t in plain])
@@ -115,6 +134,7 @@ class OpenImagesDetectionTask(pl.LightningModule):
             labels, scores, boxes = d["labels"] - 1, d["scores"], d["boxes"]
             if self.hparams.expand_predictions:
                 labels, scores, boxes = expand_to_ancestors(labels, scores, boxes, self.class_ancestors)
+                labels, scores, boxes = merge_copies(labels, scores, boxes, self.model.roi_heads.nms_thresh)
             out.append({"labels": labels, "scores": scores, "boxes": boxes})
         return out
 

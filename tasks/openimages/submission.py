@@ -98,7 +98,7 @@ def check_scores(path: Path, line: int, scores: np.ndarray, texts: np.ndarray) -
     """Scores must be finite: a NaN or infinite score has no rank, and would give a number anyway."""
     bad = ~np.isfinite(scores)
     if bad.any():
-        raise DataFormatError(path, f"score {texts[np.flatnonzero(bad)[0]]!r} is not a finite number", line)
+        raise DataFormatError(path, f"score {str(texts[np.flatnonzero(bad)[0]])!r} is not a finite number", line)
 
 
 def check_detection_boxes(path: Path, line: int, boxes: np.ndarray) -> None:

@@ -11,6 +11,7 @@ kept; the probability map resized back to the frame)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,6 +170,14 @@ class SelfieSegmenter(nn.Module):
     def tflite_layers(self) -> list[nn.Conv2d | nn.ConvTranspose2d]:
         """The convolutions in the order the .tflite graph runs them (registration order here)."""
         return [m for m in self.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
+
+
+def default_segmenter_path() -> Path:
+    """Where ``make mediapipe-models`` imports the segmenter: ``<data dir>/mediapipe/selfie_segmenter.pt``
+    (the data dir as conf/paths/default.yaml has it: $VISIONLAB_DATA, else <project>/data)."""
+    from core.resolvers import PROJECT_ROOT
+
+    return Path(os.environ.get("VISIONLAB_DATA", PROJECT_ROOT / "data")) / "mediapipe" / "selfie_segmenter.pt"
 
 
 def load_segmenter(path: str | Path) -> SelfieSegmenter:

@@ -56,6 +56,45 @@ def render_clip_video(
     )
 
 
+def render_user_video(
+    task,
+    video: str | Path,
+    path: str | Path,
+    masks: str | Path | None = None,
+    segmenter: str | Path | None = None,
+    image_size: tuple[int, int] | None = None,
+    max_frames: int | None = None,
+    focus_depth: float | None = None,
+    aperture: float | None = None,
+    max_radius: float = 8.0,
+    fps: float | None = None,
+) -> Path:
+    """Input | depth | defocus for a user's own video, its frames and human masks read as predict.py
+    reads them (tasks/people_depth/predict.py: the user's ``masks`` folder, else the person
+    ``segmenter``); no poses, so the single-frame variant."""
+    from tasks.people_depth.predict import PeopleDepthProduct
+
+    writer = PeopleDepthProduct(masks=masks, segmenter=segmenter, max_frames=max_frames)
+    writer.bind(task, {})
+    if image_size is not None:
+        writer.height, writer.width = image_size
+    batch = writer.collate([writer.prepare(Path(video))])
+    with torch.no_grad():
+        depths = task.predict_step({**batch, "inputs": [str(video)]}, 0)[0].numpy()
+    images = (batch["image"].permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
+    hparams = getattr(task, "hparams", {})
+    return write_effect_video(
+        path,
+        images,
+        depths,
+        batch["human_mask"][:, 0].numpy(),
+        focus_depth=focus_depth,
+        aperture=aperture if aperture is not None else hparams.get("video_aperture", 6.0),
+        max_radius=max_radius,
+        fps=fps or batch["fps"][0],
+    )
+
+
 def log_video(target, key: str, path: Path, fps: float = 10.0) -> None:
     """The rendered video to the run's experiment loggers (W&B, TensorBoard, CSV; core.media)."""
     _log_video(target, key, path, fps=fps)

@@ -21,6 +21,18 @@ def match_shots(shots: Sequence[int], moments: Sequence[tuple[int, int, int]]) -
     return len(taken)
 
 
+def best_frame_offsets(shots: Sequence[int], moments: Sequence[tuple[int, int, int]]) -> list[int]:
+    """Per captured moment (matched as :func:`match_shots` does), the distance in frames from the shot
+    that captured it to its labelled best frame: 0 when the shutter took the best frame."""
+    offsets: dict[int, int] = {}
+    for shot in sorted(shots):
+        for m, (start, end, best) in enumerate(moments):
+            if m not in offsets and start <= shot <= end:
+                offsets[m] = abs(shot - best)
+                break
+    return [offsets[m] for m in sorted(offsets)]
+
+
 class CapturedMomentsPR(PerSampleMetric):
     """The Photobooth protocol of this project (no public code to reproduce): over all clips,
     precision = captured moments / shots taken, recall = captured moments / labelled moments, where

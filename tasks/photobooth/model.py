@@ -88,6 +88,16 @@ def uniform_expression_score(face_logits: torch.Tensor, mask: torch.Tensor) -> t
     return (key * m).sum(-1) / m.sum(-1).clamp_min(1.0)
 
 
+def size_prior_expression_score(face_logits: torch.Tensor, boxes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The size prior alone (what ``FaceAttention`` starts from, without its learned part): each real
+    face weighted by its area share, P(key expression) * P(attending) pooled with those weights."""
+    probs = face_logits[..., :NUM_EXPRESSIONS].softmax(-1)
+    key = (1 - probs[..., 0]) * face_logits[..., NUM_EXPRESSIONS + 2].sigmoid()
+    wh = (boxes[..., 2:] - boxes[..., :2]).clamp_min(1e-4)
+    area = wh[..., 0] * wh[..., 1] * mask.float()
+    return (key * area).sum(-1) / area.sum(-1).clamp_min(1e-12)
+
+
 class PhotoboothNet(nn.Module):
     """Faces -> expression/quality per face -> attention -> global expression score; frame -> kiss."""
 

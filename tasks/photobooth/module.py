@@ -10,6 +10,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torchmetrics import MeanAbsoluteError
 from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
 
 from core.io import atomic_write_json
@@ -18,7 +19,13 @@ from core.metrics import gather_objects
 from core.optim import check_scheduler, configure_optimizers
 from datamodules.photobooth import MEAN, STD
 from tasks.photobooth.metrics import CapturedMomentsPR
-from tasks.photobooth.model import NUM_EXPRESSIONS, FaceExpressionNet, PhotoboothNet, uniform_expression_score
+from tasks.photobooth.model import (
+    NUM_EXPRESSIONS,
+    FaceExpressionNet,
+    PhotoboothNet,
+    size_prior_expression_score,
+    uniform_expression_score,
+)
 from tasks.photobooth.shutter import ScoringConfig, frame_quality, score_frames, shutter_shots
 
 
@@ -108,7 +115,10 @@ class PhotoboothTask(pl.LightningModule):
     """The whole Photobooth model trained end to end on clip frames: face expression/quality heads,
     attention over the faces (global expression score) and the kiss model. Validation runs the
     shutter on whole clips and reports precision/recall of captured moments, with attention and
-    the look-ahead buffer and, as ablations, without each (``_no_attention``, ``_no_buffer``).
+    the look-ahead buffer and, as ablations, without each (``_no_attention``: mean over faces,
+    ``_no_buffer``) and with the size prior alone in place of attention (``_size_prior``), plus the
+    mean absolute error of the global expression score against the frame's label for attention and
+    for the size prior alone (``expression_mae``, ``expression_mae_size_prior``).
     ``crop_size``, ``frame_size`` and ``max_faces`` are the data's (kept so the run command needs only
     the checkpoint)."""
 
@@ -140,9 +150,12 @@ class PhotoboothTask(pl.LightningModule):
         self.net = PhotoboothNet(face_backbone, kiss_backbone, embed_dim, size_prior)
         if expression_checkpoint:
             self.load_expression_weights(expression_checkpoint)
-        self.variants = ("", "_no_attention", "_no_buffer")
+        self.variants = ("", "_no_attention", "_no_buffer", "_size_prior")
         self.val_pr = torch.nn.ModuleDict({v or "full": CapturedMomentsPR() for v in self.variants})
         self.test_pr = torch.nn.ModuleDict({v or "full": CapturedMomentsPR() for v in self.variants})
+        # How well the pooled score fits the frame's expression label: learned attention vs size prior.
+        self.val_mae = torch.nn.ModuleDict({k: MeanAbsoluteError() for k in ("attention", "size_prior")})
+        self.test_mae = torch.nn.ModuleDict({k: MeanAbsoluteError() for k in ("attention", "size_prior")})
         self._test_shots: list[dict] = []
 
     def load_expression_weights(self, path: str) -> None:
@@ -199,18 +212,27 @@ class PhotoboothTask(pl.LightningModule):
             "weights": out["weights"].float().cpu().numpy(),
             "expression": out["expression_logit"].float().sigmoid().cpu().numpy(),
             "uniform_expression": uniform_expression_score(out["face_logits"], mask).float().cpu().numpy(),
+            "size_expression": size_prior_expression_score(out["face_logits"], clip["boxes"], mask)
+            .float()
+            .cpu()
+            .numpy(),
+            "area": (clip["boxes"][..., 2:] - clip["boxes"][..., :2]).clamp_min(0).prod(-1).float().cpu().numpy(),
             "kiss": out["kiss_logit"].float().sigmoid().cpu().numpy(),
             "mask": mask.cpu().numpy(),
             "blur": clip["blur"].cpu().numpy(),
         }
 
     def shots(
-        self, outputs: dict[str, np.ndarray], attention: bool = True, buffer: bool = True
+        self, outputs: dict[str, np.ndarray], attention: bool | str = True, buffer: bool = True
     ) -> tuple[list[int], dict]:
-        """The shutter's frames for one clip, and the scores it decided on."""
+        """The shutter's frames for one clip, and the scores it decided on. ``attention``: True (the
+        attention model), False (mean over faces) or ``"size_prior"`` (faces weighted by area alone)."""
         face_probs = 1 / (1 + np.exp(-outputs["face_logits"][..., NUM_EXPRESSIONS:]))
         mask = outputs["mask"]
-        if attention:
+        if attention == "size_prior":
+            area = outputs["area"] * mask
+            weights, expression = area / np.maximum(area.sum(-1, keepdims=True), 1e-12), outputs["size_expression"]
+        elif attention:
             weights, expression = outputs["weights"], outputs["expression"]
         else:
             weights = mask / np.maximum(mask.sum(-1, keepdims=True), 1)
@@ -222,15 +244,20 @@ class PhotoboothTask(pl.LightningModule):
             settings["buffer"] = 0
         return shutter_shots(scored["score"], **settings), scored
 
-    def _evaluate(self, clip: dict, metrics) -> dict[str, list[int]]:
+    def _evaluate(self, clip: dict, metrics, mae) -> dict[str, list[int]]:
         outputs = self.clip_outputs(clip)
         taken = {}
+        modes = {"": True, "_no_attention": False, "_no_buffer": True, "_size_prior": "size_prior"}
         for v in self.variants:
-            taken[v] = self.shots(outputs, attention=v != "_no_attention", buffer=v != "_no_buffer")[0]
+            taken[v] = self.shots(outputs, attention=modes[v], buffer=v != "_no_buffer")[0]
             metrics[v or "full"].update([int(clip["clip_index"])], [taken[v]], [clip["moments"]])
+        if "expression_target" in clip:  # labelled clips: how well each pooling fits the frame's label
+            target = clip["expression_target"].float().cpu()
+            mae["attention"].update(torch.from_numpy(outputs["expression"]), target)
+            mae["size_prior"].update(torch.from_numpy(outputs["size_expression"]), target)
         return taken
 
-    def _log_pr(self, stage: str, metrics) -> None:
+    def _log_pr(self, stage: str, metrics, mae) -> None:
         for v in self.variants:
             values = metrics[v or "full"].compute()
             for k, value in values.items():
@@ -238,22 +265,26 @@ class PhotoboothTask(pl.LightningModule):
                     f"{stage}/{k}{v}", value, sync_dist=True, prog_bar=(k == "f1" and not v)
                 )  # equal on every rank
             metrics[v or "full"].reset()
+        for k, metric in mae.items():
+            if metric.update_count:
+                self.log(f"{stage}/expression_mae" + ("" if k == "attention" else f"_{k}"), metric.compute())
+            metric.reset()
 
     def validation_step(self, clip: dict, batch_idx: int) -> None:
-        taken = self._evaluate(clip, self.val_pr)
+        taken = self._evaluate(clip, self.val_pr, self.val_mae)
         if batch_idx == 0 and not self.trainer.sanity_checking and taken[""]:
             # The first clip's shots, to W&B / TensorBoard / CSV media through core.media.
             frames = (clip["frame"][taken[""]].float() * STD + MEAN).clamp(0, 1)
             log_image(self, "val/shots", frames, captions=[f"frame {t}" for t in taken[""]])
 
     def on_validation_epoch_end(self) -> None:
-        self._log_pr("val", self.val_pr)
+        self._log_pr("val", self.val_pr, self.val_mae)
 
     def on_test_epoch_start(self) -> None:
         self._test_shots = []
 
     def test_step(self, clip: dict, batch_idx: int) -> None:
-        taken = self._evaluate(clip, self.test_pr)
+        taken = self._evaluate(clip, self.test_pr, self.test_mae)
         self._test_shots.append(
             {
                 "clip": int(clip["clip_index"]),
@@ -263,7 +294,7 @@ class PhotoboothTask(pl.LightningModule):
         )
 
     def on_test_epoch_end(self) -> None:
-        self._log_pr("test", self.test_pr)
+        self._log_pr("test", self.test_pr, self.test_mae)
         rows = gather_objects(self._test_shots)
         if self.trainer.is_global_zero:
             rows = sorted({r["clip"]: r for r in rows}.values(), key=lambda r: r["clip"])

@@ -17,7 +17,10 @@ BoxSource = Callable[[list[np.ndarray]], list[np.ndarray]]
 
 @dataclass
 class PhotoboothResult:
-    """Per frame: scores, the filter's verdict, the indicator; the shots (frame indices)."""
+    """Per frame the values the shutter decided on, under their names: ``expression`` and ``kiss``
+    (what the score was computed from), ``raw_score`` (before the filter), ``score`` (after it),
+    ``accepted``, ``rejected`` per rule, the filter's smoothed inputs (``smoothed``), the shutter's
+    ``threshold``, the indicator; and the shots (frame indices)."""
 
     shots: list[int]
     score: np.ndarray
@@ -28,6 +31,9 @@ class PhotoboothResult:
     indicator: np.ndarray
     num_faces: np.ndarray
     rejected: dict[str, np.ndarray]
+    smoothed: dict[str, np.ndarray]
+    threshold: float
+    smoothed_score: bool = False
 
     def shot_records(self) -> list[dict]:
         return [
@@ -93,21 +99,26 @@ class Photobooth:
         """Quality filter, frame score, shutter and indicator over the model outputs of a clip."""
         shots, scored = self.task.shots(outputs, attention=self.attention, buffer=self.buffer)
         num_faces = outputs["mask"].sum(-1)
-        attending = scored["smoothed"]["attending"]
-        expression = np.maximum(scored["smoothed"]["expression"], scored["smoothed"]["kiss"])
+        threshold = float(self.task.shutter["threshold"])
+        capturable = scored["accepted"] & (scored["score"] >= threshold)
         bar = Indicator()
-        key = self.task.scoring.expression_min
         indicator = np.array(
-            [bar.update(indicator_target(int(n), a, e, key)) for n, a, e in zip(num_faces, attending, expression)]
+            [
+                bar.update(indicator_target(int(n), a, s, bool(c), threshold))
+                for n, a, s, c in zip(num_faces, scored["smoothed"]["attending"], scored["raw_score"], capturable)
+            ]
         )
         return PhotoboothResult(
             shots=shots,
             score=scored["score"],
             raw_score=scored["raw_score"],
-            expression=scored["smoothed"]["expression"],
-            kiss=scored["smoothed"]["kiss"],
+            expression=scored["expression"],
+            kiss=scored["kiss"],
             accepted=scored["accepted"],
             indicator=indicator,
             num_faces=num_faces,
             rejected=scored["rejected"],
+            smoothed=scored["smoothed"],
+            threshold=threshold,
+            smoothed_score=bool(self.task.scoring.smoothed_score),
         )

@@ -6,8 +6,9 @@
 Faces come from ``--boxes`` (per-frame boxes: the clips JSON of datamodules/photobooth.py, whose
 clip for this video is picked by file name, or ``{"frames": [{"faces": [{"box": [x0, y0, x1,
 y1]}]}]}``) or from the face-mesh system's detector (``--detector``). Writes into ``--output``:
-``shots/shot_<n>_frame_<t>.jpg``, ``contact_sheet.png``, ``timeline.png`` (indicator and scores over
-time), ``shots.json`` (each shot's frame, time and scores) and ``timeline.json`` (per-frame values)."""
+``shots/shot_<n>_frame_<t>.jpg``, ``contact_sheet.png``, ``timeline.png`` (indicator, the scores the
+shutter used and the filter's inputs over time), ``shots.json`` (each shot's frame, time and scores)
+and ``timeline.json`` (per-frame values)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.checkpoint import CheckpointError, load_stamped_task
 from core.data import DataFormatError, read_json
 from core.io import atomic_write_bytes, atomic_write_json
 
@@ -61,13 +63,15 @@ def read_boxes(path: Path, video: Path, num_frames: int) -> list[np.ndarray]:
 
 
 def detector_boxes(checkpoint: str):
-    """Boxes from the face-mesh system's detector (imported only when a checkpoint is given)."""
-    from tasks.facemesh.detector import FaceDetector
-
-    detector = FaceDetector.from_checkpoint(checkpoint)
+    """Boxes from the face-mesh system's detector, taken as its checkpoint (trained, or MediaPipe's imported
+    by ``make mediapipe-models``): the task the checkpoint names, which offers ``detect_faces``."""
+    detector = load_stamped_task(checkpoint).eval()
+    if not callable(getattr(detector, "detect_faces", None)):
+        raise CheckpointError(checkpoint, f"{type(detector).__name__} has no face detector (detect_faces)")
 
     def boxes(frames: list[np.ndarray]) -> list[np.ndarray]:
-        return [b.cpu().numpy().reshape(-1, 4) for b, _, _ in detector.detect_faces(np.stack(frames))]
+        chunks = [detector.detect_faces(np.stack(frames[i : i + 16])) for i in range(0, len(frames), 16)]
+        return [b.cpu().numpy().reshape(-1, 4) for chunk in chunks for b, _, _ in chunk]
 
     return boxes
 
@@ -93,29 +97,45 @@ def contact_sheet(frames: list[np.ndarray], shots: list[dict], columns: int = 4,
 
 
 def timeline_plot(result, fps: float) -> bytes:
-    """Indicator, frame score, expression and kiss scores over time, shots marked; PNG bytes."""
+    """The values the shutter decided on, under their names, over time; PNG bytes. Top: the indicator
+    with its four ranges. Middle: the expression and kiss scores the frame score was computed from, the
+    frame score before and after the quality filter, the shutter's threshold, shots as vertical lines.
+    Bottom: the filter's smoothed inputs and the frames it rejected (shaded)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     t = np.arange(len(result.score)) / fps
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
+    fig, (top, middle, bottom) = plt.subplots(
+        3, 1, figsize=(10, 6.5), sharex=True, gridspec_kw={"height_ratios": [1, 1.6, 1]}
+    )
     top.plot(t, result.indicator, color="tab:green", label="indicator")
     for edge in (0.25, 0.5, 0.75):
         top.axhline(edge, color="grey", lw=0.5, ls=":")
     top.set_ylim(0, 1)
     top.set_ylabel("indicator")
-    top.set_yticks([0.125, 0.375, 0.625, 0.875], ["no faces", "not attending", "no expression", "key expression"])
-    bottom.plot(t, result.raw_score, color="tab:grey", lw=0.8, label="frame score (before filter)")
-    bottom.plot(t, result.score, color="tab:blue", label="frame score")
-    bottom.plot(t, result.expression, color="tab:orange", lw=0.8, label="global expression")
-    bottom.plot(t, result.kiss, color="tab:red", lw=0.8, label="kiss")
+    top.set_yticks([0.125, 0.375, 0.625, 0.875], ["no faces", "not attending", "attending", "may shoot"])
+    which = "smoothed" if result.smoothed_score else "frame's own"
+    middle.plot(t, result.expression, color="tab:orange", lw=0.8, label=f"expression score ({which})")
+    middle.plot(t, result.kiss, color="tab:red", lw=0.8, label=f"kiss score ({which})")
+    middle.plot(t, result.raw_score, color="tab:grey", lw=0.8, ls="--", label="frame score before the filter")
+    middle.plot(t, result.score, color="tab:blue", label="frame score (shutter input)")
+    middle.axhline(result.threshold, color="black", lw=0.6, ls=":", label="shutter threshold")
     for s in result.shots:
-        bottom.axvline(s / fps, color="black", lw=1)
-    bottom.set_xlabel("time (s)")
+        for axis in (top, middle, bottom):
+            axis.axvline(s / fps, color="black", lw=1)
+    middle.set_ylim(0, 1.02)
+    middle.set_ylabel("scores")
+    middle.legend(fontsize=7, loc="upper right")
+    rejected = ~np.asarray(result.accepted, bool)
+    bottom.fill_between(t, 0, 1, where=rejected, color="tab:red", alpha=0.12, step="mid", label="rejected")
+    for key, colour in (("eyes_closed", "tab:purple"), ("talking", "tab:brown"), ("attending", "tab:green")):
+        bottom.plot(t, result.smoothed[key], color=colour, lw=0.8, label=f"{key.replace('_', ' ')} (smoothed)")
     bottom.set_ylim(0, 1)
-    bottom.legend(fontsize=7, loc="upper right")
+    bottom.set_ylabel("filter")
+    bottom.set_xlabel("time (s)")
+    bottom.legend(fontsize=7, loc="upper right", ncol=4)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
@@ -180,6 +200,10 @@ def write_products(out: Path, frames: list[np.ndarray], result, fps: float, sour
             "raw_score": result.raw_score.round(5).tolist(),
             "expression": result.expression.round(5).tolist(),
             "kiss": result.kiss.round(5).tolist(),
+            "threshold": result.threshold,
+            "smoothed_score": result.smoothed_score,
+            "accepted": result.accepted.tolist(),
+            "smoothed": {k: np.asarray(v).round(5).tolist() for k, v in result.smoothed.items() if k != "blur"},
             "indicator": result.indicator.round(5).tolist(),
             "num_faces": result.num_faces.tolist(),
             "rejected": {k: np.flatnonzero(v).tolist() for k, v in result.rejected.items()},

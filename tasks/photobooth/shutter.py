@@ -159,17 +159,19 @@ def shutter_shots(scores, buffer: int = 5, min_gap: int = 10, threshold: float =
 INDICATOR_STATES = ("no_faces", "not_attending", "attending", "key_expression")
 
 
-def indicator_target(num_faces: int, attending: float, expression: float, key_threshold: float = 0.5) -> float:
-    """Bar length in [0, 1] in four ranges of 0.25: no faces [0, .25); faces not attending to the
-    camera [.25, .5) (further in as more attend); attending without a key expression [.5, .75) and
-    with one [.75, 1] (further in as the expression score grows)."""
+def indicator_target(num_faces: int, attending: float, score: float, capturable: bool, threshold: float = 0.3) -> float:
+    """Bar length in [0, 1] in four ranges of 0.25, from the values the shutter decides on: no faces
+    [0, .25); a frame the shutter may take (``capturable``: accepted by the filter with a score at or
+    above its ``threshold``, a kiss included) [.75, 1], further in as the score grows; otherwise faces
+    not attending to the camera [.25, .5) (further in as more attend) or attending [.5, .75) (further in
+    as the frame score nears the threshold)."""
     if num_faces == 0:
         return 0.0
+    if capturable:
+        return 0.75 + 0.25 * float(np.clip((score - threshold) / max(1 - threshold, 1e-9), 0.0, 1.0))
     if attending < 0.5:
         return 0.25 + 0.2499 * (attending / 0.5)
-    if expression < key_threshold:
-        return 0.5 + 0.2499 * (expression / key_threshold)
-    return 0.75 + 0.25 * (expression - key_threshold) / (1 - key_threshold)
+    return 0.5 + 0.2499 * float(np.clip(score / max(threshold, 1e-9), 0.0, 1.0))
 
 
 def indicator_state(value: float) -> str:
@@ -178,7 +180,9 @@ def indicator_state(value: float) -> str:
 
 @dataclass
 class Indicator:
-    """Smoothed bar: exponential smoothing toward the target, moving at most ``max_step`` per frame."""
+    """Smoothed bar: exponential smoothing toward the target, moving at most ``max_step`` per frame
+    inside the target's range; it enters a new range at once, so its state is always the target's
+    (the bar never says "not attending" while the shutter may fire)."""
 
     alpha: float = 0.5
     max_step: float = 0.1
@@ -186,5 +190,7 @@ class Indicator:
 
     def update(self, target: float) -> float:
         step = self.alpha * (target - self.value)
-        self.value += float(np.clip(step, -self.max_step, self.max_step))
+        value = self.value + float(np.clip(step, -self.max_step, self.max_step))
+        low = 0.25 * INDICATOR_STATES.index(indicator_state(target))
+        self.value = float(np.clip(value, low, min(1.0, low + 0.2499) if low < 0.75 else 1.0))
         return self.value

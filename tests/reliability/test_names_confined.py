@@ -1,6 +1,6 @@
 """Names read from data files stay inside their folder (issue 28): the iNaturalist COCO JSON
 ``file_name``, Open Images ``ImageID`` (boxes, image-level labels, segmentation rows), the iWildCam
-``file_name``, iFood rows and the face-mesh ``annotations.json`` ``file`` go through
+``file_name``, iFood rows, the face-mesh ``annotations.json`` ``file`` (and the iMaterialist ``id``) go through
 core.data.resolve_inside, so ``..`` or an absolute path is refused with the file and line, though the
 file it points at exists. Each reader is fed the files its generator wrote, with one name changed."""
 
@@ -16,6 +16,7 @@ import pytest
 from core.data import DataFormatError
 from datamodules.facemesh import FaceMeshDataModule
 from datamodules.ifood2019 import IFood2019DataModule
+from datamodules.imaterialist_product2019 import IMaterialistProduct2019DataModule
 from datamodules.inaturalist2019 import INaturalist2019DataModule
 from datamodules.iwildcam2019 import IWildCam2019DataModule
 from datamodules.openimages import OpenImagesDetectionDataModule, OpenImagesSegmentationDataModule
@@ -65,25 +66,48 @@ def line_holding(path: Path, text: str) -> int:
     return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)
 
 
+def generated_copy(generated: Path, tmp_path: Path, name: str, writer, **kwargs) -> Path:
+    """A copy (to spoil) of the data set ``writer`` writes, generated once per module."""
+    if not (generated / name).exists():
+        writer(generated / name, **kwargs)
+    return copy_of(generated / name, tmp_path)
+
+
+def put_name(path: Path, index: int, key: str, name: str) -> int:
+    """Set ``images[index][key] = name`` in a JSON file, rewritten one key per line so the line
+    that holds the name means something; returns that line."""
+    record = json.loads(path.read_text())
+    record["images"][index][key] = name
+    path.write_text(json.dumps(record, indent=1))
+    return line_holding(path, json.dumps(name))
+
+
 # --- iNaturalist 2019: COCO JSON file_name -------------------------------------------------------
 
 
 @pytest.mark.parametrize("kind", ["dotdot", "absolute"])
 @pytest.mark.parametrize("split_file", ["val2019.json", "test2019.json"])
 def test_inaturalist_file_name_outside_root_is_refused(generated, tmp_path, outside, kind, split_file):
-    source = generated / "inat"
-    if not source.exists():
-        gen.write_inaturalist2019(source, **FGVC_SMALL)
-    root = copy_of(source, tmp_path)
-    record = json.loads((root / split_file).read_text())
-    name = escape_name(kind, root, outside)
-    record["images"][1]["file_name"] = name
+    root = generated_copy(generated, tmp_path, "inat", gen.write_inaturalist2019, **FGVC_SMALL)
     path = root / split_file
-    path.write_text(json.dumps(record, indent=1))  # one key per line, so the line is meaningful
-    line = line_holding(path, json.dumps(name))
+    name = escape_name(kind, root, outside)
+    line = put_name(path, 1, "file_name", name)
     with pytest.raises(DataFormatError) as err:
         INaturalist2019DataModule(str(root), 8, **LOADER).setup("fit")
     assert str(err.value) == f"{path}:{line}: {expected_problem(kind, name, root)}"
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute"])
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_imaterialist_id_outside_its_folder_is_refused(generated, tmp_path, outside, kind, split):
+    """Not named in the issue, the same join: an iMaterialist id is the image's file name."""
+    root = generated_copy(generated, tmp_path, "imat", gen.write_imaterialist_product2019, **FGVC_SMALL)
+    path = root / f"{split}.json"
+    name = escape_name(kind, root / split, outside)
+    line = put_name(path, 1, "id", name)
+    with pytest.raises(DataFormatError) as err:
+        IMaterialistProduct2019DataModule(str(root), 8, **LOADER).setup("fit")
+    assert str(err.value) == f"{path}:{line}: {expected_problem(kind, name, root / split)}"
 
 
 # --- Open Images: ImageID of the box, image-label and segmentation files ----------------------
@@ -153,10 +177,8 @@ def test_openimages_segmentation_image_id_outside_split_folder_is_refused(openim
 @pytest.mark.parametrize("kind", ["dotdot", "absolute"])
 @pytest.mark.parametrize("split, folder", [("train", "train_images"), ("test", "test_images")])
 def test_iwildcam_file_name_outside_its_folder_is_refused(generated, tmp_path, outside, kind, split, folder):
-    source = generated / "iwildcam"
-    if not source.exists():
-        gen.write_iwildcam2019(source, train_sequences=12, test_sequences=6, locations=3, image_size=16)
-    root = copy_of(source, tmp_path)
+    small = dict(train_sequences=12, test_sequences=6, locations=3, image_size=16)
+    root = generated_copy(generated, tmp_path, "iwildcam", gen.write_iwildcam2019, **small)
     path = root / f"{split}.csv"
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -174,10 +196,7 @@ def test_iwildcam_file_name_outside_its_folder_is_refused(generated, tmp_path, o
 @pytest.mark.parametrize("kind", ["dotdot", "absolute"])
 @pytest.mark.parametrize("split", ["train", "val", "test"])
 def test_ifood_row_outside_its_folder_is_refused(generated, tmp_path, outside, kind, split):
-    source = generated / "ifood"
-    if not source.exists():
-        gen.write_ifood2019(source, **FGVC_SMALL)
-    root = copy_of(source, tmp_path)
+    root = generated_copy(generated, tmp_path, "ifood", gen.write_ifood2019, **FGVC_SMALL)
     path = root / f"{split}_info.csv"
     lines = path.read_text().splitlines()
     name = escape_name(kind, root / f"{split}_set", outside)
@@ -195,18 +214,12 @@ def test_ifood_row_outside_its_folder_is_refused(generated, tmp_path, outside, k
 
 @pytest.mark.parametrize("kind", ["dotdot", "absolute"])
 def test_facemesh_file_outside_split_folder_is_refused(generated, tmp_path, outside, kind):
-    source = generated / "facemesh"
-    if not source.exists():
-        small = dict(rendered=(2, 1, 1), annotated=(2, 1, 1), unlabeled=0, clip_frames=2)
-        write_facemesh(source, seed=3, image_size=64, clip_size=32, **small)
-    root = copy_of(source, tmp_path)
+    small = dict(rendered=(2, 1, 1), annotated=(2, 1, 1), unlabeled=0, clip_frames=2)
+    root = generated_copy(generated, tmp_path, "facemesh", write_facemesh, seed=3, image_size=64, clip_size=32, **small)
     folder = root / "annotated" / "val"
     path = folder / "annotations.json"
-    record = json.loads(path.read_text())
     name = escape_name(kind, folder, outside)
-    record["images"][0]["file"] = name
-    path.write_text(json.dumps(record, indent=1))
-    line = line_holding(path, json.dumps(name))
+    line = put_name(path, 0, "file", name)
     with pytest.raises(DataFormatError) as err:
         FaceMeshDataModule(str(root)).setup("fit")
     assert str(err.value) == f"{path}:{line}: {expected_problem(kind, name, folder)}"

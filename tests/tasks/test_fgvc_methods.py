@@ -378,3 +378,22 @@ def test_em_after_calibration_is_harmless_without_shift_and_helps_under_shift(sa
             old = (em_prior(calibrated, sampler_prior).posteriors.argmax(1) != y).mean()
             if sampler_prior[0] < 0.5:  # balanced-ish samplers: the wrong start prior costs accuracy
                 assert old > with_em + 0.02
+
+
+def test_map_em_by_hand():
+    """Certain posteriors (3 of class 0, 1 of class 1) leave every E-step unchanged; with a Dirichlet
+    prior of 4 pseudo-samples at (1/2, 1/2) the M-step fixed point is ((3 + 2) / 8, (1 + 2) / 8)."""
+    posteriors = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    estimate = em_prior(posteriors, np.array([0.5, 0.5]), prior_strength=4.0)
+    assert estimate.converged and estimate.prior == pytest.approx([5 / 8, 3 / 8])
+    # 0 pseudo-samples is the maximum-likelihood EM of the paper: the class frequencies
+    assert em_prior(posteriors, np.array([0.5, 0.5])).prior == pytest.approx([0.75, 0.25])
+
+
+def test_the_task_refuses_a_negative_prior_strength(cfg_train):
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    cfg = cfg_train(["task=fgvc", "data=inaturalist2019", "task.backbone=resnet10t", "task.em_prior_strength=-1"])
+    with pytest.raises(InstantiationException, match="task.em_prior_strength=-1"):
+        instantiate(cfg.task, _convert_="all")

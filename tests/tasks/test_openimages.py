@@ -3,6 +3,7 @@ config through the real training path (fast_dev_run on a small generated copy)."
 
 from __future__ import annotations
 
+import math
 import shutil
 
 import pytest
@@ -135,3 +136,81 @@ def test_experiment_fast_dev_run_writes_a_submission_the_cli_scores_alike(cfg_tr
         shutil.copy(root / src, annotations / dst)
     scored = score_detection(submission, annotations)
     assert scored["mAP"] == pytest.approx(float(metrics["test/map"]), abs=1e-5)
+
+
+# --- the sigmoid classifier (issue 30: parent classes are learned, whatever expand_predictions says) ---
+
+
+def test_sigmoid_loss_by_hand_parents_positive_unknown_classes_silent():
+    """Three classes, class 2 the parent of class 0. One image, one box of class 0, nothing verified.
+    Proposal 0 is matched to the box (label 1, 1-based), proposal 1 is background. Known classes: 0
+    and its ancestor 2, so each proposal has weight 1 on two classes: with zero logits every term is
+    ln 2 and the loss is 4 ln 2 / 2 proposals. The box's proposal is a positive for the parent (the
+    gradient -0.5/2 pushes "Animal" up on a dog box), class 1 gets no gradient at all."""
+    from tasks.openimages.model import sigmoid_classification_loss
+
+    logits = torch.zeros(2, 4, requires_grad=True)
+    target = {"boxes": torch.tensor([[0.0, 0, 10, 10]]), "labels": torch.tensor([0]),
+              "group_of": torch.tensor([False]), "known": torch.tensor([], dtype=torch.long)}  # fmt: skip
+    proposals = [torch.tensor([[0.0, 0, 10, 10], [50.0, 50, 60, 60]])]
+    loss = sigmoid_classification_loss(logits, [torch.tensor([1, 0])], proposals, [target], [torch.ones(4)],
+                                       [[2], [], []])  # fmt: skip
+    assert loss.item() == pytest.approx(2 * math.log(2))
+    loss.backward()
+    assert logits.grad[0, 1 + 2].item() == pytest.approx(-0.25) and logits.grad[0, 1 + 0].item() == pytest.approx(-0.25)
+    assert logits.grad[1, 1 + 2].item() == pytest.approx(0.25)  # background: a negative for the known parent
+    assert logits.grad[:, 1 + 1].abs().sum() == 0 and logits.grad[:, 0].abs().sum() == 0
+
+
+def test_sigmoid_loss_ignores_background_inside_a_group_of_box_for_its_classes():
+    """A group-of box of class 0 (parent 2) and a verified class 1: the background proposal inside the
+    group box is no negative for 0 and 2, still one for class 1; the one outside is a negative for all."""
+    from tasks.openimages.model import sigmoid_classification_loss
+
+    logits = torch.zeros(2, 4, requires_grad=True)
+    target = {"boxes": torch.tensor([[0.0, 0, 20, 20]]), "labels": torch.tensor([0]),
+              "group_of": torch.tensor([True]), "known": torch.tensor([1])}  # fmt: skip
+    proposals = [torch.tensor([[2.0, 2, 12, 12], [50.0, 50, 60, 60]])]
+    sigmoid_classification_loss(logits, [torch.tensor([0, 0])], proposals, [target], [torch.ones(4)],
+                                [[2], [], []]).backward()  # fmt: skip
+    assert logits.grad[0, 1:].tolist() == [0.0, 0.25, 0.0]
+    assert logits.grad[1, 1:].tolist() == [0.25, 0.25, 0.25]
+
+
+def test_sigmoid_heads_score_each_class_alone_and_expansion_copies_merge():
+    from tasks.openimages.model import merge_copies, use_sigmoid_scores
+
+    heads = use_sigmoid_scores(faster_rcnn(num_classes=3)).roi_heads
+    logits = torch.tensor([[-10.0, 3.0, 3.0, -10.0]])  # background logit unused; two classes on one box
+    boxes, scores, labels = heads.postprocess_detections(
+        logits, torch.zeros(1, 16), [torch.tensor([[10.0, 10, 50, 50]])], [(120, 160)]
+    )
+    assert sorted(labels[0].tolist()) == [1, 2]
+    assert scores[0].tolist() == pytest.approx([torch.sigmoid(torch.tensor(3.0)).item()] * 2)
+    # a dog (0.9) and a cat (0.6) box on one object both expand to Animal (2): one Animal at 0.9 remains
+    labels, scores, boxes = expand_to_ancestors(
+        torch.tensor([0, 1]),
+        torch.tensor([0.9, 0.6]),
+        torch.tensor([[0.0, 0, 10, 10], [0.0, 0, 10, 11]]),
+        [[2], [2], []],
+    )
+    labels, scores, _ = merge_copies(labels, scores, boxes, 0.5)
+    assert sorted(zip(labels.tolist(), scores.tolist())) == [(0, pytest.approx(0.9)), (1, pytest.approx(0.6)),
+                                                             (2, pytest.approx(0.9))]  # fmt: skip
+
+
+def test_sigmoid_training_gives_every_parameter_a_gradient_and_needs_the_label_rules():
+    from tasks.openimages.module import OpenImagesDetectionTask
+
+    torch.manual_seed(0)
+    model = faster_rcnn(num_classes=4)
+    model.train()
+    images, targets = _batch()
+    losses = challenge_detection_losses(model, images, targets, "sigmoid", [[3], [3], [], []])
+    sum(losses.values()).backward()
+    missing = [
+        n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
+    ]
+    assert not missing, missing
+    with pytest.raises(ValueError, match="classifier=sigmoid is trained with the label rules"):
+        OpenImagesDetectionTask(4, classifier="sigmoid", label_rules=False)

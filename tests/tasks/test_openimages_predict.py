@@ -125,7 +125,7 @@ def test_ddp_predict_equals_single_process(trained, tmp_path):
     run_entry("predict.py", [*common, f"output_dir={tmp_path / 'single'}"])
     out = run_entry("predict.py", [*common, f"output_dir={tmp_path / 'double'}", "trainer=ddp_cpu"])
     assert "distributed_backend=gloo" in out.stdout + out.stderr
-    journals = sorted(p.name for p in (tmp_path / "double" / "predictions").iterdir())
+    journals = sorted(p.name for p in (tmp_path / "double" / "predictions").glob("journal_rank*.jsonl"))
     assert journals == ["journal_rank0.jsonl", "journal_rank1.jsonl"]
     classes = {mid: i for i, mid in enumerate(_class_mids(root))}
     single, double = (read_detection_submission(tmp_path / r / "submission.csv", classes) for r in ("single", "double"))

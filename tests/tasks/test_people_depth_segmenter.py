@@ -16,19 +16,15 @@ from core.data import DataFormatError
 from tasks.people_depth.import_segmenter import MEMBER, import_segmenter, main
 from tasks.people_depth.segmenter import SelfieSegmenter, load_segmenter, segment_people
 from tests.conftest import compose_config
+from tests.helpers import mediapipe_wheel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-ROOT = Path(__file__).resolve().parents[2]
 DETECTOR_MEMBER = "mediapipe/modules/face_detection/face_detection_short_range.tflite"
 
 
 @pytest.fixture(scope="module")
 def wheel() -> Path:
-    """The mediapipe==0.10.14 wheel pip put in the shared cache (`make mediapipe-models`)."""
-    found = sorted((ROOT / "data" / "mediapipe").glob("mediapipe-0.10.14-*.whl"))
-    if not found:
-        pytest.skip("no mediapipe wheel in data/mediapipe/: run `make mediapipe-models`")
-    return found[0]
+    return mediapipe_wheel()
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +43,15 @@ def tflite_file(wheel, tmp_path_factory) -> Path:
 
 
 def photographs() -> dict[str, np.ndarray]:
-    """Real photographs shipped by scikit-image, stretched to 256x256 as MediaPipe's graph does."""
+    """Real photographs that installed packages ship (scikit-image's astronaut, coffee and cat,
+    matplotlib's Grace Hopper), stretched to 256x256 as MediaPipe's graph does."""
+    import matplotlib.cbook
+    from PIL import Image
     from skimage import data
 
-    return {
-        name: cv2.resize(getattr(data, name)(), (256, 256), interpolation=cv2.INTER_LINEAR)
-        for name in ("astronaut", "coffee", "chelsea")
-    }
+    photos = {name: getattr(data, name)() for name in ("astronaut", "coffee", "chelsea")}
+    photos["grace_hopper"] = np.asarray(Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")).convert("RGB"))
+    return {name: cv2.resize(p, (256, 256), interpolation=cv2.INTER_LINEAR) for name, p in photos.items()}
 
 
 def litert(tflite_file: Path, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -135,13 +133,16 @@ def test_bad_files_fail_in_one_line_naming_the_file(wheel, tflite_file, tmp_path
 # --- predict.py task=people_depth ------------------------------------------------------------------
 
 
-def idcm_checkpoint(path: Path, data_dir: Path) -> Path:
+@pytest.fixture(scope="module")
+def idcm_ckpt(tmp_path_factory) -> Path:
     """An (untrained) IDCM checkpoint at 48x64: what the segmenter feeds does not depend on training."""
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
     from core.guards import StampTaskClass
 
+    path = tmp_path_factory.mktemp("ckpt") / "idcm.ckpt"
+    data_dir = path.parent / "data"
     overrides = ["task=people_depth", "data=mannequin_challenge", "data.image_size=[48,64]", "task.network=unet"]
     cfg = compose_config("train", [*overrides, "task.unet_widths=[8,16,32]"], path.parent / "run", data_dir)
     task = instantiate(cfg.task, _convert_="all")
@@ -167,13 +168,12 @@ def astronaut_video(path: Path, frames: int = 4) -> Path:
     return path
 
 
-def test_predict_masks_people_with_the_segmenter_and_user_masks_win(segmenter_file, tmp_path):
+def test_predict_masks_people_with_the_segmenter_and_user_masks_win(idcm_ckpt, segmenter_file, tmp_path):
     from core.prediction import predict
     from core.video import open_video
     from tasks.people_depth.module import PeopleDepthTask
 
-    data_dir = tmp_path / "data"
-    ckpt = idcm_checkpoint(tmp_path / "idcm.ckpt", data_dir)
+    data_dir, ckpt = tmp_path / "data", idcm_ckpt
     video = astronaut_video(tmp_path / "user" / "walk.mp4")
     args = ["task=people_depth", f"ckpt_path={ckpt}", f"input={video}", f"product.writer.segmenter={segmenter_file}"]
     summary = predict(compose_config("predict", args, tmp_path / "pred", data_dir))
@@ -208,13 +208,31 @@ def test_predict_masks_people_with_the_segmenter_and_user_masks_win(segmenter_fi
     assert not (tmp_path / "pred_user" / "walk" / "masks").exists()
 
 
-def test_predict_without_masks_or_segmenter_says_how_to_get_one(tmp_path):
+def test_predict_without_masks_or_segmenter_says_how_to_get_one(idcm_ckpt, tmp_path):
     from core.prediction import predict
 
-    data_dir = tmp_path / "data"
-    ckpt = idcm_checkpoint(tmp_path / "idcm.ckpt", data_dir)
+    data_dir, ckpt = tmp_path / "data", idcm_ckpt
     video = astronaut_video(tmp_path / "walk.mp4", frames=2)
     args = ["task=people_depth", f"ckpt_path={ckpt}", f"input={video}"]
     missing = data_dir / "mediapipe" / "selfie_segmenter.pt"  # the default, not imported here
     with pytest.raises(ValueError, match=rf"takes a human mask per frame.*segmenter={missing}.*import_segmenter"):
         predict(compose_config("predict", args, tmp_path / "pred", data_dir))
+
+
+def test_render_tool_on_a_user_video_uses_the_segmenter_masks(idcm_ckpt, segmenter_file, tmp_path):
+    from core.video import open_video
+    from tasks.people_depth.render_video import main as render_main
+
+    video = astronaut_video(tmp_path / "walk.mp4", frames=3)
+    out = tmp_path / "bokeh.mp4"
+    render_main(
+        ["--checkpoint", str(idcm_ckpt), "--video", str(video), "--segmenter", str(segmenter_file)]
+        + ["--out", str(out)]
+    )
+    reader = open_video(out)
+    assert len(reader) == 3 and reader[0].shape[:2] == (48, 3 * 64)
+    missing = tmp_path / "none.pt"
+    with pytest.raises(ValueError, match=rf"takes a human mask per frame.*segmenter={missing}"):
+        render_main(
+            ["--checkpoint", str(idcm_ckpt), "--video", str(video), "--segmenter", str(missing), "--out", str(out)]
+        )

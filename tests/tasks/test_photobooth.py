@@ -59,20 +59,32 @@ def test_shutter_needs_strictly_higher_and_flushes_the_end():
 
 
 def test_indicator_ranges():
-    assert indicator_target(0, 0.0, 0.0) == 0.0
-    assert indicator_target(2, 0.2, 0.9) == pytest.approx(0.25 + 0.2499 * 0.4)
-    assert indicator_target(1, 0.9, 0.3) == pytest.approx(0.5 + 0.2499 * 0.6)
-    assert indicator_target(1, 0.9, 0.8) == pytest.approx(0.75 + 0.25 * 0.6)
-    states = [indicator_state(indicator_target(*a)) for a in ((0, 1, 1), (3, 0.49, 1.0), (1, 0.5, 0.49), (1, 1.0, 0.5))]
-    assert states == ["no_faces", "not_attending", "attending", "key_expression"]
+    # (faces, attending share, frame score, capturable, shutter threshold 0.3)
+    assert indicator_target(0, 0.0, 0.0, False) == 0.0
+    assert indicator_target(2, 0.2, 0.9, False) == pytest.approx(0.25 + 0.2499 * 0.4)
+    assert indicator_target(1, 0.9, 0.15, False) == pytest.approx(0.5 + 0.2499 * 0.5)
+    assert indicator_target(1, 0.9, 0.72, True) == pytest.approx(0.75 + 0.25 * 0.6)
+    # a kiss: profile faces do not attend, but the shutter may fire, and the bar says so
+    assert indicator_state(indicator_target(2, 0.0, 0.9, True)) == "key_expression"
+    cases = ((0, 1, 1, True), (3, 0.49, 1.0, False), (1, 0.5, 0.29, False), (1, 1.0, 0.3, True))
+    assert [indicator_state(indicator_target(*a)) for a in cases] == [
+        "no_faces",
+        "not_attending",
+        "attending",
+        "key_expression",
+    ]
 
 
-def test_indicator_is_smoothed_and_bounded_per_frame():
+def test_indicator_is_smoothed_inside_a_range_and_changes_range_at_once():
     bar = Indicator(alpha=0.5, max_step=0.1)
-    values = [bar.update(t) for t in [1.0] * 30 + [0.0] * 30]
-    steps = np.abs(np.diff([0.0, *values]))
-    assert steps.max() == pytest.approx(0.1)  # a jump from 0 to 1 moves 0.1 per frame at most
-    assert values[29] == pytest.approx(1.0, abs=1e-3) and values[-1] == pytest.approx(0.0, abs=1e-3)
+    values = [bar.update(t) for t in [0.75] * 5 + [1.0] * 30]
+    steps = np.abs(np.diff(values[4:]))
+    assert steps.max() == pytest.approx(0.1)  # inside the top range: 0.1 per frame at most
+    assert values[-1] == pytest.approx(1.0, abs=1e-3)
+    # from "may shoot" to "not attending" and back: the state follows the target on the same frame
+    targets = [1.0, 0.3, 0.3, 0.9, 0.6, 0.0]
+    states = [indicator_state(bar.update(t)) for t in targets]
+    assert states == [indicator_state(t) for t in targets]
 
 
 # --- attention ---------------------------------------------------------------------------------------
@@ -278,7 +290,12 @@ def test_run_command_matches_the_modules_test_shots(cfg_train, cfg_eval, tmp_pat
     from PIL import Image
 
     assert Image.open(out / "contact_sheet.png").size[0] == 320 * min(4, len(expected))
-    assert Image.open(out / "timeline.png").size == (1000, 500)
+    assert Image.open(out / "timeline.png").size == (1000, 650)
+    # the timeline holds the values the decision used: the shots are frames the filter accepted
+    # with a score at the threshold or above, and the indicator says "may shoot" on each of them
+    for t in expected:
+        assert timeline["accepted"][t] and timeline["score"][t] >= timeline["threshold"]
+        assert indicator_state(timeline["indicator"][t]) == "key_expression"
 
     # The same frames as a folder of PNGs with boxes in the {"frames": [...]} form: the same shots.
     from core.video import open_video, read_frames
@@ -305,3 +322,124 @@ def test_run_command_matches_the_modules_test_shots(cfg_train, cfg_eval, tmp_pat
     product = json.loads((tmp_path / "pred" / video.stem / "shots.json").read_text())
     assert [s["frame"] for s in product["shots"]] == expected
     assert (tmp_path / "pred" / video.stem / "contact_sheet.png").exists()
+
+
+# --- the best frame of each moment wins (kiss moments included) --------------------------------------
+
+
+def test_a_kiss_moment_is_shot_on_its_best_frame_by_hand():
+    """Clip test/0001 of the issue: a kiss over frames 14-18 and 36-40, best 16 and 38. With the kiss's
+    quality (rising and falling) the look-ahead shutter takes 16 and 38; a saturated presence score
+    (1.0 on every kiss frame) cannot tell the frames apart: ties go to the later frame, 18 and 40."""
+    n = 48
+    quality = {"eyes_closed": np.ones(n), "talking": np.zeros(n), "attending": np.zeros(n), "blur": np.ones(n)}
+    kiss = np.zeros(n)
+    for start in (14, 36):
+        kiss[start : start + 5] = [0.5, 0.75, 1.0, 0.75, 0.5]
+    config = ScoringConfig()
+    assert shutter_shots(score_frames(np.zeros(n), kiss, quality, config)["score"]) == [16, 38]
+    presence = (kiss > 0).astype(float)
+    assert shutter_shots(score_frames(np.zeros(n), presence, quality, config)["score"]) == [18, 40]
+
+
+def _label_outputs(clip: dict, data) -> dict[str, np.ndarray]:
+    """Model outputs as a perfect model would give them, from the clip's labels (the frame's expression
+    quality, the kiss quality, the faces' importance as attention weights, certain attributes), with the
+    blur scores measured on the decoded frames as in the pipeline."""
+    from datamodules.photobooth import expression_target
+
+    items = [data.item(t) for t in range(len(clip["boxes"]))]
+    mask = np.stack([it["mask"].numpy() for it in items])
+    labels = np.stack([it["face_labels"].numpy() for it in items])
+    weights = np.zeros(mask.shape)
+    for t, (boxes, quality) in enumerate(zip(clip["boxes"], clip["face_quality"])):
+        order = np.argsort(-((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])), kind="stable")
+        order = order[: mask.shape[1]]
+        weights[t, : len(order)] = quality[order, 1] / max(quality[order, 1].sum(), 1e-12)
+    return {
+        "attributes": np.where(labels[..., 1:] == 1, 0.99, 0.01),
+        "weights": weights,
+        "mask": mask,
+        "blur": np.stack([it["blur"].numpy() for it in items]),
+        "expression": np.array(
+            [expression_target(lab, q) for lab, q in zip(clip["face_labels"], clip["face_quality"])]
+        ),
+        "kiss": clip["kiss_quality"].astype(np.float64),
+    }
+
+
+@pytest.fixture(scope="module")
+def quality_clips(tmp_path_factory):
+    from datamodules.photobooth import read_clips
+    from datamodules.synthetic.photobooth import write_photobooth_clips
+
+    root = write_photobooth_clips(
+        tmp_path_factory.mktemp("pb_quality"), train_clips=0, val_clips=0, test_clips=8, kiss_fraction=0.5, seed=3
+    )
+    return read_clips(root / "test.json", root)
+
+
+def test_the_shot_lands_on_the_annotated_best_frame_of_each_generated_moment(quality_clips):
+    """On generated clips, with the labels' own qualities as the model outputs, the filter and the
+    shutter take exactly one shot per labelled moment, on its annotated best frame, kiss moments included;
+    the indicator says "may shoot" on every shot."""
+    from datamodules.photobooth import ClipData
+    from tasks.photobooth.shutter import frame_quality
+
+    config, kinds = ScoringConfig(), set()
+    for clip in quality_clips:
+        out = _label_outputs(clip, ClipData(clip, 48, (96, 160), 4))
+        scored = score_frames(
+            out["expression"],
+            out["kiss"],
+            frame_quality(out["attributes"], out["weights"], out["mask"], out["blur"]),
+            config,
+        )
+        shots = shutter_shots(scored["score"], buffer=5, min_gap=10, threshold=0.3)
+        assert shots == [best for _, _, best in clip["moments"]], clip["path"].name
+        kinds.update("kiss" if clip["kiss"].any() else "expression" for _ in clip["moments"])
+        bar = Indicator()
+        capturable = scored["accepted"] & (scored["score"] >= 0.3)
+        indicator = [
+            bar.update(indicator_target(int(n), a, s, bool(c)))
+            for n, a, s, c in zip(out["mask"].sum(-1), scored["smoothed"]["attending"], scored["raw_score"], capturable)
+        ]
+        assert all(indicator_state(indicator[t]) == "key_expression" for t in shots)
+    assert kinds == {"kiss", "expression"}, "the generated clips hold both kinds of moment"
+
+
+def test_the_attention_label_depends_on_position_gaze_and_expression():
+    """Two faces of one size: centred, attending and smiling counts most; moved to the edge, looking away
+    or neutral, less (area x centre weight x gaze x (1 + intensity), by hand for the centred face)."""
+    from datamodules.synthetic.photobooth import face_importance
+
+    box, edge = [60.0, 28.0, 100.0, 68.0], [0.0, 28.0, 40.0, 68.0]  # 40 x 40 in a 160 x 96 frame
+    smiling = FaceControls(expression="smile", intensity=1.0)
+    centred = face_importance(box, smiling, 160, 96)
+    assert centred == pytest.approx(1600 * 1.0 * 1.0 * 2.0)
+    assert face_importance(edge, smiling, 160, 96) == pytest.approx(1600 * 2.0 * np.exp(-(0.375**2) / (2 * 0.35**2)))
+    assert face_importance(box, FaceControls(expression="smile", intensity=1.0, yaw=0.8), 160, 96) == pytest.approx(
+        0.3 * centred
+    )
+    assert face_importance(box, FaceControls(), 160, 96) == pytest.approx(centred / 2)
+
+
+def test_size_prior_score_by_hand():
+    from tasks.photobooth.model import NUM_EXPRESSIONS, size_prior_expression_score
+
+    logits = torch.full((1, 3, FACE_OUTPUTS), -20.0)
+    logits[0, 0, 1] = 20.0  # face 0: smile, attending
+    logits[0, 0, NUM_EXPRESSIONS + 2] = 20.0
+    logits[0, 1, 0] = 20.0  # face 1: neutral, attending
+    logits[0, 1, NUM_EXPRESSIONS + 2] = 20.0
+    boxes = torch.tensor([[[0.0, 0.0, 0.2, 0.2], [0.5, 0.5, 0.9, 0.9], [0.0, 0.0, 1.0, 1.0]]])  # areas .04, .16
+    mask = torch.tensor([[True, True, False]])  # the third is padding
+    assert size_prior_expression_score(logits, boxes, mask).item() == pytest.approx(0.04 / 0.20, abs=1e-6)
+
+
+def test_best_frame_offsets_by_hand():
+    from tasks.photobooth.metrics import best_frame_offsets
+
+    # moment (2, 6) best 4: first capturing shot 3 -> 1 (shot 4 is its second shot); (15, 18) best 16: 16 -> 0
+    assert best_frame_offsets([3, 4, 16, 20], [(2, 6, 4), (15, 18, 16)]) == [1, 0]
+    assert best_frame_offsets([20], [(2, 6, 4)]) == []
