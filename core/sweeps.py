@@ -29,6 +29,7 @@ from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from core.data import read_json
@@ -199,6 +200,28 @@ def write_summary(sweep_dirs: Sequence[str | Path]) -> dict[str, Any]:
     atomic_write_json(target / SUMMARY_JSON, summary)
     atomic_write_text(target / SUMMARY_CSV, to_csv(summary))
     return summary
+
+
+class NumberedJobsSweeper(Sweeper):
+    """What the project's own sweepers share: jobs with fixed numbers, launched by whichever launcher
+    the config names (local, joblib, SLURM), so a sweep started again with its ``run_id`` finds each
+    job's folder and can skip the finished ones (:func:`job_completed`, :func:`launch_numbered`)."""
+
+    hydra_context: HydraContext | None = None
+    config: DictConfig | None = None
+    launcher: Launcher | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.hydra_context = hydra_context
+        self.config = config
+        # The sweep folder may interpolate ${hydra:runtime.choices...}, which needs HydraConfig;
+        # Hydra sets it per job only, so set it to the multirun config for the sweeper's own use.
+        HydraConfig.instance().set_config(config)
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
 
 def job_completed(config: DictConfig, num: int) -> bool:

@@ -19,12 +19,9 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn
-from hydra.plugins.launcher import Launcher
-from hydra.plugins.sweeper import Sweeper
-from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from core.sweeps import job_completed, launch_numbered
+from core.sweeps import NumberedJobsSweeper, job_completed, launch_numbered
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +62,7 @@ ConfigStore.instance().store(
 # explicit list in core.registry), not by this plugin.
 
 
-class CompoundScalingSweeper(Sweeper):
+class CompoundScalingSweeper(NumberedJobsSweeper):
     def __init__(
         self,
         alpha: Any,
@@ -102,22 +99,6 @@ class CompoundScalingSweeper(Sweeper):
         self.summarize = summarize
         self.max_batch_size = max_batch_size
         self.params = dict(params or {})
-        self.hydra_context: HydraContext | None = None
-        self.config: DictConfig | None = None
-        self.launcher: Launcher | None = None
-
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.core.plugins import Plugins
-
-        self.hydra_context = hydra_context
-        self.config = config
-        # The sweep folder may interpolate ${hydra:runtime.choices...}, which needs HydraConfig;
-        # Hydra sets it per job only, so set it to the multirun config for the sweeper's own use.
-        HydraConfig.instance().set_config(config)
-        self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config
-        )
 
     def job_overrides(self, arguments: list[str]) -> list[list[str]]:
         """Every job's override list: the command line's (swept) overrides x the candidates."""

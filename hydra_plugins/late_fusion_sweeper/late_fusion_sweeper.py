@@ -18,13 +18,10 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn
-from hydra.plugins.launcher import Launcher
-from hydra.plugins.sweeper import Sweeper
-from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from core.io import atomic_write_json
-from core.sweeps import job_completed, launch_numbered, read_job
+from core.sweeps import NumberedJobsSweeper, job_completed, launch_numbered, read_job
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +48,7 @@ ConfigStore.instance().store(
 )
 
 
-class LateFusionSweeper(Sweeper):
+class LateFusionSweeper(NumberedJobsSweeper):
     def __init__(
         self,
         streams: dict[str, list[str]],
@@ -69,20 +66,6 @@ class LateFusionSweeper(Sweeper):
         self.checkpoint_key = checkpoint_key
         self.checkpoint = checkpoint
         self.skip_completed = skip_completed
-        self.hydra_context: HydraContext | None = None
-        self.config: DictConfig | None = None
-        self.launcher: Launcher | None = None
-
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.core.plugins import Plugins
-
-        self.hydra_context = hydra_context
-        self.config = config
-        HydraConfig.instance().set_config(config)  # the sweep folder may use ${hydra:...}
-        self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config
-        )
 
     def common_overrides(self, arguments: list[str]) -> list[str]:
         """The command line's overrides, which every job of the workflow shares (no swept values)."""

@@ -24,6 +24,7 @@ from core.resolvers import PROJECT_ROOT
 from core.training import evaluate
 from tests.conftest import SMALL_DATA, compose_config
 from tests.helpers import read_metrics, read_wandb_run_info
+from tests.tasks.test_efficientnet_sweep import SMALL_BASELINE
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(1800)]
 
@@ -46,15 +47,8 @@ GRID = [
     "hydra.sweeper.gamma=[1.15]",
     "hydra.sweeper.dimensions=[compound,depth,width,resolution]",
     "hydra.sweeper.include_baseline=true",
-    "scaling.base_resolution=32",
-    "scaling.base_width=0.25",
-    "scaling.base_depth=0.34",
-    "data.generator.train_per_class=8",
-    "data.generator.val_per_class=4",
-    "data.generator.test_per_class=4",
-    "data.generator.image_size=48",
+    *SMALL_BASELINE,
     "data.batch_size=10",
-    "data.num_workers=0",
     # long enough that a SIGUSR1 after the first epoch lands during training
     "trainer.max_epochs=8",
     "logger=many",

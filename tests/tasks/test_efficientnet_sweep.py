@@ -20,8 +20,8 @@ from tasks.efficientnet.module import EfficientNetTask
 from tasks.efficientnet.scaling import round_resolution
 from tests.helpers import read_metrics, run_entry
 
-# A small baseline and a small data set, so each job takes seconds.
-SMALL_RUN = [
+# A small baseline and a small data set, so each job takes seconds (the cluster tests use them too).
+SMALL_BASELINE = [
     "scaling.base_resolution=32",
     "scaling.base_width=0.25",
     "scaling.base_depth=0.34",
@@ -29,8 +29,11 @@ SMALL_RUN = [
     "data.generator.val_per_class=4",
     "data.generator.test_per_class=4",
     "data.generator.image_size=48",
-    "data.batch_size=20",
     "data.num_workers=0",
+]
+SMALL_RUN = [
+    *SMALL_BASELINE,
+    "data.batch_size=20",
     "trainer.max_epochs=1",
     "logger=csv",
     "callbacks.rich_progress_bar=null",
