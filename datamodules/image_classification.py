@@ -106,12 +106,15 @@ def _tf_posterize(img: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
 
 
 def _posterize_zero_bits_as_tf(transform: Callable) -> Callable:
-    """timm's AutoAugment policy ``v0`` (the EfficientNet reference's) has ``('Posterize', 0.8, 2)``,
-    which keeps 0 bits; give its Posterize ops the TPU semantics so that sub-policy runs."""
+    """Give every Posterize op the TPU semantics, where keeping 0 bits is a black image: timm's
+    AutoAugment policy ``v0`` (the EfficientNet reference's) has ``('Posterize', 0.8, 2)``, which keeps
+    0 bits, and RandAugment's ``PosterizeIncreasing`` keeps 0 bits at the top of its magnitude range
+    (``rand-m9-mstd0.5``: about 1 image in 400), where Pillow >= 10 raises and stops the run."""
     for step in getattr(transform, "transforms", []):
-        for sub_policy in getattr(step, "policy", []) or []:
+        sub_policies = getattr(step, "policy", None) or [getattr(step, "ops", None) or []]
+        for sub_policy in sub_policies:
             for op in sub_policy:
-                if getattr(op, "name", None) == "Posterize":
+                if str(getattr(op, "name", "")).startswith("Posterize"):
                     op.aug_fn = _tf_posterize
     return transform
 
@@ -136,8 +139,17 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         skip_corrupt: bool = False,
         generator: Callable[[Path], Any] | None = None,
         interpolation: str = "bilinear",
+        format: str = "folder",
+        shards: str | None = None,
     ) -> None:
         super().__init__()
+        # "folder": the published files under root; "shards": LitData shards written by
+        # `python -m datamodules.pack` (a folder or s3://... in ``shards``; root is not read).
+        if format not in ("folder", "shards"):
+            raise ValueError(f"data.format={format!r}: expected 'folder' or 'shards'")
+        if format == "shards" and not shards:
+            raise ValueError("data.format=shards needs data.shards=<folder or s3://... written by datamodules.pack>")
+        self.format, self.shards = format, shards
         self.root = Path(root)
         self.num_classes = num_classes
         self.image_size = positive_size(image_size)
@@ -165,8 +177,14 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         return self.root
 
     # --- Lightning hooks -----------------------------------------------------------------------
+    # splits whose loader yields (image, target, index), for a subclass that puts predictions back in order
+    indexed_splits: tuple[str, ...] = ()
+    # plain-data attributes the readers set and tasks read, stored by datamodules.pack with the shards
+    packed_attributes: tuple[str, ...] = ()
+
     def prepare_data(self) -> None:
-        ensure_generated(self.root, self.generator)
+        if self.format == "folder":
+            ensure_generated(self.root, self.generator)
 
     def transform(self, training: bool):
         kwargs = self.augment if training else {}
@@ -182,6 +200,9 @@ class ImageClassificationDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
+            return
+        if self.format == "shards":
+            self.setup_shards()
             return
         ensure_generated(self.root, None)  # a clear error if the data set is missing
         self.class_names = self.read_class_names()
@@ -202,12 +223,49 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         # what the files hold, for core.guards.DataContractCheck
         self.data_facts = {"num_classes": len(self.class_names), "source": f"classes of {self.root}"}
 
+    def setup_shards(self) -> None:
+        """The splits from packed shards: class names, targets and ids from their meta.json, samples
+        streamed by LitData (its own split over DDP ranks and workers, a new order each epoch from
+        the run's seed). Training drops the few samples that do not divide over the ranks (LitData's
+        ``drop_last`` under DDP, so ranks stay in step); evaluation reads every sample once."""
+        from core.shards import SPLITS, ImageShards, global_seed, read_meta, split_location
+
+        meta = read_meta(self.shards)
+        self.class_names = list(meta["class_names"])
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(
+                f"{self.shards}: the packed data set has {len(self.class_names)} classes but the config says "
+                f"data.num_classes={self.num_classes}"
+            )
+        for split in SPLITS:
+            entry = meta["splits"][split]
+            self.datasets[split] = ImageShards(
+                split_location(self.shards, split),
+                entry["targets"],
+                self.transform(split == "train"),
+                shuffle=split == "train",
+                seed=global_seed(),
+                with_index=split in self.indexed_splits,
+                drop_last=None if split == "train" else False,
+            )
+            if entry.get("ids") is not None and isinstance(getattr(self, "ids", None), dict):
+                self.ids[split] = entry["ids"]
+        for name, value in meta.get("attributes", {}).items():
+            if name in self.packed_attributes:
+                setattr(self, name, value)
+        self.data_facts = {"num_classes": len(self.class_names), "source": f"classes of {self.shards}"}
+
     @property
     def skipped_samples(self) -> int:
-        """Corrupt images skipped so far (core.data.CountsSkippedSamples)."""
-        return sum(d.skipped.value for d in self.datasets.values())
+        """Corrupt images skipped so far (core.data.CountsSkippedSamples); shards hold none (the
+        pack leaves them out and says so)."""
+        return sum(d.skipped.value for d in self.datasets.values() if isinstance(d, ImageDataset))
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if self.format == "shards":
+            from core.shards import shard_loader
+
+            return shard_loader(self.datasets[split], self.batch_size, self.num_workers)
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,

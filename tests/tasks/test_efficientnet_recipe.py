@@ -201,3 +201,24 @@ def test_autoaugment_v0_runs_its_zero_bit_posterize_as_tpu_does(tmp_path):
     assert np.asarray(posterize.aug_fn(image, 0)).max() == 0
     for _ in range(200):  # every sub-policy runs without error
         assert transform(image).shape == (3, 32, 32)
+
+
+def test_fgvc_randaugment_runs_its_zero_bit_posterize_as_tpu_does(tmp_path):
+    """rand-m9-mstd0.5 (every FGVC recipe) draws magnitudes up to 10, where PosterizeIncreasing keeps
+    4 - 4 * 10 / 10 = 0 bits: Pillow refuses that, so about 1 image in 400 stopped a training run."""
+    import numpy as np
+    from PIL import Image
+
+    from datamodules.image_folder import ImageFolderDataModule
+
+    cfg = compose_config("train", ["experiment=fgvc_inaturalist2019"], tmp_path)
+    assert cfg.data.augment.auto_augment == "rand-m9-mstd0.5-inc1"
+    datamodule = ImageFolderDataModule(root=str(tmp_path), num_classes=2, image_size=32, augment=dict(cfg.data.augment))
+    transform = datamodule.transform(True)
+    ops = next(t for t in transform.transforms if hasattr(t, "ops")).ops
+    posterize = next(op for op in ops if op.name == "PosterizeIncreasing")
+    assert posterize.level_fn(10, posterize.hparams) == (0,)  # the top of the range keeps 0 bits
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8))
+    assert np.asarray(posterize.aug_fn(image, 0)).max() == 0  # a black image, as the TPU code gives
+    for _ in range(3000):  # without the fix, several of these raise "bits must be between ... 1 and 8"
+        assert transform(image).shape == (3, 32, 32)
