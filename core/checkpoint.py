@@ -24,6 +24,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
@@ -207,10 +208,13 @@ def check_task_class(path: Path, checkpoint: dict[str, Any], task_class: type, r
 def load_task(path: str | Path, task_class: type, map_location: Any = "cpu"):
     """``task_class`` rebuilt from the checkpoint at ``path`` alone (hyper-parameters + weights), once
     ``read_checkpoint`` found it whole and saved by that task; Lightning's loader then runs with
-    ``weights_only=True`` passed explicitly, so no environment setting turns unpickling loose."""
-    read_checkpoint(path, task_class, rebuild=True)
+    ``weights_only=True`` passed explicitly, so no environment setting turns unpickling loose. The
+    weights are the checkpoint's: a task trained from timm's published ones (``pretrained``) is rebuilt
+    without them, so evaluating needs no Hugging Face cache."""
+    hparams = read_checkpoint(path, task_class, rebuild=True).get("hyper_parameters") or {}
+    overrides = {"pretrained": False} if hparams.get("pretrained") else {}
     try:
-        return task_class.load_from_checkpoint(Path(path), map_location=map_location, weights_only=True)
+        return task_class.load_from_checkpoint(Path(path), map_location=map_location, weights_only=True, **overrides)
     except (TypeError, KeyError) as err:
         raise CheckpointError(path, f"does not fit {qualified_name(task_class)} ({err})") from None
 
@@ -223,8 +227,12 @@ def load_stamped_task(path: str | Path, map_location: Any = "cpu"):
     if not isinstance(stamped, str) or "." not in stamped:
         raise CheckpointError(path, "carries no task_class stamp, so which task saved it is unknown")
     module, _, name = stamped.rpartition(".")
+    if not module.startswith("tasks."):  # the stamp is data: it may name a task of this project, nothing else
+        raise CheckpointError(path, f"names {stamped!r} as its task, which is not a task of this project (tasks.*)")
     try:
         task_class = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError):
         raise CheckpointError(path, f"saved by {stamped}, which this code base does not have") from None
+    if not (isinstance(task_class, type) and issubclass(task_class, pl.LightningModule)):
+        raise CheckpointError(path, f"names {stamped!r} as its task, which is not a LightningModule")
     return load_task(path, task_class, map_location)

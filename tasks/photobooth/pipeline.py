@@ -58,13 +58,6 @@ class Photobooth:
         hp = task.hparams
         self.crop_size, self.frame_size, self.max_faces = hp.crop_size, tuple(hp.frame_size), hp.max_faces
 
-    @classmethod
-    def from_checkpoint(cls, path: str, **kwargs) -> Photobooth:
-        from core.checkpoint import load_task
-        from tasks.photobooth.module import PhotoboothTask
-
-        return cls(load_task(path, PhotoboothTask), **kwargs)
-
     @torch.no_grad()
     def model_outputs(
         self, frames: Iterable[np.ndarray], boxes: BoxSource | Sequence[np.ndarray]

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from core.checkpoint import CheckpointError, load_stamped_task
+from core.checkpoint import CheckpointError, load_stamped_task, load_task
 from core.data import DataFormatError, read_json
 from core.io import atomic_write_bytes, atomic_write_json
+from tasks.photobooth.module import PhotoboothTask
+from tasks.photobooth.pipeline import Photobooth
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -164,12 +166,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-buffer", action="store_true", help="shutter without the look-ahead buffer")
     args = parser.parse_args(argv)
 
-    from tasks.photobooth.pipeline import Photobooth
-
     frames, fps = read_input(args.input)
     fps = args.fps or fps or 10.0
     boxes = read_boxes(args.boxes, args.input, len(frames)) if args.boxes else detector_boxes(args.detector)
-    booth = Photobooth.from_checkpoint(args.checkpoint, attention=not args.no_attention, buffer=not args.no_buffer)
+    task = load_task(args.checkpoint, PhotoboothTask)
+    booth = Photobooth(task, attention=not args.no_attention, buffer=not args.no_buffer)
     result = booth.run(frames, boxes)
     out = args.output or args.input.with_name(args.input.stem + "_photobooth")
     summary = write_products(out, frames, result, fps, str(args.input))

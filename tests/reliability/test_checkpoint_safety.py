@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -189,25 +190,31 @@ def test_a_checkpoint_url_is_refused_in_one_line(entry, tmp_path):
     assert "\n" not in str(err.value)
 
 
+def stamp_refused(expected: str) -> str:
+    return f"checkpoint of {CLASSIFIER}, but the task is {expected}; choose the task it was trained with"
+
+
 FIXED_TASK = {
-    "eval.py task=talnet": (eval_py_talnet, "tasks.talnet.module.TALNetTask"),
-    "tasks.facemesh.run": (facemesh_run, "tasks.facemesh.module.FaceMeshTask"),
-    "tasks.photobooth.run --detector": (photobooth_detector, "tasks.facemesh.module.FaceMeshTask"),
-    "tasks.photobooth.run --checkpoint": (photobooth_checkpoint, "tasks.photobooth.module.PhotoboothTask"),
-    "tasks.talnet.highlight": (talnet_highlight, "tasks.talnet.module.TALNetTask"),
-    "TALNet fusion stream": (talnet_fusion_stream, "tasks.talnet.module.TALNetTask"),
-    "tasks.people_depth.render_video": (depth_render_video, "tasks.people_depth.module.PeopleDepthTask"),
+    "eval.py task=talnet": (eval_py_talnet, stamp_refused("tasks.talnet.module.TALNetTask")),
+    "tasks.facemesh.run": (facemesh_run, stamp_refused("tasks.facemesh.module.FaceMeshTask")),
+    # --detector takes any stamped task that detects faces (trained or MediaPipe's imported one)
+    "tasks.photobooth.run --detector": (photobooth_detector, "ImageClassificationTask has no face detector"),
+    "tasks.photobooth.run --checkpoint": (
+        photobooth_checkpoint,
+        stamp_refused("tasks.photobooth.module.PhotoboothTask"),
+    ),
+    "tasks.talnet.highlight": (talnet_highlight, stamp_refused("tasks.talnet.module.TALNetTask")),
+    "TALNet fusion stream": (talnet_fusion_stream, stamp_refused("tasks.talnet.module.TALNetTask")),
+    "tasks.people_depth.render_video": (depth_render_video, stamp_refused("tasks.people_depth.module.PeopleDepthTask")),
 }
 
 
 @pytest.mark.parametrize("entry", list(FIXED_TASK))
-def test_a_checkpoint_of_another_task_is_refused_by_its_stamp(entry, classifier, tmp_path):
+def test_a_checkpoint_of_another_task_is_refused(entry, classifier, tmp_path):
     run_entry, expected = FIXED_TASK[entry]
     with pytest.raises(CheckpointError) as err:
         run_entry(str(classifier), tmp_path)
-    assert str(err.value).startswith(
-        f"{classifier}: checkpoint of {CLASSIFIER}, but the task is {expected}; choose the task it was trained with"
-    )
+    assert str(err.value).startswith(f"{classifier}: {expected}")
     assert not (tmp_path / "mesh").exists()  # facemesh.run stops before making its output folder
 
 
@@ -273,3 +280,22 @@ def test_a_save_over_the_file_size_limit_names_the_checkpoint_and_keeps_the_prev
     )
     assert torch.load(path, weights_only=True)["state_dict"]["w"].shape == (16,)
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+
+
+@pytest.mark.parametrize(
+    "stamp, problem",
+    [
+        ("antigravity.Browser", "names 'antigravity.Browser' as its task, which is not a task of this project"),
+        ("tasks.photobooth.shutter.ScoringConfig", "which is not a LightningModule"),
+    ],
+)
+def test_a_stamp_naming_something_else_is_refused_before_it_is_imported(stamp, problem, classifier, tmp_path):
+    """The task_class stamp is data from the file: --detector imports only a LightningModule of tasks.*
+    (importing any module a file names could run that module's code)."""
+    checkpoint = torch.load(classifier, map_location="cpu", weights_only=True)
+    checkpoint["task_class"] = stamp
+    crafted = tmp_path / "stamped.ckpt"
+    torch.save(checkpoint, crafted)
+    with pytest.raises(CheckpointError, match=re.escape(problem)):
+        photobooth_detector(str(crafted), tmp_path)
+    assert "antigravity" not in sys.modules
