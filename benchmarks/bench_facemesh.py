@@ -14,8 +14,8 @@ machine, run it when it is quiet: other jobs inflate every number.
 
 ``--runtimes``: the imported MediaPipe networks (``make mediapipe-models``) through the project's whole
 pipeline on the frames of a real photograph moved and scaled frame by frame (default: scikit-image's
-astronaut, 512x512), once in PyTorch and once exported to ONNX Runtime (core/onnx_runtime.py, checked
-against PyTorch), and, with ``--mediapipe-env``, MediaPipe's own runtime on the same frames in that
+astronaut, 512x512), once in PyTorch and once exported to ONNX Runtime (``runtime="onnxruntime"``, the
+tools' default: core/onnx_runtime.py, checked against PyTorch), and, with ``--mediapipe-env``, MediaPipe's own runtime on the same frames in that
 environment (benchmarks/mediapipe_facemesh.py: mediapipe==0.10.14 is never installed into .venv). One
 run each; frames per CPU-second of each process (all its threads), and the ratio to MediaPipe."""
 
@@ -119,22 +119,19 @@ def compare_runtimes(args) -> None:
     try:
         import onnxruntime
     except ImportError:
-        raise SystemExit("--runtimes needs ONNX Runtime: pip install -e '.[bench]'") from None
+        raise SystemExit("--runtimes needs ONNX Runtime (a dependency of the project): pip install -e .") from None
 
     from core.checkpoint import load_task
-    from core.onnx_runtime import OnnxRuntimeModule
     from tasks.facemesh.module import FaceMeshTask
 
     if not Path(args.imported).exists():
         raise SystemExit(f"{args.imported}: no imported MediaPipe checkpoint; run `make mediapipe-models`")
     task = load_task(args.imported, FaceMeshTask).eval()
     frames, name = test_frames(args.photo, args.frames)
-    torch_pipe = FaceMeshPipeline.from_task(task)
-    ort_pipe = FaceMeshPipeline.from_task(task)
-    ort_pipe.detector = OnnxRuntimeModule(task.detector, threads=args.threads)
-    ort_pipe.mesh = OnnxRuntimeModule(task.mesh, threads=args.threads)
+    torch_pipe = FaceMeshPipeline.from_task(task, runtime="torch")
+    ort_pipe = FaceMeshPipeline.from_task(task, runtime="onnxruntime")  # threads: torch's (--threads)
     rows = {}
-    for label, pipe in (("PyTorch (the project)", torch_pipe), ("ONNX Runtime (its export)", ort_pipe)):
+    for label, pipe in (("PyTorch (reference)", torch_pipe), ("ONNX Runtime (product default)", ort_pipe)):
         rows[label] = {
             "detect_mesh": fps_per_cpu_second(lambda f, p=pipe: sum(bool(p.process_image(x)) for x in f), frames),
             "tracking": fps_per_cpu_second(lambda f, p=pipe: sum(r is not None for r in p.track(f)), frames),

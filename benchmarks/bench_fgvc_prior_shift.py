@@ -50,6 +50,7 @@ def common_overrides(args) -> list[str]:
     return [
         "experiment=fgvc_inaturalist2019",
         "task.backbone=" + args.backbone,
+        "task.pretrained=false",  # generated data, trained from scratch
         f"data.image_size={args.image_size}",
         "data.num_workers=0",
         "data.batch_size=32",
@@ -88,6 +89,7 @@ def split_log_posteriors(args, root: Path, sampler: str, ckpt: str, split: str) 
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
+    from core.checkpoint import load_task
     from core.resolvers import register_resolvers
     from tasks.fgvc.module import FineGrainedTask
 
@@ -98,7 +100,7 @@ def split_log_posteriors(args, root: Path, sampler: str, ckpt: str, split: str) 
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.setup("fit")
     datamodule.setup("test")
-    task = FineGrainedTask.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    task = load_task(ckpt, FineGrainedTask).eval()
     loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
     logits, labels = [], []
     with torch.inference_mode():

@@ -87,6 +87,7 @@ def compare_d2r_settings(run_dir: Path, settings: list[str]) -> None:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from core.checkpoint import load_task
     from core.resolvers import register_resolvers
     from tasks.landmarks.module import LandmarkRetrievalTask
 
@@ -101,7 +102,7 @@ def compare_d2r_settings(run_dir: Path, settings: list[str]) -> None:
     header = ["val mAP@100", "val GAP", "test mAP Pub", "test mAP Priv", "test GAP Pub", "test GAP Priv"]
     print(f"{'setting':58s} | variant | " + " | ".join(header))
     for setting in settings:
-        task = LandmarkRetrievalTask.load_from_checkpoint(checkpoint, map_location="cpu")
+        task = load_task(checkpoint, LandmarkRetrievalTask)
         for pair in setting.split():
             key, value = pair.split("=", 1)
             if key in ATTENTION_KEYS:

@@ -28,12 +28,13 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
+    from core.checkpoint import load_task
     from datamodules.photobooth import PhotoboothClipsDataModule
     from tasks.photobooth.metrics import best_frame_offsets, match_shots
     from tasks.photobooth.module import PhotoboothTask
 
     torch.set_num_threads(1)
-    task = PhotoboothTask.load_from_checkpoint(args.checkpoint, map_location="cpu").eval()
+    task = load_task(args.checkpoint, PhotoboothTask).eval()
     hp = task.hparams
     data = PhotoboothClipsDataModule(
         args.root, crop_size=hp.crop_size, frame_size=hp.frame_size, max_faces=hp.max_faces

@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from skimage import data as skimage_data  # noqa: E402
 
+from core.checkpoint import load_task  # noqa: E402
 from tasks.facemesh.module import FaceMeshTask  # noqa: E402
 from tasks.facemesh.pipeline import FaceMeshPipeline  # noqa: E402
 
@@ -64,7 +65,7 @@ def main() -> None:
             stderr=subprocess.DEVNULL,
         )
         reference = json.loads((Path(tmp) / "mp.json").read_text())
-    pipeline = FaceMeshPipeline.from_task(FaceMeshTask.load_from_checkpoint(args.checkpoint, map_location="cpu"))
+    pipeline = FaceMeshPipeline.from_task(load_task(args.checkpoint, FaceMeshTask))
     print(f"{'photo':24}{'faces':>7}{'IOD px':>8}{'mean %IOD':>11}{'max %IOD':>10}{'|dz| %IOD':>11}{'raw mean':>10}")
     for name, photo in photos.items():
         ours = pipeline.process_image(photo)

@@ -7,17 +7,25 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image
 
 from core.data import DataFormatError
 
 
-def decode_image(path: str | Path, mode: str = "RGB", what: str = "image file listed in the data set") -> Image.Image:
+def decode_image(
+    path: str | Path | BinaryIO,
+    mode: str = "RGB",
+    what: str = "image file listed in the data set",
+    name: str | None = None,
+) -> Image.Image:
     """The image at ``path`` converted to ``mode``. A missing file raises FileNotFoundError (``what``
     says what it was); a file that does not decode, or claims more pixels than PIL's
     decompression-bomb limit (a crafted PNG header: PIL only warns up to twice the limit, then
-    raises its own error), raises DataFormatError naming the file."""
+    raises its own error), raises DataFormatError naming the file. ``path`` may be a file object
+    (encoded bytes from shards): ``name`` then names the sample in errors."""
+    where = name if name is not None else path
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -27,12 +35,12 @@ def decode_image(path: str | Path, mode: str = "RGB", what: str = "image file li
         raise FileNotFoundError(f"{path}: {what} does not exist") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise DataFormatError(
-            path,
+            where,
             f"image is over PIL's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} pixels "
             f"({err}); raise PIL.Image.MAX_IMAGE_PIXELS if it is genuine",
         ) from None
     except (OSError, ValueError, SyntaxError) as err:
-        raise DataFormatError(path, f"cannot decode image ({err})") from None
+        raise DataFormatError(where, f"cannot decode image ({err})") from None
 
 
 def positive_size(value: object, key: str = "data.image_size", count: int | None = None) -> int | tuple[int, ...]:

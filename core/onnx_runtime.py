@@ -3,7 +3,7 @@ the module itself: the same call, torch tensors in and out, the module's attribu
 ``coding``, ...) and parameters (device, dtype) still readable, so a pipeline written for the module
 runs unchanged. The PyTorch module stays the reference: every export is checked against it.
 
-Needs the ``bench`` extra (``onnx``, ``onnxruntime``), imported lazily: core has no hard dependency."""
+Needs ``onnx`` and ``onnxruntime`` (dependencies of the project, imported lazily at the first export)."""
 
 from __future__ import annotations
 
@@ -112,6 +112,8 @@ class OnnxRuntimeModule(nn.Module):
     shape, exported on first use (shapes stay static, so ONNX Runtime folds the shape arithmetic) and
     checked against ``reference`` on that input (``atol``, plus 1e-5 of the output's largest magnitude).
     Calls return what ``reference`` returns; attribute reads fall through to it."""
+
+    static_shapes = True  # callers with varying batch sizes may prefer one-image calls (one session)
 
     def __init__(
         self, reference: nn.Module, threads: int = 1, folder: str | Path | None = None, atol: float = 1e-3

@@ -62,7 +62,15 @@ def load_pretrained(
     """Copy matching tensors from ``path`` into ``model``; tensors whose shape differs (a new
     classifier head for transfer learning) are left at their initialization. Returns and logs the
     missing, unexpected and shape-mismatched keys."""
-    state = strip_prefixes(read_state_dict(path), prefixes)
+    return load_matching(model, strip_prefixes(read_state_dict(path), prefixes), str(path), strict)
+
+
+def load_matching(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool = False
+) -> dict[str, list[str]]:
+    """``load_pretrained`` for tensors already in memory (``source`` names where they came from, for
+    the log and the errors): same-shaped tensors load, the rest are reported."""
+    path = source
     own = model.state_dict()
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     state = {k: v for k, v in state.items() if k not in mismatched}

@@ -378,9 +378,10 @@ def check_download(
 # --- the command ---------------------------------------------------------------------------------
 
 
-def compose_data(overrides: Sequence[str]) -> tuple[Any, str, Any]:
+def compose_data(overrides: Sequence[str], for_check: bool = True) -> tuple[Any, str, Any]:
     """conf/train.yaml composed as train.py would with ``overrides``: (data config, its name, paths).
-    The generator is removed: the checker checks the user's files and never writes a data set."""
+    ``for_check``: the generator is removed (the checker checks the user's files and never writes a
+    data set) and skipping is off; datamodules.pack keeps both, as a run would."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf, open_dict
@@ -394,6 +395,8 @@ def compose_data(overrides: Sequence[str]) -> tuple[Any, str, Any]:
     name = cfg.hydra.runtime.choices.get("data") or "data"
     # resolved first: other keys may interpolate the generator's (num_classes: ${data.generator...})
     data = OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True, throw_on_missing=True))
+    if not for_check:
+        return data, name, cfg.paths
     with open_dict(data):
         if "generator" in data:
             data.generator = None

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -66,6 +68,22 @@ def index_to_continuous(m: torch.Tensor) -> torch.Tensor:
     at integers) as the same map between continuous coordinates (centre at + 0.5)."""
     shift = 0.5 - 0.5 * m[..., :2].sum(-1)
     return torch.cat([m[..., :2], (m[..., 2] + shift)[..., None]], -1)
+
+
+def continuous_to_index(m: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`index_to_continuous`: a map between continuous coordinates as the same map
+    between pixel-index coordinates (what OpenCV's warp takes)."""
+    shift = 0.5 - 0.5 * m[..., :2].sum(-1)
+    return torch.cat([m[..., :2], (m[..., 2] - shift)[..., None]], -1)
+
+
+def warp_crop_uint8(image: np.ndarray, index_matrix: np.ndarray, crop_size: int, padding_mode: str = "zeros"):
+    """One crop (3, S, S) float32 in [0, 1] of an RGB uint8 image (H, W, 3) through an image-to-crop affine
+    (2, 3) in pixel-index coordinates: OpenCV's bilinear warp of the 8-bit image, as MediaPipe's CPU
+    ImageToTensorCalculator does (``padding_mode`` "zeros" or "border", like :func:`warp_crops`)."""
+    border = cv2.BORDER_REPLICATE if padding_mode == "border" else cv2.BORDER_CONSTANT
+    crop = cv2.warpAffine(image, index_matrix, (crop_size, crop_size), flags=cv2.INTER_LINEAR, borderMode=border)
+    return crop.astype(np.float32).transpose(2, 0, 1) * np.float32(1 / 255)
 
 
 def warp_crops(

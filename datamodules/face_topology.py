@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data import DataFormatError
+from core.data import DataFormatError, read_json
 
 # u, v extent of the meshed surface: +-72 % of the head's half-turn across, chin to upper forehead.
 U_RANGE = (-0.72, 0.72)
@@ -235,6 +235,27 @@ def mediapipe_topology(source: str, path: str | Path = "face_mesh_connections.py
     tris.setflags(write=False)
     contours = {ours: _ordered_vertices(lists[theirs]) for ours, theirs in MEDIAPIPE_CONTOURS.items()}
     return FaceTopology(0, 0, None, tris, contours, MEDIAPIPE_EYE_CORNERS, "mediapipe", MEDIAPIPE_NUM_POINTS)
+
+
+def read_topology_file(path: str | Path, num_points: int) -> FaceTopology:
+    """A topology JSON (``FaceTopology.as_json``) with ``num_points`` points, each with its (u, v) on the
+    generator's face: MediaPipe's canonical mesh, the default topology, is the one `make mediapipe-models`
+    writes to data/mediapipe/face_topology.json."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"{path}: no face-mesh topology file; MediaPipe's canonical mesh (the default topology of the face "
+            "mesh's data and task) is written by `make mediapipe-models`"
+        )
+    data = read_json(path, "a face-mesh topology JSON (make mediapipe-models writes MediaPipe's)")
+    try:
+        topology = FaceTopology.from_json(data)
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataFormatError(path, f"not a face-mesh topology ({type(err).__name__}: {err})") from None
+    if topology.num_points != num_points:
+        raise DataFormatError(path, f"has {topology.num_points} points but num_points={num_points} was configured")
+    if topology.uv is None or len(topology.uv) != num_points:
+        raise DataFormatError(path, "has no (u, v) per point, so the generator cannot place its points")
+    return topology
 
 
 def mediapipe_uv(points: np.ndarray, topology: FaceTopology) -> np.ndarray:

@@ -97,6 +97,9 @@ class IMet2019DataModule(FineGrainedDataModule):
             return
         if self.sampler != "instance":
             raise ValueError(f"data.sampler={self.sampler!r}: class samplers need single labels; iMet is multi-label")
+        if self.format == "shards":  # multi-hot targets come from the pack's meta.json
+            super().setup(stage)
+            return
         from core.data import ensure_generated
 
         ensure_generated(self.root, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +14,11 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from core.resolvers import PROJECT_ROOT, register_resolvers
+# Tests never download weights (task.pretrained reads timm's from the Hugging Face cache, core/backbones.py):
+# set before huggingface_hub is first imported (below, through timm), which reads it once; subprocesses inherit it.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from core.resolvers import PROJECT_ROOT, register_resolvers  # noqa: E402
 
 register_resolvers()  # every test composes the real configs
 CONFIG_DIR = PROJECT_ROOT / "conf"

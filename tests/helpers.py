@@ -107,3 +107,13 @@ def mediapipe_wheel() -> Path:
     if not wheels:
         pytest.skip(f"no mediapipe-{MEDIAPIPE_VERSION} wheel in {folder}: run `make mediapipe-models` (pip download)")
     return wheels[0]
+
+
+def mediapipe_topology_file() -> Path:
+    """MediaPipe's canonical mesh with the generator's (u, v), which `make mediapipe-models` writes to
+    <data dir>/mediapipe/face_topology.json: the default topology of data=facemesh and task=facemesh (it
+    comes from running the imported networks, so it needs the wheel); skips the calling test without it."""
+    path = Path(os.environ.get("VISIONLAB_DATA", PROJECT_ROOT / "data")) / "mediapipe" / "face_topology.json"
+    if not path.is_file():
+        pytest.skip(f"no {path}: run `make mediapipe-models` (MediaPipe's mesh, the face mesh's default topology)")
+    return path

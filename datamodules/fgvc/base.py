@@ -101,6 +101,12 @@ class FineGrainedDataModule(ImageClassificationDataModule):
     ) -> None:
         super().__init__(root, num_classes, **kwargs)
         class_sampler([0], sampler)  # fails early on an unknown mode
+        if self.format == "shards" and (sampler != "instance" or class_subset):
+            asked = f"data.sampler={sampler!r}" if sampler != "instance" else f"data.class_subset={class_subset!r}"
+            raise ValueError(
+                f"{asked} needs the folder reader: data.format=shards streams each split in LitData's shuffled "
+                "order (use data.sampler=instance and data.class_subset=null, or data.format=folder)"
+            )
         self.sampler = sampler
         self.val_fraction = val_fraction
         self.solution_file = solution_file
@@ -191,7 +197,12 @@ class FineGrainedDataModule(ImageClassificationDataModule):
         return (drawn / max(drawn.sum(), 1e-12)).tolist()
 
     # --- loaders --------------------------------------------------------------------------------
+    indexed_splits = ("val", "test")
+    packed_attributes = ("label_ids", "test_groups", "taxonomy", "taxonomy_names")
+
     def train_dataloader(self) -> DataLoader:
+        if self.format == "shards":
+            return self._loader("train", shuffle=True)
         sampler = (
             class_sampler(self.datasets["train"].labels, self.sampler, self.seed)
             if self.sampler != "instance"
@@ -208,6 +219,8 @@ class FineGrainedDataModule(ImageClassificationDataModule):
         )
 
     def _indexed_loader(self, split: str) -> DataLoader:
+        if self.format == "shards":  # the shards carry each sample's index
+            return self._loader(split, shuffle=False)
         return DataLoader(
             IndexedDataset(self.datasets[split]),
             batch_size=self.batch_size,

@@ -24,10 +24,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.data import DataFormatError, read_json
 from core.io import atomic_write_json, atomic_write_text
 from core.video import write_video
-from datamodules.face_topology import FEATURES, KEYPOINT_UV, FaceTopology, face_topology, grid_shape
+from datamodules.face_topology import FEATURES, KEYPOINT_UV, face_topology, grid_shape, read_topology_file
 
 NUM_SHAPE = 8
 NUM_EXPRESSION = 4
@@ -391,20 +390,6 @@ def write_clip(
             fps=np.float32(fps),
             moving=np.bool_(motion),
         )
-
-
-def read_topology_file(path: str | Path, num_points: int) -> FaceTopology:
-    """A topology JSON the generator can draw: ``num_points`` points, each with its (u, v)."""
-    data = read_json(path, "a face-mesh topology JSON (make mediapipe-models writes MediaPipe's)")
-    try:
-        topology = FaceTopology.from_json(data)
-    except (KeyError, TypeError, ValueError) as err:
-        raise DataFormatError(path, f"not a face-mesh topology ({type(err).__name__}: {err})") from None
-    if topology.num_points != num_points:
-        raise DataFormatError(path, f"has {topology.num_points} points but num_points={num_points} was configured")
-    if topology.uv is None or len(topology.uv) != num_points:
-        raise DataFormatError(path, "has no (u, v) per point, so the generator cannot place its points")
-    return topology
 
 
 def write_facemesh(

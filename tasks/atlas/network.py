@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from typing_extensions import Self
 
+from core.backbones import create_backbone
 from core.weights import load_pretrained
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -40,16 +41,18 @@ def load_classifier(
     backbone_kwargs: dict | None = None,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    pretrained: bool | str = False,
 ) -> Classifier:
     """Load the network from a checkpoint of the classification task (``ckpt_path``), or build
-    ``timm.create_model(backbone)`` and load ``weights_path`` into it. Never downloads."""
+    ``timm.create_model(backbone)`` and load ``weights_path`` into it, or else timm's published weights
+    (``pretrained``: true or a tag, from the Hugging Face cache; core.backbones)."""
     if ckpt_path:
         model = _network_from_checkpoint(Path(ckpt_path))
     elif backbone:
         kwargs = dict(backbone_kwargs or {})
         if num_classes is not None:
             kwargs["num_classes"] = num_classes
-        model = timm.create_model(backbone, pretrained=False, **kwargs)
+        model = create_backbone(backbone, False if weights_path else pretrained, **kwargs)
         if weights_path:
             load_pretrained(model, weights_path)
     else:

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import timm
 import torch
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from core.backbones import create_backbone
 from core.io import atomic_write_text
 from core.optim import check_scheduler, configure_optimizers
 from core.registry import register_models
@@ -25,8 +25,10 @@ class ImageClassificationTask(pl.LightningModule):
 
     ``optimizer`` and ``scheduler`` follow the shared contract of core.optim (timm's
     ``create_optimizer_v2`` arguments; ``{name: cosine, warmup_epochs}`` or constant).
-    ``pretrained_path`` is a local weights file (timm, torchvision or a checkpoint of
-    this task); a classifier of another size is left newly initialized, for transfer learning."""
+    ``pretrained`` starts from timm's published weights (true: the backbone's default, or a tag such
+    as ``resnet50.tv_in1k``; core.backbones); ``pretrained_path`` is a local weights file (timm,
+    torchvision or a checkpoint of this task) and wins over ``pretrained``. A classifier of another
+    size is left newly initialized, for transfer learning."""
 
     def __init__(
         self,
@@ -41,14 +43,15 @@ class ImageClassificationTask(pl.LightningModule):
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
         channels_last: bool = False,
+        pretrained: bool | str = False,
     ) -> None:
         super().__init__()
         check_scheduler(scheduler)
         self.save_hyperparameters()
         register_models()  # the project's own timm models (core.registry), so any of them builds by name
-        self.model = timm.create_model(
+        self.model = create_backbone(
             backbone,
-            pretrained=False,
+            pretrained=False if pretrained_path else pretrained,  # a user's local file wins
             num_classes=num_classes,
             drop_rate=drop_rate,
             drop_path_rate=drop_path_rate,

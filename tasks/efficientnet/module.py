@@ -41,6 +41,7 @@ class EfficientNetTask(ImageClassificationTask):
         channels_last: bool = False,
         lr_reference_batch_size: int | None = None,
         weight_decay_exclude: str = "norm",
+        pretrained: bool | str = False,
     ) -> None:
         if weight_decay_exclude not in WEIGHT_DECAY_EXCLUDE:
             raise ValueError(
@@ -60,6 +61,7 @@ class EfficientNetTask(ImageClassificationTask):
             optimizer=optimizer,
             scheduler=scheduler,
             channels_last=channels_last,
+            pretrained=pretrained,
         )
         self.save_hyperparameters()
 

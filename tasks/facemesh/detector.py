@@ -12,9 +12,11 @@ eye, left eye, nose tip, mouth centre, right ear tragion, left ear tragion (the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -22,7 +24,7 @@ from core.checkpoint import TASK_CLASS_KEY, CheckpointError, read_checkpoint
 from datamodules.face_alignment import index_to_continuous, letterbox, warp_crops
 from tasks.facemesh.anchors import decode, generate_anchors
 from tasks.facemesh.model import detector_network
-from tasks.facemesh.postprocess import MAX_DETECTIONS, candidates, weighted_nms
+from tasks.facemesh.postprocess import MAX_DETECTIONS, blend_overlaps
 
 FACEMESH_TASK = "tasks.facemesh.module.FaceMeshTask"  # the task class whose checkpoints hold a detector
 
@@ -56,12 +58,67 @@ def detector_input(batch: torch.Tensor, model: torch.nn.Module) -> tuple[torch.T
     size = model.input_size
     h, w = batch.shape[-2:]
     if getattr(model, "coding", "ssd") == "mediapipe":
-        s = size / max(h, w)
-        index = torch.tensor([[s, 0.0, size / 2 - s * w / 2], [0.0, s, size / 2 - s * h / 2]], dtype=batch.dtype)
+        index = centred_matrix(h, w, size)
         x = warp_crops(batch, index_to_continuous(index).expand(len(batch), 2, 3), size)
         return torch.round(x * 255) / 255, index, 0.5
     x, scale = letterbox(batch, size)
     return x, torch.tensor([[scale, 0.0, 0.0], [0.0, scale, 0.0]], dtype=batch.dtype), 0.0
+
+
+def centred_matrix(h: int, w: int, size: int) -> torch.Tensor:
+    """The affine (2, 3, pixel-index coordinates) that centres an h x w image in a ``size`` square."""
+    s = size / max(h, w)
+    return torch.tensor([[s, 0.0, size / 2 - s * w / 2], [0.0, s, size / 2 - s * h / 2]])
+
+
+def detector_input_uint8(image: np.ndarray, model: torch.nn.Module) -> tuple[np.ndarray, torch.Tensor, float]:
+    """:func:`detector_input` of one uint8 RGB image (H, W, 3) for MediaPipe's detector, the way MediaPipe's
+    CPU graph makes it: one OpenCV warp of the 8-bit image (no float copy of the frame), then [0, 1]."""
+    h, w = image.shape[:2]
+    index = centred_matrix(h, w, model.input_size)
+    size = (model.input_size, model.input_size)
+    x = cv2.warpAffine(image, index.numpy(), size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return x.astype(np.float32).transpose(2, 0, 1) * np.float32(1 / 255), index, 0.5
+
+
+def as_uint8_frames(images) -> list[np.ndarray] | None:
+    """RGB uint8 frames (a (B, H, W, 3) / (H, W, 3) array or a list of (H, W, 3)) as a list, else None."""
+    if isinstance(images, torch.Tensor):
+        return None
+    frames = list(images) if isinstance(images, (list, tuple)) else None
+    if frames is None:
+        arr = np.asarray(images)
+        frames = [arr] if arr.ndim == 3 else list(arr) if arr.ndim == 4 else None
+    if not frames or any(
+        not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.ndim != 3 or f.shape[-1] != 3 for f in frames
+    ):
+        return None
+    return frames
+
+
+_ANCHORS: dict[int, torch.Tensor] = {}
+
+
+def cached_anchors(input_size: int) -> torch.Tensor:
+    """The detector's anchors for ``input_size``, built once per process (not on every frame)."""
+    if input_size not in _ANCHORS:
+        _ANCHORS[input_size] = generate_anchors(input_size)
+    return _ANCHORS[input_size]
+
+
+def run_detector(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, regression) of ``model`` in eval mode on ``x``. A network exported with static shapes
+    (core.onnx_runtime) runs one image at a time, so any batch size reuses the one-image session."""
+    if model.training:  # toggling walks every sub-layer: only when needed
+        model.eval()
+        try:
+            return model(x)
+        finally:
+            model.train()
+    if getattr(model, "static_shapes", False) and len(x) > 1:
+        outputs = [model(x[i : i + 1]) for i in range(len(x))]
+        return torch.cat([o[0] for o in outputs]), torch.cat([o[1] for o in outputs])
+    return model(x)
 
 
 @torch.no_grad()
@@ -73,32 +130,46 @@ def detect_faces(
     anchors: torch.Tensor | None = None,
 ) -> Detections:
     """Per image: (boxes (K, 4) xyxy px, keypoints (K, 6, 2) px, scores (K,)) after weighted NMS of
-    the (at most 100) best anchors scoring >= ``score_threshold``."""
-    batch = to_batch(images)
-    param = next(model.parameters())
-    x, matrix, offset = detector_input(batch.float(), model)
-    x = x.to(param.device, param.dtype)
-    if anchors is None:
-        anchors = generate_anchors(model.input_size)
-    anchors = anchors.to(x.device)
-    was_training = model.training
-    model.eval()
-    try:
-        logits, reg = model(x)
-    finally:
-        model.train(was_training)
+    the (at most 100) best anchors scoring >= ``score_threshold``. uint8 frames for MediaPipe's detector
+    take OpenCV's warp directly (as MediaPipe does); float batches and detectors trained here go through
+    :func:`detector_input`. Only the candidates above the threshold are decoded."""
     coding = getattr(model, "coding", "ssd")
-    boxes, kps = decode(reg.float(), anchors, coding, model.input_size)
-    scores = torch.sigmoid(logits.float())
+    frames = as_uint8_frames(images) if coding == "mediapipe" else None
+    if frames is not None:
+        inputs = [detector_input_uint8(f, model) for f in frames]
+        x = torch.from_numpy(np.stack([i[0] for i in inputs]))
+        matrices, offset = [i[1] for i in inputs], 0.5
+    else:
+        batch = to_batch(images)
+        x, matrix, offset = detector_input(batch.float(), model)
+        matrices = [matrix] * len(x)
+    param = next(model.parameters())
+    x = x.to(param.device, param.dtype)
+    anchors = (cached_anchors(model.input_size) if anchors is None else anchors).to(x.device)
+    logits, reg = run_detector(model, x)
+    # The rest in NumPy on the few candidates: torch's per-op overhead on such small arrays cost more than
+    # the arithmetic.
+    logits, reg, anchors = logits.float().cpu().numpy(), reg.float().cpu(), anchors.cpu()
+    threshold, size = logit(score_threshold), model.input_size
     out: Detections = []
-    size, scale, shift = model.input_size, float(matrix[0, 0]), matrix[:, 2].to(x.device)
     for b in range(len(x)):
-        keep = candidates(scores[b], score_threshold, MAX_DETECTIONS)
-        bb, kk, ss = weighted_nms(boxes[b][keep], kps[b][keep], scores[b][keep], iou_threshold)
-        bb = (bb * size - shift.repeat(2)) / scale + offset
-        kk = (kk * size - shift) / scale + offset
-        out.append((bb.cpu(), kk.cpu(), ss.cpu()))
+        keep = np.flatnonzero(logits[b] >= threshold)
+        keep = torch.from_numpy(keep[np.argsort(-logits[b][keep], kind="stable")[:MAX_DETECTIONS]])
+        boxes, kps = (t.double().numpy() for t in decode(reg[b][keep], anchors[keep], coding, size))
+        scores = 1 / (1 + np.exp(-logits[b][keep.numpy()].astype(np.float64)))
+        boxes, kps, scores = blend_overlaps(boxes, kps, scores, iou_threshold)
+        scale, shift = float(matrices[b][0, 0]), matrices[b][:, 2].double().numpy()
+        boxes = (boxes * size - np.tile(shift, 2)) / scale + offset
+        kps = (kps * size - shift) / scale + offset
+        out.append(tuple(torch.from_numpy(a.astype(np.float32)) for a in (boxes, kps, scores)))
     return out
+
+
+def logit(p: float) -> float:
+    """The logit whose sigmoid is ``p`` (thresholds compared before the sigmoid, on every anchor)."""
+    if p <= 0 or p >= 1:
+        return -math.inf if p <= 0 else math.inf
+    return math.log(p / (1 - p))
 
 
 class FaceDetector:
@@ -107,7 +178,7 @@ class FaceDetector:
     def __init__(self, model: torch.nn.Module, score_threshold: float = 0.5, iou_threshold: float = 0.3):
         self.model = model.eval()
         self.score_threshold, self.iou_threshold = score_threshold, iou_threshold
-        self.anchors = generate_anchors(model.input_size)
+        self.anchors = cached_anchors(model.input_size)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs) -> FaceDetector:

@@ -28,7 +28,7 @@ from core.optim import configure_optimizers
 from core.video import write_video
 from core.weights import load_pretrained
 from datamodules.face_alignment import DEFAULT_CROP_SCALE
-from datamodules.face_topology import FaceTopology, face_topology
+from datamodules.face_topology import FaceTopology, face_topology, read_topology_file
 from datamodules.facemesh import load_rgb
 from tasks.facemesh.anchors import decode, generate_anchors
 from tasks.facemesh.bootstrap import pseudo_label
@@ -38,6 +38,7 @@ from tasks.facemesh.metrics import DetectorAP50, InterOcularNME
 from tasks.facemesh.model import count_parameters, detector_network, mesh_network
 from tasks.facemesh.pipeline import FaceMeshPipeline, draw_mesh
 from tasks.facemesh.postprocess import MAX_DETECTIONS, candidates, weighted_nms
+from tasks.facemesh.runtime import check_runtime, default_runtime, inference_network
 from tasks.facemesh.temporal import evaluate_clips
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,10 @@ class FaceMeshTask(pl.LightningModule):
     """BlazeFace detector + face-mesh regressor (``variant`` light or full, on ``crop_size`` crops).
 
     ``variant="mediapipe"`` / ``detector_variant="mediapipe"`` are MediaPipe's published networks (their
-    weights come from ``python -m tasks.facemesh.import_mediapipe``), with ``topology`` its canonical
-    468-vertex mesh; ``pretrained_path`` starts from such a checkpoint (fine-tuning).
+    weights come from ``python -m tasks.facemesh.import_mediapipe``); ``pretrained_path`` starts from such a
+    checkpoint (fine-tuning). ``topology``: the mesh's vertex order, triangles and contours, as a topology
+    JSON file (the default config: MediaPipe's canonical 468-vertex mesh, the data's; the checkpoint keeps
+    its content), its dict, or None for the generator's grid (or the pretrained checkpoint's).
 
     Loss = detector_weight * (focal + box/keypoint smooth-L1) + points_weight * masked L1 of the
     points (contour points weighted by ``contour_weight``, z by ``z_weight``) + flag_weight * face
@@ -91,13 +94,16 @@ class FaceMeshTask(pl.LightningModule):
         scheduler: dict[str, Any] | None = None,
         sample_images: int = 8,
         detector_variant: str = "blazeface",
-        topology: dict[str, Any] | None = None,
+        topology: dict[str, Any] | str | None = None,
         pretrained_path: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
         if pretrained_path and topology is None:  # the mesh's vertex order comes with its weights
             topology = (read_checkpoint(pretrained_path).get("hyper_parameters") or {}).get("topology")
+            self.hparams["topology"] = topology
+        if isinstance(topology, str | Path):  # the data's topology file: the checkpoint keeps its content
+            topology = read_topology_file(topology, num_points).as_json()
             self.hparams["topology"] = topology
         self.topology = FaceTopology.from_json(topology) if topology else face_topology(num_points)
         if self.topology.num_points != num_points:
@@ -112,6 +118,10 @@ class FaceMeshTask(pl.LightningModule):
             setattr(self, f"{stage}_nme_contour", InterOcularNME(corners))
             setattr(self, f"{stage}_ap", DetectorAP50())
         self.bootstrap_done = 0
+        # Inference engine of the tools (tasks/facemesh/runtime.py; None: ONNX Runtime where installed) and
+        # its exports, made on first use and dropped whenever the task trains again.
+        self.inference_runtime: str | None = None
+        self._exports: dict[str, tuple[torch.nn.Module, torch.nn.Module]] = {}
         if pretrained_path:  # e.g. the imported MediaPipe checkpoint, to fine-tune
             load_pretrained(self, pretrained_path, prefixes=())
         log.info(
@@ -293,18 +303,38 @@ class FaceMeshTask(pl.LightningModule):
                 cv2.imwrite(str(tmp), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
             log_image(self, "test/mesh_samples", tiles)
 
-    def detect_faces(self, images) -> Detections:
+    def train(self, mode: bool = True) -> FaceMeshTask:
+        if mode:
+            self._exports = {}  # the weights may change: export again when inference next asks
+        return super().train(mode)
+
+    def inference_networks(self, runtime: str | None = None) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """(detector, mesh) run by ``runtime`` (default: ``inference_runtime``, else ONNX Runtime where it is
+        installed): the PyTorch modules, or their ONNX Runtime exports (made once, checked equal to them)."""
+        runtime = check_runtime(runtime or self.inference_runtime or default_runtime())
+        if runtime == "torch":
+            return self.detector, self.mesh
+        if runtime not in self._exports:
+            self._exports[runtime] = (
+                inference_network(self.detector, runtime),
+                inference_network(self.mesh, runtime),
+            )
+        return self._exports[runtime]
+
+    def detect_faces(self, images, runtime: str | None = None) -> Detections:
         """Faces in RGB uint8 frames (B, H, W, 3) or a list of them: per frame (boxes (K, 4) xyxy px, the six
         keypoints (K, 6, 2) px, scores (K,)). The face detector other systems use through this task's
-        checkpoint (core.checkpoint.load_stamped_task), e.g. Photobooth's ``--detector``."""
+        checkpoint (core.checkpoint.load_stamped_task), e.g. Photobooth's ``--detector``; ``runtime`` as in
+        :meth:`inference_networks`."""
         h = self.hparams
-        return detect_faces(images, self.detector, h.score_threshold, h.nms_iou_threshold, self.anchors)
+        detector, _ = self.inference_networks(runtime)
+        return detect_faces(images, detector, h.score_threshold, h.nms_iou_threshold, self.anchors)
 
     @torch.no_grad()
     def predict_step(self, batch: dict, batch_idx: int) -> list[list[dict]]:
         """predict.py: every face of each image of ``batch["image"]`` (RGB uint8 arrays of any size;
-        tasks/facemesh/predict.py writes them)."""
-        pipeline = FaceMeshPipeline.from_task(self)
+        tasks/facemesh/predict.py writes them), in the task's inference runtime."""
+        pipeline = FaceMeshPipeline.from_task(self, runtime=self.inference_runtime or default_runtime())
         return [[face.as_json() for face in pipeline.process_image(image)] for image in batch.get("image", [])]
 
     def configure_optimizers(self):

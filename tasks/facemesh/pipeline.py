@@ -17,14 +17,14 @@ import torch
 from core.io import atomic_write_text
 from datamodules.face_alignment import (
     alignment_params,
+    continuous_to_index,
     crop_matrix,
     index_to_continuous,
-    invert_affine,
-    transform_points,
+    warp_crop_uint8,
     warp_crops,
 )
 from datamodules.face_topology import FaceTopology, face_topology
-from tasks.facemesh.detector import detect_faces, to_batch
+from tasks.facemesh.detector import cached_anchors, detect_faces, to_batch
 from tasks.facemesh.smoothing import OneEuroFilter
 
 
@@ -65,6 +65,7 @@ class FaceMeshPipeline:
     def __post_init__(self):
         self.detector.eval()
         self.mesh.eval()
+        self.anchors = cached_anchors(self.detector.input_size)
         if self.topology is None:
             self.topology = face_topology(self.mesh.num_points)
         uv = self.topology.uv
@@ -78,11 +79,14 @@ class FaceMeshPipeline:
             self.eye_sets = tuple(np.array(self.topology.contours[k]) for k in ("right_eye", "left_eye"))
 
     @classmethod
-    def from_task(cls, task, **kwargs) -> FaceMeshPipeline:
+    def from_task(cls, task, runtime: str = "torch", **kwargs) -> FaceMeshPipeline:
+        """The pipeline of a ``FaceMeshTask`` with its settings; ``runtime`` ``torch`` (the reference, what
+        training uses) or ``onnxruntime`` (the tools' default; tasks/facemesh/runtime.py)."""
         h = task.hparams
+        detector, mesh = task.inference_networks(runtime)
         return cls(
-            task.detector,
-            task.mesh,
+            detector,
+            mesh,
             h.crop_size,
             h.crop_scale,
             h.score_threshold,
@@ -92,25 +96,36 @@ class FaceMeshPipeline:
         )
 
     @torch.no_grad()
-    def mesh_on_crops(self, image: torch.Tensor, boxes: torch.Tensor, keypoints: torch.Tensor):
+    def mesh_on_crops(self, image: np.ndarray | torch.Tensor, boxes: torch.Tensor, keypoints: torch.Tensor):
         """Points (K, N, 3) in image px and face probabilities (K,) for crops aligned by ``boxes`` and
-        ``keypoints`` on one image (3, H, W)."""
+        ``keypoints`` on one image: RGB uint8 (H, W, 3), each crop one OpenCV warp of the 8-bit frame (as
+        MediaPipe's CPU graph), or float (3, H, W) in [0, 1] (``warp_crops``, as in training)."""
         centre, side, angle = alignment_params(boxes.float(), keypoints.float(), self.crop_scale)
-        if getattr(self.mesh, "index_coordinates", False):
+        index_coordinates = getattr(self.mesh, "index_coordinates", False)
+        if index_coordinates:
             # MediaPipe (face_landmark_cpu.pbtxt): the rectangle in pixel-index coordinates, OpenCV's warp
             # with BORDER_REPLICATE, the network's points as index coordinates of the crop.
-            index = crop_matrix(centre - 0.5, side, angle, self.crop_size)
-            crops = warp_crops(expand(image, len(boxes)), index_to_continuous(index), self.crop_size, "border")
-            back, offset = invert_affine(index), 0.5
+            index = crop_matrix(centre.double() - 0.5, side.double(), angle.double(), self.crop_size)
+            matrix, offset, padding = index_to_continuous(index), 0.5, "border"
         else:
-            matrix = crop_matrix(centre, side, angle, self.crop_size)
-            crops = warp_crops(expand(image, len(boxes)), matrix, self.crop_size)
-            back, offset = invert_affine(matrix), 0.0
+            matrix = crop_matrix(centre.double(), side.double(), angle.double(), self.crop_size)
+            index, offset, padding = continuous_to_index(matrix), 0.0, "zeros"
+        to_crop = (index if index_coordinates else matrix).numpy()
+        if isinstance(image, np.ndarray):
+            crops = torch.from_numpy(
+                np.stack([warp_crop_uint8(image, m, self.crop_size, padding) for m in index.numpy()])
+            )
+        else:
+            crops = warp_crops(expand(image, len(boxes)), matrix.float(), self.crop_size, padding)
         param = next(self.mesh.parameters())
         points, logit = self.mesh(crops.to(param.device, param.dtype))
-        points = transform_points(points.cpu().float() * self.crop_size, back)
-        points[..., :2] += offset
-        return points, torch.sigmoid(logit.cpu().float())
+        # crop px -> image px in NumPy (a few small products; torch's per-call overhead cost more)
+        points = points.detach().cpu().double().numpy() * self.crop_size
+        back = np.stack([cv2.invertAffineTransform(m) for m in to_crop])
+        xy = np.einsum("kij,knj->kni", back[..., :2], points[..., :2]) + back[:, None, :, 2] + offset
+        z = points[..., 2:] * np.sqrt(np.abs(np.linalg.det(back[..., :2])))[:, None, None]
+        points = torch.from_numpy(np.concatenate([xy, z], -1).astype(np.float32))
+        return points, torch.sigmoid(logit.detach().cpu().float())
 
     def crop_from_points(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(box, keypoints with the two eyes) of a face mesh, to align the next frame's crop."""
@@ -122,11 +137,13 @@ class FaceMeshPipeline:
 
     def process_image(self, image) -> list[FaceResult]:
         """Every face in one RGB image (H, W, 3 uint8, or float (3, H, W))."""
-        batch = to_batch(image)
-        ((boxes, kps, scores),) = detect_faces(batch, self.detector, self.score_threshold, self.iou_threshold)
+        frame = as_frame(image)
+        ((boxes, kps, scores),) = detect_faces(
+            frame, self.detector, self.score_threshold, self.iou_threshold, self.anchors
+        )
         if len(boxes) == 0:
             return []
-        points, probs = self.mesh_on_crops(batch[0], boxes, kps)
+        points, probs = self.mesh_on_crops(frame, boxes, kps)
         return [
             FaceResult(p.numpy(), b.numpy(), k.numpy(), float(s), float(f))
             for p, b, k, s, f in zip(points, boxes, kps, scores, probs)
@@ -138,19 +155,27 @@ class FaceMeshPipeline:
         out: list[FaceResult | None] = []
         previous: FaceResult | None = None
         for frame in frames:
-            batch = to_batch(frame)
+            frame = as_frame(frame)
             result = None
             if previous is not None:
                 box, kp = self.crop_from_points(previous.points)
-                points, probs = self.mesh_on_crops(batch[0], torch.from_numpy(box)[None], torch.from_numpy(kp)[None])
+                points, probs = self.mesh_on_crops(frame, torch.from_numpy(box)[None], torch.from_numpy(kp)[None])
                 if probs[0] >= self.face_threshold:
                     result = FaceResult(points[0].numpy(), box, kp, previous.score, float(probs[0]), detected=False)
             if result is None:
-                faces = self.process_image(batch)
+                faces = self.process_image(frame)
                 result = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])) if faces else None
             out.append(result)
             previous = result
         return out
+
+
+def as_frame(image) -> np.ndarray | torch.Tensor:
+    """One image as the pipeline takes it: an RGB uint8 array (H, W, 3) stays as it is (OpenCV warps it),
+    anything else becomes a float (3, H, W) tensor in [0, 1]."""
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[-1] == 3:
+        return image
+    return to_batch(image)[0]
 
 
 def expand(image: torch.Tensor, n: int) -> torch.Tensor:

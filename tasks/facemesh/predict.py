@@ -15,6 +15,7 @@ import numpy as np
 from core.io import atomic_path, atomic_write_json
 from core.prediction import ProductWriter
 from tasks.facemesh.pipeline import draw_mesh, write_obj
+from tasks.facemesh.runtime import check_runtime
 
 MESH_IMAGE = "mesh.png"
 MESH_OBJ = "mesh.obj"
@@ -26,12 +27,16 @@ class FaceMeshProduct(ProductWriter):
 
     input_kind = "images"
 
-    def __init__(self) -> None:
+    def __init__(self, runtime: str | None = None) -> None:
+        """``runtime``: what runs the networks, ``onnxruntime`` or ``torch`` (None: ONNX Runtime where
+        installed; tasks/facemesh/runtime.py)."""
         super().__init__()
         self.topology = None
+        self.runtime = check_runtime(runtime) if runtime else None
 
     def bind(self, task, checkpoint: dict[str, Any]) -> None:
         self.topology = task.topology
+        task.inference_runtime = self.runtime  # the task's predict_step runs the pipeline in it
 
     def prepare(self, image) -> dict[str, Any]:
         rgb = np.asarray(image.convert("RGB"))

@@ -33,6 +33,7 @@ from core.io import atomic_path, atomic_write_json
 from core.video import open_video, read_frames, write_video
 from tasks.facemesh.module import FaceMeshTask
 from tasks.facemesh.pipeline import FaceMeshPipeline, draw_mesh, smooth_track, write_obj
+from tasks.facemesh.runtime import RUNTIMES, check_runtime, default_runtime
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
@@ -95,10 +96,12 @@ def run(
     smoothing: bool = True,
     obj_frame: int | None = None,
     max_frames: int | None = None,
+    runtime: str | None = None,
 ) -> dict:
-    """Run the pipeline on ``input_path``; returns {"out": folder, "frames": n, "faces": total faces}."""
+    """Run the pipeline on ``input_path``; returns {"out": folder, "frames": n, "faces": total faces}.
+    ``runtime``: ``onnxruntime`` or ``torch`` (default: ONNX Runtime where installed; tasks/facemesh/runtime.py)."""
     with torch.no_grad():
-        return _run(input_path, checkpoint, out, smoothing, obj_frame, max_frames)
+        return _run(input_path, checkpoint, out, smoothing, obj_frame, max_frames, runtime or default_runtime())
 
 
 def _run(
@@ -108,7 +111,9 @@ def _run(
     smoothing: bool,
     obj_frame: int | None,
     max_frames: int | None,
+    runtime: str,
 ) -> dict:
+    check_runtime(runtime)
     input_path = Path(input_path)
     if not input_path.exists():
         raise FileNotFoundError(f"{input_path}: input image or video does not exist")
@@ -121,7 +126,7 @@ def _run(
         )
     out = Path(out) if out else input_path.parent / f"{input_path.stem}_facemesh"
     out.mkdir(parents=True, exist_ok=True)
-    pipeline = FaceMeshPipeline.from_task(task)
+    pipeline = FaceMeshPipeline.from_task(task, runtime=runtime)
     topo = pipeline.topology
     stem = input_path.stem
 
@@ -189,8 +194,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-smoothing", action="store_true", help="videos: write the raw landmark stream")
     parser.add_argument("--obj-frame", type=int, default=None, help="frame whose mesh goes to the OBJ")
     parser.add_argument("--max-frames", type=int, default=None, help="videos: only the first N frames")
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default=default_runtime(),
+        help="what runs the networks: onnxruntime (their export, checked equal to PyTorch; the default where "
+        "installed) or torch (the reference)",
+    )
     args = parser.parse_args(argv)
-    summary = run(args.input, args.checkpoint, args.out, not args.no_smoothing, args.obj_frame, args.max_frames)
+    summary = run(
+        args.input, args.checkpoint, args.out, not args.no_smoothing, args.obj_frame, args.max_frames, args.runtime
+    )
     print(json.dumps(summary))
     return 0
 

@@ -96,12 +96,14 @@ class FineGrainedTask(ImageClassificationTask):
         taxonomy_weight: float = 0.5,
         prior_adjustment: str = "none",
         calibration: str = "bcts",
-        em_prior_strength: float = 0.0,
+        em_prior_strength: float = 500.0,
         sequence_average: bool = False,
         confused_pairs: int = 6,
         **kwargs: Any,
     ) -> None:
         pretrained_path = kwargs.pop("pretrained_path", None)
+        if pretrained_path:  # a user's local file wins over timm's published weights (task.pretrained)
+            kwargs["pretrained"] = False
         super().__init__(backbone, num_classes, image_size, **kwargs)
         self.hparams["pretrained_path"] = pretrained_path
         if pretrained_path:

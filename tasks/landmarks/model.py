@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.backbones import create_backbone
+
 
 class GeM(nn.Module):
     """Generalized-mean pooling (Radenović et al., TPAMI 2018): ``(mean x^p)^(1/p)`` per channel,
@@ -29,9 +31,9 @@ class GlobalDescriptor(nn.Module):
     (a linear projection with bias, as the whitening layer of Radenović et al.) to ``dim``. Images
     come in [0, 1]; the backbone's normalisation is applied here."""
 
-    def __init__(self, backbone: str, dim: int = 128, gem_p: float = 3.0, pretrained: bool = False) -> None:
+    def __init__(self, backbone: str, dim: int = 128, gem_p: float = 3.0, pretrained: bool | str = False) -> None:
         super().__init__()
-        self.backbone = timm.create_model(backbone, pretrained=pretrained, features_only=True, out_indices=(-2, -1))
+        self.backbone = create_backbone(backbone, pretrained, features_only=True, out_indices=(-2, -1))
         channels = self.backbone.feature_info.channels()
         self.local_dim = channels[0]
         self.pool = GeM(gem_p)

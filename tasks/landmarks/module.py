@@ -103,7 +103,7 @@ class LandmarkRetrievalTask(pl.LightningModule):
         image_size: int,
         embedding_dim: int = 128,
         gem_p: float = 3.0,
-        pretrained: bool = False,
+        pretrained: bool | str = False,
         arcface: dict[str, Any] | None = None,
         detector: dict[str, Any] | None = None,
         attention: dict[str, Any] | None = None,

@@ -44,13 +44,15 @@ class TimmFPN(nn.Module):
     max-pooled level: the five maps ("0" to "3", "pool") that ``resnet_fpn_backbone`` gives, so the
     detector's defaults (RoI pooling, anchors per level) apply unchanged."""
 
-    def __init__(self, name: str, out_channels: int = 256):
+    def __init__(self, name: str, out_channels: int = 256, pretrained: bool | str = False):
         super().__init__()
         import timm
 
+        from core.backbones import create_backbone
+
         if name not in timm.list_models():
             raise ValueError(f"backbone {name!r} is neither tiny_convnet, a torchvision ResNet nor a timm model")
-        self.body = timm.create_model(name, pretrained=False, features_only=True)
+        self.body = create_backbone(name, pretrained, features_only=True)
         channels = self.body.feature_info.channels()
         if len(channels) < 4:
             raise ValueError(f"backbone {name!r} gives {len(channels)} feature maps; an FPN needs 4")
@@ -70,10 +72,15 @@ def region_cnn(
     anchor_sizes: list[int] = (16, 32, 64),
     pretrained_path: str | None = None,
     masks: bool = False,
+    pretrained: bool | str = False,
 ) -> FasterRCNN:
     """torchvision's FasterRCNN (or, with ``masks``, its MaskRCNN) for ``num_classes`` object classes
-    (+1 background) on the named backbone."""
+    (+1 background) on the named backbone; ``pretrained``: timm's published weights of the backbone
+    (core.backbones; a torchvision ResNet takes them too: same tensor names), unless ``pretrained_path``."""
     builder = MaskRCNN if masks else FasterRCNN
+    pretrained = False if pretrained_path else pretrained  # a user's local file wins
+    if backbone == "tiny_convnet" and pretrained:
+        raise ValueError("task.pretrained: tiny_convnet has no published weights; choose a timm or torchvision model")
     if backbone == "tiny_convnet":
         body = tiny_convnet()
         anchors = AnchorGenerator(sizes=(tuple(anchor_sizes),), aspect_ratios=((0.5, 1.0, 2.0),))
@@ -97,8 +104,14 @@ def region_cnn(
     else:
         if backbone in TORCHVISION_RESNETS:
             body = resnet_fpn_backbone(backbone_name=backbone, weights=None, trainable_layers=5)
+            if pretrained:
+                from core.backbones import create_backbone, published_name
+                from core.weights import load_matching
+
+                weights = create_backbone(backbone, pretrained).state_dict()
+                load_matching(body.body, weights, f"timm weights {published_name(backbone, pretrained)}")
         else:
-            body = TimmFPN(backbone)
+            body = TimmFPN(backbone, pretrained=pretrained)
         anchors = AnchorGenerator(
             sizes=tuple((s,) for s in anchor_sizes) + ((anchor_sizes[-1] * 2,),) * 2,
             aspect_ratios=((0.5, 1.0, 2.0),) * (len(anchor_sizes) + 2),
@@ -120,9 +133,12 @@ def faster_rcnn(
     max_size: int = 160,
     anchor_sizes: list[int] = (16, 32, 64),
     pretrained_path: str | None = None,
+    pretrained: bool | str = False,
 ) -> FasterRCNN:
     """torchvision's FasterRCNN for ``num_classes`` object classes (+1 background)."""
-    return region_cnn(num_classes, backbone, min_size, max_size, anchor_sizes, pretrained_path, masks=False)
+    return region_cnn(
+        num_classes, backbone, min_size, max_size, anchor_sizes, pretrained_path, masks=False, pretrained=pretrained
+    )
 
 
 def mask_rcnn(
@@ -132,9 +148,12 @@ def mask_rcnn(
     max_size: int = 160,
     anchor_sizes: list[int] = (16, 32, 64),
     pretrained_path: str | None = None,
+    pretrained: bool | str = False,
 ) -> MaskRCNN:
     """torchvision's MaskRCNN for ``num_classes`` object classes (+1 background)."""
-    return region_cnn(num_classes, backbone, min_size, max_size, anchor_sizes, pretrained_path, masks=True)
+    return region_cnn(
+        num_classes, backbone, min_size, max_size, anchor_sizes, pretrained_path, masks=True, pretrained=pretrained
+    )
 
 
 def group_of_background_weights(

@@ -52,6 +52,7 @@ class OpenImagesDetectionTask(pl.LightningModule):
         num_sample_images: int = 4,
         optimizer: dict | None = None,
         scheduler: dict | None = None,
+        pretrained: bool | str = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -78,8 +79,9 @@ class OpenImagesDetectionTask(pl.LightningModule):
         """The network the hyper-parameters describe (subclasses: Mask R-CNN)."""
         hp = self.hparams
         return faster_rcnn(
-            hp.num_classes, hp.backbone, hp.min_size, hp.max_size, list(hp.anchor_sizes), hp.pretrained_path
-        )
+            hp.num_classes, hp.backbone, hp.min_size, hp.max_size, list(hp.anchor_sizes), hp.pretrained_path,
+            pretrained=hp.pretrained,
+        )  # fmt: skip
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)

@@ -217,6 +217,7 @@ class RelationshipDetector(nn.Module):
         relationships_per_image: int = 100,
         max_pairs_per_image: int = 64,
         num_attributes: int = 0,
+        pretrained: bool | str = False,
     ):
         super().__init__()
         self.num_classes, self.num_relationships = num_classes, num_relationships
@@ -224,7 +225,9 @@ class RelationshipDetector(nn.Module):
         self.boxes_per_image = boxes_per_image
         self.relationships_per_image = relationships_per_image
         self.max_pairs_per_image = max_pairs_per_image
-        self.detector = faster_rcnn(num_classes, backbone, min_size, max_size, list(anchor_sizes), pretrained_path)
+        self.detector = faster_rcnn(
+            num_classes, backbone, min_size, max_size, list(anchor_sizes), pretrained_path, pretrained=pretrained
+        )
         size = self.detector.roi_heads.box_roi_pool.output_size
         size = (size, size) if isinstance(size, int) else tuple(size)
         pooled = self.detector.backbone.out_channels * size[0] * size[1]

@@ -58,12 +58,14 @@ class OpenImagesRelationshipTask(pl.LightningModule):
         num_sample_images: int = 4,
         optimizer: dict | None = None,
         scheduler: dict | None = None,
+        pretrained: bool | str = False,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.model = RelationshipDetector(
             num_classes, num_relationships, backbone, min_size, max_size, list(anchor_sizes), pretrained_path,
             hidden_dim, embedding_dim, boxes_per_image, relationships_per_image, max_pairs_per_image, num_attributes,
+            pretrained=pretrained,
         )  # fmt: skip
         self.model.detector.roi_heads.score_thresh = score_threshold
         self.val_score = OpenImagesRelationshipScore(num_relationships)

@@ -42,8 +42,9 @@ class OpenImagesSegmentationTask(OpenImagesDetectionTask):
     def build_model(self) -> torch.nn.Module:
         hp = self.hparams
         return mask_rcnn(
-            hp.num_classes, hp.backbone, hp.min_size, hp.max_size, list(hp.anchor_sizes), hp.pretrained_path
-        )
+            hp.num_classes, hp.backbone, hp.min_size, hp.max_size, list(hp.anchor_sizes), hp.pretrained_path,
+            pretrained=hp.pretrained,
+        )  # fmt: skip
 
     def training_targets(self, batch: list[dict]) -> list[dict[str, torch.Tensor]]:
         """The detection targets plus ``masks`` (m, H, W) and ``has_mask`` (m,) per image."""

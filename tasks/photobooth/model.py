@@ -3,10 +3,10 @@ attention model that turns a variable number of faces into one global expression
 
 from __future__ import annotations
 
-import timm
 import torch
 from torch import nn
 
+from core.backbones import create_backbone
 from datamodules.photobooth import EXPRESSIONS
 
 NUM_EXPRESSIONS = len(EXPRESSIONS)
@@ -18,9 +18,11 @@ class FaceExpressionNet(nn.Module):
     """A MobileNet-class timm backbone on a face crop with heads for the expression (5 key
     expressions + neutral) and the quality attributes eyes closed, talking, attending."""
 
-    def __init__(self, backbone: str = "mobilenetv3_small_050", drop_rate: float = 0.0) -> None:
+    def __init__(
+        self, backbone: str = "mobilenetv3_small_050", drop_rate: float = 0.0, pretrained: bool | str = False
+    ) -> None:
         super().__init__()
-        self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, drop_rate=drop_rate)
+        self.backbone = create_backbone(backbone, pretrained, num_classes=0, drop_rate=drop_rate)
         # What the pooled backbone returns (MobileNetV3 adds a 1x1 conv head after num_features).
         self.num_features = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
         self.head = nn.Linear(self.num_features, FACE_OUTPUTS)
@@ -34,9 +36,9 @@ class FaceExpressionNet(nn.Module):
 class KissNet(nn.Module):
     """A frame-level kiss logit from a MobileNet-class backbone on the whole (resized) frame."""
 
-    def __init__(self, backbone: str = "mobilenetv3_small_050") -> None:
+    def __init__(self, backbone: str = "mobilenetv3_small_050", pretrained: bool | str = False) -> None:
         super().__init__()
-        self.backbone = timm.create_model(backbone, pretrained=False, num_classes=1)
+        self.backbone = create_backbone(backbone, pretrained, num_classes=1)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         return self.backbone(frames).squeeze(-1)
@@ -107,10 +109,11 @@ class PhotoboothNet(nn.Module):
         kiss_backbone: str = "mobilenetv3_small_050",
         embed_dim: int = 32,
         size_prior: float = 1.0,
+        pretrained: bool | str = False,
     ) -> None:
         super().__init__()
-        self.face = FaceExpressionNet(face_backbone)
-        self.kiss = KissNet(kiss_backbone)
+        self.face = FaceExpressionNet(face_backbone, pretrained=pretrained)
+        self.kiss = KissNet(kiss_backbone, pretrained)
         self.attention = FaceAttention(self.face.num_features, embed_dim, size_prior)
 
     def forward(self, frames: torch.Tensor, crops: torch.Tensor, boxes: torch.Tensor, mask: torch.Tensor) -> dict:

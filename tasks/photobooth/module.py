@@ -64,12 +64,13 @@ class PhotoboothExpressionTask(pl.LightningModule):
         attribute_weight: float = 0.5,
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
+        pretrained: bool | str = False,
     ) -> None:
         super().__init__()
         check_scheduler(scheduler)
         check_num_expressions(num_classes)
         self.save_hyperparameters()
-        self.model = FaceExpressionNet(backbone, drop_rate)
+        self.model = FaceExpressionNet(backbone, drop_rate, pretrained)
         self.val_acc = MulticlassAccuracy(NUM_EXPRESSIONS, average="micro")
         self.test_acc = MulticlassAccuracy(NUM_EXPRESSIONS, average="micro")
         self.val_attr = torch.nn.ModuleList([BinaryAccuracy(ignore_index=-1) for _ in range(3)])
@@ -139,6 +140,7 @@ class PhotoboothTask(pl.LightningModule):
         shutter: dict[str, float] | None = None,
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
+        pretrained: bool | str = False,
     ) -> None:
         super().__init__()
         check_scheduler(scheduler)
@@ -147,7 +149,7 @@ class PhotoboothTask(pl.LightningModule):
         self.hparams.frame_size = [int(v) for v in frame_size]
         self.scoring = ScoringConfig(**(scoring or {}))
         self.shutter = {"buffer": 5, "min_gap": 10, "threshold": 0.3, **(shutter or {})}
-        self.net = PhotoboothNet(face_backbone, kiss_backbone, embed_dim, size_prior)
+        self.net = PhotoboothNet(face_backbone, kiss_backbone, embed_dim, size_prior, pretrained)
         if expression_checkpoint:
             self.load_expression_weights(expression_checkpoint)
         self.variants = ("", "_no_attention", "_no_buffer", "_size_prior")

@@ -1,5 +1,6 @@
 """The face-mesh generator writes the documented layout with exact labels, and the DataModule reads
-it through the real loading path, with errors that name the file and entry."""
+it through the real loading path, with errors that name the file and entry. The faces speak MediaPipe's
+canonical mesh, the default topology (`make mediapipe-models` writes it); the grid stays an option."""
 
 from __future__ import annotations
 
@@ -18,13 +19,15 @@ from datamodules.face_alignment import alignment_params, crop_matrix, transform_
 from datamodules.face_topology import face_topology
 from datamodules.facemesh import FaceMeshDataModule
 from datamodules.synthetic.facemesh import write_facemesh
+from tests.helpers import mediapipe_topology_file
 
 SMALL = dict(rendered=(5, 2, 2), annotated=(4, 2, 2), unlabeled=3, clip_frames=6, image_size=128, clip_size=96)
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
-    return write_facemesh(tmp_path_factory.mktemp("fm") / "facemesh", seed=3, **SMALL)
+    topology = str(mediapipe_topology_file())
+    return write_facemesh(tmp_path_factory.mktemp("fm") / "facemesh", seed=3, topology=topology, **SMALL)
 
 
 def _copy(root: Path, tmp_path: Path) -> Path:
@@ -35,7 +38,8 @@ def _copy(root: Path, tmp_path: Path) -> Path:
 
 def test_generator_writes_the_documented_layout(root):
     topo = json.loads((root / "topology.json").read_text())
-    assert topo["num_points"] == 468 and len(topo["triangles"]) == 850 and len(topo["keypoint_names"]) == 6
+    assert topo["num_points"] == 468 and len(topo["triangles"]) == 852 and len(topo["keypoint_names"]) == 6
+    assert topo["kind"] == "mediapipe" and topo["eye_corners"] == [33, 263] and len(topo["uv"]) == 468
     for source, counts in (("rendered", (5, 2, 2)), ("annotated", (4, 2, 2))):
         for split, count in zip(("train", "val", "test"), counts):
             ann = json.loads((root / source / split / "annotations.json").read_text())
@@ -69,7 +73,7 @@ def test_generator_writes_the_documented_layout(root):
 
 
 def test_generator_is_reproducible(root, tmp_path):
-    again = write_facemesh(tmp_path / "again", seed=3, **SMALL)
+    again = write_facemesh(tmp_path / "again", seed=3, topology=str(mediapipe_topology_file()), **SMALL)
     for rel in ("rendered/train/annotations.json", "annotated/val/annotations.json"):
         assert (again / rel).read_text() == (root / rel).read_text()
     np.testing.assert_array_equal(
@@ -95,7 +99,8 @@ def test_datamodule_reads_the_layout_and_aligns_crops(root):
     torch.testing.assert_close(batch["det_boxes"][0, 0], torch.from_numpy(face.box) / 128)
     # annotated faces: only the contour points are targets, without z
     ann = dm.dataset(dm.records("annotated", "val"), False)[0]
-    contour = face_topology(468).contour_indices
+    contour = dm.topology.contour_indices
+    assert dm.topology.kind == "mediapipe" and len(contour) < 468
     assert ann["point_mask"].sum() == len(contour) and ann["point_mask"][contour].all() and ann["has_z"] == 0
 
 
@@ -149,7 +154,7 @@ def test_wrong_point_count_and_missing_files(root, tmp_path):
         FaceMeshDataModule(str(tmp_path / "nothing")).setup()
 
 
-def test_generated_on_first_use(tmp_path):
+def test_generated_on_first_use_in_the_grid_topology_too(tmp_path):
     dm = FaceMeshDataModule(
         str(tmp_path / "fm"),
         generator=partial(
@@ -159,3 +164,12 @@ def test_generated_on_first_use(tmp_path):
     dm.prepare_data()
     dm.setup()
     assert len(dm.records("rendered", "train")) == 2 and dm.clips() == {}
+    assert dm.topology.kind == "grid" and (dm.topology.rows, dm.topology.cols) == (18, 26)
+    assert len(dm.topology.triangles) == len(face_topology(468).triangles) == 850
+
+
+def test_a_missing_topology_file_names_the_make_target(tmp_path):
+    with pytest.raises(
+        FileNotFoundError, match=r"face_topology.json: no face-mesh topology file; .* `make mediapipe-models`"
+    ):
+        write_facemesh(tmp_path / "fm", topology=str(tmp_path / "mediapipe" / "face_topology.json"))

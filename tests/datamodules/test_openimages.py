@@ -140,3 +140,36 @@ def test_datamodule_reads_the_challenge_2019_file_names(tmp_path):
         ]
     with pytest.raises(FileNotFoundError, match="no challenge-2019-test-detection-bbox.csv for the test split"):
         dm.test_dataloader()
+
+
+def test_segmentation_datamodule_reads_the_challenge_2019_segmentation_names(tmp_path):
+    """The segmentation track's files under their own names: the generator's validation files as the
+    challenge writes them (challenge-2019-validation-segmentation-{bbox,labels,masks}.csv, masks in
+    challenge-2019-validation-masks/) and the training files renamed to the challenge's train names."""
+    from datamodules.openimages import OpenImagesSegmentationDataModule
+
+    v5 = tmp_path / "v5"
+    generate_openimages(v5, num_train=4, num_val=4, num_test=2)
+    root = tmp_path / "challenge"
+    root.mkdir()
+    links = {
+        "challenge-2019-classes-description-segmentable.csv": "challenge-2019-classes-description-segmentable.csv",
+        "challenge-2019-label300-segmentable-hierarchy.json": "challenge-2019-label300-segmentable-hierarchy.json",
+        "train": "train",
+        "validation": "validation",
+        "challenge-2019-train-segmentation-bbox.csv": "train-annotations-bbox.csv",
+        "challenge-2019-train-segmentation-labels.csv": "train-annotations-human-imagelabels-boxable.csv",
+        "challenge-2019-train-segmentation-masks.csv": "train-annotations-object-segmentation.csv",
+        "challenge-2019-train-masks": "train-masks",
+        **{
+            f"challenge-2019-validation-{name}": f"challenge-2019-validation-{name}"
+            for name in ("segmentation-bbox.csv", "segmentation-labels.csv", "segmentation-masks.csv", "masks")
+        },
+    }
+    for name, source in links.items():
+        (root / name).symlink_to(v5 / source)
+    dm = OpenImagesSegmentationDataModule(str(root), num_classes=9, batch_size=2)
+    dm.setup()
+    assert set(dm._datasets) == {"train", "val"}
+    item = next(iter(dm.val_dataloader()))[0]
+    assert item["has_mask"].any() and item["masks"][item["has_mask"]].flatten(1).any(1).all()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.helpers import mediapipe_topology_file
 from tests.slurm.conftest import logged_value, run_ddp_sweep
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(900)]
@@ -27,7 +28,9 @@ TINY = [
 
 
 def test_facemesh_variants_sweep_on_the_submitit_launcher(slurm_cluster, tmp_path):
-    sweep = run_ddp_sweep(slurm_cluster, tmp_path, TINY, "task.variant=light,full")
+    # the default topology, MediaPipe's canonical mesh (`make mediapipe-models`), from the project's data folder
+    overrides = [*TINY, f"data.generator.topology={mediapipe_topology_file()}"]
+    sweep = run_ddp_sweep(slurm_cluster, tmp_path, overrides, "task.variant=light,full")
     for job in sweep.jobs:
         metrics = job["metrics"]
         # the summary holds what each job logged (its CSV logger's file, written apart from metrics.json)

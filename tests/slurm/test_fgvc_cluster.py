@@ -16,6 +16,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.timeout(900)]
 TINY = [
     "experiment=fgvc_inaturalist2019",
     "task.backbone=test_efficientnet",
+    "task.pretrained=false",  # the recipe starts from ImageNet weights; the generated copy trains from scratch
     "data.image_size=32",
     "data.num_workers=0",
     "data.batch_size=16",

@@ -15,6 +15,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.timeout(900)]
 
 TINY = [
     "experiment=landmarks_d2r",
+    "task.pretrained=false",  # the recipe starts from ImageNet weights; the generated copy trains from scratch
     "data.image_size=64",
     "data.num_workers=0",
     "data.batch_size=8",

@@ -80,9 +80,14 @@ def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float) -> None:
     """Wait until ``path`` exists while ``proc`` (the sweep) still runs."""
     deadline = time.monotonic() + timeout
     while not path.exists():
-        assert proc.poll() is None, f"the sweep ended before {path} appeared:\n{proc.stdout.read()[-4000:]}"
+        assert proc.poll() is None, f"the sweep ended before {path} appeared (its log is beside the sweep)"
         assert time.monotonic() < deadline, f"{path} did not appear in {timeout:.0f} s"
         time.sleep(1.0)
+
+
+def log_file(path: Path):
+    """A file for a sweep's output: a pipe nobody reads would fill and stop the sweep."""
+    return path.open("w")
 
 
 def squeue_jobs(cluster) -> list[tuple[str, str]]:
@@ -98,7 +103,7 @@ def test_compound_scaling_grid_search_on_the_cluster(slurm_cluster, tmp_path):
 
     # First attempt: killed (launcher and its queued jobs) once job 0 has finished.
     first = subprocess.Popen(
-        command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command, cwd=PROJECT_ROOT, env=env, stdout=log_file(tmp_path / "first.log"), stderr=subprocess.STDOUT
     )
     try:
         wait_for_file(sweep / "0" / "metrics.json", first, timeout=600)
@@ -122,20 +127,29 @@ def test_compound_scaling_grid_search_on_the_cluster(slurm_cluster, tmp_path):
     # this attempt has finished an epoch of it (its last.ckpt is newer than the attempt).
     started = time.time()
     second = subprocess.Popen(
-        command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command, cwd=PROJECT_ROOT, env=env, stdout=log_file(tmp_path / "second.log"), stderr=subprocess.STDOUT
     )
-    preempted = min(set(JOBS) - set(finished_first), key=int)
-    last = sweep / preempted / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 600
-    while not (last.exists() and last.stat().st_mtime > started):
-        assert second.poll() is None and time.monotonic() < deadline, f"job {preempted} saved no epoch"
-        time.sleep(1.0)
-    running = [job for job, state in squeue_jobs(slurm_cluster) if state == "RUNNING"]
-    assert len(running) == 1, squeue_jobs(slurm_cluster)
-    slurm_cluster.run("scancel", "--signal=USR1", running[0])
-    slurm_cluster.wait_for(running[0], {"PENDING"}, timeout=180)
-    slurm_cluster.run("scontrol", "update", f"JobId={running[0]}", "StartTime=now")
-    out, _ = second.communicate(timeout=1500)
+    try:
+        preempted = min(set(JOBS) - set(finished_first), key=int)
+        last = sweep / preempted / "checkpoints" / "last.ckpt"
+        deadline = time.monotonic() + 600
+        while not (last.exists() and last.stat().st_mtime > started):
+            assert second.poll() is None and time.monotonic() < deadline, f"job {preempted} saved no epoch"
+            time.sleep(1.0)
+        running = [job for job, state in squeue_jobs(slurm_cluster) if state == "RUNNING"]
+        assert len(running) == 1, squeue_jobs(slurm_cluster)
+        for _ in range(30):  # "Job can not be altered now" while slurmctld is busy with it: ask again
+            if slurm_cluster.run("scancel", "--signal=USR1", running[0], check=False).returncode == 0:
+                break
+            time.sleep(1.0)
+        slurm_cluster.wait_for(running[0], {"PENDING"}, timeout=180)
+        slurm_cluster.run("scontrol", "update", f"JobId={running[0]}", "StartTime=now")
+        second.wait(timeout=1500)
+    finally:
+        if second.poll() is None:  # a failed check above: end the sweep this test started
+            second.kill()
+            second.wait()
+    out = (tmp_path / "second.log").read_text()
     assert second.returncode == 0, out[-6000:]
     assert f"Skipping {len(finished_first)} completed jobs" in out
 

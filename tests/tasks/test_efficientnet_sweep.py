@@ -214,8 +214,14 @@ def test_transfer_recipe_loads_the_checkpoint_and_fine_tunes(data, cfg_train, tm
     assert record["metrics"]["test/acc_top1"] == metrics["test/acc_top1"]
 
 
-def test_transfer_recipe_refuses_to_start_without_its_checkpoint(cfg_train, tmp_path):
-    cfg = cfg_train(["experiment=efficientnet_b0_cifar100", f"paths.root_dir={tmp_path}"])
-    with pytest.raises(InstantiationException, match="pretrained/efficientnet_b0_imagenet.pth") as err:
+def test_transfer_recipe_refuses_to_start_without_its_checkpoint(cfg_train, tmp_path, monkeypatch):
+    """The recipe starts from the paper's ImageNet weights; an offline node without them in its Hugging
+    Face cache stops with the file's name, never trains from scratch (tests/core/test_pretrained.py)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    cfg = cfg_train(["experiment=efficientnet_b0_cifar100"])
+    with pytest.raises(InstantiationException, match="timm/tf_efficientnet_b0.in1k/blob/main/model.safetensors") as err:
         instantiate(cfg.task, _convert_="all")
     assert isinstance(err.value.__cause__, FileNotFoundError)

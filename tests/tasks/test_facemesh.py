@@ -1,9 +1,12 @@
 """The face-mesh system end to end through the real configs: fast_dev_run of the task and both
-experiment configs, training with a bootstrapping round, checkpoint -> eval, and the run command."""
+experiment configs, training with a bootstrapping round, checkpoint -> eval, and the run command. The
+configs' default topology is MediaPipe's canonical mesh (`make mediapipe-models` writes it)."""
 
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +19,7 @@ from tasks.facemesh.anchors import generate_anchors
 from tasks.facemesh.losses import detector_loss, mesh_loss
 from tasks.facemesh.model import count_parameters, facemesh
 from tasks.facemesh.module import SAMPLES_FILE, TEMPORAL_FILE, FaceMeshTask
+from tests.helpers import mediapipe_topology_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,6 +37,17 @@ TINY = [
 ]
 
 
+@pytest.fixture
+def mediapipe_mesh(shared_data_dir):
+    """The default topology where the configs look for it, ${paths.data_dir}/mediapipe/face_topology.json,
+    in the test session's data folder (a copy of the one `make mediapipe-models` wrote)."""
+    target = shared_data_dir / "mediapipe" / "face_topology.json"
+    if not target.exists():
+        target.parent.mkdir(exist_ok=True)
+        shutil.copyfile(mediapipe_topology_file(), target)
+    return target
+
+
 @pytest.mark.parametrize(
     "config, crop, variant",
     [
@@ -42,9 +57,13 @@ TINY = [
     ],
     ids=["task", "light", "full"],
 )
-def test_fast_dev_run_of_every_facemesh_config(config, crop, variant, cfg_train, tmp_path):
+def test_fast_dev_run_of_every_facemesh_config(config, crop, variant, cfg_train, tmp_path, mediapipe_mesh):
     cfg = cfg_train([*config, *TINY, "trainer=debug"])
     metrics = train(cfg)
+    # MediaPipe's canonical mesh by default: the data's, the task's and the checkpoint's
+    data_topology = json.loads((Path(cfg.data.root) / "topology.json").read_text())
+    assert data_topology["kind"] == "mediapipe" and data_topology["eye_corners"] == [33, 263]
+    assert cfg.task.topology == cfg.data.generator.topology == str(mediapipe_mesh)
     assert set(metrics) >= {"val/nme", "val/ap50", "test/nme", "test/ap50"}
     assert metrics["test/nme"] > 0.0
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -59,7 +78,9 @@ def test_fast_dev_run_of_every_facemesh_config(config, crop, variant, cfg_train,
     assert (tmp_path / "run" / SAMPLES_FILE).exists()
 
 
-def test_train_bootstrap_checkpoint_eval_and_run_command(cfg_train, cfg_eval, tmp_path, shared_data_dir):
+def test_train_bootstrap_checkpoint_eval_and_run_command(
+    cfg_train, cfg_eval, tmp_path, shared_data_dir, mediapipe_mesh
+):
     """Two epochs with a bootstrapping round after the first (thresholds 0, so the untrained model's
     detections are taken: this checks the mechanics, docs/facemesh.md the effect); the checkpoint
     loads alone, eval.py reproduces the test metric, and the run command writes every output."""
@@ -89,6 +110,8 @@ def test_train_bootstrap_checkpoint_eval_and_run_command(cfg_train, cfg_eval, tm
     last = run / "checkpoints" / "last.ckpt"
     task = FaceMeshTask.load_from_checkpoint(last, map_location="cpu")
     assert task.hparams.num_points == 468 and task.bootstrap_done == 1
+    # the checkpoint carries the data's mesh itself (not the path to its file)
+    assert task.topology.kind == "mediapipe" and task.hparams.topology["eye_corners"] == [33, 263]
     best = json.loads((run / "metrics.json").read_text())["best_checkpoint"]
     evaluated = evaluate(cfg_eval([*overrides, f"ckpt_path={best}"], run_dir=tmp_path / "eval"))
     assert evaluated["test/nme"] == pytest.approx(metrics["test/nme"], abs=1e-5)
@@ -105,9 +128,10 @@ def test_train_bootstrap_checkpoint_eval_and_run_command(cfg_train, cfg_eval, tm
     faces = labels["frames"][0]["faces"]
     assert data["points"].shape == (1, len(faces), 468, 3) and len(faces) >= 1
     np.testing.assert_allclose(data["points"][0, 0], np.array(faces[0]["points"]), atol=0.006)
-    assert data["triangles"].shape == (850, 3)
+    assert data["triangles"].shape == (852, 3)  # MediaPipe's tessellation
     obj = (out / "000000_mesh.obj").read_text().splitlines()
-    assert sum(line.startswith("v ") for line in obj) == 468 and sum(line.startswith("f ") for line in obj) == 850
+    assert sum(line.startswith("v ") for line in obj) == 468 and sum(line.startswith("f ") for line in obj) == 852
+    assert "f 128 35 140" in obj  # its first triangle (127, 34, 139), 1-based
     first_v = next(line for line in obj if line.startswith("v ")).split()[1:]
     p = data["points"][0, 0, 0]
     assert [float(x) for x in first_v] == pytest.approx([p[0], -p[1], -p[2]], abs=1e-3)

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.face_alignment import alignment_params, crop_matrix, invert_affine, transform_points, warp_crops
+from datamodules.face_alignment import (
+    alignment_params,
+    continuous_to_index,
+    crop_matrix,
+    invert_affine,
+    transform_points,
+    warp_crop_uint8,
+    warp_crops,
+)
 from datamodules.face_topology import face_topology
 from datamodules.synthetic.facemesh import render_face, sample_face
 
@@ -62,3 +70,23 @@ def test_rolled_face_comes_out_upright_and_centred(roll):
     assert (mouth[0] - (right_eye[0] + left_eye[0]) / 2).item() == pytest.approx(
         (kp0[3, 0] - (kp0[0, 0] + kp0[1, 0]) / 2).item() * s0.item() / side.item(), abs=0.05
     )
+
+
+@pytest.mark.parametrize("padding", ["zeros", "border"])
+def test_opencv_crop_of_the_8bit_image_equals_the_float_warp(padding):
+    """The pipeline's crop of a uint8 frame (one OpenCV warp, as MediaPipe's CPU graph) is the training
+    warp's crop of the same frame as floats, to OpenCV's 8-bit rounding and 1/32 px sampling grid."""
+    yy, xx = np.mgrid[0:90, 0:120]
+    image = np.stack([127 + 120 * np.sin(xx / 9.0), 127 + 120 * np.cos(yy / 7.0), (xx + yy) % 256], -1)
+    image = image.round().astype(np.uint8)
+    m = crop_matrix(torch.tensor([70.0, 40.0]), torch.tensor(80.0), torch.tensor(0.4), 32)  # reaches outside
+    want = warp_crops(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255, m[None], 32, padding)[0]
+    got = warp_crop_uint8(image, continuous_to_index(m).double().numpy(), 32, padding)
+    assert got.dtype == np.float32 and got.shape == (3, 32, 32)
+    np.testing.assert_allclose(got, want.numpy(), atol=3 / 255)
+    # the lit pixel of the first test lands on the same crop pixel
+    lit = np.zeros((40, 50, 3), np.uint8)
+    lit[20, 30] = 255
+    m = crop_matrix(torch.tensor([25.0, 20.0]), torch.tensor(20.0), torch.tensor(math.pi / 2), 20)
+    crop = warp_crop_uint8(lit, continuous_to_index(m).double().numpy(), 20, padding)
+    assert np.argwhere(crop[0] > 0.99).tolist() == [[4, 10]]

@@ -19,6 +19,7 @@ from PIL import Image
 from skimage import data as skimage_data
 
 from core.data import DataFormatError
+from core.onnx_runtime import OnnxRuntimeModule
 from core.tflite import read_tflite
 from core.training import train
 from core.video import write_video
@@ -36,6 +37,7 @@ from tasks.facemesh.import_mediapipe import (
 from tasks.facemesh.module import FaceMeshTask
 from tasks.facemesh.pipeline import FaceMeshPipeline
 from tasks.facemesh.run import run
+from tasks.facemesh.runtime import default_runtime
 from tasks.photobooth.run import detector_boxes, read_input
 from tests.helpers import mediapipe_wheel
 from tests.tasks.test_facemesh import TINY
@@ -299,6 +301,43 @@ def test_run_command_on_a_photograph_with_the_imported_checkpoint(checkpoint, tm
         run(tmp_path / "notes.txt", checkpoint)
 
 
+def test_tools_run_onnx_runtime_by_default_and_give_the_pytorch_answer(checkpoint, tmp_path):
+    """ONNX Runtime (the export, checked equal at export) is the tools' default and changes no output beyond
+    1e-2 px: the run command's landmarks and OBJ, predict's pipeline and the detector other systems call."""
+    assert default_runtime() == "onnxruntime"  # onnxruntime and onnx are dependencies of the project
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(photographs()["astronaut"]).save(photo)
+    outputs = {}
+    for runtime in ("torch", None):
+        run(photo, checkpoint, tmp_path / str(runtime), runtime=runtime)
+        data = np.load(tmp_path / str(runtime) / "landmarks.npz")
+        outputs[runtime] = {k: data[k] for k in ("points", "boxes", "keypoints", "scores", "face_probs")}
+    for key, value in outputs["torch"].items():
+        np.testing.assert_allclose(outputs[None][key], value, atol=1e-2, err_msg=key)
+    task = FaceMeshTask.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    assert isinstance(task.inference_networks()[0], OnnxRuntimeModule)
+    frames = np.stack([photographs()["astronaut"]] * 3)
+    for (b, k, s), (bt, kt, st) in zip(task.detect_faces(frames), task.detect_faces(frames, runtime="torch")):
+        for got, want in ((b, bt), (k, kt), (s, st)):
+            np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-2)
+    with pytest.raises(ValueError, match="runtime 'tflite': expected one of onnxruntime, torch"):
+        run(photo, checkpoint, tmp_path / "x", runtime="tflite")
+
+
+def test_detection_leaves_a_training_network_in_training_and_an_evaluating_one_untouched(checkpoint):
+    task = FaceMeshTask.load_from_checkpoint(checkpoint, map_location="cpu")
+    calls = []
+    task.detector.train = lambda mode=True, f=task.detector.train: calls.append(mode) or f(mode)
+    task.detector.eval()
+    calls.clear()
+    detect_faces(photographs()["astronaut"], task.detector)
+    assert calls == []  # no eval()/train() walk of every sub-layer per frame
+    task.detector.train()
+    calls.clear()
+    detect_faces(photographs()["astronaut"], task.detector)
+    assert calls == [False, True] and task.detector.training
+
+
 # --- Photobooth finds the face in every frame of a real video with the imported detector -----------
 
 
@@ -342,6 +381,7 @@ def test_train_py_refuses_data_in_another_mesh_topology(checkpoint, cfg_train):
     grid topology training stops with a one-line reason instead of teaching the network other indices."""
     overrides = ["task=facemesh", "data=facemesh", *TINY, "trainer=debug", "task.variant=mediapipe"]
     overrides += ["task.detector_variant=mediapipe", "data.crop_size=192", f"task.pretrained_path={checkpoint}"]
+    overrides += ["data.generator.topology=null", "task.topology=null", "data.root=${paths.data_dir}/facemesh_grid"]
     with pytest.raises(ValueError, match="the data's face mesh is the grid topology but the task's is mediapipe"):
         train(cfg_train(overrides))
 
@@ -358,5 +398,3 @@ def test_experiment_fine_tunes_the_imported_models_on_faces_in_mediapipes_mesh(c
     assert written["kind"] == "mediapipe" and written["eye_corners"] == [33, 263] and len(written["uv"]) == 468
     # The imported mesh already finds the generated faces' points: far below a constant face (0.18)
     assert metrics["test/nme"] < 0.12
-    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert saved["hyper_parameters"]["topology"]["kind"] == "mediapipe"

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 SMALL = [
     "task.backbone=test_efficientnet",
+    "task.pretrained=false",  # the recipe starts from ImageNet weights; the generated copy trains from scratch
     "data.image_size=32",
     "data.num_workers=0",
     "data.batch_size=16",

@@ -31,7 +31,8 @@ from tasks.landmarks.search import alpha_query_expansion, build_index, search
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-QUICK = ["logger=csv", "callbacks.rich_progress_bar=null", "data.num_workers=0"]
+# task.pretrained=false: the recipes start from ImageNet weights; the generated copy trains from scratch.
+QUICK = ["logger=csv", "callbacks.rich_progress_bar=null", "data.num_workers=0", "task.pretrained=false"]
 D2R_SMALL = ["task.d2r.codebook_size=8", "task.detector.score_threshold=0.0"]
 
 
@@ -98,7 +99,8 @@ def test_short_run_submissions_score_as_logged(cfg_train, cfg_eval, small_data, 
 
     eval_dir = tmp_path / "eval"
     ckpt = json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]  # what train's test used
-    overrides = ["experiment=landmarks_d2r", *small_data("gldv2"), "data.num_workers=0", *D2R_SMALL]
+    overrides = ["experiment=landmarks_d2r", *small_data("gldv2"), "data.num_workers=0", "task.pretrained=false"]
+    overrides += D2R_SMALL
     evaluate(cfg_eval([*overrides, f"ckpt_path={ckpt}"], eval_dir))
     again = json.loads((eval_dir / "landmarks_results.json").read_text())
     assert again == pytest.approx(logged, abs=1e-6)

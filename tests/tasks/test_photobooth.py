@@ -443,3 +443,32 @@ def test_best_frame_offsets_by_hand():
     # moment (2, 6) best 4: first capturing shot 3 -> 1 (shot 4 is its second shot); (15, 18) best 16: 16 -> 0
     assert best_frame_offsets([3, 4, 16, 20], [(2, 6, 4), (15, 18, 16)]) == [1, 0]
     assert best_frame_offsets([20], [(2, 6, 4)]) == []
+
+
+def test_quality_labels_are_read_and_checked(tmp_path):
+    """The optional quality labels: defaults from the presence labels, values read as written, and a value
+    outside its range refused with the file and the line of the clip's video."""
+    from core.data import DataFormatError
+    from datamodules.photobooth import read_clips
+
+    face = {"box": [0, 0, 10, 20], "expression": "smile", "attending": True}
+    clip = {
+        "video": "train/a.mp4",
+        "frames": [{"faces": [face], "kiss": True}, {"faces": [dict(face, intensity=0.25)]}],
+    }
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps({"clips": [clip]}, indent=1))
+    read = read_clips(path, tmp_path)[0]
+    # defaults: intensity 1 for a key expression, importance = box area 200, kiss_quality 1 on a kiss frame
+    assert read["face_quality"][0].tolist() == [[1.0, 200.0]] and read["face_quality"][1].tolist() == [[0.25, 200.0]]
+    assert read["kiss_quality"].tolist() == [1.0, 0.0]
+    clip["frames"][1]["kiss_quality"] = 1.5
+    path.write_text(json.dumps({"clips": [clip]}, indent=1))
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if '"video"' in text)
+    with pytest.raises(DataFormatError, match=rf"train.json:{line}: 'kiss_quality' must be a number in \[0, 1\]"):
+        read_clips(path, tmp_path)
+    clip["frames"][1].pop("kiss_quality")
+    clip["frames"][0]["faces"][0]["importance"] = 0
+    path.write_text(json.dumps({"clips": [clip]}, indent=1))
+    with pytest.raises(DataFormatError, match=r"'importance' must be a positive number, got 0"):
+        read_clips(path, tmp_path)

@@ -1,0 +1,222 @@
+"""Image data sets as LitData optimized shards: a few large files of encoded images instead of one file
+per sample, for training sets too big to read as loose JPEGs from a shared file system.
+
+A packed data set is a folder (local, NFS or ``s3://...``) holding ``meta.json`` (what the DataModule
+needs without its annotation files: class names, each split's targets and ids) and one LitData
+dataset per split (``<split>/index.json`` + ``chunk-*.bin``). Each sample is a dict: ``index`` (its
+position in the DataModule's split), ``name`` (its source file as UTF-8 bytes, for messages), ``image`` (the encoded
+bytes, as the file held them; arrays such as CIFAR's become PNG) and ``target`` (an int, or a list of
+floats for multi-label sets). Reading decodes the bytes with ``core.images.decode_image`` and applies
+the DataModule's transform, so a shard sample is the same tensor as the folder sample.
+
+Sharding over DDP ranks and loader workers, shuffling (the epoch's order from ``seed`` + epoch) and
+the loader state for mid-epoch resume are LitData's (``StreamingDataset``, ``StreamingDataLoader``);
+Lightning saves a stateful loader's ``state_dict`` into its checkpoints and restores it on resume."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from litdata import StreamingDataLoader, StreamingDataset
+
+from core.data import DataFormatError
+from core.images import decode_image
+
+log = logging.getLogger(__name__)
+
+META_FILE = "meta.json"
+FORMAT = "visionlab-image-shards/1"
+SPLITS = ("train", "val", "test")
+
+
+def is_remote(location: str | os.PathLike) -> bool:
+    return "://" in str(location)
+
+
+def split_location(shards: str | os.PathLike, split: str) -> str:
+    """Where ``split`` of a packed data set lives (a folder or a URL)."""
+    return f"{str(shards).rstrip('/')}/{split}"
+
+
+def read_meta(shards: str | os.PathLike) -> dict[str, Any]:
+    """``meta.json`` of a packed data set, local or remote (read through LitData's filesystem layer)."""
+    location = f"{str(shards).rstrip('/')}/{META_FILE}"
+    try:
+        if is_remote(shards):  # fetched with LitData's own downloader (s3://, gs://, ...)
+            import tempfile
+
+            from litdata.streaming.downloader import get_downloader
+
+            with tempfile.TemporaryDirectory() as tmp:
+                local = os.path.join(tmp, META_FILE)
+                get_downloader(str(shards), tmp, []).download_file(location, local)
+                with open(local) as f:
+                    meta = json.load(f)
+        else:
+            with open(location) as f:
+                meta = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{location}: no packed data set here (data.shards); write one with "
+            "`python -m datamodules.pack data=<dataset> --out <dir>`"
+        ) from None
+    except json.JSONDecodeError as err:
+        raise DataFormatError(location, f"not valid JSON ({err.msg}, column {err.colno})", err.lineno) from None
+    if meta.get("format") != FORMAT:
+        raise DataFormatError(location, f"format {meta.get('format')!r}, expected {FORMAT!r} (pack it again)")
+    return meta
+
+
+# --- writing ---------------------------------------------------------------------------------------
+
+
+class EncodedSample:
+    """LitData ``optimize`` function: the sample at an index of a split as stored in the shards.
+
+    Files are stored as read (never re-encoded); each is decoded once here only to check it, so a
+    training run from shards never meets an undecodable image: with ``skip_corrupt`` the file is left
+    out (a warning names it), otherwise the pack stops with the error naming the file."""
+
+    def __init__(self, images: Sequence[Any] | np.ndarray, targets: Sequence[Any], skip_corrupt: bool) -> None:
+        self.images, self.targets, self.skip_corrupt = images, targets, skip_corrupt
+
+    def __call__(self, index: int) -> dict[str, Any] | None:
+        item = self.images[index]
+        if isinstance(item, np.ndarray):  # an in-memory array (CIFAR): lossless PNG
+            buffer = io.BytesIO()
+            from PIL import Image
+
+            Image.fromarray(item).save(buffer, format="PNG")
+            data, name = buffer.getvalue(), f"array[{index}]"
+        else:
+            name = str(item)
+            try:
+                with open(item, "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:
+                raise FileNotFoundError(f"{item}: image file listed in the data set does not exist") from None
+            try:
+                decode_image(io.BytesIO(data), name=name)
+            except DataFormatError as err:
+                if not self.skip_corrupt:
+                    raise
+                log.warning("leaving out corrupt image: %s", err)
+                return None
+        # the name as bytes: LitData would store a str that is an existing image path as that image, decoded
+        return {"index": int(index), "name": name.encode(), "image": data, "target": self.targets[index]}
+
+
+def plain_targets(dataset: Any) -> list[Any]:
+    """Every sample's target as a plain value (int, or a list of floats for a multi-hot row)."""
+    targets = getattr(dataset, "targets", None)
+    if isinstance(targets, torch.Tensor):
+        return targets.tolist()
+    return [int(v) for v in dataset.labels]
+
+
+def pack_split(
+    images: Sequence[Any] | np.ndarray,
+    targets: Sequence[Any],
+    out: str,
+    workers: int,
+    skip_corrupt: bool,
+    chunk_bytes: str = "64MB",
+) -> int:
+    """Write one split as LitData shards in ``out`` (parallel, resumable: an interrupted pack of the
+    split continues from LitData's checkpoint). Returns the number of samples written."""
+    from litdata import optimize
+
+    if not is_remote(out) and (Path(out) / "index.json").exists():
+        log.info("%s: already packed", out)
+        return len(StreamingDataset(out))
+    started_before = set(multiprocessing.active_children())
+    try:
+        optimize(
+            fn=EncodedSample(images, targets, skip_corrupt),
+            inputs=list(range(len(targets))),
+            output_dir=out,
+            num_workers=max(1, workers),
+            chunk_bytes=chunk_bytes,
+            use_checkpoint=True,
+            reorder_files=False,  # samples stay in split order: stream position k is sample k
+            keep_data_ordered=True,
+            start_method="fork",  # as torch DataLoader workers: no re-import of torch per worker and split
+        )
+    except BaseException:
+        # LitData leaves its other workers waiting when one fails: end the ones this call started
+        for child in set(multiprocessing.active_children()) - started_before:
+            child.terminate()
+            child.join(timeout=10)
+        raise
+    return len(StreamingDataset(out))
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+
+class ImageShards(StreamingDataset):
+    """One split of a packed data set: (image, target) or, with ``with_index``, (image, target,
+    index), the image decoded and transformed as the folder reader does it. ``labels`` holds every
+    sample's target from ``meta.json`` in split order (class counts, priors), without reading shards."""
+
+    def __init__(
+        self,
+        location: str,
+        targets: Sequence[Any],
+        transform: Callable | None,
+        shuffle: bool,
+        seed: int,
+        with_index: bool = False,
+        drop_last: bool | None = None,
+    ) -> None:
+        super().__init__(location, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        self.location = location
+        self.image_transform = transform
+        self.with_index = with_index
+        multi_hot = bool(targets) and isinstance(targets[0], list)
+        self.targets = torch.tensor(targets, dtype=torch.float32) if multi_hot else None
+        self.labels = [] if multi_hot else [int(v) for v in targets]
+
+    def decode(self, sample: dict[str, Any]):
+        name = bytes(sample["name"]).decode(errors="replace")
+        return decode_image(io.BytesIO(sample["image"]), name=f"{name} (packed in {self.location})")
+
+    def load(self, index: int):
+        """The untransformed image of the split's sample ``index`` (pictures of chosen samples)."""
+        sample = super().__getitem__(index)
+        if int(sample["index"]) != index:
+            raise DataFormatError(
+                self.location, f"sample {index} is not at its position (the pack left out corrupt images)"
+            )
+        return self.decode(sample)
+
+    def __getitem__(self, index: Any) -> tuple:
+        sample = super().__getitem__(index)
+        image = self.decode(sample)
+        if self.image_transform is not None:
+            image = self.image_transform(image)
+        target = sample["target"]
+        target = torch.tensor(target, dtype=torch.float32) if isinstance(target, list) else int(target)
+        return (image, target, int(sample["index"])) if self.with_index else (image, target)
+
+
+def shard_loader(dataset: ImageShards, batch_size: int, num_workers: int) -> StreamingDataLoader:
+    """LitData's loader: it splits the shards over DDP ranks and workers, sets the epoch on the data
+    set at every pass (a new order per epoch) and has the ``state_dict`` Lightning checkpoints."""
+    # no drop_last here: the loader's would override the data set's (LitData's DDP default for training)
+    return StreamingDataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+
+
+def global_seed() -> int:
+    """The run's seed as Lightning's ``seed_everything`` published it (what its DistributedSampler
+    uses too), so the shuffled order follows ``seed=`` of the run."""
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
