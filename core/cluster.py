@@ -1,10 +1,15 @@
-"""The cluster environment of a SLURM job: Lightning's SLURMEnvironment owns requeueing, with its
-signal named (``trainer.plugins`` in conf/trainer/slurm.yaml builds it with :func:`slurm_environment`).
+"""The cluster environment of a SLURM job: Lightning's SLURMEnvironment, with the requeue done at a batch
+boundary (``trainer.plugins`` in conf/trainer/slurm.yaml builds it with :func:`slurm_environment`).
 
 On the requeue signal (SIGUSR1 by default, sent by SLURM ``--signal=USR1@<s>`` before the time limit,
-or by ``scancel --signal=USR1``), Lightning saves ``hpc_ckpt_<n>.ckpt`` in the run directory and rank 0
-runs ``scontrol requeue $SLURM_JOB_ID``. The requeued job keeps its job id, so the run directory
-(keyed on it) is the same and core.training resumes from ``checkpoints/last.ckpt``.
+or by ``scancel --signal=USR1``) the handler only raises a flag. :class:`RequeueAtBatchEnd` (a guard
+every Trainer gets) reads it at the end of the next training batch on every rank (any rank's flag
+counts), saves ``hpc_ckpt_<n>.ckpt`` in the run directory, and rank 0 runs ``scontrol requeue <job>``.
+Lightning's own handler does that work inside the signal handler, which deadlocks a multi-rank job:
+the rank the signal interrupts waits in the checkpoint's barrier while another rank waits in a
+gradient collective that can never complete (seen on the local cluster with 2 gloo ranks). The
+requeued job keeps its job id, so the run directory (keyed on it) is the same and core.training
+resumes from ``checkpoints/last.ckpt``.
 
 Requeue must have exactly one owner (submitit #1709, Lightning #14610): submitit's launcher handles
 ``SUBMITIT_PREEMPT_SIGNAL`` (USR2 by default) and is configured never to receive it
@@ -13,10 +18,18 @@ silently leaves it to submitit, so :func:`slurm_environment` refuses that combin
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import signal
+import subprocess
+import time
+from types import FrameType
 
+import pytorch_lightning as pl
 from lightning_fabric.plugins.environments import SLURMEnvironment
+
+log = logging.getLogger(__name__)
 
 SUBMITIT_SIGNAL_ENV = "SUBMITIT_PREEMPT_SIGNAL"
 
@@ -49,3 +62,59 @@ def slurm_environment(auto_requeue: bool = True, requeue_signal: str = "SIGUSR1"
             "another trainer.plugins[0].requeue_signal."
         )
     return SLURMEnvironment(auto_requeue=auto_requeue, requeue_signal=sig)
+
+
+def slurm_job_id() -> str:
+    """The id ``scontrol requeue`` takes: ``<array job>_<task>`` for a task of a job array."""
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    job = f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array_job else os.environ["SLURM_JOB_ID"]
+    if not re.fullmatch(r"[0-9_]+", job):
+        raise RuntimeError(f"SLURM job id {job!r} is not a job id")
+    return job
+
+
+class RequeueAtBatchEnd(pl.Callback):
+    """Requeue a SLURM job at the end of a training batch after its requeue signal (see the module doc).
+
+    Active when the Trainer's cluster environment is a SLURMEnvironment with ``auto_requeue``. Its signal
+    handler, installed before Lightning's, only sets a flag, so Lightning leaves the signal to it."""
+
+    def __init__(self, stop_wait_s: float = 300.0) -> None:
+        self.stop_wait_s = stop_wait_s
+        self.signalled = False
+
+    @staticmethod
+    def environment(trainer: pl.Trainer) -> SLURMEnvironment | None:
+        # where Lightning's signal connector reads it (a single-device strategy has no cluster_environment)
+        env = trainer._accelerator_connector.cluster_environment
+        return env if isinstance(env, SLURMEnvironment) and env.auto_requeue else None
+
+    def _raise_flag(self, signum: int, frame: FrameType | None) -> None:
+        self.signalled = True  # nothing else here: a collective inside a signal handler can deadlock
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        env = self.environment(trainer)
+        if stage == "fit" and env is not None:
+            signal.signal(env.requeue_signal, self._raise_flag)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        if self.environment(trainer) is None or not trainer.strategy.reduce_boolean_decision(self.signalled, all=False):
+            return
+        self.signalled = False
+        trainer.save_checkpoint(trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir))
+        requeued = False
+        if trainer.is_global_zero:
+            job = slurm_job_id()
+            try:
+                result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, check=False)
+                requeued, problem = result.returncode == 0, result.stderr.strip()
+            except OSError as err:  # no scontrol on this node
+                problem = str(err)
+            if requeued:
+                log.info("Requeued SLURM job: %s", job)
+            else:
+                log.warning("Requeuing SLURM job %s failed: %s; training goes on", job, problem)
+        if trainer.strategy.broadcast(requeued, src=0):
+            # SLURM ends the job now; finishing the run here would write its results as if it were done.
+            time.sleep(self.stop_wait_s)
+            raise RuntimeError(f"SLURM job {slurm_job_id()} was requeued but not stopped in {self.stop_wait_s:.0f} s")

@@ -5,7 +5,9 @@
 - ``DataContractCheck``: at start-up, the task's ``num_classes`` / ``feature_dim`` must equal what
   the data holds (a DataModule's ``data_facts``, measured from its files, else its attributes).
 - ``StampTaskClass``: each checkpoint records the task class that saved it, so loading it into
-  another task fails with one line instead of a constructor TypeError."""
+  another task fails with one line instead of a constructor TypeError.
+- ``RequeueAtBatchEnd`` (core.cluster): under SLURM, the requeue signal is acted on at a batch end,
+  on every rank together."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 
 from core.checkpoint import TASK_CLASS_KEY, qualified_name
+from core.cluster import RequeueAtBatchEnd
 
 CHECKED_FACTS = ("num_classes", "feature_dim")
 FACT_NOUNS = {"num_classes": "classes", "feature_dim": "features per stream"}
@@ -160,4 +163,4 @@ class StampTaskClass(pl.Callback):
 
 
 def guards() -> list[pl.Callback]:
-    return [FiniteLossGuard(), DataContractCheck(), StampTaskClass()]
+    return [FiniteLossGuard(), DataContractCheck(), StampTaskClass(), RequeueAtBatchEnd()]

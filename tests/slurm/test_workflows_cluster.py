@@ -50,7 +50,7 @@ GRID = [
     *SMALL_BASELINE,
     "data.batch_size=10",
     # long enough that a SIGUSR1 after the first epoch lands during training
-    "trainer.max_epochs=8",
+    "trainer.max_epochs=4",
     "logger=many",
 ]
 
