@@ -44,7 +44,7 @@ $(SELFIE_SEGMENTER): $(MEDIAPIPE_WHEEL_STAMP) tasks/people_depth/import_segmente
 # The face detector + face mesh as a FaceMeshTask checkpoint (tasks.facemesh.run, Photobooth --detector).
 mediapipe-models: $(FACEMESH_MEDIAPIPE_CKPT) $(SELFIE_SEGMENTER)
 
-eval: $(STAMP)
+eval: $(STAMP) mediapipe-models
 	$(PY) eval.py $(ARGS)
 
 # Style: ruff's lint rules and its formatter, at the line length pyproject.toml declares.

@@ -4,7 +4,7 @@ and of the light / full mesh networks, and frames per second of detector + mesh 
 detector runs) and of tracking (a video frame where the crop comes from the previous mesh).
 
     python benchmarks/bench_facemesh.py [--threads 1] [--frame 256] [--repeats 50] [--clock wall|cpu]
-                                        [--checkpoint <ckpt>]
+                                        [--checkpoint <ckpt>] [--runtime torch|onnxruntime]
     python benchmarks/bench_facemesh.py --runtimes [--imported data/mediapipe/facemesh_mediapipe.ckpt]
                                         [--mediapipe-env /tmp/mpenv] [--photo <image>] [--frames 60]
 
@@ -15,9 +15,10 @@ machine, run it when it is quiet: other jobs inflate every number.
 ``--runtimes``: the imported MediaPipe networks (``make mediapipe-models``) through the project's whole
 pipeline on the frames of a real photograph moved and scaled frame by frame (default: scikit-image's
 astronaut, 512x512), once in PyTorch and once exported to ONNX Runtime (``runtime="onnxruntime"``, the
-tools' default: core/onnx_runtime.py, checked against PyTorch), and, with ``--mediapipe-env``, MediaPipe's own runtime on the same frames in that
-environment (benchmarks/mediapipe_facemesh.py: mediapipe==0.10.14 is never installed into .venv). One
-run each; frames per CPU-second of each process (all its threads), and the ratio to MediaPipe."""
+tools' default: core/onnx_runtime.py, checked against PyTorch), and, with ``--mediapipe-env``, MediaPipe's
+own runtime on the same frames in that environment (benchmarks/mediapipe_facemesh.py: mediapipe==0.10.14 is
+never installed into .venv). One run each; frames per CPU-second of each process (all its threads), and the
+ratio to MediaPipe."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from tasks.facemesh.detector import detect_faces  # noqa: E402
 from tasks.facemesh.model import blazeface_front, count_parameters, facemesh  # noqa: E402
 from tasks.facemesh.pipeline import FaceMeshPipeline  # noqa: E402
+from tasks.facemesh.runtime import RUNTIMES, inference_network  # noqa: E402
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 CLOCK = time.perf_counter
@@ -167,6 +169,9 @@ def main(argv=None) -> None:
         help="wall: elapsed time; cpu: this process's CPU time (with 1 thread, the latency on a core of its own "
         "even when other jobs share the machine)",
     )
+    parser.add_argument(
+        "--runtime", choices=RUNTIMES, default="torch", help="what runs the networks in the table (not --runtimes)"
+    )
     parser.add_argument("--runtimes", action="store_true", help="PyTorch vs ONNX Runtime vs MediaPipe (see above)")
     parser.add_argument("--imported", default="data/mediapipe/facemesh_mediapipe.ckpt", help="--runtimes: checkpoint")
     parser.add_argument("--mediapipe-env", default=None, help="--runtimes: a virtualenv with mediapipe==0.10.14")
@@ -193,14 +198,17 @@ def main(argv=None) -> None:
         meshes = {f"{task.hparams.variant}@{task.hparams.crop_size}": task.mesh}
     frame = (np.random.default_rng(0).random((args.frame, args.frame, 3)) * 255).astype(np.uint8)
     x = torch.rand(1, 3, 128, 128)
+    reference, detector = detector, inference_network(detector, args.runtime)
     det_ms = median_ms(lambda: detector(x), args.repeats)
     det_full_ms = median_ms(lambda: detect_faces(frame, detector, 0.5, 0.3), args.repeats)
     print(
         f"threads={args.threads}  frame={args.frame}x{args.frame}  repeats={args.repeats}  clock={args.clock}  "
-        f"torch {torch.__version__}"
+        f"runtime={args.runtime}  torch {torch.__version__}"
     )
     print(f"{'network':<14}{'input':>7}{'params':>10}{'MMACs':>9}{'forward ms':>12}")
-    print(f"{'blazeface':<14}{128:>7}{count_parameters(detector):>10,}{macs(detector, 128) / 1e6:>9.1f}{det_ms:>12.2f}")
+    print(
+        f"{'blazeface':<14}{128:>7}{count_parameters(reference):>10,}{macs(reference, 128) / 1e6:>9.1f}{det_ms:>12.2f}"
+    )
     rows = []
     box = torch.tensor([[0.3, 0.3, 0.7, 0.7]]) * args.frame
     kp = torch.zeros(1, 6, 2)
@@ -208,16 +216,14 @@ def main(argv=None) -> None:
         box[0, :2] + torch.tensor([0.1, 0.15]) * args.frame,
         box[0, :2] + torch.tensor([0.3, 0.15]) * args.frame,
     )
-    image = torch.from_numpy(frame).permute(2, 0, 1).float() / 255
-    for name, mesh in meshes.items():
-        size = mesh.input_size
+    for name, reference in meshes.items():
+        size, mesh = reference.input_size, inference_network(reference, args.runtime)
         xm = torch.rand(1, 3, size, size)
         mesh_ms = median_ms(lambda m=mesh, x=xm: m(x), args.repeats)
         pipe = FaceMeshPipeline(detector, mesh, size)
-        crop_ms = median_ms(lambda p=pipe: p.mesh_on_crops(image, box, kp), args.repeats)
-        print(
-            f"{'mesh ' + name:<14}{size:>7}{count_parameters(mesh):>10,}{macs(mesh, size) / 1e6:>9.1f}{mesh_ms:>12.2f}"
-        )
+        crop_ms = median_ms(lambda p=pipe: p.mesh_on_crops(frame, box, kp), args.repeats)
+        params, mmacs = count_parameters(reference), macs(reference, size) / 1e6
+        print(f"{'mesh ' + name:<14}{size:>7}{params:>10,}{mmacs:>9.1f}{mesh_ms:>12.2f}")
         rows.append((name, crop_ms, 1000 / (det_full_ms + crop_ms), 1000 / crop_ms))
     print(f"\ndetector incl. letterbox + decode + weighted NMS on the frame: {det_full_ms:.2f} ms")
     print(f"{'variant':<14}{'mesh+crop ms':>13}{'fps detect+mesh':>17}{'fps tracking':>14}")

@@ -16,7 +16,7 @@ import torch
 
 from datamodules.openimages import OpenImagesDetectionDataModule
 from datamodules.synthetic.openimages import generate_openimages
-from tasks.openimages.module import OpenImagesDetectionTask
+from tasks.openimages.detection.module import OpenImagesDetectionTask
 
 
 def validation_ap(task: OpenImagesDetectionTask, dm, expand: bool) -> dict[int, float]:

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from datamodules.openimages_files import RELATIONSHIP_COLUMNS  # noqa: E402
 from datamodules.openimages_relationships import CHALLENGE_VRD_FILES, Relationship  # noqa: E402
-from tasks.openimages.relationships import score_relationship, write_relationship_submission  # noqa: E402
+from tasks.openimages.relationship.protocol import score_relationship, write_relationship_submission  # noqa: E402
 
 RELATIONSHIPS = ("at", "on", "holds", "plays", "interacts_with", "wears", "is", "inside_of", "under", "hits")
 PARTS = ("score", "map_relationship", "recall50_relationship", "map_phrase")

@@ -13,6 +13,10 @@ from PIL import Image
 
 from core.data import DataFormatError
 
+# The one list of image-file suffixes (torchvision's ImageFolder list): what a folder of images holds,
+# for the data sets, predict.py's inputs, the download check and the run tools.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
 
 def decode_image(
     path: str | Path | BinaryIO,

@@ -23,7 +23,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -507,3 +507,36 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     writer.finish(trainer)
     summary_path = run_dir / SUMMARY_FILE
     return json.loads(summary_path.read_text()) if summary_path.exists() else {}
+
+
+# --- a system's own command line ----------------------------------------------------------------------------
+
+
+def predict_files(
+    task: pl.LightningModule,
+    writer: ProductWriter,
+    files: Sequence[tuple[Path, str]],
+    read: Callable[[Path], Any],
+    run_dir: Path,
+    checkpoint: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """predict.py's steps in this process, for a system's own command line: ``writer`` bound to ``task``,
+    each (file, output name) decoded by ``read`` (the reader of datamodules/predict_inputs.py's DataModule for
+    the writer's ``input_kind``) and prepared by the writer, its batch through the task's ``predict_step``,
+    and ``write_item`` into ``run_dir``. An unreadable file raises its own error (a command line has nothing
+    to skip to), and there is no journal (nothing to resume or merge). One record per file: ``input``,
+    ``name`` and what ``write_item`` returned."""
+    import torch
+
+    writer.bind(task, checkpoint or {})
+    task.eval()
+    records = []
+    with torch.no_grad():
+        for batch_idx, (path, name) in enumerate(files):
+            batch = writer.collate([writer.prepare(read(Path(path)))])
+            batch.update(inputs=[str(path)], names=[name], input_stats=[{}], skipped=[])  # as predict.py's loader
+            (prediction,) = task.predict_step(batch, batch_idx)
+            records.append(
+                {"input": str(path), "name": name, **writer.write_item(Path(run_dir), name, prediction, batch, 0)}
+            )
+    return records

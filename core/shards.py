@@ -18,8 +18,8 @@ from __future__ import annotations
 import io
 import json
 import logging
-import multiprocessing
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -83,11 +83,12 @@ class EncodedSample:
     """LitData ``optimize`` function: the sample at an index of a split as stored in the shards.
 
     Files are stored as read (never re-encoded); each is decoded once here only to check it, so a
-    training run from shards never meets an undecodable image: with ``skip_corrupt`` the file is left
-    out (a warning names it), otherwise the pack stops with the error naming the file."""
+    training run from shards never meets an undecodable image. A missing or undecodable file is
+    not written and its one-line error is appended to ``problems`` (one line per file, from any
+    worker): :func:`pack_split` then stops with it, or with ``skip_corrupt`` leaves it out."""
 
-    def __init__(self, images: Sequence[Any] | np.ndarray, targets: Sequence[Any], skip_corrupt: bool) -> None:
-        self.images, self.targets, self.skip_corrupt = images, targets, skip_corrupt
+    def __init__(self, images: Sequence[Any] | np.ndarray, targets: Sequence[Any], problems: str) -> None:
+        self.images, self.targets, self.problems = images, targets, problems
 
     def __call__(self, index: int) -> dict[str, Any] | None:
         item = self.images[index]
@@ -102,17 +103,18 @@ class EncodedSample:
             try:
                 with open(item, "rb") as f:
                     data = f.read()
-            except FileNotFoundError:
-                raise FileNotFoundError(f"{item}: image file listed in the data set does not exist") from None
-            try:
                 decode_image(io.BytesIO(data), name=name)
+            except FileNotFoundError:
+                return self.problem(index, name, "image file listed in the data set does not exist")
             except DataFormatError as err:
-                if not self.skip_corrupt:
-                    raise
-                log.warning("leaving out corrupt image: %s", err)
-                return None
+                return self.problem(index, name, err.problem)
         # the name as bytes: LitData would store a str that is an existing image path as that image, decoded
         return {"index": int(index), "name": name.encode(), "image": data, "target": self.targets[index]}
+
+    def problem(self, index: int, path: str, problem: str) -> None:
+        with open(self.problems, "a") as f:  # one short O_APPEND write per line: workers do not interleave
+            f.write(json.dumps({"index": index, "path": path, "problem": problem.splitlines()[0]}) + "\n")
+        return None
 
 
 def plain_targets(dataset: Any) -> list[Any]:
@@ -131,17 +133,20 @@ def pack_split(
     skip_corrupt: bool,
     chunk_bytes: str = "64MB",
 ) -> int:
-    """Write one split as LitData shards in ``out`` (parallel, resumable: an interrupted pack of the
-    split continues from LitData's checkpoint). Returns the number of samples written."""
+    """Write one split as LitData shards in the folder ``out`` (parallel, resumable: an interrupted
+    pack of the split continues from LitData's checkpoint). Files that are missing or do not decode
+    stop it with a DataFormatError naming the first, or are left out with ``skip_corrupt`` (each
+    named in a warning). Returns the number of samples written."""
     from litdata import optimize
 
-    if not is_remote(out) and (Path(out) / "index.json").exists():
+    folder = Path(out)
+    problems = folder.parent / f".{folder.name}.problems.jsonl"
+    if (folder / "index.json").exists():
         log.info("%s: already packed", out)
         return len(StreamingDataset(out))
-    started_before = set(multiprocessing.active_children())
     try:
         optimize(
-            fn=EncodedSample(images, targets, skip_corrupt),
+            fn=EncodedSample(images, targets, str(problems)),
             inputs=list(range(len(targets))),
             output_dir=out,
             num_workers=max(1, workers),
@@ -152,11 +157,19 @@ def pack_split(
             start_method="fork",  # as torch DataLoader workers: no re-import of torch per worker and split
         )
     except BaseException:
-        # LitData leaves its other workers waiting when one fails: end the ones this call started
-        for child in set(multiprocessing.active_children()) - started_before:
-            child.terminate()
-            child.join(timeout=10)
+        log.error("packing %s stopped; run the command again to resume it", out)
         raise
+    found = [json.loads(line) for line in problems.read_text().splitlines()] if problems.exists() else []
+    if found and not skip_corrupt:
+        shutil.rmtree(folder)  # a split without these samples is no pack of it: the next run starts it over
+        problems.unlink()
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise DataFormatError(
+            found[0]["path"],
+            f"{found[0]['problem']}{more}; fix the files, or pass data.skip_corrupt=true to leave them out",
+        )
+    for problem in found:
+        log.warning("left out of %s: %s: %s", out, problem["path"], problem["problem"])
     return len(StreamingDataset(out))
 
 
@@ -209,11 +222,31 @@ class ImageShards(StreamingDataset):
         return (image, target, int(sample["index"])) if self.with_index else (image, target)
 
 
-def shard_loader(dataset: ImageShards, batch_size: int, num_workers: int) -> StreamingDataLoader:
+class ShardLoader(StreamingDataLoader):
     """LitData's loader: it splits the shards over DDP ranks and workers, sets the epoch on the data
-    set at every pass (a new order per epoch) and has the ``state_dict`` Lightning checkpoints."""
+    set at every pass (a new order per epoch) and has the ``state_dict`` for mid-epoch resume.
+
+    After ``load_state_dict`` LitData replays the saved epoch's rest until a pass runs to its end;
+    Lightning stops a resumed epoch at its batch count without that last ``next()``, which would make
+    every later pass replay the (spent) saved epoch: empty epochs. A pass after the resumed one is a
+    new epoch here."""
+
+    _resumed_pass = False
+
+    def __iter__(self) -> Any:
+        if self.restore and self._resumed_pass:
+            self.restore = False
+        self._resumed_pass = self.restore
+        yield from super().__iter__()
+
+    def load_state_dict(self, obj: dict[str, Any]) -> None:
+        super().load_state_dict(obj)
+        self._resumed_pass = False
+
+
+def shard_loader(dataset: ImageShards, batch_size: int, num_workers: int) -> ShardLoader:
     # no drop_last here: the loader's would override the data set's (LitData's DDP default for training)
-    return StreamingDataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    return ShardLoader(dataset, batch_size=batch_size, num_workers=num_workers)
 
 
 def global_seed() -> int:

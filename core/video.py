@@ -9,6 +9,9 @@ import numpy as np
 
 from core.io import atomic_path
 
+# The one list of video-file suffixes (common containers decord opens): what a folder of videos holds.
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
 
 class VideoDecodeError(RuntimeError):
     """A video file cannot be opened or decoded; the message names the file."""

@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from core.data import DataFormatError, require_file
+from core.images import IMAGE_SUFFIXES
+from core.video import VIDEO_SUFFIXES
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v"}
 SHOWN_IN_VERDICT = 3
 
 
@@ -83,11 +83,9 @@ def decode_file(path: Path) -> dict[str, Any]:
     info: dict[str, Any] = {"bytes": path.stat().st_size}
     try:
         if suffix in IMAGE_SUFFIXES:
-            from PIL import Image
+            from core.images import decode_image
 
-            with Image.open(path) as image:
-                image.load()  # decodes every pixel: a truncated file fails here, not at open
-                info["size"] = list(image.size)
+            info["size"] = list(decode_image(path).size)  # decodes every pixel: a truncated file fails
         elif suffix in VIDEO_SUFFIXES:
             from core.video import open_video, read_frames
 

@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from core.data import DataFormatError, ensure_generated, read_json, require_file, resolve_inside_json
+from core.images import IMAGE_SUFFIXES, decode_image
 from datamodules.face_alignment import (
     DEFAULT_CROP_SCALE,
     alignment_params,
@@ -144,12 +144,8 @@ def read_split(root: Path, source: str, split: str, num_points: int, contours: d
 
 
 def load_rgb(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        if not Path(path).exists():
-            raise FileNotFoundError(f"{path}: image listed in the annotations does not exist")
-        raise DataFormatError(path, "cannot decode image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    """RGB uint8 (H, W, 3); a missing or undecodable file raises an error naming it (core.images)."""
+    return np.asarray(decode_image(path, "RGB", what="image listed in the annotations"))
 
 
 class FaceMeshDataset(Dataset):
@@ -375,11 +371,7 @@ class FaceMeshDataModule(pl.LightningDataModule):
 
     def unlabeled_images(self) -> list[Path]:
         folder = self.root / "unlabeled" / "images"
-        return (
-            sorted(p for p in folder.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-            if folder.exists()
-            else []
-        )
+        return sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.exists() else []
 
     def set_pseudo_labels(self, records: Sequence[ImageRecord]) -> None:
         """Training images labelled by the model itself (bootstrapping); replaces earlier rounds'."""

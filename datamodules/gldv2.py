@@ -145,7 +145,7 @@ def read_boxes(path: str | Path) -> dict[str, list[tuple[float, float, float, fl
 
 
 def load_solution(path: str | Path, track: str) -> tuple[dict[str, dict[str, list]], set[str]]:
-    """A solution file (tasks.landmarks.scoring.read_solution) whose errors name the file and line."""
+    """A solution file (tasks.landmarks.protocol.read_solution) whose errors name the file and line."""
     return read_solution(path, track)
 
 

@@ -255,6 +255,28 @@ class ImageClassificationDataModule(pl.LightningDataModule):
                 setattr(self, name, value)
         self.data_facts = {"num_classes": len(self.class_names), "source": f"classes of {self.shards}"}
 
+    # --- mid-epoch resume from shards ---------------------------------------------------------------
+    # Lightning saves a DataModule's state_dict in every checkpoint and hands it back on resume before
+    # training starts; the train loader's LitData state (epoch, samples yielded, order) travels there.
+    # (Lightning's own save of stateful loaders is not enough: a scheduler sized from
+    # trainer.estimated_stepping_batches makes the loader before the checkpoint is restored.)
+    _train_loader = None
+    _train_loader_state: dict | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.format != "shards" or self._train_loader is None:
+            return {}
+        return {"train_loader": self._train_loader.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = state_dict.get("train_loader")
+        if state is None or self.format != "shards":
+            return
+        if self._train_loader is not None:
+            self._train_loader.load_state_dict(state)
+        else:
+            self._train_loader_state = state
+
     @property
     def skipped_samples(self) -> int:
         """Corrupt images skipped so far (core.data.CountsSkippedSamples); shards hold none (the
@@ -265,7 +287,13 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         if self.format == "shards":
             from core.shards import shard_loader
 
-            return shard_loader(self.datasets[split], self.batch_size, self.num_workers)
+            loader = shard_loader(self.datasets[split], self.batch_size, self.num_workers)
+            if split == "train":
+                self._train_loader = loader
+                if self._train_loader_state is not None:  # restored before the loader was made
+                    loader.load_state_dict(self._train_loader_state)
+                    self._train_loader_state = None
+            return loader
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.datasets.folder import find_classes, make_dataset
 
+from core.images import IMAGE_SUFFIXES
 from datamodules.image_classification import ImageClassificationDataModule
 
 
@@ -43,7 +44,7 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         unknown = sorted({p.name for p in folder.iterdir() if p.is_dir()} - set(classes))
         if unknown:
             raise ValueError(f"{folder}: class folders not in train/: {unknown[:5]}")
-        samples = make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+        samples = make_dataset(str(folder), class_to_idx, extensions=IMAGE_SUFFIXES, allow_empty=True)
         if not samples:
-            raise FileNotFoundError(f"{folder}: no images with extensions {IMG_EXTENSIONS}")
+            raise FileNotFoundError(f"{folder}: no images with extensions {IMAGE_SUFFIXES}")
         return [path for path, _ in samples], [label for _, label in samples]

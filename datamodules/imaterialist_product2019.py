@@ -7,16 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torchvision.datasets.folder import IMG_EXTENSIONS
-
 from core.data import DataFormatError, read_json, resolve_inside_json
+from core.images import IMAGE_SUFFIXES
 from datamodules.fgvc.base import FineGrainedDataModule
 
 
 def image_file(folder: Path, image_id: str, listing: Path) -> Path:
     """The image of an id: the id is the file name, or its stem in copies that dropped ``.jpg``; an id
     that would leave ``folder`` is refused naming the ``listing`` JSON and its line."""
-    suffix = "" if Path(image_id).suffix.lower() in IMG_EXTENSIONS else ".jpg"
+    suffix = "" if Path(image_id).suffix.lower() in IMAGE_SUFFIXES else ".jpg"
     return resolve_inside_json(folder, image_id, listing, suffix)
 
 

@@ -42,6 +42,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from core.data import DataFormatError, ensure_generated, read_json
+from core.images import decode_image
 from datamodules.mannequin_geometry import centred_log_depth, intrinsics_matrix, parallax_inputs
 
 log = logging.getLogger(__name__)
@@ -135,10 +136,7 @@ def _frame_path(folder: Path, timestamp: int) -> Path | None:
 
 
 def _read_rgb(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataFormatError(path, "cannot decode image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return np.asarray(decode_image(path, "RGB", what="frame"))
 
 
 def read_depth(path: Path) -> np.ndarray:
@@ -153,10 +151,8 @@ def read_depth(path: Path) -> np.ndarray:
 
 
 def read_mask(path: Path) -> np.ndarray:
-    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if mask is None:
-        raise DataFormatError(path, "cannot decode human mask")
-    return mask
+    """A human mask as uint8 (H, W) grey levels; errors name the file (core.images)."""
+    return np.asarray(decode_image(path, "L", what="human mask"))
 
 
 def read_keypoints(path: Path) -> np.ndarray:

@@ -78,6 +78,7 @@ def main(argv: Sequence[str]) -> int:
     """Parse ``--out`` and ``--workers``; the rest are Hydra overrides."""
     from hydra.utils import instantiate
 
+    from core.data import DataFormatError
     from datamodules.check import compose_data
     from datamodules.image_classification import ImageClassificationDataModule
 
@@ -111,7 +112,11 @@ def main(argv: Sequence[str]) -> int:
         print(NOT_COVERED.format(name=name, target=target), file=sys.stderr)
         return 2
     started = time.perf_counter()
-    meta = pack(datamodule, name, target, Path(out).resolve(), workers)
+    try:
+        meta = pack(datamodule, name, target, Path(out).resolve(), workers)
+    except (DataFormatError, FileNotFoundError) as err:  # the readers' and the packer's one-line errors
+        print(f"FAILED: {name}: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 1
     total = sum(s["packed"] for s in meta["splits"].values())
     print(f"packed {name}: {total} samples in {time.perf_counter() - started:.1f} s into {Path(out).resolve()}")
     print(f"train from them with: data={name} data.format=shards data.shards={Path(out).resolve()}")

@@ -32,13 +32,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from core.data import DataFormatError, ensure_generated, line_of_key, read_json, require_file, resolve_inside
+from core.images import IMAGE_SUFFIXES, decode_image
 
 EXPRESSIONS = ("neutral", "smile", "tongue_out", "kissy", "puffy_cheeks", "surprise")
 KEY_EXPRESSIONS = EXPRESSIONS[1:]
 ATTRIBUTES = ("eyes_closed", "talking", "attending")
 CSV_COLUMNS = ("image", "expression", *ATTRIBUTES)
 SPLITS = ("train", "val", "test")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Crops and frames are scaled to [-2, 2]: (x / 255 - 0.5) / 0.25.
 MEAN, STD = 0.5, 0.25
 
@@ -140,10 +140,7 @@ def read_expression_folders(folder: str | Path) -> list[tuple[Path, list[int]]]:
 
 def read_image(path: Path) -> np.ndarray:
     """RGB uint8 (H, W, 3); an unreadable file raises DataFormatError naming it."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataFormatError(path, "cannot decode image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return np.asarray(decode_image(path, "RGB", what="image"))
 
 
 class FaceExpressionDataset(Dataset):

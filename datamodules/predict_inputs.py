@@ -22,13 +22,11 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
 from core.data import DataFormatError
-from core.images import decode_image
-from core.video import VideoDecodeError
+from core.images import IMAGE_SUFFIXES, decode_image
+from core.video import VIDEO_SUFFIXES, VideoDecodeError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 # What "this file cannot be read" looks like, from PIL, decord (through core.video), numpy and cv2.
 READ_ERRORS = (DataFormatError, VideoDecodeError, OSError, ValueError, SyntaxError, EOFError)
 
@@ -218,12 +216,12 @@ class PredictInputs(pl.LightningDataModule):
 class ImageInputs(PredictInputs):
     """Image files (any PIL-readable format with an image extension in folders)."""
 
-    extensions = IMAGE_EXTENSIONS
+    extensions = IMAGE_SUFFIXES
     read = staticmethod(read_image)
 
 
 class VideoInputs(PredictInputs):
     """Video files (anything decord opens; common container extensions in folders)."""
 
-    extensions = VIDEO_EXTENSIONS
+    extensions = VIDEO_SUFFIXES
     read = staticmethod(read_video)

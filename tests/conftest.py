@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -23,66 +24,27 @@ from core.resolvers import PROJECT_ROOT, register_resolvers  # noqa: E402
 register_resolvers()  # every test composes the real configs
 CONFIG_DIR = PROJECT_ROOT / "conf"
 
-# Small generated copies of each data set: one place for the overrides every test shares. Take
-# them through the ``small_data`` fixture (or this dict where a module-level list is needed).
-SMALL_DATA: dict[str, list[str]] = {
-    "shapes": [
-        "data=shapes",
-        "data.generator.train_per_class=12",
-        "data.generator.val_per_class=4",
-        "data.generator.test_per_class=4",
-        "data.image_size=32",
-        "data.num_workers=0",
-        "data.batch_size=16",
-    ],
-    "cifar100": [
-        "data=cifar100",
-        "data.num_workers=0",
-        "data.generator.train_per_class=3",
-        "data.generator.test_per_class=1",
-        "data.batch_size=32",
-    ],
-    "flowers102": [
-        "data=flowers102",
-        "data.num_workers=0",
-        "data.image_size=32",
-        "data.generator.train_per_class=1",
-        "data.generator.val_per_class=1",
-        "data.generator.test_per_class=1",
-        "data.batch_size=32",
-    ],
-    "thumos14": [
-        "data=thumos14",
-        "data.generator.num_validation_videos=4",
-        "data.generator.num_test_videos=3",
-        "data.generator.min_duration=6",
-        "data.generator.max_duration=9",
-        "data.generator.size=32",
-        "data.batch_size=2",
-    ],
-    "gldv2": [
-        "data=gldv2",
-        "data.generator.num_landmarks=5",
-        "data.generator.train_per_landmark=6",
-        "data.generator.index_per_landmark=2",
-        "data.generator.test_per_landmark=2",
-        "data.generator.index_distractors=3",
-        "data.generator.test_distractors=3",
-        "data.image_size=64",
-        "data.batch_size=8",
-    ],
-    "mannequin_challenge": [
-        "data=mannequin_challenge",
-        "data.image_size=[48,64]",
-        "data.batch_size=4",
-        "data.generator.train_clips=2",
-        "data.generator.validation_clips=1",
-        "data.generator.test_clips=1",
-        "data.generator.frames_per_clip=4",
-        "data.generator.width=64",
-        "data.generator.height=48",
-    ],
-}
+
+# Small generated copies of each data set: each data set's overrides live beside its DataModule's tests, as the
+# dict literal ``SMALL_DATA`` of tests/datamodules/test_<module>.py; this gathers them. Take them through the
+# ``small_data`` fixture (or this dict where a module-level list is needed).
+def gather_small_data(folder: Path = PROJECT_ROOT / "tests" / "datamodules") -> dict[str, list[str]]:
+    """Every ``SMALL_DATA = {name: overrides}`` of ``folder``'s test modules, merged. Read as a literal
+    (ast), not imported: gathering runs no test module's imports, and those modules may import this one."""
+    found: dict[str, list[str]] = {}
+    for path in sorted(folder.glob("test_*.py")):
+        for node in ast.parse(path.read_text(), str(path)).body:
+            targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            if not any(isinstance(target, ast.Name) and target.id == "SMALL_DATA" for target in targets):
+                continue
+            for name, overrides in ast.literal_eval(node.value).items():
+                if name in found:
+                    raise ValueError(f"{path}: SMALL_DATA[{name!r}] is also declared in another test module")
+                found[name] = list(overrides)
+    return found
+
+
+SMALL_DATA: dict[str, list[str]] = gather_small_data()
 
 
 def keyed_data_root(cfg: DictConfig) -> str | None:

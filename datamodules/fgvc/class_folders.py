@@ -7,14 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from torchvision.datasets.folder import IMG_EXTENSIONS
-
 from core.data import DataFormatError
+from core.images import IMAGE_SUFFIXES
 from datamodules.fgvc.base import FineGrainedDataModule
 
 
 def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 class ClassFolderDataModule(FineGrainedDataModule):
@@ -67,7 +66,7 @@ class ClassFolderDataModule(FineGrainedDataModule):
             paths += images
             labels += [index[sub.name]] * len(images)
         if not paths:
-            raise FileNotFoundError(f"{folder}: no images with extensions {IMG_EXTENSIONS}")
+            raise FileNotFoundError(f"{folder}: no images with extensions {IMAGE_SUFFIXES}")
         return paths, labels
 
     def read_labeled(self, split: str):

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.data import DataFormatError
+from core.images import decode_image
 from core.io import atomic_path, atomic_write_text
 from core.prediction import ProductWriter
 
@@ -135,9 +137,8 @@ def write_grid(path: Path, records: list[dict[str, Any]], columns: int, size: in
     for i, record in enumerate(records):
         x, y = (i % columns) * size, (i // columns) * (size + caption)
         try:
-            with Image.open(record["input"]) as image:
-                thumb = ImageOps.contain(image.convert("RGB"), (size, size))
-        except OSError:  # the file changed since it was predicted: leave its cell empty
+            thumb = ImageOps.contain(decode_image(record["input"], what="input image"), (size, size))
+        except (OSError, DataFormatError):  # the file changed since it was predicted: leave its cell empty
             thumb = Image.fromarray(np.full((size, size, 3), 200, np.uint8))
         grid.paste(thumb, (x + (size - thumb.width) // 2, y + (size - thumb.height) // 2))
         text = f"{record['labels'][0]} {record['scores'][0]:.2f}"

@@ -25,11 +25,11 @@ import matplotlib.cbook
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from PIL import Image
 from torch import nn
 
 from core.checkpoint import TASK_CLASS_KEY, qualified_name
 from core.data import DataFormatError
+from core.images import decode_image
 from core.io import atomic_path, atomic_write_json
 from core.tf_layers import SameConv2d
 from core.tflite import TFLiteGraph, TFLiteOp, read_tflite
@@ -265,8 +265,8 @@ def import_mediapipe(sources: Sequence[str | Path], out: str | Path, topology_ou
 
 def frontal_photograph() -> np.ndarray:
     """A frontal face photograph a runtime dependency ships (matplotlib's sample of Grace Hopper)."""
-    with Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")) as image:
-        return np.asarray(image.convert("RGB"))
+    sample = matplotlib.cbook.get_sample_data("grace_hopper.jpg")
+    return np.asarray(decode_image(sample, what="matplotlib's sample image", name="grace_hopper.jpg"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

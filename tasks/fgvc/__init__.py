@@ -2,4 +2,4 @@
 prior estimation (Saerens et al. 2002) and domain-specific transfer (Cui et al. 2018). The data sets'
 readers live in ``datamodules/`` (``fgvc/`` and one module per competition).
 
-Kept import-free so ``python -m tasks.fgvc.grading`` runs with numpy alone."""
+Kept import-free so ``python -m tasks.fgvc.evaluate`` runs with numpy alone."""

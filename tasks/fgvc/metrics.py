@@ -1,5 +1,5 @@
 """The FGVC6 graders as torchmetrics Metrics: sum states only, so the number under DDP equals one
-process. The formulas live once, in :mod:`tasks.fgvc.grading` (numpy), and are quoted there."""
+process. The formulas live once, in :mod:`tasks.fgvc.protocol` (numpy), and are quoted there."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
-from tasks.fgvc.grading import macro_f1_from_counts
+from tasks.fgvc.protocol import macro_f1_from_counts
 
 
 class TopKError(Metric):

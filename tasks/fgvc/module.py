@@ -21,7 +21,7 @@ from core.io import atomic_write_json, atomic_write_text
 from core.media import log_image, log_table
 from core.weights import load_pretrained, read_state_dict
 from tasks.classification.module import ImageClassificationTask
-from tasks.fgvc import grading
+from tasks.fgvc import protocol
 from tasks.fgvc.metrics import CategorizationAccuracy, MacroF1, SampleF2, TopKError
 from tasks.fgvc.prior import PriorCalibration, em_prior, fit_prior_calibration
 from tasks.fgvc.visualize import confused_pairs, render_confused_pairs
@@ -29,7 +29,7 @@ from tasks.fgvc.visualize import confused_pairs, render_confused_pairs
 log = logging.getLogger(__name__)
 
 
-def competition_metric(comp: grading.Competition, num_classes: int):
+def competition_metric(comp: protocol.Competition, num_classes: int):
     """The torchmetrics Metric of a competition's grader."""
     if comp.kind == "topk":
         return TopKError(min(comp.k, num_classes))
@@ -40,17 +40,17 @@ def competition_metric(comp: grading.Competition, num_classes: int):
     return SampleF2()
 
 
-def grade(comp: grading.Competition, scores: np.ndarray, targets: np.ndarray, threshold: float = 0.5) -> float:
+def grade(comp: protocol.Competition, scores: np.ndarray, targets: np.ndarray, threshold: float = 0.5) -> float:
     """The competition's score of (N, C) scores against targets, with the numpy grader."""
     if comp.kind == "topk":
         ranked = np.argsort(-scores, axis=1, kind="stable")[:, : comp.k]
-        return grading.top_k_error(ranked, targets, comp.k)
+        return protocol.top_k_error(ranked, targets, comp.k)
     if comp.kind == "multilabel":
-        return grading.sample_f2(grading.threshold_predictions(scores, threshold), targets > 0.5)
+        return protocol.sample_f2(protocol.threshold_predictions(scores, threshold), targets > 0.5)
     predicted = scores.argmax(1)
     if comp.kind == "macro_f1":
-        return grading.macro_f1(predicted, targets)
-    return grading.accuracy(predicted, targets)
+        return protocol.macro_f1(predicted, targets)
+    return protocol.accuracy(predicted, targets)
 
 
 def load_network_weights(model: nn.Module, path: str) -> None:
@@ -70,7 +70,7 @@ def load_network_weights(model: nn.Module, path: str) -> None:
 
 class FineGrainedTask(ImageClassificationTask):
     """Single-label fine-grained classification graded as ``competition`` (a key of
-    :data:`tasks.fgvc.grading.COMPETITIONS`).
+    :data:`tasks.fgvc.protocol.COMPETITIONS`).
 
     - ``taxonomy``: {level: number of groups} adds a linear head per taxonomy level on the pooled
       features, trained with cross-entropy on each class's group (weight ``taxonomy_weight``); the
@@ -108,7 +108,7 @@ class FineGrainedTask(ImageClassificationTask):
         self.hparams["pretrained_path"] = pretrained_path
         if pretrained_path:
             load_network_weights(self.model, pretrained_path)
-        self.competition = grading.competition(competition)
+        self.competition = protocol.competition(competition)
         if prior_adjustment not in ("none", "em"):
             raise ValueError(f"task.prior_adjustment={prior_adjustment!r}: choose 'none' or 'em'")
         if calibration not in ("none", "ts", "bcts"):
@@ -329,7 +329,7 @@ class FineGrainedTask(ImageClassificationTask):
         label_ids = getattr(datamodule, "label_ids", None) or [str(c) for c in range(self.hparams.num_classes)]
         names = getattr(datamodule, "class_names", None) or label_ids
         chosen = self.submission_labels(scores)
-        text = grading.submission_text(
+        text = protocol.submission_text(
             self.competition, [ids[i] for i in index], [[label_ids[c] for c in row] for row in chosen]
         )
         atomic_write_text(run_dir / "submission.csv", text)
@@ -427,7 +427,7 @@ class MultiLabelFineGrainedTask(FineGrainedTask):
             self._write_outputs(index, targets, scores, getattr(self.trainer, "datamodule", None))
 
     def submission_labels(self, scores: np.ndarray) -> list[list[int]]:
-        predicted = grading.threshold_predictions(scores, float(self.threshold))
+        predicted = protocol.threshold_predictions(scores, float(self.threshold))
         return [np.flatnonzero(row).tolist() for row in predicted]
 
     def on_fit_end(self) -> None:

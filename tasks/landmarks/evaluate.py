@@ -14,7 +14,7 @@ from pathlib import Path
 from core.data import DataFormatError
 from core.io import atomic_write_json
 from datamodules.gldv2_files import TRACKS
-from tasks.landmarks.scoring import score
+from tasks.landmarks.protocol import score
 
 
 def main(argv: list[str] | None = None) -> int:

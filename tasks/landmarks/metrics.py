@@ -3,7 +3,7 @@
 Both reproduce tensorflow/models research/delf/delf/python/datasets/google_landmarks_dataset/
 metrics.py (``GlobalAveragePrecision`` with ``ignore_non_gt_test_images=False``, and
 ``MeanAveragePrecision`` with ``max_predictions=100``) by calling the same numpy-free routines as the
-scoring CLI (tasks.landmarks.scoring) on every rank once all queries are gathered
+scoring CLI (tasks.landmarks.evaluate, on tasks.landmarks.protocol) on every rank once all queries are gathered
 (core.metrics.PerSampleMetric: a query repeated by DistributedSampler padding counts once).
 
 Sample ids are the queries' positions in the order of their string ids (as the DataModule numbers
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from core.metrics import PerSampleMetric
-from tasks.landmarks.scoring import MAX_PREDICTIONS, average_precision_at_k, global_average_precision
+from tasks.landmarks.protocol import MAX_PREDICTIONS, average_precision_at_k, global_average_precision
 
 # A landmark id that no prediction carries: the truth of a landmark query whose prediction is wrong.
 _NEVER = -(2**40)

@@ -43,7 +43,7 @@ from tasks.landmarks import d2r as d2r_lib
 from tasks.landmarks import search as search_lib
 from tasks.landmarks.metrics import GlobalAveragePrecision, MeanAveragePrecisionAtK
 from tasks.landmarks.model import AttentionHead, GlobalDescriptor, landmark_detector
-from tasks.landmarks.scoring import global_average_precision, mean_average_precision_at_k
+from tasks.landmarks.protocol import global_average_precision, mean_average_precision_at_k
 from tasks.landmarks.visualize import NOT_RELEVANT, QUERY, RELEVANT, framed_thumbnail_rows
 
 log = logging.getLogger(__name__)

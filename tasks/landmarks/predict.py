@@ -22,14 +22,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core.data import DataFormatError
+from core.images import IMAGE_SUFFIXES, decode_image
 from core.io import atomic_path, atomic_write_text
 from core.prediction import ProductWriter
 from tasks.landmarks.search import build_index, search
 from tasks.landmarks.visualize import QUERY, UNKNOWN, framed_thumbnail_rows
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def to_tensor(image: Image.Image, size: int) -> torch.Tensor:
@@ -90,10 +90,9 @@ class LandmarkProduct(ProductWriter):
         kept, tensors = [], []
         for path in files:
             try:
-                with Image.open(path) as image:
-                    tensors.append(to_tensor(image, self.size))
+                tensors.append(to_tensor(decode_image(path, what="index image"), self.size))
                 kept.append(path)
-            except OSError as err:
+            except (OSError, DataFormatError) as err:
                 log.warning("index image %s skipped: %s", path, err)
         if not kept:
             raise FileNotFoundError(f"{self.index}: no readable index images")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from PIL import Image, ImageDraw, ImageFont
 
+from core.images import decode_image
+
 QUERY = (40, 90, 220)  # blue
 RELEVANT = (30, 170, 60)  # green
 NOT_RELEVANT = (220, 40, 40)  # red
@@ -31,8 +33,7 @@ def framed_thumbnail_rows(rows: list[list[tuple]], thumb: int = 96) -> Image.Ima
             path, colour = cell[0], cell[1]
             x, y = c * cell_w, r * cell_h
             draw.rectangle([x, y, x + thumb + 5, y + thumb + 5], fill=colour)
-            with Image.open(path) as image:
-                canvas.paste(image.convert("RGB").resize((thumb, thumb)), (x + 3, y + 3))
+            canvas.paste(decode_image(path, what="image").resize((thumb, thumb)), (x + 3, y + 3))
             for n, text in enumerate(cell[2] if len(cell) > 2 else []):
                 draw.text((x + 3, y + thumb + 6 + n * LINE_HEIGHT), text[: cell_w // 6], fill=colour, font=font)
     return canvas

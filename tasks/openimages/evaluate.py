@@ -13,7 +13,7 @@ for the segmentation track, whose files are listed in :func:`load_segmentation_g
 ``--track relationship`` scores a Kaggle visual-relationship submission against
 challenge-2019-validation-vrd.csv, challenge-2019-validation-vrd-labels.csv, challenge-2019-classes-vrd.csv,
 challenge-2019-attributes-description.csv (optional) and challenge-2019-relationships-description.csv
-(tasks/openimages/relationships.py) and prints 0.4 mAP(relationships) + 0.2 Recall@50 + 0.4 mAP(phrases)."""
+(tasks/openimages/relationship/protocol.py) and prints 0.4 mAP(relationships) + 0.2 Recall@50 + 0.4 mAP(phrases)."""
 
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ from tasks.openimages.protocol import (
     class_index,
     evaluate_detections,
 )
+from tasks.openimages.relationship.protocol import score_relationship
 from tasks.openimages.submission import read_detection_submission, read_segmentation_submission
 
 TRACKS = ("detection", "segmentation", "relationship")
@@ -198,6 +199,26 @@ def score_segmentation(submission: str | Path, annotations: str | Path, group_of
     }
 
 
+def print_map_result(result: dict) -> None:
+    """The report of :func:`score_detection` / :func:`score_segmentation`: per-class AP, then the mAP."""
+    for mid, value in result["per_class_AP"].items():
+        print(f"AP {mid} ({result['display_names'][mid]}): {value:.6f}")
+    print(f"mAP: {result['mAP']:.6f}  ({len(result['per_class_AP'])} classes, {result['num_images']} images)")
+    if result.get("masks_without_box"):
+        print(f"note: {result['masks_without_box']} masks have no box of identical class and coordinates")
+
+
+def print_relationship_result(result: dict) -> None:
+    """The report of :func:`score_relationship`: AP per relationship, the three parts, the score."""
+    for name, value in result["per_relationship_AP"].items():
+        print(f"AP relationship {name}: {value:.6f}  phrase: {result['per_relationship_phrase_AP'][name]:.6f}")
+    print(
+        f"mAP(relationships): {result['map_relationship']:.6f}  Recall@50(relationships): "
+        f"{result['recall50_relationship']:.6f}  mAP(phrases): {result['map_phrase']:.6f}"
+    )
+    print(f"score (0.4 / 0.2 / 0.4): {result['score']:.6f}  ({result['num_images']} images)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("submission", type=Path)
@@ -206,22 +227,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write the metrics as JSON here")
     args = parser.parse_args(argv)
     try:
-        if args.track == "relationship":  # challenge-2019-*-vrd* files: tasks/openimages/relationships.py
-            from tasks.openimages.relationships import run_relationship_track
-
-            return run_relationship_track(args.submission, args.annotations, args.out)
-        if args.track == "segmentation":
+        if args.track == "relationship":  # challenge-2019-*-vrd* files: tasks/openimages/relationship/protocol.py
+            result = score_relationship(args.submission, args.annotations)
+        elif args.track == "segmentation":
             result = score_segmentation(args.submission, args.annotations)
         else:
             result = score_detection(args.submission, args.annotations)
     except (DataFormatError, FileNotFoundError, ValueError) as err:  # one line naming the file, no trace
         print(f"error: {err}", file=sys.stderr)
         return 2
-    for mid, value in result["per_class_AP"].items():
-        print(f"AP {mid} ({result['display_names'][mid]}): {value:.6f}")
-    print(f"mAP: {result['mAP']:.6f}  ({len(result['per_class_AP'])} classes, {result['num_images']} images)")
-    if result.get("masks_without_box"):
-        print(f"note: {result['masks_without_box']} masks have no box of identical class and coordinates")
+    if args.track == "relationship":
+        print_relationship_result(result)
+    else:
+        print_map_result(result)
     if args.out is not None:
         from core.io import atomic_write_json
 

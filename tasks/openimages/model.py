@@ -9,6 +9,10 @@ through its ``features_only`` maps and torchvision's FPN; from scratch or a user
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,6 +26,8 @@ from torchvision.models.detection.roi_heads import RoIHeads, project_masks_on_bo
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops import boxes as box_ops
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from core.config_check import check_node
 
 # resnet_fpn_backbone's names: the builders of torchvision.models.resnet (resnet18 ... wide_resnet101_2).
 TORCHVISION_RESNETS = tuple(name for name in resnet.__all__ if name[0].islower())
@@ -126,34 +132,31 @@ def region_cnn(
     return model
 
 
-def faster_rcnn(
-    num_classes: int,
-    backbone: str = "tiny_convnet",
-    min_size: int = 120,
-    max_size: int = 160,
-    anchor_sizes: list[int] = (16, 32, 64),
-    pretrained_path: str | None = None,
-    pretrained: bool | str = False,
-) -> FasterRCNN:
-    """torchvision's FasterRCNN for ``num_classes`` object classes (+1 background)."""
-    return region_cnn(
-        num_classes, backbone, min_size, max_size, anchor_sizes, pretrained_path, masks=False, pretrained=pretrained
-    )
+def detector_arguments(detector: Mapping[str, Any] | None = None, where: str = "task.detector") -> dict[str, Any]:
+    """The ``detector:`` config of every track (the keyword arguments of :func:`region_cnn` but
+    ``num_classes`` and ``masks``) completed with region_cnn's defaults, as plain values for the
+    hyper-parameters; an unknown key or a value of the wrong type is refused with its name."""
+    params = inspect.signature(region_cnn).parameters
+    defaults = {k: p.default for k, p in params.items() if k not in ("num_classes", "masks")}
+    given = dict(detector or {})
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; the detector takes {sorted(defaults)}")
+    check_node({"_target_": f"{__name__}.region_cnn", **given}, where)
+    merged = {**defaults, **given}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in merged.items()}
 
 
-def mask_rcnn(
-    num_classes: int,
-    backbone: str = "tiny_convnet",
-    min_size: int = 120,
-    max_size: int = 160,
-    anchor_sizes: list[int] = (16, 32, 64),
-    pretrained_path: str | None = None,
-    pretrained: bool | str = False,
-) -> MaskRCNN:
-    """torchvision's MaskRCNN for ``num_classes`` object classes (+1 background)."""
-    return region_cnn(
-        num_classes, backbone, min_size, max_size, anchor_sizes, pretrained_path, masks=True, pretrained=pretrained
-    )
+def faster_rcnn(num_classes: int, **detector: Any) -> FasterRCNN:
+    """torchvision's FasterRCNN for ``num_classes`` object classes (+1 background); ``detector``:
+    :func:`region_cnn`'s arguments (:func:`detector_arguments`)."""
+    return region_cnn(num_classes, masks=False, **detector_arguments(detector))
+
+
+def mask_rcnn(num_classes: int, **detector: Any) -> MaskRCNN:
+    """torchvision's MaskRCNN for ``num_classes`` object classes (+1 background); ``detector`` as for
+    :func:`faster_rcnn`."""
+    return region_cnn(num_classes, masks=True, **detector_arguments(detector))
 
 
 def group_of_background_weights(

@@ -14,7 +14,7 @@ label1 box1 label2 box2 relationship``. Pictures, each image at its own resoluti
 copied to the ancestors of its class gets one frame captioned with all of them),
 ``segmentations/<name>.png`` (masks blended in too), ``relationships/<name>.png`` (the best triplets).
 
-Each image is resized to the training data's image size (``task.max_size`` wide, ``task.min_size``
+Each image is resized to the training data's image size (``task.detector.max_size`` wide, ``task.detector.min_size``
 high, as the task configs set them from ``data.image_size``), as the DataModules do, so predictions on
 a data set's own images equal its test submission's."""
 
@@ -152,7 +152,7 @@ class OpenImagesDetectionProduct(ProductWriter):
             raise ValueError(f"{source}: {len(names)} classes for a {num_classes}-class model")
         self.class_names, self.display_names = names, shown
         if self.image_size is None:
-            self.image_size = (int(task.hparams.max_size), int(task.hparams.min_size))
+            self.image_size = (int(task.hparams.detector["max_size"]), int(task.hparams.detector["min_size"]))
 
     def prepare(self, image) -> dict[str, Any]:
         return {"image": to_tensor(image, self.image_size), "size": image.size}
@@ -266,7 +266,7 @@ class OpenImagesSegmentationProduct(OpenImagesDetectionProduct):
     picture_dir = "segmentations"
 
     def full_masks(self, prediction: dict, width: int, height: int) -> np.ndarray:
-        from tasks.openimages.segmentation_module import full_resolution_masks
+        from tasks.openimages.segmentation.module import full_resolution_masks
 
         return full_resolution_masks(prediction["masks"], (height, width)).numpy()
 
@@ -311,7 +311,7 @@ class OpenImagesRelationshipProduct(OpenImagesDetectionProduct):
         self.entity_display_names = list(task.entity_display_names) or self.entity_names
         self.relationship_names = list(task.relationship_names)
         if self.image_size is None:
-            self.image_size = (int(task.hparams.max_size), int(task.hparams.min_size))
+            self.image_size = (int(task.hparams.detector["max_size"]), int(task.hparams.detector["min_size"]))
 
     def write_item(self, run_dir: Path, name: str, prediction: dict, batch: dict, index: int) -> dict:
         columns = zip(
@@ -362,7 +362,7 @@ class OpenImagesRelationshipProduct(OpenImagesDetectionProduct):
 
     def write_submission(self, path: Path, ids: list[str], records: list[dict[str, Any]]) -> None:
         from datamodules.openimages_relationships import Relationship
-        from tasks.openimages.relationships import write_relationship_submission
+        from tasks.openimages.relationship.protocol import write_relationship_submission
 
         predictions = {
             image_id: [

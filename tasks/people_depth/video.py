@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from core.media import log_video as _log_video
+from datamodules.predict_inputs import VideoInputs
 from tasks.people_depth.defocus import write_effect_video
 
 VIDEO_NAME = "people_depth_side_by_side.mp4"
@@ -78,9 +79,11 @@ def render_user_video(
     writer.bind(task, {})
     if image_size is not None:
         writer.height, writer.width = image_size
-    batch = writer.collate([writer.prepare(Path(video))])
+    inputs = VideoInputs(str(video))  # predict.py's input finding and reader: the same errors for a bad file
+    source = inputs.read(inputs.paths[0])
+    batch = writer.collate([writer.prepare(source)])
     with torch.no_grad():
-        depths = task.predict_step({**batch, "inputs": [str(video)]}, 0)[0].numpy()
+        depths = task.predict_step({**batch, "inputs": [str(source)]}, 0)[0].numpy()
     images = (batch["image"].permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
     hparams = getattr(task, "hparams", {})
     return write_effect_video(

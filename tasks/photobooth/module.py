@@ -304,12 +304,13 @@ class PhotoboothTask(pl.LightningModule):
 
     def predict_step(self, batch: dict, batch_idx: int) -> list:
         """predict.py: per video of the batch (frames end to end, ``lengths``) the pipeline's result
-        with attention and buffer (tasks/photobooth/predict.py writes its products)."""
+        with attention and buffer unless the writer's ``pipeline`` options say otherwise (tasks/photobooth/predict.py
+        writes its products)."""
         if not batch["inputs"]:  # every video of the batch was unreadable
             return []
         from tasks.photobooth.pipeline import Photobooth
 
-        booth = Photobooth(self)
+        booth = Photobooth(self, **batch.get("pipeline", {}))
         results, start = [], 0
         for length in batch["lengths"]:
             clip = {k: batch[k][start : start + length] for k in ("frame", "crops", "boxes", "mask", "blur")}

@@ -30,7 +30,7 @@ from datamodules.thumos14_annotations import (
     parse_annotation_file,
     read_annotation_database,
 )
-from tasks.talnet.activitynet_detection import evaluate_detections
+from tasks.talnet.protocol import evaluate_detections
 
 
 def load_ground_truth(

@@ -1,7 +1,7 @@
 """Temporal action detection metrics as torchmetrics Metrics: mAP at tIoU thresholds (ActivityNet
 detection protocol) and average recall at N proposals (ActivityNet proposal protocol, fixed N per
 video). Both store per-video rows and run the NumPy protocol of
-``tasks.talnet.activitynet_detection`` once, on every rank, over all of them; that same NumPy core
+``tasks.talnet.protocol`` once, on every rank, over all of them; that same NumPy core
 serves the scoring command, so the two give the same number on the same detections."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from core.metrics import PerSampleMetric
-from tasks.talnet.activitynet_detection import (  # noqa: F401  (re-exported protocol pieces)
+from tasks.talnet.protocol import (  # noqa: F401  (re-exported protocol pieces)
     PROPOSAL_TIOU_THRESHOLDS,
     THUMOS_AVERAGE_THRESHOLDS,
     THUMOS_TIOU_THRESHOLDS,

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.io import atomic_write_json
+from core.io import atomic_path, atomic_write_json
 from core.prediction import ProductWriter
 
 log = logging.getLogger(__name__)
@@ -19,6 +19,42 @@ log = logging.getLogger(__name__)
 RESULTS_FILE = "detections_activitynet.json"
 TIMELINE_FILE = "timeline.png"
 HIGHLIGHT_DIR = "highlights"
+GIF_MAX_FPS = 10.0
+GIF_MAX_WIDTH = 320
+
+
+def cut_clip(video_path: str | Path, start: float, end: float) -> tuple[np.ndarray, float]:
+    """Frames (n, H, W, 3) of ``[start, end)`` seconds at the source frame rate, and that rate."""
+    from core.video import open_video, read_frames
+
+    reader = open_video(video_path)
+    fps = float(reader.get_avg_fps())
+    first = max(0, int(np.floor(start * fps)))
+    last = min(len(reader), max(first + 1, int(np.ceil(end * fps))))
+    return read_frames(reader, list(range(first, last)), video_path), fps
+
+
+def write_gif(path: str | Path, frames: np.ndarray, fps: float) -> Path:
+    """A looping GIF of ``frames``, at most ``GIF_MAX_FPS`` and ``GIF_MAX_WIDTH`` px wide."""
+    from PIL import Image
+
+    step = max(1, int(np.ceil(fps / GIF_MAX_FPS)))
+    frames = frames[::step]
+    height, width = frames.shape[1:3]
+    scale = min(1.0, GIF_MAX_WIDTH / width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    images = [Image.fromarray(f).resize(size) if scale < 1 else Image.fromarray(f) for f in frames]
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        images[0].save(
+            tmp,
+            format="GIF",
+            save_all=True,
+            append_images=images[1:],
+            duration=round(1000 * step / fps),
+            loop=0,  # loop forever
+        )
+    return path
 
 
 class TALNetProduct(ProductWriter):
@@ -30,6 +66,7 @@ class TALNetProduct(ProductWriter):
     side, as an MP4 at the source frame rate (and a GIF with ``highlight_gif``)."""
 
     input_kind = "videos"
+    highlight_dir = HIGHLIGHT_DIR  # below the run folder; tasks.talnet.highlight writes beside its --out
 
     def __init__(
         self,
@@ -79,9 +116,21 @@ class TALNetProduct(ProductWriter):
 
     def prepare(self, path: Path) -> dict[str, Any]:
         """The video's snippet features, laid out like a THUMOS'14 feature-set item (no ground truth)."""
-        from datamodules.thumos14_extract import video_duration
+        from core.video import VideoDecodeError, open_video
+        from datamodules.thumos14_extract import resampled_frame_indices
 
         ex = self.extractor
+        reader = open_video(path)  # FileNotFoundError / VideoDecodeError name the file
+        source_fps = float(reader.get_avg_fps())
+        if not source_fps > 0:
+            raise VideoDecodeError(f"{path}: video reports no frame rate")
+        duration = len(reader) / source_fps
+        resampled = len(resampled_frame_indices(len(reader), source_fps, ex.fps))
+        if resampled < ex.num_frames:
+            raise ValueError(
+                f"{path}: the video lasts {duration:.2f} s ({resampled} frames at {ex.fps:g} fps), shorter than "
+                f"one snippet of {ex.num_frames} frames ({ex.num_frames / ex.fps:.2f} s): nothing to detect"
+            )
         array = ex.extract_video(path)
         features = torch.from_numpy(np.ascontiguousarray(array.T, dtype=np.float32))
         d = ex.feature_dim
@@ -92,7 +141,7 @@ class TALNetProduct(ProductWriter):
             "features": {m: halves[m] for m in self.modalities},
             "segments": torch.zeros(0, 2),
             "labels": torch.zeros(0, dtype=torch.long),
-            "duration": video_duration(path),
+            "duration": duration,
             # seconds of snippet 0's centre and between snippet centres (as the feature data sets)
             "t0": ex.num_frames / 2.0 / ex.fps,
             "dt": ex.feat_stride / ex.fps,
@@ -115,14 +164,13 @@ class TALNetProduct(ProductWriter):
     def write_highlight(self, run_dir: Path, name: str, video: str, best: np.ndarray, duration: float) -> dict:
         """The top detection with ``context_ratio`` of its length on each side, cut from the video."""
         from core.video import write_video
-        from tasks.talnet.highlight import cut_clip, write_gif
 
         label, start, end, score = (float(x) for x in best)
         context = self.context_ratio * (end - start)
         clip = (max(0.0, start - context), min(duration, end + context))
         frames, fps = cut_clip(video, *clip)
         frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]  # even size for yuv420p
-        path = Path(HIGHLIGHT_DIR) / f"{name}.mp4"
+        path = Path(self.highlight_dir) / f"{name}.mp4"
         write_video(run_dir / path, frames, fps=fps)
         out = {
             "file": str(path),

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 import torch
 
 from core.metrics import PerSampleMetric, box_iou, first_copy_only, temporal_iou
+from tests.ddp import DDPCase
 
 
 def test_temporal_iou_hand_worked():
@@ -83,3 +86,45 @@ def test_append_rows_refuses_rows_of_the_wrong_width():
     metric = _Rows()
     with pytest.raises(ValueError, match=r"_Rows.rows: rows of 1 values expected, got shape \(2, 3\)"):
         metric.update([0], [torch.ones(2, 3)])
+
+
+# --- DDP cases (run on 2 gloo processes by tests/test_ddp_metrics.py) --------------------------------
+
+
+class SampleRows(PerSampleMetric):
+    """The smallest PerSampleMetric: how many samples and rows were collected, and their sum.
+    Each sample's rows must count once, however the batches were sharded or padded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_table("rows", width=2)
+
+    def update(self, sample_ids: Sequence[int], rows: Sequence[torch.Tensor]) -> None:
+        tag = self.new_tag()
+        for sample, r in zip(sample_ids, rows):
+            self.append_rows("rows", sample, r, tag)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        (table,) = self.tables("rows")
+        return {
+            "samples": torch.tensor(float(len(set(table[:, 0].tolist())))),
+            "rows": torch.tensor(float(len(table))),
+            "sum": torch.tensor(float(table[:, 1:].sum()), dtype=torch.float64),
+        }
+
+
+def _sample_rows_batches() -> list[tuple]:
+    """Per batch: sample ids and (n, 2) rows per sample, n from 0 to 3; 11 samples in 5 batches."""
+    g = torch.Generator().manual_seed(5)
+    out, sample = [], 0
+    for size in (3, 2, 1, 3, 2):
+        ids = list(range(sample, sample + size))
+        sample += size
+        out.append((ids, [torch.rand(int(torch.randint(0, 4, (1,), generator=g)), 2, generator=g) for _ in ids]))
+    return out
+
+
+DDP_CASES = {
+    "core/per_sample_base": DDPCase(SampleRows, _sample_rows_batches),
+    "core/per_sample_base_padded": DDPCase(SampleRows, _sample_rows_batches, padded=True),
+}

@@ -173,7 +173,9 @@ def test_every_other_task_with_a_timm_backbone_loads_them(hub_cache, cfg_train):
     hub_cache("test_resnet.r160_in1k", published)
     landmarks = instantiate(cfg_train(["experiment=landmarks_global"]).task, _convert_="all")
     assert assert_loaded(landmarks.descriptor.backbone.state_dict(), published) > 50
-    cfg = cfg_train(["experiment=openimages_detection", "task.backbone=test_resnet", "task.pretrained=true"])
+    cfg = cfg_train(
+        ["experiment=openimages_detection", "task.detector.backbone=test_resnet", "task.detector.pretrained=true"]
+    )
     detector = instantiate(cfg.task, _convert_="all")
     assert assert_loaded(detector.model.backbone.body.state_dict(), published) > 50
     atlas = load_classifier(backbone="test_resnet", num_classes=1000, pretrained=True)
@@ -182,7 +184,7 @@ def test_every_other_task_with_a_timm_backbone_loads_them(hub_cache, cfg_train):
 
     resnet18 = published_state("resnet18", seed=8)  # timm's ResNet tensors are named as torchvision's
     hub_cache("resnet18.tv_in1k", resnet18)
-    torchvision_body = faster_rcnn(3, "resnet18", pretrained="tv_in1k").backbone.body
+    torchvision_body = faster_rcnn(3, backbone="resnet18", pretrained="tv_in1k").backbone.body
     assert assert_loaded(torchvision_body.state_dict(), resnet18) == 100  # 20 convs, 20 frozen BNs x 4
 
     mobilenet = published_state("mobilenetv3_small_050", seed=9)

@@ -17,6 +17,22 @@ from datamodules.gldv2 import (
 from datamodules.gldv2_files import read_solution
 from datamodules.synthetic.gldv2 import write_gldv2
 
+# The overrides of a small generated copy of each data set, for every test that trains on it
+# (tests/conftest.py gathers them into SMALL_DATA and the small_data fixture).
+SMALL_DATA: dict[str, list[str]] = {
+    "gldv2": [
+        "data=gldv2",
+        "data.generator.num_landmarks=5",
+        "data.generator.train_per_landmark=6",
+        "data.generator.index_per_landmark=2",
+        "data.generator.test_per_landmark=2",
+        "data.generator.index_distractors=3",
+        "data.generator.test_distractors=3",
+        "data.image_size=64",
+        "data.batch_size=8",
+    ],
+}
+
 
 def write(path, text):
     path.write_text(text)

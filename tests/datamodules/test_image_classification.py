@@ -17,6 +17,36 @@ from datamodules.synthetic.cifar100 import write_cifar100
 from datamodules.synthetic.flowers102 import write_flowers102
 from datamodules.synthetic.image_folder import write_image_folder
 
+# The overrides of a small generated copy of each data set, for every test that trains on it
+# (tests/conftest.py gathers them into SMALL_DATA and the small_data fixture).
+SMALL_DATA: dict[str, list[str]] = {
+    "shapes": [
+        "data=shapes",
+        "data.generator.train_per_class=12",
+        "data.generator.val_per_class=4",
+        "data.generator.test_per_class=4",
+        "data.image_size=32",
+        "data.num_workers=0",
+        "data.batch_size=16",
+    ],
+    "cifar100": [
+        "data=cifar100",
+        "data.num_workers=0",
+        "data.generator.train_per_class=3",
+        "data.generator.test_per_class=1",
+        "data.batch_size=32",
+    ],
+    "flowers102": [
+        "data=flowers102",
+        "data.num_workers=0",
+        "data.image_size=32",
+        "data.generator.train_per_class=1",
+        "data.generator.val_per_class=1",
+        "data.generator.test_per_class=1",
+        "data.batch_size=32",
+    ],
+}
+
 
 @pytest.fixture(scope="module")
 def folder_root(tmp_path_factory):

@@ -20,6 +20,23 @@ from datamodules.mannequin_challenge import (
 )
 from datamodules.synthetic.mannequin_challenge import write_mannequin_challenge
 
+# The overrides of a small generated copy of each data set, for every test that trains on it
+# (tests/conftest.py gathers them into SMALL_DATA and the small_data fixture).
+SMALL_DATA: dict[str, list[str]] = {
+    "mannequin_challenge": [
+        "data=mannequin_challenge",
+        "data.image_size=[48,64]",
+        "data.batch_size=4",
+        "data.generator.train_clips=2",
+        "data.generator.validation_clips=1",
+        "data.generator.test_clips=1",
+        "data.generator.frames_per_clip=4",
+        "data.generator.width=64",
+        "data.generator.height=48",
+    ],
+}
+
+
 URL = "https://www.youtube.com/watch?v=UnjOiW0CZHA"
 # Two frame lines as the release writes them: timestamp, fx fy cx cy, two zero distortion
 # coefficients, then [R | t] row-major.

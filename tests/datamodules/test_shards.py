@@ -64,7 +64,11 @@ def shapes(tmp_path_factory, shared_data_dir) -> tuple[object, Path]:
 def test_pack_stores_each_file_bytes_and_target(shapes):
     config, out = shapes
     meta = json.loads((out / META_FILE).read_text())
-    assert {s: meta["splits"][s]["packed"] for s in ("train", "val", "test")} == {"train": TRAIN, "val": VAL, "test": TEST}
+    assert {s: meta["splits"][s]["packed"] for s in ("train", "val", "test")} == {
+        "train": TRAIN,
+        "val": VAL,
+        "test": TEST,
+    }
     folder = datamodule(config)
     assert meta["class_names"] == folder.class_names
     assert meta["splits"]["train"]["targets"] == folder.datasets["train"].labels
@@ -152,15 +156,18 @@ def test_bad_requests_get_one_clear_error(shapes, tmp_path, capsys):
         pack_main([*SHAPES, "--out", "s3://bucket/shapes"])
 
 
-def test_corrupt_image_stops_the_pack_or_is_left_out(shapes, tmp_path):
+def test_corrupt_image_stops_the_pack_or_is_left_out(shapes, tmp_path, capsys):
     config, _ = shapes
     root = tmp_path / "shapes"
     shutil.copytree(config.root, root)
     bad = sorted((root / "val").rglob("*.*"))[0]
     bad.write_bytes(bad.read_bytes()[:40])  # a cut-off download
     args = [*SHAPES, f"data.root={root}", "--workers", "2"]
-    with pytest.raises(Exception, match=f"{bad}: cannot decode image"):
-        pack_main([*args, "data.skip_corrupt=false", "--out", str(tmp_path / "strict")])
+    assert pack_main([*args, "data.skip_corrupt=false", "--out", str(tmp_path / "strict")]) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"FAILED: shapes: {bad}: cannot decode image (")
+    assert error.endswith("fix the files, or pass data.skip_corrupt=true to leave them out")
+    assert not (tmp_path / "strict" / "val").exists()  # no half split left behind
     assert pack_main([*args, "data.skip_corrupt=true", "--out", str(tmp_path / "skip")]) == 0
     meta = json.loads((tmp_path / "skip" / META_FILE).read_text())
     assert (meta["splits"]["val"]["packed"], meta["splits"]["val"]["left_out"]) == (VAL - 1, 1)
@@ -210,9 +217,24 @@ def test_two_gloo_ranks_stream_disjoint_parts_in_a_new_order_each_epoch(shapes, 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.datamodules.test_shards", "--rank", str(r), "--init-file",
-             str(tmp_path / "init"), "--config", str(config_file), "--out", str(tmp_path / f"rank{r}.json")],
-            cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "tests.datamodules.test_shards",
+                "--rank",
+                str(r),
+                "--init-file",
+                str(tmp_path / "init"),
+                "--config",
+                str(config_file),
+                "--out",
+                str(tmp_path / f"rank{r}.json"),
+            ],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )  # fmt: skip
         for r in range(WORLD_SIZE)
     ]
@@ -301,7 +323,7 @@ def test_ddp_training_from_shards_sees_each_sample_once_per_epoch(shapes, tmp_pa
 def test_a_killed_run_resumes_mid_epoch_without_repeating_samples(shapes, tmp_path):
     config, out = fgvc_shards(shapes, tmp_path)
     journal, run_dir = tmp_path / "journal.jsonl", tmp_path / "run"
-    args = [*train_args(config, out, run_dir, journal), "trainer.max_epochs=1",
+    args = [*train_args(config, out, run_dir, journal), "trainer.max_epochs=2",
             "callbacks.last_checkpoint.every_n_train_steps=3"]  # fmt: skip
     last = run_dir / "checkpoints" / "last.ckpt"
     first = subprocess.Popen([sys.executable, "train.py", *args], cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
@@ -332,6 +354,8 @@ def test_a_killed_run_resumes_mid_epoch_without_repeating_samples(shapes, tmp_pa
     assert not set(before) & set(after), "a sample trained before the checkpoint was trained again"
     total = json.loads((out / META_FILE).read_text())["splits"]["train"]["packed"]
     assert sorted(before + after) == list(range(total)), "the resumed epoch did not cover the rest of the split"
+    next_epoch = [i for r in records if r["pid"] == pids[1] and r["epoch"] == 1 for i in r["indices"]]
+    assert sorted(next_epoch) == list(range(total)), "the epoch after the resumed one is not a whole new pass"
 
 
 if __name__ == "__main__":

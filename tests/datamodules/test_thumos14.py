@@ -31,6 +31,21 @@ from datamodules.thumos14_extract import (
 )
 from datamodules.thumos14_features import Thumos14FeaturesDataModule
 
+# The overrides of a small generated copy of each data set, for every test that trains on it
+# (tests/conftest.py gathers them into SMALL_DATA and the small_data fixture).
+SMALL_DATA: dict[str, list[str]] = {
+    "thumos14": [
+        "data=thumos14",
+        "data.generator.num_validation_videos=4",
+        "data.generator.num_test_videos=3",
+        "data.generator.min_duration=6",
+        "data.generator.max_duration=9",
+        "data.generator.size=32",
+        "data.batch_size=2",
+    ],
+}
+
+
 SMALL = {
     "num_validation_videos": 3,
     "num_test_videos": 2,

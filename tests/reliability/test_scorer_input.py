@@ -20,7 +20,8 @@ import pytest
 from core.data import DataFormatError
 from datamodules.openimages_files import CHALLENGE_FILES, Hierarchy, read_boxes
 from datamodules.synthetic.openimages import generate_openimages
-from tasks.fgvc import grading
+from tasks.fgvc import evaluate as fgvc_evaluate
+from tasks.fgvc import protocol as fgvc_protocol
 from tasks.landmarks import evaluate as landmarks_evaluate
 from tasks.openimages import evaluate as openimages_evaluate
 from tasks.openimages.protocol import DetectionAccumulator, ImageDetections, ImageGroundTruth
@@ -293,9 +294,9 @@ def test_fgvc_submission_ids_not_in_the_solution_are_refused(tmp_path, capsys):
     solution = write(tmp_path / "solution.csv", "id,predicted\n1,5\n2,7\n")
     sub = write(tmp_path / "sub.csv", "id,predicted\n1,5\n2,7\n9999,5\n")
     with pytest.raises(ValueError) as err:
-        grading.score_files(grading.competition("inaturalist2019"), sub, solution)
+        fgvc_protocol.score_files(fgvc_protocol.competition("inaturalist2019"), sub, solution)
     assert str(err.value) == f"{sub}: 1 ids are not in the solution, e.g. ['9999']"
-    assert grading.main(["inaturalist2019", str(sub), str(solution)]) == 2
+    assert fgvc_evaluate.main(["inaturalist2019", str(sub), str(solution)]) == 2
     assert capsys.readouterr().err == f"error: {sub}: 1 ids are not in the solution, e.g. ['9999']\n"
     write(sub, "id,predicted\n1,5\n2,3\n")
-    assert grading.score_files(grading.competition("inaturalist2019"), sub, solution) == pytest.approx(0.5)
+    assert fgvc_protocol.score_files(fgvc_protocol.competition("inaturalist2019"), sub, solution) == pytest.approx(0.5)

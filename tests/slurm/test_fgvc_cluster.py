@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tasks.fgvc.grading import competition, score_files
+from tasks.fgvc.protocol import competition, score_files
 from tests.slurm.conftest import run_ddp_sweep
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(900)]

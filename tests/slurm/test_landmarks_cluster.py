@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tasks.landmarks.scoring import score
+from tasks.landmarks.protocol import score
 from tests.slurm.conftest import run_ddp_sweep
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(900)]

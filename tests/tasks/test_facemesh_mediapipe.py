@@ -38,7 +38,7 @@ from tasks.facemesh.module import FaceMeshTask
 from tasks.facemesh.pipeline import FaceMeshPipeline
 from tasks.facemesh.run import run
 from tasks.facemesh.runtime import default_runtime
-from tasks.photobooth.run import detector_boxes, read_input
+from tasks.photobooth.predict import detector_boxes, read_input
 from tests.helpers import mediapipe_wheel
 from tests.tasks.test_facemesh import TINY
 
@@ -374,6 +374,34 @@ def test_photobooth_finds_the_face_in_every_frame_with_the_imported_detector(che
         side = m[0, 0] * float(still[0, 2] - still[0, 0])
         assert np.linalg.norm(found[0].reshape(2, 2).mean(0) - expected) < 0.1 * side, f"frame {t}"
         assert (found[0, 2] - found[0, 0]) == pytest.approx(side, rel=0.15), f"frame {t}"
+
+
+@pytest.mark.slow
+def test_a_whole_photobooth_run_on_a_real_video_with_the_imported_detector_takes_its_shots(
+    checkpoint, cfg_train, tmp_path
+):
+    """python -m tasks.photobooth.run on the camera move over the Grace Hopper photograph, faces from the
+    imported detector (ONNX Runtime, the default): one face in every frame, and shots taken (a photobooth
+    model trained one short epoch here, its shutter threshold at 0, so the run's shots come from the faces)."""
+    from tasks.photobooth import run as photobooth
+    from tests.tasks.test_photobooth import COMMON
+    from tests.tasks.test_photobooth import TINY as PHOTOBOOTH_TINY
+
+    overrides = [*PHOTOBOOTH_TINY["photobooth_clips"], *COMMON, "trainer.max_epochs=1", "trainer.limit_train_batches=2"]
+    overrides += ["task.shutter.threshold=0.0", "task.scoring.expression_min=0.0"]
+    train(cfg_train(overrides, run_dir=tmp_path / "booth"))
+    frames, _ = moving_video(photographs()["grace_hopper"])
+    video = write_video(tmp_path / "hopper_moving.mp4", frames, fps=24)
+    out = tmp_path / "hopper_photobooth"
+    booth = str(tmp_path / "booth" / "checkpoints" / "last.ckpt")
+    summary = photobooth.main([str(video), "--checkpoint", booth, "--detector", str(checkpoint), "--output", str(out)])
+    timeline = json.loads((out / "timeline.json").read_text())
+    assert timeline["num_faces"] == [1] * 48  # the face found in every frame of the video
+    assert summary["shots"] and all(shot["num_faces"] == 1 for shot in summary["shots"])
+    assert sorted(p.name for p in (out / "shots").iterdir()) == sorted(
+        s["file"].split("/")[1] for s in summary["shots"]
+    )
+    assert (out / "contact_sheet.png").exists()
 
 
 def test_train_py_refuses_data_in_another_mesh_topology(checkpoint, cfg_train):

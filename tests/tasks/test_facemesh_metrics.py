@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tasks.facemesh.metrics import DetectorAP50, InterOcularNME, interocular_nme
+from tests.ddp import DDPCase
 
 
 def _face(n: int = 6) -> torch.Tensor:
@@ -73,3 +74,47 @@ def test_ap50_by_hand_coco_interpolation():
     assert metric.compute().item() == pytest.approx(51 / 101)
     with pytest.raises(ValueError, match="no image with a ground-truth face"):
         DetectorAP50().compute()
+
+
+# --- DDP cases (run on 2 gloo processes by tests/test_ddp_metrics.py) --------------------------------
+
+
+def _ddp_nme_batches() -> list[tuple]:
+    """(pred points, true points, annotated-point mask) of 2-4 faces of 12 points per batch."""
+    g = torch.Generator().manual_seed(5)
+    out = []
+    for n in (3, 2, 4, 1, 2):
+        target = torch.rand(n, 12, 3, generator=g) * 100
+        pred = target + torch.randn(n, 12, 3, generator=g) * 3
+        mask = torch.rand(n, 12, generator=g) < 0.7
+        mask[:, 0] = True
+        out.append((pred, target, mask))
+    return out
+
+
+def _ddp_box_batches() -> list[tuple]:
+    """Image ids, detector outputs and ground truths (torchmetrics' dicts) of 1-3 images per batch."""
+    g = torch.Generator().manual_seed(6)
+    out, image = [], 0
+    for n in (2, 3, 1, 2, 2):
+        ids, preds, targets = list(range(image, image + n)), [], []
+        image += n
+        for _ in range(n):
+            m = int(torch.randint(0, 3, (1,), generator=g))
+            xy = torch.rand(m, 2, generator=g) * 80
+            gt = torch.cat([xy, xy + 20 + torch.rand(m, 2, generator=g) * 20], 1)
+            k = int(torch.randint(0, 4, (1,), generator=g))
+            near = gt[torch.randint(0, max(m, 1), (k,), generator=g)] if m else torch.zeros(k, 4)
+            boxes = near + torch.randn(k, 4, generator=g) * 6
+            boxes[:, 2:] = torch.maximum(boxes[:, 2:], boxes[:, :2] + 1)
+            preds.append({"boxes": boxes, "scores": torch.rand(k, generator=g)})
+            targets.append({"boxes": gt})
+        out.append((ids, preds, targets))
+    return out
+
+
+DDP_CASES = {
+    "facemesh/nme": DDPCase(lambda: InterOcularNME(eye_corners=(0, 5)), _ddp_nme_batches, covers=(InterOcularNME,)),
+    "facemesh/ap50": DDPCase(DetectorAP50, _ddp_box_batches, covers=(DetectorAP50,)),
+    "facemesh/ap50_padded": DDPCase(DetectorAP50, _ddp_box_batches, padded=True, covers=(DetectorAP50,)),
+}

@@ -40,14 +40,14 @@ def test_every_fgvc_experiment_runs_fast_dev_run(experiment, cfg_train, tmp_path
     name = cfg.monitor.metric.split("/", 1)[1]
     assert f"test/{name}" in metrics
     submission = (tmp_path / "run" / "submission.csv").read_text().splitlines()
-    from tasks.fgvc.grading import competition
+    from tasks.fgvc.protocol import competition
 
     comp = competition(cfg.task.competition)
     assert submission[0] == f"{comp.id_column},{comp.label_column}"
 
 
 def test_experiments_cover_every_competition():
-    from tasks.fgvc.grading import COMPETITIONS
+    from tasks.fgvc.protocol import COMPETITIONS
 
     assert {f"fgvc_{name}" for name in COMPETITIONS} == set(EXPERIMENTS)
 
@@ -107,7 +107,7 @@ def test_scoring_command_reproduces_the_logged_metric(inat_run):
         [
             sys.executable,
             "-m",
-            "tasks.fgvc.grading",
+            "tasks.fgvc.evaluate",
             "inaturalist2019",
             str(run / "submission.csv"),
             str(Path(cfg.data.root) / "solution.csv"),
@@ -253,7 +253,7 @@ def test_two_gloo_processes_grade_every_test_image_once(tmp_path):
     assert test_images % 2 == 1  # the padded case
     submission = (run_dir / "submission.csv").read_text().splitlines()
     assert len(submission) - 1 == test_images and len(set(submission)) == len(submission)
-    from tasks.fgvc.grading import competition, score_files
+    from tasks.fgvc.protocol import competition, score_files
 
     score = score_files(competition("inaturalist2019"), run_dir / "submission.csv", solution)
     assert score == pytest.approx(read_metrics(run_dir)["metrics"]["test/top1_error_em"], abs=1e-6)

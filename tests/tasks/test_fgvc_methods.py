@@ -14,7 +14,7 @@ import torch
 
 from core.resolvers import PROJECT_ROOT
 from datamodules.fgvc.sampling import class_sampler, sampling_weights
-from tasks.fgvc import grading
+from tasks.fgvc import protocol
 from tasks.fgvc.metrics import CategorizationAccuracy, MacroF1, SampleF2, TopKError
 from tasks.fgvc.prior import adjust_posteriors, em_prior
 from tasks.fgvc.transfer import Domain, choose_subset, domain_similarity, emd, ground_distance, rank_source_classes
@@ -31,7 +31,7 @@ def test_top_k_error_by_hand():
         metric.update(SCORES, TARGETS)
         assert float(metric.compute()) == pytest.approx(expected)
         ranked = np.argsort(-SCORES.numpy(), 1)
-        assert grading.top_k_error(ranked, TARGETS.numpy(), k) == pytest.approx(expected)
+        assert protocol.top_k_error(ranked, TARGETS.numpy(), k) == pytest.approx(expected)
 
 
 def test_accuracy_by_hand():
@@ -47,9 +47,9 @@ def test_macro_f1_by_hand_over_labels_that_occur():
     metric = MacroF1(num_classes=6)
     metric.update(torch.nn.functional.pad(SCORES, (0, 2), value=-1.0), TARGETS)
     assert float(metric.compute()) == pytest.approx(0.25)
-    assert grading.macro_f1(np.array([1, 0, 3]), np.array([2, 0, 2])) == pytest.approx(0.25)
+    assert protocol.macro_f1(np.array([1, 0, 3]), np.array([2, 0, 2])) == pytest.approx(0.25)
     # A half-right label: predicted 0, 0 against 0, 1: label 0 P = 1/2, R = 1 -> F1 = 2/3; label 1 -> 0.
-    assert grading.macro_f1(np.array([0, 0]), np.array([0, 1])) == pytest.approx((2 / 3 + 0) / 2)
+    assert protocol.macro_f1(np.array([0, 0]), np.array([0, 1])) == pytest.approx((2 / 3 + 0) / 2)
 
 
 # iMet: truth {0,2}, {1}, {2}; probabilities per attribute 0, 1, 2.
@@ -63,8 +63,8 @@ def test_sample_f2_by_hand_at_a_fixed_threshold():
     metric = SampleF2(threshold=0.5, thresholds=[0.25, 0.5, 0.7])
     metric.update(F2_PROBS, F2_TRUTH)
     assert float(metric.compute()) == pytest.approx(0.5)
-    predicted = grading.threshold_predictions(F2_PROBS.numpy(), 0.5)
-    assert grading.sample_f2(predicted, F2_TRUTH.numpy() > 0) == pytest.approx(0.5)
+    predicted = protocol.threshold_predictions(F2_PROBS.numpy(), 0.5)
+    assert protocol.sample_f2(predicted, F2_TRUTH.numpy() > 0) == pytest.approx(0.5)
 
 
 def test_sample_f2_tunes_the_threshold_on_the_grid():
@@ -74,7 +74,7 @@ def test_sample_f2_tunes_the_threshold_on_the_grid():
     metric.update(F2_PROBS, F2_TRUTH)
     assert float(metric.compute()) == pytest.approx((5 / 9 + 1) / 3)
     assert metric.selected_threshold == 0.7
-    best = grading.best_threshold(F2_PROBS.numpy(), F2_TRUTH.numpy() > 0, [0.25, 0.5, 0.7])
+    best = protocol.best_threshold(F2_PROBS.numpy(), F2_TRUTH.numpy() > 0, [0.25, 0.5, 0.7])
     assert best == (0.7, pytest.approx((5 / 9 + 1) / 3))
 
 
@@ -110,37 +110,36 @@ def _write(path, text):
 def test_scoring_command_by_hand(tmp_path, name, submission, solution, expected):
     sub, sol = _write(tmp_path / "sub.csv", submission), _write(tmp_path / "sol.csv", solution)
     proc = subprocess.run(
-        [sys.executable, "-m", "tasks.fgvc.grading", name, str(sub), str(sol), "--json"],
+        [sys.executable, "-m", "tasks.fgvc.evaluate", name, str(sub), str(sol), "--json"],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
         check=True,
     )
-    value = json.loads(proc.stdout)[grading.competition(name).metric_name]
+    value = json.loads(proc.stdout)[protocol.competition(name).metric_name]
     assert value == pytest.approx(expected)
 
 
 def test_scoring_command_imports_neither_torch_nor_pandas():
-    code = (
-        "import sys, tasks.fgvc.grading; print(sorted(m for m in ('torch', 'pandas', 'lightning') if m in sys.modules))"
-    )
+    heavy = "('torch', 'pandas', 'lightning')"
+    code = f"import sys, tasks.fgvc.evaluate; print(sorted(m for m in {heavy} if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"
 
 
 def test_scorer_rejects_a_wrong_header_and_missing_ids(tmp_path):
-    comp = grading.competition("iwildcam2019")
+    comp = protocol.competition("iwildcam2019")
     sol = _write(tmp_path / "sol.csv", "Id,Category\na,1\nb,2\n")
     with pytest.raises(ValueError, match=r"sub.csv:1: submission header must be 'Id,Predicted' or 'Id,Category'"):
-        grading.score_files(comp, _write(tmp_path / "sub.csv", "id,predicted\na,1\n"), sol)
+        protocol.score_files(comp, _write(tmp_path / "sub.csv", "id,predicted\na,1\n"), sol)
     with pytest.raises(ValueError, match="1 ids of the solution are missing"):
-        grading.score_files(comp, _write(tmp_path / "sub.csv", "Id,Category\na,1\n"), sol)
+        protocol.score_files(comp, _write(tmp_path / "sub.csv", "Id,Category\na,1\n"), sol)
     with pytest.raises(ValueError, match=r"sub.csv:3: id 'a' appears twice"):
-        grading.score_files(comp, _write(tmp_path / "sub.csv", "Id,Category\na,1\na,2\n"), sol)
+        protocol.score_files(comp, _write(tmp_path / "sub.csv", "Id,Category\na,1\na,2\n"), sol)
 
 
 def test_submission_headers_are_each_competitions():
-    headers = {name: grading.submission_text(c, [], []).strip() for name, c in grading.COMPETITIONS.items()}
+    headers = {name: protocol.submission_text(c, [], []).strip() for name, c in protocol.COMPETITIONS.items()}
     assert headers == {
         "inaturalist2019": "id,predicted",
         "herbarium2019": "Id,Category",
@@ -150,7 +149,7 @@ def test_submission_headers_are_each_competitions():
         "iwildcam2019": "Id,Predicted",
         "icassava2019": "Id,Category",
     }
-    text = grading.submission_text(grading.COMPETITIONS["imet2019"], ["x"], [["3", "17"]])
+    text = protocol.submission_text(protocol.COMPETITIONS["imet2019"], ["x"], [["3", "17"]])
     assert text == "id,attribute_ids\nx,3 17\n"
 
 
@@ -187,16 +186,16 @@ PUBLISHED_SUBMISSIONS = {
 @pytest.mark.parametrize("key", sorted(PUBLISHED_SUBMISSIONS))
 def test_grader_reads_the_published_submission_examples(tmp_path, key):
     text, item, first = PUBLISHED_SUBMISSIONS[key]
-    comp = grading.competition(key.removesuffix("_indexed"))
-    rows = grading.read_label_file(_write(tmp_path / "sub.csv", text), comp, "submission")
+    comp = protocol.competition(key.removesuffix("_indexed"))
+    rows = protocol.read_label_file(_write(tmp_path / "sub.csv", text), comp, "submission")
     assert rows[item][0] == first and len(rows) == text.count("\n") - 1
 
 
 def test_grader_finds_columns_by_name_in_either_order(tmp_path):
-    comp = grading.competition("icassava2019")
+    comp = protocol.competition("icassava2019")
     sub = _write(tmp_path / "sub.csv", "Category,Id\ncbb,test-img-0.jpg\ncmd,test-img-1.jpg\n")
     sol = _write(tmp_path / "sol.csv", "Id,Category\ntest-img-0.jpg,cbb\ntest-img-1.jpg,cgm\n")
-    assert grading.score_files(comp, sub, sol) == pytest.approx(0.5)
+    assert protocol.score_files(comp, sub, sol) == pytest.approx(0.5)
 
 
 # --- EM prior estimation ----------------------------------------------------------------------------

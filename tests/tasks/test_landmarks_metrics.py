@@ -14,7 +14,8 @@ from core.data import DataFormatError
 from core.resolvers import PROJECT_ROOT
 from datamodules.gldv2_files import read_solution, read_submission
 from tasks.landmarks.metrics import GlobalAveragePrecision, MeanAveragePrecisionAtK
-from tasks.landmarks.scoring import average_precision_at_k, global_average_precision, mean_average_precision_at_k
+from tasks.landmarks.protocol import average_precision_at_k, global_average_precision, mean_average_precision_at_k
+from tests.ddp import DDPCase
 
 
 def test_gap_counts_non_landmark_predictions_and_unpredicted_landmarks():
@@ -172,3 +173,47 @@ def test_torchmetrics_gap_and_map_equal_the_scorer():
     mean_ap = MeanAveragePrecisionAtK(100)
     mean_ap.update(torch.tensor([0, 1]), [["a", "a", "x", "b"], []], [["a", "b"], ["c"]])
     assert float(mean_ap.compute()) == pytest.approx(0.75 / 2)
+
+
+# --- DDP cases (run on 2 gloo processes by tests/test_ddp_metrics.py) --------------------------------
+
+
+def _ddp_gap_batches() -> list[tuple]:
+    """GLDv2 recognition: 5 batches of queries, some non-landmark, some without prediction, tied scores."""
+    g = torch.Generator().manual_seed(20)
+    out, sample = [], 0
+    for size in (3, 5, 2, 4, 3):
+        ids = list(range(sample, sample + size))
+        sample += size
+        landmarks = torch.randint(0, 4, (size,), generator=g)
+        scores = torch.round(torch.rand(size, generator=g) * 4) / 4
+        kinds = torch.rand(size, generator=g) < 0.25  # non-landmark queries
+        truths = [[] if k else [int(t)] for k, t in zip(kinds, torch.randint(0, 4, (size,), generator=g))]
+        predicted = (torch.rand(size, generator=g) > 0.2).tolist()
+        out.append((ids, landmarks, scores, truths, predicted))
+    return out
+
+
+def _ddp_map_batches() -> list[tuple]:
+    """GLDv2 retrieval: rankings with repeated ids and empty rankings."""
+    g = torch.Generator().manual_seed(21)
+    out, sample = [], 0
+    for size in (2, 4, 3, 1, 3):
+        ids = list(range(sample, sample + size))
+        sample += size
+        lengths = torch.randint(0, 8, (size,), generator=g).tolist()
+        rankings = [torch.randint(0, 12, (n,), generator=g).tolist() for n in lengths]
+        counts = torch.randint(1, 5, (size,), generator=g).tolist()
+        relevant = [torch.randperm(12, generator=g)[:n].tolist() for n in counts]
+        out.append((ids, rankings, relevant))
+    return out
+
+
+DDP_CASES = {
+    f"landmarks/{name}{'_padded' if padded else ''}": DDPCase(make, batches, padded=padded, covers=(cls,))
+    for name, make, batches, cls in (
+        ("gap", GlobalAveragePrecision, _ddp_gap_batches, GlobalAveragePrecision),
+        ("map100", lambda: MeanAveragePrecisionAtK(100), _ddp_map_batches, MeanAveragePrecisionAtK),
+    )
+    for padded in (False, True)
+}

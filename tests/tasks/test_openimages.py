@@ -69,7 +69,7 @@ def test_torchvision_and_timm_backbones_train_and_load_a_users_weights(backbone,
     classifier = torchvision.models.resnet18() if backbone == "resnet18" else timm.create_model(backbone)
     weights = tmp_path / "backbone.pth"
     torch.save(classifier.state_dict(), weights)
-    model = faster_rcnn(3, backbone, pretrained_path=str(weights))
+    model = faster_rcnn(3, backbone=backbone, pretrained_path=str(weights))
     body = model.backbone.body.state_dict()
     shared = [k for k in body if k in classifier.state_dict()]
     assert len(shared) > 10
@@ -82,7 +82,7 @@ def test_torchvision_and_timm_backbones_train_and_load_a_users_weights(backbone,
 
 def test_unknown_backbone_is_named():
     with pytest.raises(ValueError, match="'no_such_net'"):
-        faster_rcnn(3, "no_such_net")
+        faster_rcnn(3, backbone="no_such_net")
 
 
 def test_plain_softmax_would_push_unverified_classes_down():
@@ -200,7 +200,7 @@ def test_sigmoid_heads_score_each_class_alone_and_expansion_copies_merge():
 
 
 def test_sigmoid_training_gives_every_parameter_a_gradient_and_needs_the_label_rules():
-    from tasks.openimages.module import OpenImagesDetectionTask
+    from tasks.openimages.detection.module import OpenImagesDetectionTask
 
     torch.manual_seed(0)
     model = faster_rcnn(num_classes=4)
@@ -214,3 +214,36 @@ def test_sigmoid_training_gives_every_parameter_a_gradient_and_needs_the_label_r
     assert not missing, missing
     with pytest.raises(ValueError, match="classifier=sigmoid is trained with the label rules"):
         OpenImagesDetectionTask(4, classifier="sigmoid", label_rules=False)
+
+
+def test_the_detector_config_is_one_nested_dict_every_track_builds_from(cfg_train, tmp_path):
+    """``task.detector`` (region_cnn's arguments) reaches the network of each track, is saved complete
+    as plain hyper-parameters (predict.py reads the input size from it), a checkpoint loads with
+    ``load_from_checkpoint`` alone, and a misspelt key is refused by name."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from core.checkpoint import load_task
+    from core.guards import StampTaskClass
+    from tasks.openimages.segmentation.module import OpenImagesSegmentationTask
+
+    tasks = {}
+    for track in ("detection", "segmentation", "relationship"):
+        cfg = cfg_train([f"experiment=openimages_{track}", "task.detector.min_size=96", "task.detector.max_size=128"])
+        tasks[track] = task = instantiate(cfg.task, _convert_="all")
+        detector = task.model.detector if track == "relationship" else task.model
+        assert (detector.transform.min_size, detector.transform.max_size) == ((96,), 128)
+        assert task.hparams.detector == {
+            "backbone": "tiny_convnet", "min_size": 96, "max_size": 128, "anchor_sizes": [16, 32, 64],
+            "pretrained_path": None, "pretrained": False,
+        }  # fmt: skip
+    path = tmp_path / "segmentation.ckpt"
+    trainer = pl.Trainer(logger=False, callbacks=[StampTaskClass()], enable_progress_bar=False)
+    trainer.strategy.connect(tasks["segmentation"])
+    trainer.save_checkpoint(path)
+    loaded = load_task(path, OpenImagesSegmentationTask)
+    assert loaded.hparams.detector["min_size"] == 96 and loaded.model.transform.max_size == 128
+    assert torch.equal(loaded.model.roi_heads.mask_predictor.mask_fcn_logits.weight,
+                       tasks["segmentation"].model.roi_heads.mask_predictor.mask_fcn_logits.weight)  # fmt: skip
+    with pytest.raises(ValueError, match=r"task.detector: unknown key\(s\) \['min_sise'\]"):
+        OpenImagesSegmentationTask(4, detector={"min_sise": 96})

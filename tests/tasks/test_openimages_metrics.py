@@ -23,6 +23,7 @@ from tasks.openimages.protocol import (
     evaluate_detections,
 )
 from tasks.openimages.submission import detection_csv_text, read_detection_submission
+from tests.ddp import DDPCase
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 A, B = 0, 1  # two classes
@@ -256,3 +257,37 @@ def test_generated_files_follow_the_published_headers(tmp_path):
     images, _ = read_boxes(root / "train-annotations-bbox.csv")
     for image_id in images:
         assert (root / "train" / f"{image_id}.jpg").exists() and len(image_id) == 16
+
+
+# --- DDP cases (run on 2 gloo processes by tests/test_ddp_metrics.py) --------------------------------
+
+
+def _ddp_batches() -> list[tuple]:
+    """Open Images: 5 batches of images with group-of boxes, verified labels and scored detections."""
+    g = torch.Generator().manual_seed(31)
+    out, image = [], 0
+    for size in (3, 2, 4, 1, 3):
+        ids, preds, targets = [], [], []
+        for _ in range(size):
+            m, n = int(torch.randint(0, 4, (1,), generator=g)), int(torch.randint(0, 6, (1,), generator=g))
+            xy = torch.rand(m, 2, generator=g, dtype=torch.float64) * 0.6
+            boxes = torch.cat([xy, xy + 0.1 + 0.3 * torch.rand(m, 2, generator=g, dtype=torch.float64)], 1)
+            picked = boxes[torch.randint(0, max(m, 1), (n,), generator=g)] if m else torch.rand(n, 4, generator=g)
+            det = picked + 0.03 * torch.randn(n, 4, generator=g, dtype=torch.float64)
+            ids.append(image)
+            preds.append({"boxes": det, "scores": torch.rand(n, generator=g).mul(10).round().div(10),
+                          "labels": torch.randint(0, 3, (n,), generator=g)})  # fmt: skip
+            verified = torch.randperm(3, generator=g)[: int(torch.randint(0, 3, (1,), generator=g))]
+            targets.append({"boxes": boxes, "labels": torch.randint(0, 3, (m,), generator=g),
+                            "group_of": torch.rand(m, generator=g) < 0.3, "verified": verified})  # fmt: skip
+            image += 1
+        out.append((ids, preds, targets))
+    return out
+
+
+DDP_CASES = {
+    f"openimages/challenge_map{'_padded' if padded else ''}": DDPCase(
+        lambda: OpenImagesChallengeMAP(num_classes=3), _ddp_batches, padded=padded, covers=(OpenImagesChallengeMAP,)
+    )
+    for padded in (False, True)
+}

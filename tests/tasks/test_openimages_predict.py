@@ -271,7 +271,7 @@ RELATIONSHIP_NAMES = [
 
 @pytest.mark.slow  # two epochs of the relationship detector: about 40 s on 2 loaded cores
 def test_relationship_submission_equals_the_test_run_and_rescores_to_test_score(tmp_path):
-    from tasks.openimages.relationships import read_relationship_submission
+    from tasks.openimages.relationship.protocol import read_relationship_submission
 
     base = tmp_path / "train"
     cfg = compose_config("train", [*RELATIONSHIP, f"data.root={base / 'oi'}"], base / "run", base / "data")

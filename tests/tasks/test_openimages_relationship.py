@@ -16,7 +16,7 @@ from core.data import DataFormatError
 from core.training import evaluate, train
 from datamodules.openimages_vrd import OpenImagesRelationshipDataModule
 from datamodules.synthetic.openimages import LEAVES, generate_openimages
-from tasks.openimages.relationship_model import (
+from tasks.openimages.relationship.model import (
     RelationshipDetector,
     ordered_pairs,
     pair_targets,
@@ -262,7 +262,7 @@ def test_train_then_test_writes_a_submission_the_cli_rescores_to_the_logged_scor
     evaluated = evaluate(cfg_eval([*overrides, f"ckpt_path={best}"], run_dir=tmp_path / "eval"))
     assert evaluated["test/score"] == pytest.approx(float(metrics["test/score"]), abs=1e-6)
     if attributes:
-        from tasks.openimages.relationships import read_relationship_submission
+        from tasks.openimages.relationship.protocol import read_relationship_submission
 
         rows = [r for image in read_relationship_submission(submission).values() for r in image]
         right = [score for score, r in rows if r.relationship == "is" and ATTRIBUTE_OF.get(r.label1) == r.label2]

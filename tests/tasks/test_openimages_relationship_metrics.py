@@ -18,13 +18,14 @@ from core.data import DataFormatError
 from datamodules.openimages_relationships import CHALLENGE_VRD_FILES, Relationship, read_relationships
 from datamodules.synthetic.openimages import generate_openimages
 from tasks.openimages.evaluate import main as evaluate_main
-from tasks.openimages.relationship_metrics import OpenImagesRelationshipScore
-from tasks.openimages.relationships import (
+from tasks.openimages.relationship.metrics import OpenImagesRelationshipScore
+from tasks.openimages.relationship.protocol import (
     ImageRelationships,
     evaluate_relationships,
     read_relationship_submission,
     write_relationship_submission,
 )
+from tests.ddp import DDPCase
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -278,3 +279,56 @@ def test_cli_on_generated_files_in_a_fresh_process(tmp_path):
     assert results["partial"]["map_phrase"] == pytest.approx(mean_ap)
     assert results["partial"]["recall50_relationship"] == pytest.approx((n_all - n_on) / n_all)
     assert results["partial"]["score"] == pytest.approx(0.8 * mean_ap + 0.2 * (n_all - n_on) / n_all)
+
+
+# --- DDP cases (run on 2 gloo processes by tests/test_ddp_metrics.py) --------------------------------
+
+
+def _ddp_relationship_batches() -> list[tuple]:
+    """5 batches of images with image labels, jittered / duplicated / random tuples (one image with
+    60 detections, so Recall@50 cuts), tied scores, images without ground truth."""
+    g = torch.Generator().manual_seed(37)
+    out, image = [], 0
+    for size in (3, 2, 4, 1, 3):
+        ids, preds, targets = [], [], []
+        for _ in range(size):
+            m = int(torch.randint(0, 4, (1,), generator=g))
+            xy = torch.rand(m, 2, 2, generator=g, dtype=torch.float64) * 0.5
+            boxes = torch.cat([xy, xy + 0.1 + 0.3 * torch.rand(m, 2, 2, generator=g, dtype=torch.float64)], 2)
+            classes = torch.randint(0, 4, (m, 3), generator=g)  # subject, object, relationship
+            n = 60 if image == 5 else int(torch.randint(0, 7, (1,), generator=g))
+            pick = torch.randint(0, max(m, 1), (n,), generator=g)
+            copy = (torch.rand(n, generator=g) < 0.7) & (m > 0)
+            det_cls = torch.where(
+                copy[:, None],
+                classes[pick] if m else torch.zeros(n, 3, dtype=torch.long),
+                torch.randint(0, 4, (n, 3), generator=g),
+            )
+            det_boxes = torch.where(
+                copy[:, None, None],
+                boxes[pick] if m else torch.zeros(n, 2, 4, dtype=torch.float64),
+                torch.rand(n, 2, 4, generator=g, dtype=torch.float64).sort(-1).values[..., [0, 2, 1, 3]],
+            )
+            det_boxes = (det_boxes + 0.02 * torch.randn(n, 2, 4, generator=g, dtype=torch.float64)).clamp(0, 1)
+            ids.append(image)
+            preds.append({"subject_labels": det_cls[:, 0], "object_labels": det_cls[:, 1],
+                          "relationships": det_cls[:, 2], "scores": torch.rand(n, generator=g).mul(10).round().div(10),
+                          "subject_boxes": det_boxes[:, 0], "object_boxes": det_boxes[:, 1]})  # fmt: skip
+            labels = torch.randperm(4, generator=g)[: int(torch.randint(0, 3, (1,), generator=g))]
+            targets.append({"subject_labels": classes[:, 0], "object_labels": classes[:, 1],
+                            "relationships": classes[:, 2], "subject_boxes": boxes[:, 0], "object_boxes": boxes[:, 1],
+                            "image_labels": labels})  # fmt: skip
+            image += 1
+        out.append((ids, preds, targets))
+    return out
+
+
+DDP_CASES = {
+    f"openimages/relationship_score{'_padded' if padded else ''}": DDPCase(
+        lambda: OpenImagesRelationshipScore(num_relationships=4),
+        _ddp_relationship_batches,
+        padded=padded,
+        covers=(OpenImagesRelationshipScore,),
+    )
+    for padded in (False, True)
+}

@@ -34,6 +34,7 @@ from tasks.openimages.submission import (
     read_segmentation_submission,
     write_segmentation_submission,
 )
+from tests.ddp import DDPCase
 
 H, W = 10, 10
 
@@ -450,3 +451,57 @@ def test_cli_end_to_end_on_generated_files_imports_no_torch(tmp_path):
     result = score_segmentation(sub, root)
     assert result["per_class_AP"][dropped] == 0.0
     assert result["mAP"] == pytest.approx((len(classes) - 1) / len(classes))
+
+
+# --- DDP cases (run on 2 gloo processes by tests/test_ddp_metrics.py) --------------------------------
+
+
+def _ddp_mask_batches() -> list[tuple]:
+    """5 batches of 12 x 16 images with masked, maskless and group-of boxes, verified labels,
+    shifted / duplicated / random detection masks with tied scores."""
+    g = torch.Generator().manual_seed(41)
+    out, image, h, w = [], 0, 12, 16
+    for size in (3, 2, 4, 1, 3):
+        ids, preds, targets = [], [], []
+        for _ in range(size):
+            m, n = int(torch.randint(0, 4, (1,), generator=g)), int(torch.randint(0, 6, (1,), generator=g))
+            y1, x1 = torch.randint(0, h - 4, (m,), generator=g), torch.randint(0, w - 4, (m,), generator=g)
+            y2, x2 = y1 + torch.randint(2, 5, (m,), generator=g), x1 + torch.randint(2, 5, (m,), generator=g)
+            masks = torch.zeros(m, h, w, dtype=torch.bool)
+            for k in range(m):
+                if torch.rand(1, generator=g) < 0.8:  # the rest: boxes without a mask
+                    masks[k, y1[k] : y2[k], x1[k] : x2[k]] = True
+            pick = torch.randint(0, max(m, 1), (n,), generator=g)
+            det = torch.zeros(n, h, w, dtype=torch.bool)
+            for k in range(n):
+                if m and torch.rand(1, generator=g) < 0.7:  # on a ground truth, shifted by a pixel half the time
+                    shift = torch.randint(-1, 2, (2,), generator=g) * (torch.rand(1, generator=g) < 0.5)
+                    dy, dx = (int(v) for v in shift)
+                    p = int(pick[k])
+                    det[k, max(y1[p] + dy, 0) : y2[p] + dy, max(x1[p] + dx, 0) : x2[p] + dx] = True
+                else:
+                    y, x = (int(v) for v in torch.randint(0, h - 3, (2,), generator=g))
+                    det[k, y : y + 3, x : x + 3] = True
+            labels = torch.randint(0, 3, (m,), generator=g)
+            other = torch.randint(0, 3, (n,), generator=g)
+            det_labels = torch.where(torch.rand(n, generator=g) < 0.8, labels[pick] if m else 0, other)
+            scores = torch.rand(n, generator=g).mul(10).round().div(10)
+            verified = torch.randperm(3, generator=g)[: int(torch.randint(0, 3, (1,), generator=g))]
+            ids.append(image)
+            preds.append({"labels": det_labels, "scores": scores, "masks": det})
+            targets.append({"labels": labels, "boxes": torch.stack([x1, y1, x2, y2], 1).double(), "masks": masks,
+                            "group_of": torch.rand(m, generator=g) < 0.3, "verified": verified})  # fmt: skip
+            image += 1
+        out.append((ids, preds, targets))
+    return out
+
+
+DDP_CASES = {
+    f"openimages/challenge_mask_map{'_padded' if padded else ''}": DDPCase(
+        lambda: OpenImagesChallengeMaskMAP(num_classes=3),
+        _ddp_mask_batches,
+        padded=padded,
+        covers=(OpenImagesChallengeMaskMAP,),
+    )
+    for padded in (False, True)
+}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from tasks.people_depth.metrics import (
     scale_aligned_errors,
     scale_invariant_rmse,
 )
+from tests.ddp import DDPCase
 
 
 def _frame():
@@ -149,3 +151,46 @@ def test_repeated_sample_ids_count_once():
 def test_unknown_region_is_refused():
     with pytest.raises(ValueError, match="unknown region"):
         ScaleInvariantRMSE("people")
+
+
+# --- DDP cases (run on 2 gloo processes by tests/test_ddp_metrics.py) --------------------------------
+
+
+def _ddp_batches() -> list[tuple]:
+    """(pred depth, ground truth with holes = 0, human mask) images of different batch sizes."""
+    g = torch.Generator().manual_seed(2)
+    out = []
+    for n in (2, 1, 3, 2, 1):
+        gt = 1.0 + 4.0 * torch.rand(n, 1, 12, 16, generator=g)
+        gt[torch.rand(n, 1, 12, 16, generator=g) < 0.2] = 0.0
+        pred = gt * torch.exp(0.3 * torch.randn(n, 1, 12, 16, generator=g)) + 0.05
+        human = torch.zeros(n, 1, 12, 16)
+        human[:, :, 3:9, 4:10] = 1.0
+        out.append((pred, gt, human))
+    return out
+
+
+def _ddp_batches_with_ids() -> list[tuple]:
+    """The same frames with their data-set indices, so padded repeats are recognised (count once)."""
+    out, start = [], 0
+    for pred, gt, human in _ddp_batches():
+        out.append((pred, gt, human, torch.arange(start, start + len(pred))))
+        start += len(pred)
+    return out
+
+
+DDP_CASES = {
+    **{
+        f"people_depth/si_{region}": DDPCase(
+            partial(ScaleInvariantRMSE, region=region), _ddp_batches, covers=(ScaleInvariantRMSE,)
+        )
+        for region in ("full", "env", "hum", "intra", "inter")
+    },
+    "people_depth/si_hum_padded": DDPCase(
+        partial(ScaleInvariantRMSE, region="hum"), _ddp_batches_with_ids, padded=True, covers=(ScaleInvariantRMSE,)
+    ),
+    **{
+        f"people_depth/{cls.__name__}": DDPCase(cls, _ddp_batches_with_ids, padded=True, covers=(cls,))
+        for cls in (ScaleAlignedRMSE, ScaleAlignedRel)
+    },
+}

@@ -12,13 +12,14 @@ import torch.multiprocessing as mp
 
 from core.metrics import temporal_iou
 from core.overlap import temporal_iou as numpy_temporal_iou
-from tasks.talnet.activitynet_detection import official_ranking
 from tasks.talnet.metrics import (
     AverageRecallAtN,
     TemporalActionDetectionMAP,
     evaluate_detections,
     match_detections,
 )
+from tasks.talnet.protocol import official_ranking
+from tests.ddp import DDPCase
 
 
 def test_tiou_hand_worked_and_equal_to_core():
@@ -307,3 +308,64 @@ def test_metric_on_two_gloo_processes_equals_one_process():
     for _, m, m01 in results:
         assert m == pytest.approx(expected["mAP"].item())
         assert m01 == pytest.approx(expected["mAP@0.1"].item())
+
+
+# --- DDP cases (run on 2 gloo processes by tests/test_ddp_metrics.py) --------------------------------
+
+
+def _segments(g: torch.Generator, n: int, duration: float = 100.0) -> torch.Tensor:
+    start = torch.rand(n, generator=g, dtype=torch.float64) * duration * 0.8
+    length = 2.0 + torch.rand(n, generator=g, dtype=torch.float64) * 15.0
+    return torch.stack([start, start + length], 1)
+
+
+def ddp_detection_batches() -> list[tuple]:
+    """Per video: 0-7 detections (label, start, end, score) and 1-3 ground truths (label, start,
+    end), some detections near a ground truth so the AP is neither 0 nor 1."""
+    g = torch.Generator().manual_seed(1)
+    batches, video = [], 0
+    for videos_in_batch in (2, 3, 1, 2, 2):
+        ids, dets, gts = [], [], []
+        for _ in range(videos_in_batch):
+            m = int(torch.randint(1, 4, (1,), generator=g))
+            gt_seg = _segments(g, m)
+            gt_lab = torch.randint(0, 3, (m, 1), generator=g).double()
+            n = int(torch.randint(0, 8, (1,), generator=g))
+            near = (
+                gt_seg[torch.randint(0, m, (n,), generator=g)] + torch.randn(n, 2, generator=g, dtype=torch.float64) * 2
+            )
+            far = _segments(g, n)
+            use_near = torch.rand(n, 1, generator=g, dtype=torch.float64) < 0.6
+            seg = torch.where(use_near, near, far).sort(dim=1).values
+            lab = torch.where(
+                use_near,
+                gt_lab[torch.randint(0, m, (n,), generator=g)],
+                torch.randint(0, 3, (n, 1), generator=g).double(),
+            )
+            score = torch.rand(n, 1, generator=g, dtype=torch.float64)
+            ids.append(video)
+            dets.append(torch.cat([lab, seg, score], 1))
+            gts.append(torch.cat([gt_lab, gt_seg], 1))
+            video += 1
+        batches.append((ids, dets, gts))
+    return batches
+
+
+def _ddp_proposal_batches() -> list[tuple]:
+    """Per video: 0-12 class-agnostic proposals (start, end, score) and 1-3 ground truths (start, end)."""
+    return [(ids, [d[:, 1:4] for d in dets], [gt[:, 1:3] for gt in gts]) for ids, dets, gts in ddp_detection_batches()]
+
+
+DDP_CASES = {
+    f"talnet/{name}{'_padded' if padded else ''}": DDPCase(make, batches, padded=padded, covers=(cls,))
+    for name, make, batches, cls in (
+        (
+            "detection_mAP",
+            lambda: TemporalActionDetectionMAP(num_classes=3),
+            ddp_detection_batches,
+            TemporalActionDetectionMAP,
+        ),
+        ("proposal_AR", lambda: AverageRecallAtN(max_proposals=(1, 3, 5)), _ddp_proposal_batches, AverageRecallAtN),
+    )
+    for padded in (False, True)
+}

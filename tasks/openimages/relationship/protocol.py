@@ -473,26 +473,3 @@ def score_relationship(submission: str | Path, annotations: str | Path) -> dict:
     out["num_images"] = len(ground_truth)
     out["seconds"] = time.perf_counter() - start
     return out
-
-
-def print_relationship_result(result: dict) -> None:
-    """The CLI's report of :func:`score_relationship`."""
-    for name, value in result["per_relationship_AP"].items():
-        print(f"AP relationship {name}: {value:.6f}  phrase: {result['per_relationship_phrase_AP'][name]:.6f}")
-    print(
-        f"mAP(relationships): {result['map_relationship']:.6f}  Recall@50(relationships): "
-        f"{result['recall50_relationship']:.6f}  mAP(phrases): {result['map_phrase']:.6f}"
-    )
-    print(f"score (0.4 / 0.2 / 0.4): {result['score']:.6f}  ({result['num_images']} images)")
-
-
-def run_relationship_track(submission: str | Path, annotations: str | Path, out: str | Path | None = None) -> int:
-    """``python -m tasks.openimages.evaluate ... --track relationship``: score, print, write ``out``
-    (JSON, atomically) when given; returns the exit status."""
-    result = score_relationship(submission, annotations)
-    print_relationship_result(result)
-    if out is not None:
-        from core.io import atomic_write_json
-
-        atomic_write_json(out, result)
-    return 0

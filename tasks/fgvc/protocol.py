@@ -1,5 +1,5 @@
 """The FGVC6 competitions' graders and their Kaggle submission files (numpy and the standard library
-only, so ``python -m tasks.fgvc.grading`` scores a CSV without torch).
+only, so ``python -m tasks.fgvc.evaluate`` scores a CSV without torch).
 
 Each grader follows its competition's public evaluation page:
 
@@ -19,12 +19,9 @@ Each grader follows its competition's public evaluation page:
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
-import json
-import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -255,29 +252,3 @@ def score_files(comp: Competition, submission: str | Path, solution: str | Path)
     if comp.kind == "macro_f1":
         return macro_f1(first.astype(str), targets.astype(str))
     return accuracy(first, targets)
-
-
-def main(argv: Iterable[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Score a Kaggle submission CSV of an FGVC6 competition against a solution CSV."
-    )
-    parser.add_argument("competition", choices=sorted(COMPETITIONS))
-    parser.add_argument("submission")
-    parser.add_argument("solution")
-    parser.add_argument("--json", action="store_true", help="print {metric: value} as JSON")
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    comp = competition(args.competition)
-    try:
-        value = score_files(comp, args.submission, args.solution)
-    except (FileNotFoundError, ValueError) as err:  # one line naming the file, no trace
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps({comp.metric_name: value}))
-    else:
-        print(f"{comp.metric_name} = {value:.6f}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -198,26 +198,21 @@ class PairClassifier(nn.Module):
 
 
 class RelationshipDetector(nn.Module):
-    """Faster R-CNN (tasks/openimages/model.py's builder) plus a :class:`PairClassifier` on its
-    feature map. ``forward(images)`` (eval mode) gives the triplets of each image;
+    """Faster R-CNN (tasks/openimages/model.py's builder; ``detector``: its arguments) plus a
+    :class:`PairClassifier` on its feature map. ``forward(images)`` (eval mode) gives the triplets of each image;
     ``losses(images, targets)`` the detector's challenge losses and the pair loss."""
 
     def __init__(
         self,
         num_classes: int,
         num_relationships: int,
-        backbone: str = "tiny_convnet",
-        min_size: int = 120,
-        max_size: int = 160,
-        anchor_sizes: list[int] = (16, 32, 64),
-        pretrained_path: str | None = None,
+        detector: dict | None = None,
         hidden: int = 256,
         embedding: int = 32,
         boxes_per_image: int = 16,
         relationships_per_image: int = 100,
         max_pairs_per_image: int = 64,
         num_attributes: int = 0,
-        pretrained: bool | str = False,
     ):
         super().__init__()
         self.num_classes, self.num_relationships = num_classes, num_relationships
@@ -225,9 +220,7 @@ class RelationshipDetector(nn.Module):
         self.boxes_per_image = boxes_per_image
         self.relationships_per_image = relationships_per_image
         self.max_pairs_per_image = max_pairs_per_image
-        self.detector = faster_rcnn(
-            num_classes, backbone, min_size, max_size, list(anchor_sizes), pretrained_path, pretrained=pretrained
-        )
+        self.detector = faster_rcnn(num_classes, **(detector or {}))
         size = self.detector.roi_heads.box_roi_pool.output_size
         size = (size, size) if isinstance(size, int) else tuple(size)
         pooled = self.detector.backbone.out_channels * size[0] * size[1]

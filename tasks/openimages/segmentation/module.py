@@ -2,7 +2,7 @@
 the challenge's mask mAP at the images' own resolution (val/map), the Kaggle segmentation submission
 for the test split, and pictures with boxes and masks to the loggers.
 
-Everything but the masks is the detection task's (tasks/openimages/module.py): this subclass builds
+Everything but the masks is the detection task's (tasks/openimages/detection/module.py): this subclass builds
 Mask R-CNN, adds the masks to the training targets (group-of boxes have none: no mask loss there),
 carries the masks through the hierarchy expansion of the predictions and pastes them at full size."""
 
@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from core.io import make_dirs
+from tasks.openimages.detection.module import OpenImagesDetectionTask
 from tasks.openimages.metrics import OpenImagesChallengeMaskMAP
 from tasks.openimages.model import ancestor_copies, mask_rcnn
-from tasks.openimages.module import OpenImagesDetectionTask
 from tasks.openimages.submission import write_segmentation_submission
 
 MASK_THRESHOLD = 0.5  # Mask R-CNN's binarization of the per-pixel probabilities (He et al. 2017, sec. 3)
@@ -31,7 +31,7 @@ def full_resolution_masks(probabilities: torch.Tensor, size: tuple[int, int]) ->
 
 
 class OpenImagesSegmentationTask(OpenImagesDetectionTask):
-    """Mask R-CNN (torchvision builder, ``backbone`` by name) on Open Images boxes and masks; the
+    """Mask R-CNN (torchvision builder, the ``detector`` config) on Open Images boxes and masks; the
     arguments are the detection task's. Needs the samples of
     ``datamodules.openimages.OpenImagesSegmentationDataModule`` (``masks``, ``has_mask``,
     ``eval_masks``, ``original_size``)."""
@@ -40,11 +40,7 @@ class OpenImagesSegmentationTask(OpenImagesDetectionTask):
     picture_key = "segmentations"
 
     def build_model(self) -> torch.nn.Module:
-        hp = self.hparams
-        return mask_rcnn(
-            hp.num_classes, hp.backbone, hp.min_size, hp.max_size, list(hp.anchor_sizes), hp.pretrained_path,
-            pretrained=hp.pretrained,
-        )  # fmt: skip
+        return mask_rcnn(self.hparams.num_classes, **self.hparams.detector)
 
     def training_targets(self, batch: list[dict]) -> list[dict[str, torch.Tensor]]:
         """The detection targets plus ``masks`` (m, H, W) and ``has_mask`` (m,) per image."""

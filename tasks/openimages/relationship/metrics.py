@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from core.metrics import PerSampleMetric
-from tasks.openimages.relationships import IOU_THRESHOLD, RECALL_AT, ImageRelationships, evaluate_relationships
+from tasks.openimages.relationship.protocol import IOU_THRESHOLD, RECALL_AT, ImageRelationships, evaluate_relationships
 
 
 def _rows(*columns: Any) -> torch.Tensor:
@@ -34,7 +34,7 @@ class OpenImagesRelationshipScore(PerSampleMetric):
     """Open Images Challenge 2019 visual-relationship score, 0.4 · mAP(relationships) + 0.2 ·
     Recall@50(relationships) + 0.4 · mAP(phrases) at IoU 0.5 (tensorflow/models research/object_detection
     ``VRDRelationDetectionEvaluator`` / ``VRDPhraseDetectionEvaluator`` with ``PerImageVRDEvaluation``;
-    rules in tasks/openimages/relationships.py): a tuple matches when subject, object and relationship
+    rules in tasks/openimages/relationship/protocol.py): a tuple matches when subject, object and relationship
     agree and both boxes have IoU >= 0.5 (phrases: the enclosing box of the pair), duplicates are false
     positives, only detections whose classes are annotated or verified in the image are scored, mAP is
     the mean AP over relationships with ground truth, Recall@50 counts each image's 50 best detections.

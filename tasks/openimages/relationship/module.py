@@ -1,4 +1,4 @@
-"""Open Images visual-relationship task: the relationship detector of relationship_model.py (Faster
+"""Open Images visual-relationship task: the relationship detector of model.py (Faster
 R-CNN + pair classifier) trained on the relationship files, scored with the challenge's relationship
 score (val/score, monitor), a Kaggle relationship submission for the test split, pictures of the best
 triplets to the loggers."""
@@ -16,12 +16,13 @@ from core.media import log_image
 from core.metrics import gather_objects
 from core.optim import configure_optimizers
 from datamodules.openimages_relationships import ATTRIBUTE_RELATIONSHIP, Relationship
-from tasks.openimages.relationship_metrics import OpenImagesRelationshipScore
-from tasks.openimages.relationship_model import RelationshipDetector
-from tasks.openimages.relationships import write_relationship_submission
+from tasks.openimages.model import detector_arguments
+from tasks.openimages.relationship.metrics import OpenImagesRelationshipScore
+from tasks.openimages.relationship.model import RelationshipDetector
+from tasks.openimages.relationship.protocol import write_relationship_submission
 
 LOGGED = ("score", "map_relationship", "recall50_relationship", "map_phrase")
-# Submission precision (tasks/openimages/relationships.py writes boxes with 6 decimals): the metric
+# Submission precision (tasks/openimages/relationship/protocol.py writes boxes with 6 decimals): the metric
 # sees the boxes rounded alike, so the written file re-scores to the logged number.
 BOX_DECIMALS = 6
 TRIPLET_COLOURS = ("red", "blue", "yellow", "cyan", "magenta", "orange")
@@ -36,17 +37,14 @@ class OpenImagesRelationshipTask(pl.LightningModule):
     checkpoints. A triplet's score = subject score * object score * p(relationship | pair); with
     ``num_attributes`` (the data set's attributes) and an "is" relationship, attribute triplets score
     detection score * p(attribute | box). ``relationship_loss_weight`` scales the pair (and attribute)
-    classifier's loss against the detector's (challenge label rules)."""
+    classifier's loss against the detector's (challenge label rules). ``detector``: the shared
+    region-CNN arguments (tasks/openimages/model.py, ``region_cnn``), as for the detection task."""
 
     def __init__(
         self,
         num_classes: int,
         num_relationships: int,
-        backbone: str = "tiny_convnet",
-        min_size: int = 120,
-        max_size: int = 160,
-        anchor_sizes: list[int] = (16, 32, 64),
-        pretrained_path: str | None = None,
+        detector: dict | None = None,
         hidden_dim: int = 256,
         embedding_dim: int = 32,
         boxes_per_image: int = 16,
@@ -58,14 +56,13 @@ class OpenImagesRelationshipTask(pl.LightningModule):
         num_sample_images: int = 4,
         optimizer: dict | None = None,
         scheduler: dict | None = None,
-        pretrained: bool | str = False,
     ):
         super().__init__()
+        detector = detector_arguments(detector)  # saved complete: predict.py reads the input size from it
         self.save_hyperparameters()
         self.model = RelationshipDetector(
-            num_classes, num_relationships, backbone, min_size, max_size, list(anchor_sizes), pretrained_path,
-            hidden_dim, embedding_dim, boxes_per_image, relationships_per_image, max_pairs_per_image, num_attributes,
-            pretrained=pretrained,
+            num_classes, num_relationships, detector, hidden_dim, embedding_dim, boxes_per_image,
+            relationships_per_image, max_pairs_per_image, num_attributes,
         )  # fmt: skip
         self.model.detector.roi_heads.score_thresh = score_threshold
         self.val_score = OpenImagesRelationshipScore(num_relationships)

@@ -16,6 +16,7 @@ from core.optim import configure_optimizers
 from tasks.openimages.metrics import OpenImagesChallengeMAP
 from tasks.openimages.model import (
     challenge_detection_losses,
+    detector_arguments,
     expand_to_ancestors,
     faster_rcnn,
     merge_copies,
@@ -25,7 +26,8 @@ from tasks.openimages.submission import write_detection_submission
 
 
 class OpenImagesDetectionTask(pl.LightningModule):
-    """Faster R-CNN (torchvision builder, ``backbone`` by name) on Open Images boxes.
+    """Faster R-CNN (torchvision builder) on Open Images boxes; ``detector``: the arguments of
+    ``tasks.openimages.model.region_cnn`` (backbone, input size, anchors, weights), shared by all tracks.
 
     ``label_rules``: train with the challenge's rules (classes neither annotated nor verified are not
     negatives; background proposals inside group-of boxes ignored; tasks/openimages/model.py); false
@@ -39,11 +41,7 @@ class OpenImagesDetectionTask(pl.LightningModule):
     def __init__(
         self,
         num_classes: int,
-        backbone: str = "tiny_convnet",
-        min_size: int = 120,
-        max_size: int = 160,
-        anchor_sizes: list[int] = (16, 32, 64),
-        pretrained_path: str | None = None,
+        detector: dict | None = None,
         label_rules: bool = True,
         classifier: str = "softmax",
         expand_predictions: bool = True,
@@ -52,9 +50,9 @@ class OpenImagesDetectionTask(pl.LightningModule):
         num_sample_images: int = 4,
         optimizer: dict | None = None,
         scheduler: dict | None = None,
-        pretrained: bool | str = False,
     ):
         super().__init__()
+        detector = detector_arguments(detector)  # saved complete: predict.py reads the input size from it
         self.save_hyperparameters()
         if classifier not in ("softmax", "sigmoid"):
             raise ValueError(f"task.classifier={classifier!r}: expected softmax or sigmoid")
@@ -77,11 +75,7 @@ class OpenImagesDetectionTask(pl.LightningModule):
 
     def build_model(self) -> torch.nn.Module:
         """The network the hyper-parameters describe (subclasses: Mask R-CNN)."""
-        hp = self.hparams
-        return faster_rcnn(
-            hp.num_classes, hp.backbone, hp.min_size, hp.max_size, list(hp.anchor_sizes), hp.pretrained_path,
-            pretrained=hp.pretrained,
-        )  # fmt: skip
+        return faster_rcnn(self.hparams.num_classes, **self.hparams.detector)
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)

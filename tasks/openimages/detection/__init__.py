@@ -1,0 +1,1 @@
+"""The detection track: ``module.py`` (OpenImagesDetectionTask, Faster R-CNN with the challenge's label rules)."""

@@ -1,0 +1,56 @@
+"""Training from LitData shards on the local SLURM cluster: sbatch, 2 DDP ranks (srun tasks), each
+rank streams its own half of every epoch. Run with ``pytest -m slurm``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from core.resolvers import PROJECT_ROOT
+from datamodules.pack import main as pack_main
+from tests.datamodules.test_shards import SHAPES, TRAIN, data_config, datamodule, read_journal
+
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(900)]
+
+
+def test_two_ranks_train_from_shards_each_on_its_own_half(slurm_cluster, tmp_path, shared_data_dir):
+    config = data_config(SHAPES, tmp_path / "compose", shared_data_dir)
+    datamodule(config)  # the small shapes set, generated once
+    fgvc = ["data=fgvc_imagefolder", f"data.root={config.root}", "data.num_classes=10", "data.test_flat=false",
+            "data.solution_file=null", "data.image_size=32"]  # fmt: skip
+    shards = tmp_path / "shards"
+    assert pack_main([*fgvc, "--out", str(shards), "--workers", "2"]) == 0
+    journal = tmp_path / "journal.jsonl"
+    out = slurm_cluster.run(
+        "sbatch", "--parsable", "--gpus-per-node=0", "--cpus-per-task=1", "--mem=3G", "--time=20",
+        "--nodes=1", "--ntasks-per-node=2", f"--output={tmp_path}/%j.out",
+        str(PROJECT_ROOT / "slurm" / "train_ddp.sbatch"),
+        "experiment=fgvc_icassava2019", *fgvc,
+        "data._target_=tests.datamodules.shard_journal.IndexedTrainClassFolders",
+        "data.sampler=instance", "data.batch_size=10", "data.num_workers=0",
+        "data.format=shards", f"data.shards={shards}",
+        "task.prior_adjustment=none", "task.backbone=test_efficientnet", "task.pretrained=false",
+        "callbacks.rich_progress_bar=null", "logger=csv", "trainer.max_epochs=2",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "+callbacks.journal._target_=tests.datamodules.shard_journal.SampleJournal",
+        f"+callbacks.journal.path={journal}",
+        env=slurm_cluster.env(VISIONLAB_TRAINER="slurm_cpu", VISIONLAB_PYTHON=sys.executable),
+    ).stdout  # fmt: skip
+    job = out.strip().split(";")[0]
+    info = slurm_cluster.wait_finished(job, timeout=600)
+    log = (tmp_path / f"{job}.out").read_text()
+    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", log[-3000:]
+    assert "GLOBAL_RANK: 0, MEMBER: 1/2" in log and "GLOBAL_RANK: 1, MEMBER: 2/2" in log
+
+    records = read_journal(journal)
+    seen = {(e, r): [i for x in records if (x["epoch"], x["rank"]) == (e, r) for i in x["indices"]]
+            for e in (0, 1) for r in (0, 1)}  # fmt: skip
+    for epoch in (0, 1):
+        a, b = seen[(epoch, 0)], seen[(epoch, 1)]
+        assert len(a) == len(b) == TRAIN // 2 and not set(a) & set(b), f"epoch {epoch}: ranks overlap"
+        assert sorted(a + b) == list(range(TRAIN)), f"epoch {epoch}: the ranks' union is not the split"
+    assert seen[(0, 0)] != seen[(1, 0)], "the order did not change with the epoch"
+    run_dir = next((tmp_path / "logs").glob(f"*/runs/slurm{job}"))
+    assert json.loads((run_dir / "metrics.json").read_text())["metrics"]  # trained, validated, written
