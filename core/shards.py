@@ -5,8 +5,8 @@ A packed data set is a folder (local, NFS or ``s3://...``) holding ``meta.json``
 needs without its annotation files: class names, each split's targets and ids) and one LitData
 dataset per split (``<split>/index.json`` + ``chunk-*.bin``). Each sample is a dict: ``index`` (its
 position in the DataModule's split), ``name`` (its source file as UTF-8 bytes, for messages), ``image`` (the encoded
-bytes, as the file held them; arrays such as CIFAR's become PNG) and ``target`` (an int, or a list of
-floats for multi-label sets). Reading decodes the bytes with ``core.images.decode_image`` and applies
+bytes, as the file held them; arrays such as CIFAR's become PNG) and ``target`` (an int, or a float32
+array for multi-label sets). Reading decodes the bytes with ``core.images.decode_image`` and applies
 the DataModule's transform, so a shard sample is the same tensor as the folder sample.
 
 Sharding over DDP ranks and loader workers, shuffling (the epoch's order from ``seed`` + epoch) and
@@ -109,7 +109,9 @@ class EncodedSample:
             except DataFormatError as err:
                 return self.problem(index, name, err.problem)
         # the name as bytes: LitData would store a str that is an existing image path as that image, decoded
-        return {"index": int(index), "name": name.encode(), "image": data, "target": self.targets[index]}
+        target = self.targets[index]  # a class index, or a multi-hot row stored as one float32 array
+        target = target if isinstance(target, int) else np.asarray(target, dtype=np.float32)
+        return {"index": int(index), "name": name.encode(), "image": data, "target": target}
 
     def problem(self, index: int, path: str, problem: str) -> None:
         with open(self.problems, "a") as f:  # one short O_APPEND write per line: workers do not interleave
@@ -218,7 +220,7 @@ class ImageShards(StreamingDataset):
         if self.image_transform is not None:
             image = self.image_transform(image)
         target = sample["target"]
-        target = torch.tensor(target, dtype=torch.float32) if isinstance(target, list) else int(target)
+        target = torch.from_numpy(np.array(target, dtype=np.float32)) if isinstance(target, np.ndarray) else int(target)
         return (image, target, int(sample["index"])) if self.with_index else (image, target)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -21,10 +22,12 @@ class IndexedTrainClassFolders(ClassFolderDataModule):
 
 class SampleJournal(pl.Callback):
     """One JSON line per training step and rank: the pid (one per attempt), the rank, the epoch, the
-    global step after it and the indices of the batch's samples."""
+    global step after it and the indices of the batch's samples. ``pace`` (seconds) slows each step, so
+    a test can kill the run mid-epoch on a fast machine too."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, pace: float = 0.0) -> None:
         self.path = Path(path)
+        self.pace = pace
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         record = {
@@ -40,3 +43,4 @@ class SampleJournal(pl.Callback):
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        time.sleep(self.pace)

@@ -1,10 +1,12 @@
 """Training from LitData shards on the local SLURM cluster: sbatch, 2 DDP ranks (srun tasks), each
-rank streams its own half of every epoch. Run with ``pytest -m slurm``."""
+rank streams its own half of every epoch, and a job requeued mid-epoch resumes that epoch from the
+loader state in its checkpoint. Run with ``pytest -m slurm``."""
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 
 import pytest
 
@@ -54,3 +56,57 @@ def test_two_ranks_train_from_shards_each_on_its_own_half(slurm_cluster, tmp_pat
     assert seen[(0, 0)] != seen[(1, 0)], "the order did not change with the epoch"
     run_dir = next((tmp_path / "logs").glob(f"*/runs/slurm{job}"))
     assert json.loads((run_dir / "metrics.json").read_text())["metrics"]  # trained, validated, written
+
+
+def test_a_requeued_job_resumes_its_epoch_from_the_shard_loader_state(slurm_cluster, tmp_path, shared_data_dir):
+    """SIGUSR1 mid-epoch: the job is requeued at a batch end and resumes from ``last.ckpt`` (saved every 3
+    steps with the loader state); the interrupted epoch then trains each sample exactly once per rank pair."""
+    config = data_config(SHAPES, tmp_path / "compose", shared_data_dir)
+    datamodule(config)
+    fgvc = ["data=fgvc_imagefolder", f"data.root={config.root}", "data.num_classes=10", "data.test_flat=false",
+            "data.solution_file=null", "data.image_size=32"]  # fmt: skip
+    shards = tmp_path / "shards"
+    assert pack_main([*fgvc, "--out", str(shards), "--workers", "2"]) == 0
+    journal = tmp_path / "journal.jsonl"
+    out = slurm_cluster.run(
+        "sbatch", "--parsable", "--gpus-per-node=0", "--cpus-per-task=1", "--mem=3G", "--time=20",
+        "--nodes=1", "--ntasks-per-node=2", f"--output={tmp_path}/%j.out",
+        str(PROJECT_ROOT / "slurm" / "train_ddp.sbatch"),
+        "experiment=fgvc_icassava2019", *fgvc,
+        "data._target_=tests.datamodules.shard_journal.IndexedTrainClassFolders",
+        "data.sampler=instance", "data.batch_size=5", "data.num_workers=0",
+        "data.format=shards", f"data.shards={shards}",
+        "task.prior_adjustment=none", "task.backbone=test_efficientnet", "task.pretrained=false",
+        "callbacks.rich_progress_bar=null", "logger=csv", "trainer.max_epochs=2", "test=false",
+        "callbacks.last_checkpoint.every_n_train_steps=3",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "+callbacks.journal._target_=tests.datamodules.shard_journal.SampleJournal",
+        f"+callbacks.journal.path={journal}", "+callbacks.journal.pace=0.5",
+        env=slurm_cluster.env(VISIONLAB_TRAINER="slurm_cpu", VISIONLAB_PYTHON=sys.executable),
+    ).stdout  # fmt: skip
+    job = out.strip().split(";")[0]
+    slurm_cluster.wait_for(job, {"RUNNING"}, timeout=300)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:  # 12 steps per epoch: signal after step 5 (a checkpoint at step 3)
+        if journal.exists() and max((r["step"] for r in read_journal(journal)), default=0) >= 5:
+            break
+        assert slurm_cluster.job_info(job)["JobState"] == "RUNNING", (tmp_path / f"{job}.out").read_text()[-3000:]
+        time.sleep(0.3)
+    slurm_cluster.run("scancel", "--signal=USR1", job)
+    pending = slurm_cluster.wait_for(job, {"PENDING"}, timeout=180)
+    assert pending["Restarts"] == "1"
+    slurm_cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")
+    info = slurm_cluster.wait_finished(job, timeout=600)
+    log = (tmp_path / f"{job}.out").read_text()
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", log[-3000:]
+
+    records = read_journal(journal)
+    second = [r for r in records if r["attempt"] == 1]
+    resumed_from = min(r["step"] for r in second) - 1  # the step of the last.ckpt the second attempt loaded
+    assert 0 < resumed_from < 12, f"not resumed mid-epoch 0 (from step {resumed_from})"
+    before = [i for r in records if r["attempt"] == 0 and r["step"] <= resumed_from for i in r["indices"]]
+    after = [i for r in second if r["epoch"] == 0 for i in r["indices"]]
+    assert not set(before) & set(after), "a sample trained before the checkpoint was trained again"
+    assert sorted(before + after) == list(range(TRAIN)), "the resumed epoch did not cover the rest of the split"
+    next_epoch = [i for r in second if r["epoch"] == 1 for i in r["indices"]]
+    assert sorted(next_epoch) == list(range(TRAIN))

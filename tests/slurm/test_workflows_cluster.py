@@ -139,10 +139,13 @@ def test_compound_scaling_grid_search_on_the_cluster(slurm_cluster, tmp_path):
         running = [job for job, state in squeue_jobs(slurm_cluster) if state == "RUNNING"]
         assert len(running) == 1, squeue_jobs(slurm_cluster)
         for _ in range(30):  # "Job can not be altered now" while slurmctld is busy with it: ask again
+            if slurm_cluster.job_info(running[0]).get("JobState") != "RUNNING":
+                break  # the signal arrived after all (a signal sent to the requeued job would kill its restart)
             if slurm_cluster.run("scancel", "--signal=USR1", running[0], check=False).returncode == 0:
                 break
             time.sleep(1.0)
-        slurm_cluster.wait_for(running[0], {"PENDING"}, timeout=180)
+        pending = slurm_cluster.wait_for(running[0], {"PENDING"}, timeout=180)
+        assert pending["Restarts"] == "1", pending
         slurm_cluster.run("scontrol", "update", f"JobId={running[0]}", "StartTime=now")
         second.wait(timeout=1500)
     finally:
