@@ -5,7 +5,8 @@ Layouts (as published):
 
 - relationships ``ImageID,LabelName1,LabelName2,XMin1,XMax1,YMin1,YMax1,XMin2,XMax2,YMin2,YMax2,
   RelationshipLabel`` (normalized coordinates, X,X,Y,Y order per box): ``{split}-annotations-vrd.csv``
-  of V5 and the challenge's ``challenge-2019-train-vrd.csv`` / ``challenge-2019-validation-vrd.csv``.
+  of V5 and the challenge's ``challenge-2019-train-vrd.csv`` / ``challenge-2019-validation-vrd.csv``
+  (:func:`vrd_files` finds whichever a download holds).
   Columns are found by header name.
 - the challenge's image-level labels for the validation images, ``challenge-2019-validation-vrd-labels.csv``
   (``ImageID,Source,LabelName,Confidence``; read by ``datamodules.openimages_files.read_image_labels``).
@@ -44,6 +45,21 @@ TRAIN_VRD_FILE = "challenge-2019-train-vrd.csv"
 def split_vrd_file(split: str) -> str:
     """The V5 relationship file of a split: ``train-annotations-vrd.csv`` and so on."""
     return f"{split}-annotations-vrd.csv"
+
+
+def vrd_files(root: str | Path, split: str) -> tuple[Path, Path | None]:
+    """A split's relationship file and its image-level label file, under the names of the release the
+    download holds: V5's ``{split}-annotations-vrd.csv`` (labels: the detection track's
+    ``{split}-annotations-human-imagelabels-boxable.csv``) or the challenge's ``challenge-2019-{split}-vrd.csv``
+    (labels: ``challenge-2019-{split}-vrd-labels.csv``). The V5 name is returned when neither exists,
+    so a missing file is named; the label file is None when the release has none for the split."""
+    root = Path(root)
+    releases = (
+        (split_vrd_file(split), f"{split}-annotations-human-imagelabels-boxable.csv"),
+        (f"challenge-2019-{split}-vrd.csv", f"challenge-2019-{split}-vrd-labels.csv"),
+    )
+    relationships, labels = next(((r, lab) for r, lab in releases if (root / r).exists()), releases[0])
+    return root / relationships, (root / labels if (root / labels).exists() else None)
 
 
 @dataclass

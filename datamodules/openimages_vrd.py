@@ -3,7 +3,9 @@ the detection files of datamodules/openimages.py plus each split's relationship 
 datamodules/openimages_relationships.py::
 
     <root>/{train,validation,test}-annotations-vrd.csv    ImageID,LabelName1,LabelName2,XMin1,...,
-                                                           RelationshipLabel (normalized boxes)
+                                                           RelationshipLabel (normalized boxes); or the
+                                                           challenge's challenge-2019-{train,validation}-vrd.csv
+                                                           (+ -vrd-labels.csv), with its detection files
     <root>/challenge-2019-relationships-description.csv   the relationship names (their order = ids;
                                                            without it, the training file's, sorted)
     <root>/challenge-2019-classes-vrd.csv                 the track's object classes (optional)
@@ -36,7 +38,7 @@ from torch.utils.data import DataLoader
 from core.data import DataFormatError
 from datamodules.openimages import SPLITS, OpenImagesDetectionDataModule, OpenImagesDetectionDataset, flip_boxes
 from datamodules.openimages_files import Hierarchy, read_class_descriptions, read_image_labels
-from datamodules.openimages_relationships import CHALLENGE_VRD_FILES, read_relationships, split_vrd_file
+from datamodules.openimages_relationships import CHALLENGE_VRD_FILES, read_relationships, vrd_files
 
 RELATIONSHIP_KEYS = ("subject_boxes", "object_boxes", "subject_labels", "object_labels", "relationships")
 
@@ -111,9 +113,9 @@ class OpenImagesRelationshipDataModule(OpenImagesDetectionDataModule):
         if names_file.exists():
             self.relationship_names = list(read_class_descriptions(names_file))
         else:  # no names file: the relationships of the training file, sorted
-            rels, _ = read_relationships(self.root / split_vrd_file("train"), skip_corrupt=True)
+            names_file = vrd_files(self.root, "train")[0]
+            rels, _ = read_relationships(names_file, skip_corrupt=True)
             self.relationship_names = sorted({r.relationship for rows in rels.values() for r in rows})
-            names_file = self.root / split_vrd_file("train")
         if len(self.relationship_names) != self.expected_relationships:
             raise DataFormatError(
                 names_file,
@@ -144,15 +146,14 @@ class OpenImagesRelationshipDataModule(OpenImagesDetectionDataModule):
         """The detection records of the images of the split's relationship file, each with its
         relationships (normalized boxes, entity and relationship ids) and image-level labels."""
         records = super().split_records(split, hierarchy, index)
-        vrd_file = self.root / split_vrd_file(split)
+        vrd_file, label_file = vrd_files(self.root, split)
         if records is None or not vrd_file.exists():
             return None
         relationships, skipped = read_relationships(vrd_file, skip_corrupt=self.skip_corrupt)
         self._skipped_rows += skipped
         entity = {n: i for i, n in enumerate(self.entity_names)}
         relationship_id = {n: i for i, n in enumerate(self.relationship_names)}
-        label_file = self.root / f"{split}-annotations-human-imagelabels-boxable.csv"
-        image_labels = read_image_labels(label_file) if label_file.exists() else {}
+        image_labels = read_image_labels(label_file) if label_file else {}
         by_image = {rec["image_id"]: rec for rec in records}
         out = []
         for image_id in sorted(relationships):
@@ -191,7 +192,7 @@ class OpenImagesRelationshipDataModule(OpenImagesDetectionDataModule):
         if key not in self._datasets:
             split = SPLITS[key]
             raise FileNotFoundError(
-                f"{self.root}: the {key} split needs {split}-annotations-bbox.csv and {split_vrd_file(split)} "
+                f"{self.root}: the {key} split needs its box file and {vrd_files(self.root, split)[0].name} "
                 "(a folder generated before the relationship files existed: delete it to regenerate)"
             )
         return super()._loader(key, shuffle)

@@ -136,3 +136,42 @@ def test_pair_relationship_rules():
     assert pair_relationship(dog, car) == "on"  # overlapping in x, subject higher
     assert pair_relationship(car, dog) == "under"
     assert pair_relationship(car, bike) == "at"  # side by side
+
+
+def test_datamodule_reads_the_challenge_2019_relationship_names(tmp_path):
+    """The relationship track downloaded as the challenge published it: challenge-2019-{train,validation}-vrd.csv
+    (+ the validation -vrd-labels.csv) beside the challenge's detection files, no V5 names anywhere."""
+    from datamodules.openimages_vrd import OpenImagesRelationshipDataModule
+
+    v5 = generate_openimages(tmp_path / "v5", num_train=6, num_val=4, num_test=2)
+    reference = OpenImagesRelationshipDataModule(str(v5), num_classes=9, num_relationships=4, num_attributes=2)
+    reference.setup()
+    root = tmp_path / "challenge"
+    root.mkdir()
+    copies = {
+        "challenge-2019-classes-description-500.csv": "challenge-2019-classes-description-500.csv",
+        "challenge-2019-label500-hierarchy.json": "challenge-2019-label500-hierarchy.json",
+        "challenge-2019-classes-vrd.csv": "challenge-2019-classes-vrd.csv",
+        "challenge-2019-attributes-description.csv": "challenge-2019-attributes-description.csv",
+        "challenge-2019-relationships-description.csv": "challenge-2019-relationships-description.csv",
+        "challenge-2019-validation-vrd-labels.csv": "challenge-2019-validation-vrd-labels.csv",
+    }
+    for split in ("train", "validation"):
+        (root / split).symlink_to(v5 / split)
+        copies[f"challenge-2019-{split}-detection-bbox.csv"] = f"{split}-annotations-bbox.csv"
+        copies[f"challenge-2019-{split}-detection-human-imagelabels.csv"] = (
+            f"{split}-annotations-human-imagelabels-boxable.csv"
+        )
+        copies[f"challenge-2019-{split}-vrd.csv"] = f"{split}-annotations-vrd.csv"
+    for name, source in copies.items():
+        (root / name).write_bytes((v5 / source).read_bytes())
+    dm = OpenImagesRelationshipDataModule(str(root), num_classes=9, num_relationships=4, num_attributes=2)
+    dm.setup()
+    assert dm.relationship_names == reference.relationship_names and dm.entity_names == reference.entity_names
+    assert set(dm._datasets) == {"train", "val"}  # the challenge publishes no test relationships
+    keys = ("image_id", "subject_boxes", "object_boxes", "subject_labels", "object_labels", "relationships")
+    for split in ("train", "val"):
+        ours, theirs = dm._datasets[split].records, reference._datasets[split].records
+        assert [[r[k] for k in keys] for r in ours] == [[r[k] for k in keys] for r in theirs]
+    # validation's image-level labels come from the track's own -vrd-labels.csv
+    assert any(r["image_labels"] for r in dm._datasets["val"].records)
