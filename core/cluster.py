@@ -29,6 +29,8 @@ from types import FrameType
 import pytorch_lightning as pl
 from lightning_fabric.plugins.environments import SLURMEnvironment
 
+from core.loggers import finish_loggers
+
 log = logging.getLogger(__name__)
 
 SUBMITIT_SIGNAL_ENV = "SUBMITIT_PREEMPT_SIGNAL"
@@ -115,6 +117,11 @@ class RequeueAtBatchEnd(pl.Callback):
             else:
                 log.warning("Requeuing SLURM job %s failed: %s; training goes on", job, problem)
         if trainer.strategy.broadcast(requeued, src=0):
-            # SLURM ends the job now; finishing the run here would write its results as if it were done.
+            # SLURM ends the job now (SIGTERM, which Lightning lets pass, then SIGKILL after KillWait): the
+            # attempt's logs are flushed and its W&B run completed first; finishing the run here instead
+            # would write its results as if it were done.
+            for logger in trainer.loggers:
+                logger.finalize("finished")
+            finish_loggers(trainer, preempted=True)
             time.sleep(self.stop_wait_s)
             raise RuntimeError(f"SLURM job {slurm_job_id()} was requeued but not stopped in {self.stop_wait_s:.0f} s")

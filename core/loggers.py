@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 
+import pytorch_lightning as pl
 from lightning_fabric.loggers.logger import rank_zero_experiment
 from pytorch_lightning.loggers import CSVLogger as LightningCSVLogger
+from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
 
@@ -52,3 +54,18 @@ class CSVLogger(LightningCSVLogger):
         self._fs.makedirs(self.root_dir, exist_ok=True)
         self._experiment = _HistoryKeepingWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+def finish_loggers(trainer: pl.Trainer, failed: bool = False, preempted: bool = False) -> None:
+    """Finish each W&B logger's run (``exit_code`` 1 on failure; marked preempting when the job is
+    requeued, so the attempt's file is complete and the next attempt resumes the same run); Lightning
+    finalizes the other loggers itself. An open run would be reused by the next job of an in-process
+    multirun."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            run = getattr(logger, "_experiment", None)  # None: no run was started, nothing to end
+            if run is not None and hasattr(run, "finish"):
+                if preempted:
+                    run.mark_preempting()
+                run.finish(exit_code=1 if failed else 0)
+                logger._experiment = None

@@ -13,7 +13,6 @@ from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
-from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.plugins import CheckpointIO
 
 from core.checkpoint import URL_SCHEME, AtomicCheckpointIO, read_checkpoint
@@ -21,6 +20,7 @@ from core.checkpoint import load_task as load_checkpoint_task
 from core.config_check import check_config_types
 from core.guards import guards
 from core.io import atomic_write_json, atomic_write_text, remove_stale_temporaries
+from core.loggers import finish_loggers
 from core.resolvers import register_resolvers
 
 # A SLURM job (hydra-submitit-launcher) unpickles the entry point's main() by value, so the entry
@@ -177,17 +177,6 @@ def build_trainer(cfg: DictConfig, with_callbacks: bool = True) -> pl.Trainer:
     if not any(isinstance(p, CheckpointIO) for p in plugins):
         plugins.append(AtomicCheckpointIO())
     return instantiate(cfg.trainer, callbacks=[*guards(), *callbacks], logger=loggers or False, plugins=plugins)
-
-
-def finish_loggers(trainer: pl.Trainer, failed: bool = False) -> None:
-    """Finish each W&B logger's run (``exit_code`` 1 on failure); Lightning finalizes the other
-    loggers itself. An open run would be reused by the next job of an in-process multirun."""
-    for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
-            run = getattr(logger, "_experiment", None)  # None: no run was started, nothing to end
-            if run is not None and hasattr(run, "finish"):
-                run.finish(exit_code=1 if failed else 0)
-                logger._experiment = None
 
 
 def seed_run(cfg: DictConfig) -> None:
