@@ -4,7 +4,8 @@ boundary (``trainer.plugins`` in conf/trainer/slurm.yaml builds it with :func:`s
 On the requeue signal (SIGUSR1 by default, sent by SLURM ``--signal=USR1@<s>`` before the time limit,
 or by ``scancel --signal=USR1``) the handler only raises a flag. :class:`RequeueAtBatchEnd` (a guard
 every Trainer gets) reads it at the end of the next training batch on every rank (any rank's flag
-counts), saves ``hpc_ckpt_<n>.ckpt`` in the run directory, and rank 0 runs ``scontrol requeue <job>``.
+counts), saves ``hpc_ckpt_<n>.ckpt`` in the run directory, rank 0 completes the attempt's logs and runs
+``scontrol requeue <job>``, and the attempt exits (it must not go on to test and write its results).
 Lightning's own handler does that work inside the signal handler, which deadlocks a multi-rank job:
 the rank the signal interrupts waits in the checkpoint's barrier while another rank waits in a
 gradient collective that can never complete (seen on the local cluster with 2 gloo ranks). The
@@ -23,7 +24,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 from types import FrameType
 
 import pytorch_lightning as pl
@@ -81,8 +81,7 @@ class RequeueAtBatchEnd(pl.Callback):
     Active when the Trainer's cluster environment is a SLURMEnvironment with ``auto_requeue``. Its signal
     handler, installed before Lightning's, only sets a flag, so Lightning leaves the signal to it."""
 
-    def __init__(self, stop_wait_s: float = 300.0) -> None:
-        self.stop_wait_s = stop_wait_s
+    def __init__(self) -> None:
         self.signalled = False
 
     @staticmethod
@@ -106,6 +105,11 @@ class RequeueAtBatchEnd(pl.Callback):
         trainer.save_checkpoint(trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir))
         requeued = False
         if trainer.is_global_zero:
+            # Before the requeue: SLURM's SIGTERM reaches every process of the job, W&B's service included,
+            # so the attempt's logs are flushed and its W&B run completed (marked preempting) first.
+            for logger in trainer.loggers:
+                logger.finalize("finished")
+            finish_loggers(trainer, preempted=True)
             job = slurm_job_id()
             try:
                 result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, check=False)
@@ -117,11 +121,8 @@ class RequeueAtBatchEnd(pl.Callback):
             else:
                 log.warning("Requeuing SLURM job %s failed: %s; training goes on", job, problem)
         if trainer.strategy.broadcast(requeued, src=0):
-            # SLURM ends the job now (SIGTERM, which Lightning lets pass, then SIGKILL after KillWait): the
-            # attempt's logs are flushed and its W&B run completed first; finishing the run here instead
-            # would write its results as if it were done.
-            for logger in trainer.loggers:
-                logger.finalize("finished")
-            finish_loggers(trainer, preempted=True)
-            time.sleep(self.stop_wait_s)
-            raise RuntimeError(f"SLURM job {slurm_job_id()} was requeued but not stopped in {self.stop_wait_s:.0f} s")
+            # The job is back in the queue and its checkpoint saved: this attempt ends here. Going on (or
+            # letting Lightning stop gracefully on the SIGTERM that follows) would test the model and write
+            # metrics.json as if the run were done.
+            logging.shutdown()
+            os._exit(0)

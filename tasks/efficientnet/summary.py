@@ -219,7 +219,7 @@ def log_to_wandb(sweep_dir: Path, rows: Sequence[dict], summary: dict, plot: Pat
 
 SCALE_UP_PHI = (1.0, 2.0)
 # Overrides that belong to the search itself, not to the settings a scale-up shares with it.
-SEARCH_ONLY = ("hydra.sweeper.", "run_id=", "hydra.sweep.dir=", "hydra.sweep.subdir=")
+SEARCH_ONLY = ("hydra.sweeper.", "run_id=", "hydra.sweep.dir=", "hydra.sweep.subdir=", "hydra.mode=")
 
 
 def scale_up_command(sweep_dir: Path, best: dict, phis: Sequence[float] = SCALE_UP_PHI) -> str:
@@ -231,7 +231,9 @@ def scale_up_command(sweep_dir: Path, best: dict, phis: Sequence[float] = SCALE_
     given: list[str] = []
     multirun = sweep_dir / "multirun.yaml"
     if multirun.exists():
-        given = [str(o) for o in OmegaConf.select(OmegaConf.load(multirun), "hydra.overrides.task", default=[]) or []]
+        config = OmegaConf.load(multirun)
+        for kind in ("hydra", "task"):  # the launcher's settings are Hydra overrides, the rest the task's
+            given += [str(o) for o in OmegaConf.select(config, f"hydra.overrides.{kind}", default=[]) or []]
     shared = [o for o in given if not o.startswith(SEARCH_ONLY)]
     triple = [f"hydra.sweeper.{k}=[{best[k]:.4g}]" for k in ("alpha", "beta", "gamma")]
     steps = [
