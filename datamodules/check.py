@@ -404,6 +404,21 @@ def compose_data(overrides: Sequence[str], for_check: bool = True) -> tuple[Any,
     return data, name, cfg.paths
 
 
+def command_line(argv: Sequence[str], prog: str, options: list[tuple[str, dict]]) -> tuple[Any, list[str]]:
+    """The ``--options`` of a datamodules command (argparse) and the rest: Hydra overrides as train.py's.
+    An unknown ``--option`` is an error rather than an override."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    for flag, kwargs in options:
+        parser.add_argument(flag, **kwargs)
+    parsed, overrides = parser.parse_known_args(list(argv))
+    unknown = [arg for arg in overrides if arg.startswith("--")]
+    if unknown:
+        parser.error(f"unknown option {unknown[0]}")
+    return parsed, overrides
+
+
 def main(argv: Sequence[str]) -> int:
     """Parse ``--workers``, ``--report``, ``--fresh``; the rest are Hydra overrides."""
     from hydra.errors import InstantiationException
@@ -411,22 +426,16 @@ def main(argv: Sequence[str]) -> int:
     from omegaconf import OmegaConf
     from omegaconf.errors import MissingMandatoryValue
 
-    overrides, workers, report_path, fresh = [], min(8, os.cpu_count() or 1), None, False
-    args = list(argv)
-    while args:
-        arg = args.pop(0)
-        if arg in ("-h", "--help"):
-            print(__doc__)
-            return 0
-        if arg == "--fresh":
-            fresh = True
-        elif arg in ("--workers", "--report") and args:
-            value = args.pop(0)
-            workers, report_path = (int(value), report_path) if arg == "--workers" else (workers, Path(value))
-        elif arg.startswith("--"):
-            raise SystemExit(f"unknown option {arg}; see python -m datamodules.check --help")
-        else:
-            overrides.append(arg)
+    options, overrides = command_line(
+        argv,
+        "python -m datamodules.check",
+        [
+            ("--workers", {"type": int, "default": min(8, os.cpu_count() or 1), "help": "parallel checks"}),
+            ("--report", {"type": Path, "default": None, "help": "the JSON report (default under paths.log_dir)"}),
+            ("--fresh", {"action": "store_true", "help": "ignore the journal of an earlier check"}),
+        ],
+    )
+    workers, report_path, fresh = options.workers, options.report, options.fresh
     try:
         data, name, paths = compose_data(overrides)
     except MissingMandatoryValue as err:  # e.g. fgvc_imagefolder's num_classes: ???

@@ -79,25 +79,18 @@ def main(argv: Sequence[str]) -> int:
     from hydra.utils import instantiate
 
     from core.data import DataFormatError
-    from datamodules.check import compose_data
+    from datamodules.check import command_line, compose_data
     from datamodules.image_classification import ImageClassificationDataModule
 
-    overrides, out, workers = [], None, os.cpu_count() or 1
-    args = list(argv)
-    while args:
-        arg = args.pop(0)
-        if arg in ("-h", "--help"):
-            print(__doc__)
-            return 0
-        if arg in ("--out", "--workers") and args:
-            value = args.pop(0)
-            out, workers = (value, workers) if arg == "--out" else (out, int(value))
-        elif arg.startswith("--"):
-            raise SystemExit(f"unknown option {arg}; see python -m datamodules.pack --help")
-        else:
-            overrides.append(arg)
-    if out is None:
-        raise SystemExit("datamodules.pack: --out <dir> is required (where the shards are written)")
+    options, overrides = command_line(
+        argv,
+        "python -m datamodules.pack",
+        [
+            ("--out", {"required": True, "help": "where the shards are written (a local or NFS folder)"}),
+            ("--workers", {"type": int, "default": os.cpu_count() or 1, "help": "parallel packing workers"}),
+        ],
+    )
+    out, workers = options.out, options.workers
     if "://" in out:
         raise SystemExit(
             f"--out {out}: pack into a local or NFS folder, then copy it (e.g. `aws s3 sync <dir> {out}`); "
