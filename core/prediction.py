@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import BasePredictionWriter
 
@@ -526,8 +527,6 @@ def predict_files(
     and ``write_item`` into ``run_dir``. An unreadable file raises its own error (a command line has nothing
     to skip to), and there is no journal (nothing to resume or merge). One record per file: ``input``,
     ``name`` and what ``write_item`` returned."""
-    import torch
-
     writer.bind(task, checkpoint or {})
     task.eval()
     records = []

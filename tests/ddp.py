@@ -54,11 +54,23 @@ def collect_cases() -> dict[str, DDPCase]:
     """Every module's ``DDP_CASES``, merged; two cases of the same name are a mistake, not an override."""
     cases: dict[str, DDPCase] = {}
     for name in case_modules():
-        for case_name, case in getattr(importlib.import_module(name), "DDP_CASES", {}).items():
+        try:
+            module = importlib.import_module(name)
+        except Exception as err:  # noqa: BLE001  (one system's broken module fails its own case, not the harness)
+            cases[f"{name} (import)"] = DDPCase(_raises(f"{name} does not import: {type(err).__name__}: {err}"), list)
+            continue
+        for case_name, case in getattr(module, "DDP_CASES", {}).items():
             if case_name in cases:
                 raise ValueError(f"{name}: DDP case {case_name!r} is declared twice")
             cases[case_name] = case
     return cases
+
+
+def _raises(message: str) -> Callable[[], Any]:
+    def make() -> Any:
+        raise RuntimeError(message)
+
+    return make
 
 
 def task_metric_classes() -> list[str]:

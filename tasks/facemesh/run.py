@@ -29,14 +29,12 @@ import numpy as np
 import torch
 
 from core.checkpoint import load_task
+from core.images import IMAGE_SUFFIXES
 from core.io import atomic_path, atomic_write_json
-from core.video import open_video, read_frames, write_video
+from core.video import VIDEO_SUFFIXES, open_video, read_frames, write_video
 from tasks.facemesh.module import FaceMeshTask
 from tasks.facemesh.pipeline import FaceMeshPipeline, draw_mesh, smooth_track, write_obj
 from tasks.facemesh.runtime import RUNTIMES, check_runtime, default_runtime
-
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
 def _write_outputs(
@@ -119,7 +117,7 @@ def _run(
         raise FileNotFoundError(f"{input_path}: input image or video does not exist")
     task = load_task(checkpoint, FaceMeshTask).eval()  # weights only; another task's checkpoint is refused
     suffix = input_path.suffix.lower()
-    if suffix not in VIDEO_SUFFIXES | IMAGE_SUFFIXES:
+    if suffix not in (*VIDEO_SUFFIXES, *IMAGE_SUFFIXES):
         raise ValueError(
             f"{input_path}: unknown input type {suffix!r}; images: {sorted(IMAGE_SUFFIXES)}, "
             f"videos: {sorted(VIDEO_SUFFIXES)}"
