@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +18,9 @@ from tests.datamodules.test_shards import SHAPES, TRAIN, data_config, datamodule
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(900)]
 
 
-def test_two_ranks_train_from_shards_each_on_its_own_half(slurm_cluster, tmp_path, shared_data_dir):
+def submit_from_shards(cluster, tmp_path, shared_data_dir, *overrides: str) -> tuple[str, Path]:
+    """Pack the small shapes set (as FGVC class folders) into shards and sbatch a 2-rank DDP run that
+    trains from them with a journal of its samples; returns the job id and the journal's path."""
     config = data_config(SHAPES, tmp_path / "compose", shared_data_dir)
     datamodule(config)  # the small shapes set, generated once
     fgvc = ["data=fgvc_imagefolder", f"data.root={config.root}", "data.num_classes=10", "data.test_flat=false",
@@ -25,22 +28,25 @@ def test_two_ranks_train_from_shards_each_on_its_own_half(slurm_cluster, tmp_pat
     shards = tmp_path / "shards"
     assert pack_main([*fgvc, "--out", str(shards), "--workers", "2"]) == 0
     journal = tmp_path / "journal.jsonl"
-    out = slurm_cluster.run(
+    out = cluster.run(
         "sbatch", "--parsable", "--gpus-per-node=0", "--cpus-per-task=1", "--mem=3G", "--time=20",
         "--nodes=1", "--ntasks-per-node=2", f"--output={tmp_path}/%j.out",
         str(PROJECT_ROOT / "slurm" / "train_ddp.sbatch"),
         "experiment=fgvc_icassava2019", *fgvc,
         "data._target_=tests.datamodules.shard_journal.IndexedTrainClassFolders",
-        "data.sampler=instance", "data.batch_size=10", "data.num_workers=0",
-        "data.format=shards", f"data.shards={shards}",
+        "data.sampler=instance", "data.num_workers=0", "data.format=shards", f"data.shards={shards}",
         "task.prior_adjustment=none", "task.backbone=test_efficientnet", "task.pretrained=false",
         "callbacks.rich_progress_bar=null", "logger=csv", "trainer.max_epochs=2",
         f"paths.log_dir={tmp_path / 'logs'}",
         "+callbacks.journal._target_=tests.datamodules.shard_journal.SampleJournal",
-        f"+callbacks.journal.path={journal}",
-        env=slurm_cluster.env(VISIONLAB_TRAINER="slurm_cpu", VISIONLAB_PYTHON=sys.executable),
+        f"+callbacks.journal.path={journal}", *overrides,
+        env=cluster.env(VISIONLAB_TRAINER="slurm_cpu", VISIONLAB_PYTHON=sys.executable),
     ).stdout  # fmt: skip
-    job = out.strip().split(";")[0]
+    return out.strip().split(";")[0], journal
+
+
+def test_two_ranks_train_from_shards_each_on_its_own_half(slurm_cluster, tmp_path, shared_data_dir):
+    job, journal = submit_from_shards(slurm_cluster, tmp_path, shared_data_dir, "data.batch_size=10")
     info = slurm_cluster.wait_finished(job, timeout=600)
     log = (tmp_path / f"{job}.out").read_text()
     assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", log[-3000:]
@@ -61,30 +67,15 @@ def test_two_ranks_train_from_shards_each_on_its_own_half(slurm_cluster, tmp_pat
 def test_a_requeued_job_resumes_its_epoch_from_the_shard_loader_state(slurm_cluster, tmp_path, shared_data_dir):
     """SIGUSR1 mid-epoch: the job is requeued at a batch end and resumes from ``last.ckpt`` (saved every 3
     steps with the loader state); the interrupted epoch then trains each sample exactly once per rank pair."""
-    config = data_config(SHAPES, tmp_path / "compose", shared_data_dir)
-    datamodule(config)
-    fgvc = ["data=fgvc_imagefolder", f"data.root={config.root}", "data.num_classes=10", "data.test_flat=false",
-            "data.solution_file=null", "data.image_size=32"]  # fmt: skip
-    shards = tmp_path / "shards"
-    assert pack_main([*fgvc, "--out", str(shards), "--workers", "2"]) == 0
-    journal = tmp_path / "journal.jsonl"
-    out = slurm_cluster.run(
-        "sbatch", "--parsable", "--gpus-per-node=0", "--cpus-per-task=1", "--mem=3G", "--time=20",
-        "--nodes=1", "--ntasks-per-node=2", f"--output={tmp_path}/%j.out",
-        str(PROJECT_ROOT / "slurm" / "train_ddp.sbatch"),
-        "experiment=fgvc_icassava2019", *fgvc,
-        "data._target_=tests.datamodules.shard_journal.IndexedTrainClassFolders",
-        "data.sampler=instance", "data.batch_size=5", "data.num_workers=0",
-        "data.format=shards", f"data.shards={shards}",
-        "task.prior_adjustment=none", "task.backbone=test_efficientnet", "task.pretrained=false",
-        "callbacks.rich_progress_bar=null", "logger=csv", "trainer.max_epochs=2", "test=false",
+    job, journal = submit_from_shards(
+        slurm_cluster,
+        tmp_path,
+        shared_data_dir,
+        "data.batch_size=5",
+        "test=false",
         "callbacks.last_checkpoint.every_n_train_steps=3",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        "+callbacks.journal._target_=tests.datamodules.shard_journal.SampleJournal",
-        f"+callbacks.journal.path={journal}", "+callbacks.journal.pace=0.5",
-        env=slurm_cluster.env(VISIONLAB_TRAINER="slurm_cpu", VISIONLAB_PYTHON=sys.executable),
-    ).stdout  # fmt: skip
-    job = out.strip().split(";")[0]
+        "+callbacks.journal.pace=0.5",
+    )
     slurm_cluster.wait_for(job, {"RUNNING"}, timeout=300)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:  # 12 steps per epoch: signal after step 5 (a checkpoint at step 3)
