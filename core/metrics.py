@@ -75,6 +75,18 @@ def gather_objects(items: list) -> list:
     return items
 
 
+def gather_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows (N_rank, ...) concatenated, rank 0's first; ``rows`` alone without torch.distributed.
+    The ranks may hold different counts: a streaming loader (LitData shards) gives each rank whole chunks
+    of an evaluation split, so one rank may have more samples, or none (torchmetrics' gather pads and
+    trims; Lightning's ``all_gather`` needs equal shapes). Collective: every rank must call it."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return rows
+    from torchmetrics.utilities.distributed import gather_all_tensors
+
+    return torch.cat(gather_all_tensors(rows.contiguous()))
+
+
 def cat_rows(state: Any, width: int) -> np.ndarray:
     """A gathered list state as one float64 (rows, width) array: torchmetrics leaves it a list of
     tensors before the sync and a single tensor after a cat-reduction; both may be empty."""

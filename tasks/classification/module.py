@@ -15,6 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from core.backbones import create_backbone
 from core.io import atomic_write_text
+from core.metrics import gather_rows
 from core.optim import check_scheduler, configure_optimizers
 from core.registry import register_models
 from core.weights import load_pretrained
@@ -115,10 +116,9 @@ class ImageClassificationTask(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         """Write test predictions (target, predicted class, confidence) to predictions.csv."""
         rows = torch.cat(self._test_rows) if self._test_rows else torch.zeros(0, 3)
-        gathered = self.all_gather(rows.to(self.device))
+        rows = gather_rows(rows.to(self.device)).cpu()  # ranks reading shards may hold different counts
         if not self.trainer.is_global_zero or self.trainer.sanity_checking:
             return
-        rows = gathered.reshape(-1, 3).cpu() if gathered.dim() == 3 else gathered.cpu()
         names = getattr(getattr(self.trainer, "datamodule", None), "class_names", None) or []
         buffer = io.StringIO()
         writer = csv.writer(buffer)

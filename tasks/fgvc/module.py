@@ -19,6 +19,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from core.io import atomic_write_json, atomic_write_text
 from core.media import log_image, log_table
+from core.metrics import gather_rows
 from core.weights import load_pretrained, read_state_dict
 from tasks.classification.module import ImageClassificationTask
 from tasks.fgvc import protocol
@@ -51,6 +52,13 @@ def grade(comp: protocol.Competition, scores: np.ndarray, targets: np.ndarray, t
     if comp.kind == "macro_f1":
         return protocol.macro_f1(predicted, targets)
     return protocol.accuracy(predicted, targets)
+
+
+def first_of_each_index(rows: torch.Tensor) -> np.ndarray:
+    """Gathered rows (index, ...) as float64, one per index (its first copy), in index order."""
+    rows = rows.double().cpu().numpy()
+    _, first = np.unique(rows[:, 0], return_index=True)
+    return rows[first]
 
 
 def load_network_weights(model: nn.Module, path: str) -> None:
@@ -207,10 +215,7 @@ class FineGrainedTask(ImageClassificationTask):
         """(index, targets, scores) of every test item once, in file order, on every rank."""
         width = 1 + self._target_width() + self.hparams.num_classes
         rows = torch.cat(self._test_outputs) if self._test_outputs else torch.zeros(0, width)
-        gathered = self.all_gather(rows.to(self.device))
-        rows = gathered.reshape(-1, width).double().cpu().numpy()
-        _, first = np.unique(rows[:, 0], return_index=True)  # a DistributedSampler's padding repeats items
-        rows = rows[first]
+        rows = first_of_each_index(gather_rows(rows.to(self.device)))  # a DistributedSampler's padding repeats items
         t = self._target_width()
         targets = rows[:, 1 : 1 + t]
         return rows[:, 0].astype(np.int64), (targets[:, 0].astype(np.int64) if t == 1 else targets), rows[:, 1 + t :]
@@ -299,12 +304,15 @@ class FineGrainedTask(ImageClassificationTask):
             mode = "none"
         if mode == "none":
             return fit_prior_calibration(np.zeros((0, len(train_prior))), np.zeros(0, np.int64), train_prior, "none")
-        logits, labels = [], []
+        rows = [torch.zeros(0, 2 + len(train_prior), device=self.device)]
         with torch.inference_mode():
-            for images, targets, _ in datamodule.val_dataloader():  # every rank: the whole split
-                logits.append(self(images.to(self.device)).float().log_softmax(-1).cpu())
-                labels.append(targets)
-        return fit_prior_calibration(torch.cat(logits).numpy(), torch.cat(labels).numpy(), train_prior, mode)
+            # From folders every rank reads the whole split; from shards (a streaming loader) each rank reads
+            # its own chunks: gathered and counted once by index, both give every rank the whole split.
+            for images, targets, index in datamodule.val_dataloader():
+                log_posteriors = self(images.to(self.device)).float().log_softmax(-1)
+                rows.append(torch.cat([index.reshape(-1, 1), targets.reshape(-1, 1), log_posteriors.cpu()], 1))
+        rows = first_of_each_index(gather_rows(torch.cat([r.cpu().float() for r in rows]).to(self.device)))
+        return fit_prior_calibration(rows[:, 2:], rows[:, 1].astype(np.int64), train_prior, mode)
 
     def _sequence_average(self, scores: np.ndarray, index: np.ndarray, datamodule) -> np.ndarray:
         groups = getattr(datamodule, "test_groups", None)
