@@ -17,8 +17,8 @@ pipeline on the frames of a real photograph moved and scaled frame by frame (def
 astronaut, 512x512), once in PyTorch and once exported to ONNX Runtime (``runtime="onnxruntime"``, the
 tools' default: core/onnx_runtime.py, checked against PyTorch), and, with ``--mediapipe-env``, MediaPipe's
 own runtime on the same frames in that environment (benchmarks/mediapipe_facemesh.py: mediapipe==0.10.14 is
-never installed into .venv). One run each; frames per CPU-second of each process (all its threads), and the
-ratio to MediaPipe."""
+never installed into .venv). ``--passes`` over the clip each; frames per CPU-second of each process (all its
+threads), and the ratio to MediaPipe. ``--threads`` is the budget of torch, ONNX Runtime and OpenCV alike."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from tasks.facemesh.detector import detect_faces  # noqa: E402
 from tasks.facemesh.model import blazeface_front, count_parameters, facemesh  # noqa: E402
 from tasks.facemesh.pipeline import FaceMeshPipeline  # noqa: E402
-from tasks.facemesh.runtime import RUNTIMES, inference_network  # noqa: E402
+from tasks.facemesh.runtime import RUNTIMES, inference_network, use_cpu_threads  # noqa: E402
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 CLOCK = time.perf_counter
@@ -87,15 +87,16 @@ def test_frames(photo: str | None, count: int) -> tuple[np.ndarray, str]:
     return np.stack(frames), f"{name} ({w}x{h})"
 
 
-def fps_per_cpu_second(run, frames: np.ndarray) -> tuple[float, int]:
-    """(frames per CPU-second of this process, frames with a face) of ``run(frames)`` after a warm-up."""
+def fps_per_cpu_second(run, frames: np.ndarray, passes: int) -> tuple[float, int]:
+    """(frames per CPU-second of this process, frames with a face per pass) of ``passes`` runs of
+    ``run(frames)`` after a warm-up."""
     run(frames[:5])
     start = time.process_time()
-    found = run(frames)
-    return len(frames) / (time.process_time() - start), found
+    found = [run(frames) for _ in range(passes)]
+    return passes * len(frames) / (time.process_time() - start), found[-1]
 
 
-def mediapipe_fps(env: str, frames: np.ndarray) -> dict[str, tuple[float, int]]:
+def mediapipe_fps(env: str, frames: np.ndarray, passes: int) -> dict[str, tuple[float, int]]:
     """MediaPipe's runtime on ``frames``, in the virtual environment ``env`` (benchmarks/mediapipe_facemesh.py)."""
     python = Path(env) / "bin" / "python"
     if not python.exists():
@@ -106,12 +107,13 @@ def mediapipe_fps(env: str, frames: np.ndarray) -> dict[str, tuple[float, int]]:
     with tempfile.TemporaryDirectory() as tmp:
         np.save(Path(tmp) / "frames.npy", frames)
         runner = Path(__file__).resolve().parent / "mediapipe_facemesh.py"
-        done = subprocess.run([str(python), str(runner), str(Path(tmp) / "frames.npy")], capture_output=True, text=True)
+        command = [str(python), str(runner), str(Path(tmp) / "frames.npy"), "--repeats", str(passes)]
+        done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"MediaPipe in {env} failed: {done.stderr.strip().splitlines()[-1:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     return {
-        mode: (result[mode]["frames"] / result[mode]["cpu_s"], result[mode]["with_face"])
+        mode: (result[mode]["frames"] / result[mode]["cpu_s"], result[mode]["with_face"] // passes)
         for mode in ("detect_mesh", "tracking")
     } | {"version": result["mediapipe"]}
 
@@ -135,16 +137,21 @@ def compare_runtimes(args) -> None:
     rows = {}
     for label, pipe in (("PyTorch (reference)", torch_pipe), ("ONNX Runtime (product default)", ort_pipe)):
         rows[label] = {
-            "detect_mesh": fps_per_cpu_second(lambda f, p=pipe: sum(bool(p.process_image(x)) for x in f), frames),
-            "tracking": fps_per_cpu_second(lambda f, p=pipe: sum(r is not None for r in p.track(f)), frames),
+            "detect_mesh": fps_per_cpu_second(
+                lambda f, p=pipe: sum(bool(p.process_image(x)) for x in f), frames, args.passes
+            ),
+            "tracking": fps_per_cpu_second(
+                lambda f, p=pipe: sum(r is not None for r in p.track(f)), frames, args.passes
+            ),
         }
     mediapipe = None
     if args.mediapipe_env:
-        mediapipe = mediapipe_fps(args.mediapipe_env, frames)
+        mediapipe = mediapipe_fps(args.mediapipe_env, frames, args.passes)
         rows[f"MediaPipe {mediapipe.pop('version')} (its runtime)"] = mediapipe
     print(
         f"{len(frames)} frames of {name}, moved and scaled frame by frame; torch {torch.__version__} and "
-        f"onnxruntime {onnxruntime.__version__} with {args.threads} thread(s); one run each, CPU time of the process"
+        f"onnxruntime {onnxruntime.__version__} with {args.threads} thread(s) (OpenCV's too); "
+        f"{args.passes} passes each, CPU time of the process"
     )
     ratio = "ratio to MediaPipe" if mediapipe else "(no --mediapipe-env: no ratio)"
     print(f"{'runtime':<34}{'detect+mesh fps/CPU-s':>22}{'tracking fps/CPU-s':>20}{'frames with a face':>21}   {ratio}")
@@ -177,10 +184,11 @@ def main(argv=None) -> None:
     parser.add_argument("--mediapipe-env", default=None, help="--runtimes: a virtualenv with mediapipe==0.10.14")
     parser.add_argument("--photo", default=None, help="--runtimes: the photograph (default: scikit-image's astronaut)")
     parser.add_argument("--frames", type=int, default=60, help="--runtimes: frames in the clip")
+    parser.add_argument("--passes", type=int, default=3, help="--runtimes: timed passes over the clip, each side")
     args = parser.parse_args(argv)
     global CLOCK
     CLOCK = CLOCKS[args.clock]
-    torch.set_num_threads(args.threads)
+    use_cpu_threads(args.threads)  # torch's, ONNX Runtime's and OpenCV's
     torch.set_grad_enabled(False)
     if args.runtimes:
         compare_runtimes(args)

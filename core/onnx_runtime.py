@@ -111,15 +111,23 @@ class OnnxRuntimeModule(nn.Module):
     """``reference`` run by ONNX Runtime (``threads`` intra-op threads, CPU). One session per input
     shape, exported on first use (shapes stay static, so ONNX Runtime folds the shape arithmetic) and
     checked against ``reference`` on that input (``atol``, plus 1e-5 of the output's largest magnitude).
-    Calls return what ``reference`` returns; attribute reads fall through to it."""
+    ``exported``: what to export instead, a module meant to compute the same function in a form the
+    runtime prefers (checked against ``reference`` all the same). Calls return what ``reference``
+    returns; attribute reads fall through to it."""
 
     static_shapes = True  # callers with varying batch sizes may prefer one-image calls (one session)
 
     def __init__(
-        self, reference: nn.Module, threads: int = 1, folder: str | Path | None = None, atol: float = 1e-3
+        self,
+        reference: nn.Module,
+        threads: int = 1,
+        folder: str | Path | None = None,
+        atol: float = 1e-3,
+        exported: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.reference = reference.eval()
+        self._exported = [exported.eval() if exported is not None else self.reference]  # a list: not a submodule
         self.threads, self.atol = threads, atol
         self._tmp = None if folder is not None else tempfile.TemporaryDirectory(prefix="onnx_")
         self.folder = Path(folder if folder is not None else self._tmp.name)
@@ -139,7 +147,7 @@ class OnnxRuntimeModule(nn.Module):
             import onnxruntime as ort
 
             path = export_onnx(
-                runtime_friendly(self.reference, x), x, self.folder / f"{'x'.join(map(str, shape))}.onnx"
+                runtime_friendly(self._exported[0], x), x, self.folder / f"{'x'.join(map(str, shape))}.onnx"
             )
             options = ort.SessionOptions()
             options.intra_op_num_threads = self.threads

@@ -83,7 +83,15 @@ def warp_crop_uint8(image: np.ndarray, index_matrix: np.ndarray, crop_size: int,
     ImageToTensorCalculator does (``padding_mode`` "zeros" or "border", like :func:`warp_crops`)."""
     border = cv2.BORDER_REPLICATE if padding_mode == "border" else cv2.BORDER_CONSTANT
     crop = cv2.warpAffine(image, index_matrix, (crop_size, crop_size), flags=cv2.INTER_LINEAR, borderMode=border)
-    return crop.astype(np.float32).transpose(2, 0, 1) * np.float32(1 / 255)
+    return unit_chw(crop)
+
+
+def unit_chw(image: np.ndarray) -> np.ndarray:
+    """An RGB uint8 image (H, W, 3) as a C-contiguous float32 (3, H, W) in [0, 1] (x / 255 in float32, as
+    MediaPipe's tensor conversion): contiguous so that no runtime copies it again before the network."""
+    x = image.transpose(2, 0, 1).astype(np.float32, order="C")
+    x *= np.float32(1 / 255)
+    return x
 
 
 def warp_crops(

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from core.checkpoint import TASK_CLASS_KEY, CheckpointError, read_checkpoint
-from datamodules.face_alignment import index_to_continuous, letterbox, warp_crops
+from datamodules.face_alignment import index_to_continuous, letterbox, unit_chw, warp_crops
 from tasks.facemesh.anchors import decode, generate_anchors
 from tasks.facemesh.model import detector_network
 from tasks.facemesh.postprocess import MAX_DETECTIONS, blend_overlaps
@@ -78,7 +78,7 @@ def detector_input_uint8(image: np.ndarray, model: torch.nn.Module) -> tuple[np.
     index = centred_matrix(h, w, model.input_size)
     size = (model.input_size, model.input_size)
     x = cv2.warpAffine(image, index.numpy(), size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    return x.astype(np.float32).transpose(2, 0, 1) * np.float32(1 / 255), index, 0.5
+    return unit_chw(x), index, 0.5
 
 
 def as_uint8_frames(images) -> list[np.ndarray] | None:

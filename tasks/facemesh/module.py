@@ -36,7 +36,7 @@ from tasks.facemesh.detector import Detections, detect_faces
 from tasks.facemesh.losses import detector_loss, mesh_loss
 from tasks.facemesh.metrics import DetectorAP50, InterOcularNME
 from tasks.facemesh.model import count_parameters, detector_network, mesh_network
-from tasks.facemesh.pipeline import FaceMeshPipeline, draw_mesh
+from tasks.facemesh.pipeline import FaceMeshPipeline, draw_mesh, smooth_track
 from tasks.facemesh.postprocess import MAX_DETECTIONS, candidates, weighted_nms
 from tasks.facemesh.runtime import check_runtime, default_runtime, inference_network
 from tasks.facemesh.temporal import evaluate_clips
@@ -331,11 +331,25 @@ class FaceMeshTask(pl.LightningModule):
         return detect_faces(images, detector, h.score_threshold, h.nms_iou_threshold, self.anchors)
 
     @torch.no_grad()
-    def predict_step(self, batch: dict, batch_idx: int) -> list[list[dict]]:
-        """predict.py: every face of each image of ``batch["image"]`` (RGB uint8 arrays of any size;
-        tasks/facemesh/predict.py writes them), in the task's inference runtime."""
+    def predict_step(self, batch: dict, batch_idx: int) -> list[list]:
+        """predict.py: every face of each image of ``batch["image"]`` (RGB uint8 arrays of any size), or per
+        frame of each video of ``batch["video"]`` the one face tracked through it (one-euro smoothed unless
+        ``batch["smoothing"]`` is false), in the task's inference runtime; tasks/facemesh/predict.py writes them."""
         pipeline = FaceMeshPipeline.from_task(self, runtime=self.inference_runtime or default_runtime())
+        if "video" in batch:
+            return [
+                self.track_video(pipeline, v, fps, batch["smoothing"]) for v, fps in zip(batch["video"], batch["fps"])
+            ]
         return [[face.as_json() for face in pipeline.process_image(image)] for image in batch.get("image", [])]
+
+    def track_video(self, pipeline: FaceMeshPipeline, frames, fps: float, smoothing: bool) -> list[list[dict]]:
+        """Per frame [] or [the tracked face], its points (N, 3) the filtered ones (unrounded)."""
+        track = pipeline.track(frames)
+        if smoothing:
+            points = smooth_track(track, fps, self.topology, **self.smoothing)
+        else:
+            points = [face.points if face is not None else None for face in track]
+        return [[] if face is None else [face.as_json() | {"points": p}] for face, p in zip(track, points)]
 
     def configure_optimizers(self):
         return configure_optimizers(self, self.hparams.optimizer, self.hparams.scheduler)

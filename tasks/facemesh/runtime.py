@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 
+import cv2
 import torch
 
 RUNTIMES = ("onnxruntime", "torch")
@@ -24,10 +25,23 @@ def check_runtime(runtime: str) -> str:
     return runtime
 
 
+def use_cpu_threads(threads: int) -> None:
+    """One CPU budget for the whole pipeline: torch's intra-op threads (ONNX Runtime's sessions take the same
+    count, see :func:`inference_network`) and OpenCV's (the crop and detector warps). Left alone, OpenCV
+    splits each small warp over every core, and the waiting threads cost about 15 % more CPU per frame
+    than one thread does (benchmarks/bench_facemesh.py --runtimes)."""
+    if threads < 1:
+        raise ValueError(f"threads={threads}: expected at least 1")
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+
+
 def inference_network(module: torch.nn.Module, runtime: str) -> torch.nn.Module:
-    """``module`` in eval mode (``torch``) or its ONNX Runtime drop-in with as many threads as torch uses."""
+    """``module`` in eval mode (``torch``) or its ONNX Runtime drop-in with as many threads as torch uses
+    (exporting ``module.widened()`` where the network offers that form, checked equal to ``module``)."""
     if check_runtime(runtime) == "torch":
         return module.eval()
     from core.onnx_runtime import OnnxRuntimeModule
 
-    return OnnxRuntimeModule(module, threads=torch.get_num_threads())
+    exported = module.widened() if hasattr(module, "widened") else None
+    return OnnxRuntimeModule(module, threads=torch.get_num_threads(), exported=exported)

@@ -1,5 +1,7 @@
 """Depth of moving people on a user's videos (predict.py): per video a depth video, a synthetic
-defocus video focused on the people and the per-frame depth arrays, under ``<video name>/``.
+defocus video focused on the people and the per-frame depth arrays, under ``<video name>/``; with
+``side_by_side`` also input | depth | defocus in one video (``python -m tasks.people_depth.render_video
+--video``, a thin wrapper over this writer, writes that one to its ``--out``).
 
 Inputs beside each video (``product.writer``):
 
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 DEPTH_VIDEO = "depth.mp4"
 DEFOCUS_VIDEO = "defocus.mp4"
 DEPTH_DIR = "depth"
+SIDE_BY_SIDE_VIDEO = "side_by_side.mp4"
 MASK_DIR = "masks"
 FRAME_KEYS = ("image", "human_mask", "input_log_depth", "confidence")
 
@@ -62,9 +65,13 @@ class PeopleDepthProduct(ProductWriter):
 
     ``frame_stride``/``max_frames`` thin out the frames when there are no poses; ``aperture``,
     ``max_radius`` and ``focus_depth`` shape the defocus (defaults: the task's video settings, focus
-    on the people of the first frame)."""
+    on the people of the first frame); ``fps`` sets the written videos' rate (default: the input's, over
+    ``frame_stride``); ``image_size`` (H, W) the size depth is predicted at (default: the training size).
+    ``side_by_side`` adds input | depth | defocus as ``<video name>/side_by_side.mp4``, or as
+    ``<side_by_side_dir>/<video name>.mp4`` when the run command sets ``side_by_side_dir``."""
 
     input_kind = "videos"
+    side_by_side_dir: str | None = None  # None: inside each video's folder
 
     def __init__(
         self,
@@ -79,8 +86,15 @@ class PeopleDepthProduct(ProductWriter):
         aperture: float | None = None,
         max_radius: float = 8.0,
         focus_depth: float | None = None,
+        fps: float | None = None,
+        image_size: list[int] | None = None,
+        side_by_side: bool = False,
     ) -> None:
         super().__init__()
+        if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
+            raise ValueError(f"product.writer.image_size={list(image_size)}: expected [height, width] in pixels")
+        self.image_size = [int(v) for v in image_size] if image_size is not None else None
+        self.fps, self.side_by_side = fps, side_by_side
         self.masks = Path(masks) if masks else None
         self.poses = Path(poses) if poses else None
         if self.masks is not None and not self.masks.is_dir():
@@ -123,7 +137,7 @@ class PeopleDepthProduct(ProductWriter):
                 "variant, without parallax depth",
                 self.inputs,
             )
-        self.height, self.width = (int(v) for v in task.hparams.image_size)
+        self.height, self.width = (int(v) for v in self.image_size or task.hparams.image_size)
         if self.aperture is None:
             self.aperture = float(task.hparams.get("video_aperture", 6.0))
 
@@ -250,14 +264,23 @@ class PeopleDepthProduct(ProductWriter):
             atomic_write_bytes(folder / MASK_DIR / f"{frame:06d}.png", cv2.imencode(".png", mask)[1].tobytes())
         has_people = masks.reshape(len(masks), -1).max(1) > 0
         focus = self.focus_depth or focus_on_people(depths[0], masks[0] if has_people[0] else None)
-        fps = batch["fps"][index]
+        fps = self.fps or batch["fps"][index]
+        effects = [defocus(im, d, focus, self.aperture, self.max_radius) for im, d in zip(images, depths)]
         write_video(folder / DEPTH_VIDEO, (_even(colorize_depth(d)) for d in depths), fps=fps)
-        write_video(
-            folder / DEFOCUS_VIDEO,
-            (_even(defocus(im, d, focus, self.aperture, self.max_radius)) for im, d in zip(images, depths)),
-            fps=fps,
-        )
+        write_video(folder / DEFOCUS_VIDEO, (_even(e) for e in effects), fps=fps)
+        record = {}
+        if self.side_by_side:
+            from tasks.people_depth.defocus import side_by_side
+
+            path = (
+                Path(self.side_by_side_dir) / f"{name}.mp4"
+                if self.side_by_side_dir
+                else Path(name) / SIDE_BY_SIDE_VIDEO
+            )
+            write_video(Path(run_dir) / path, map(side_by_side, images, depths, effects), fps=fps)
+            record["side_by_side"] = str(path)
         return {
+            **record,
             "folder": name,
             "frames": len(frames),
             "fps": fps,
@@ -277,5 +300,6 @@ class PeopleDepthProduct(ProductWriter):
                 DEFOCUS_VIDEO,
                 f"{DEPTH_DIR}/<frame index>.npy",
                 f"{MASK_DIR}/<frame index>.png (when the segmenter made the masks)",
+                *([SIDE_BY_SIDE_VIDEO] if self.side_by_side and not self.side_by_side_dir else []),
             ],
         }

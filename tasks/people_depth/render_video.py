@@ -5,7 +5,14 @@
     python -m tasks.people_depth.render_video --checkpoint <ckpt> --video walk.mp4 [--masks <folder>] --out bokeh.mp4
 
 With ``--video`` the human masks come from ``--masks`` (``<frame index>.png``) or, without it, from the
-person segmenter (``--segmenter``, imported by tasks/people_depth/import_segmenter.py).
+person segmenter (``--segmenter``, imported by tasks/people_depth/import_segmenter.py). The tool is then a
+thin wrapper over predict.py's product writer (tasks/people_depth/predict.py, run by
+core.prediction.predict_files): the same video reader, masks, checkpoint reader and error messages, and
+beside ``--out`` the same products as ``python predict.py task=people_depth`` (``<out stem>/depth.mp4``,
+``defocus.mp4``, ``depth/<frame index>.npy``, and ``masks/`` when the segmenter made them).
+
+With ``--root`` the clip is read by the data set's own reader (datamodules/mannequin_challenge.py, with its
+poses, masks and keypoints), as the video a test run writes.
 """
 
 from __future__ import annotations
@@ -14,10 +21,22 @@ import argparse
 from pathlib import Path
 
 from core.checkpoint import load_task
+from core.prediction import predict_files
 from datamodules.mannequin_challenge import MannequinChallengeClips
+from datamodules.predict_inputs import VideoInputs
 from tasks.people_depth.module import PeopleDepthTask
+from tasks.people_depth.predict import PeopleDepthProduct
 from tasks.people_depth.segmenter import default_segmenter_path
-from tasks.people_depth.video import render_clip_video, render_user_video
+from tasks.people_depth.video import render_clip_video
+
+
+def render_user_video(task: PeopleDepthTask, video: str, out: Path, writer: PeopleDepthProduct) -> Path:
+    """predict.py's steps on one video: its side-by-side video to ``out``, its products in ``<out stem>/``."""
+    writer.side_by_side = True
+    writer.side_by_side_dir = "."  # <out.parent>/<out.stem>.mp4, not inside the video's folder
+    inputs = VideoInputs(video)  # predict.py's input finding and reader: a missing file is its error
+    (record,) = predict_files(task, writer, [(inputs.paths[0], out.stem)], inputs.read, out.parent)
+    return out.parent / record["side_by_side"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,24 +63,24 @@ def main(argv: list[str] | None = None) -> None:
         help="default: the size the model was trained at",
     )
     parser.add_argument("--focus-depth", type=float, default=None, help="default: on the people")
-    parser.add_argument("--aperture", type=float, default=6.0)
+    parser.add_argument("--aperture", type=float, default=None, help="default: the task's video_aperture (6)")
     parser.add_argument("--max-radius", type=float, default=8.0)
     parser.add_argument("--fps", type=float, default=None, help="default: the video's, or the task's video_fps")
     parser.add_argument("--out", required=True, help="output .mp4")
     args = parser.parse_args(argv)
 
     task = load_task(args.checkpoint, PeopleDepthTask)
-    effect = {
-        "focus_depth": args.focus_depth,
-        "aperture": args.aperture,
-        "max_radius": args.max_radius,
-        "fps": args.fps,
-    }
+    effect = {"focus_depth": args.focus_depth, "aperture": args.aperture, "max_radius": args.max_radius}
     if args.video is not None:
-        out = render_user_video(
-            task, args.video, args.out, args.masks, args.segmenter, args.image_size, args.max_frames, **effect
+        writer = PeopleDepthProduct(
+            masks=args.masks,
+            segmenter=args.segmenter,
+            max_frames=args.max_frames,
+            fps=args.fps,
+            image_size=args.image_size,
+            **effect,
         )
-        print(out)
+        print(render_user_video(task, args.video, Path(args.out), writer))
         return
     size = args.image_size or task.hparams.image_size
     dataset = MannequinChallengeClips(
@@ -71,14 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.clip is not None and args.clip not in names:
         raise SystemExit(f"clip {args.clip!r} not in {Path(args.root) / args.split} (have {names[:5]}...)")
     clip = names.index(args.clip) if args.clip else 0
-    out = render_clip_video(
-        task,
-        dataset,
-        clip,
-        args.out,
-        **effect,
-    )
-    print(out)
+    print(render_clip_video(task, dataset, clip, args.out, fps=args.fps, **effect))
 
 
 if __name__ == "__main__":

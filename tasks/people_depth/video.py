@@ -11,7 +11,6 @@ import numpy as np
 import torch
 
 from core.media import log_video as _log_video
-from datamodules.predict_inputs import VideoInputs
 from tasks.people_depth.defocus import write_effect_video
 
 VIDEO_NAME = "people_depth_side_by_side.mp4"
@@ -54,47 +53,6 @@ def render_clip_video(
         aperture=aperture if aperture is not None else hparams.get("video_aperture", 6.0),
         max_radius=max_radius,
         fps=fps or hparams.get("video_fps", 10.0),
-    )
-
-
-def render_user_video(
-    task,
-    video: str | Path,
-    path: str | Path,
-    masks: str | Path | None = None,
-    segmenter: str | Path | None = None,
-    image_size: tuple[int, int] | None = None,
-    max_frames: int | None = None,
-    focus_depth: float | None = None,
-    aperture: float | None = None,
-    max_radius: float = 8.0,
-    fps: float | None = None,
-) -> Path:
-    """Input | depth | defocus for a user's own video, its frames and human masks read as predict.py
-    reads them (tasks/people_depth/predict.py: the user's ``masks`` folder, else the person
-    ``segmenter``); no poses, so the single-frame variant."""
-    from tasks.people_depth.predict import PeopleDepthProduct
-
-    writer = PeopleDepthProduct(masks=masks, segmenter=segmenter, max_frames=max_frames)
-    writer.bind(task, {})
-    if image_size is not None:
-        writer.height, writer.width = image_size
-    inputs = VideoInputs(str(video))  # predict.py's input finding and reader: the same errors for a bad file
-    source = inputs.read(inputs.paths[0])
-    batch = writer.collate([writer.prepare(source)])
-    with torch.no_grad():
-        depths = task.predict_step({**batch, "inputs": [str(source)]}, 0)[0].numpy()
-    images = (batch["image"].permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
-    hparams = getattr(task, "hparams", {})
-    return write_effect_video(
-        path,
-        images,
-        depths,
-        batch["human_mask"][:, 0].numpy(),
-        focus_depth=focus_depth,
-        aperture=aperture if aperture is not None else hparams.get("video_aperture", 6.0),
-        max_radius=max_radius,
-        fps=fps or batch["fps"][0],
     )
 
 

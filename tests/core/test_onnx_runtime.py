@@ -45,8 +45,10 @@ def inputs(size: int, batch: int = 1) -> dict[str, torch.Tensor]:
     }
 
 
-def assert_equal_to_reference(reference: torch.nn.Module, size: int, batch: int, tmp_path) -> None:
-    runtime = OnnxRuntimeModule(reference, folder=tmp_path)
+def assert_equal_to_reference(
+    reference: torch.nn.Module, size: int, batch: int, tmp_path, exported: torch.nn.Module | None = None
+) -> None:
+    runtime = OnnxRuntimeModule(reference, folder=tmp_path, exported=exported)
     for name, x in inputs(size, batch).items():
         with torch.no_grad():
             want = reference(x)
@@ -63,6 +65,29 @@ def assert_equal_to_reference(reference: torch.nn.Module, size: int, batch: int,
 
 def test_blazeface_export_equals_pytorch(facemesh_task, tmp_path):
     assert_equal_to_reference(facemesh_task.detector, 128, 1, tmp_path)
+
+
+def test_widened_blazeface_is_the_same_function_in_blocked_widths(facemesh_task, tmp_path):
+    """The detector ONNX Runtime gets (tasks.facemesh.runtime.inference_network) has widths that are multiples
+    of 16 and gives the published network's outputs exactly in PyTorch, and to 1e-3 once exported."""
+    detector = facemesh_task.detector
+    wide = detector.widened(16)
+    widths = [w for w, _ in detector.units_spec]
+    assert widths[1] == 28 and [w for w, _ in wide.units_spec] == [-(-w // 16) * 16 for w in widths]
+    for x in inputs(128, 2).values():
+        with torch.no_grad():
+            for w, g in zip(detector(x), wide(x)):
+                assert torch.equal(g, w)  # the added channels are zero all the way through
+    assert_equal_to_reference(detector, 128, 1, tmp_path, exported=wide)
+
+
+def test_an_export_that_is_not_the_same_function_is_refused(facemesh_task, tmp_path):
+    other = facemesh_task.detector.widened(16)
+    with torch.no_grad():
+        other.cls8.bias.add_(1.0)  # every 8x8 anchor's logit moves by 1
+    runtime = OnnxRuntimeModule(facemesh_task.detector, folder=tmp_path, exported=other)
+    with pytest.raises(RuntimeError, match="output 0 differs from the PyTorch module by 1"):
+        runtime(torch.rand(1, 3, 128, 128))
 
 
 def test_face_mesh_export_equals_pytorch_for_one_and_several_crops(facemesh_task, tmp_path):

@@ -166,22 +166,41 @@ def test_train_bootstrap_checkpoint_eval_and_run_command(
     assert summary["predicted"] == 2 and summary["skipped"] == 0
     merged = json.loads((tmp_path / "pred" / "landmarks.json").read_text())
     first = next(i for i in merged["images"] if i["input"].endswith("000000.png"))
-    assert len(first["faces"]) == len(faces)
-    np.testing.assert_allclose(np.array(first["faces"][0]["points"]), np.array(faces[0]["points"]), atol=0.011)
+    assert first["faces"] == faces  # one decoder, one pipeline: the same numbers
     name = first["name"]
+    assert json.loads((tmp_path / "pred" / name / "landmarks.json").read_text())["frames"] == labels["frames"]
     assert (tmp_path / "pred" / name / "mesh.png").exists() and (tmp_path / "pred" / name / "mesh.obj").exists()
+
+    # predict.py on a folder of videos (product.kind=videos): per video the run command's products
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    (clips / "moving.mp4").write_bytes(clip.read_bytes())
+    args = ["task=facemesh", f"ckpt_path={last}", f"input={clips}", "product.kind=videos"]
+    summary = predict(
+        compose_config("predict", [*args, "product.writer.obj_frame=5"], tmp_path / "pred_videos", shared_data_dir)
+    )
+    assert summary["predicted"] == 1 and summary["faces"] == int(np.isfinite(data["points"][:, 0, 0, 0]).sum())
+    video_dir = tmp_path / "pred_videos" / "moving"
+    predicted = np.load(video_dir / "landmarks.npz")
+    for key in ("points", "boxes", "keypoints", "scores", "face_probs", "fps", "triangles"):
+        np.testing.assert_array_equal(predicted[key], data[key], err_msg=key)
+    assert (video_dir / "mesh.obj").read_text() == (out / "moving_mesh.obj").read_text()
+    assert len(open_video(video_dir / "mesh.mp4")) == 12
+    merged = json.loads((tmp_path / "pred_videos" / "landmarks.json").read_text())
+    assert [(v["name"], v["frames"]) for v in merged["videos"]] == [("moving", 12)]
 
 
 def test_run_command_names_bad_inputs(tmp_path):
     from tasks.facemesh.run import run
 
-    with pytest.raises(FileNotFoundError, match="missing.mp4"):
+    # predict.py's input finding: the same one-line error, before the checkpoint is read
+    with pytest.raises(FileNotFoundError, match=rf"^input={tmp_path / 'missing.mp4'}: no such file or folder$"):
         run(tmp_path / "missing.mp4", tmp_path / "x.ckpt")
     (tmp_path / "notes.txt").write_text("x")
     (tmp_path / "x.ckpt").write_text("x")
     with pytest.raises(ValueError, match=r"x\.ckpt: checkpoint is truncated or not a PyTorch checkpoint"):
         run(tmp_path / "notes.txt", tmp_path / "x.ckpt")
-    # an unknown input type with a good checkpoint: tests/tasks/test_facemesh_mediapipe.py
+    # an unknown input type with a good checkpoint, and predict.py's errors: tests/tasks/test_facemesh_mediapipe.py
 
 
 def test_tiny_task_forward_backward_reaches_every_parameter():

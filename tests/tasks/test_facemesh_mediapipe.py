@@ -22,7 +22,7 @@ from core.data import DataFormatError
 from core.onnx_runtime import OnnxRuntimeModule
 from core.tflite import read_tflite
 from core.training import train
-from core.video import write_video
+from core.video import open_video, write_video
 from datamodules.face_alignment import alignment_params, crop_matrix, index_to_continuous, warp_crops
 from datamodules.face_topology import MEDIAPIPE_CONTOURS, mediapipe_topology
 from tasks.facemesh.detector import detect_faces, detector_input, to_batch
@@ -296,9 +296,54 @@ def test_run_command_on_a_photograph_with_the_imported_checkpoint(checkpoint, tm
     assert sum(line.startswith("v ") for line in obj) == 468 and sum(line.startswith("f ") for line in obj) == 852
     assert "f 128 35 140" in obj  # the tessellation's first triangle (127, 34, 139), 1-based
     assert (tmp_path / "out" / "astronaut_mesh.png").exists()
-    (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(ValueError, match=r"notes\.txt: unknown input type '\.txt'"):
-        run(tmp_path / "notes.txt", checkpoint)
+
+
+def test_run_command_gives_predict_pys_errors(checkpoint, tmp_path):
+    """A file that is no image (any suffix but a video's is read as an image, as predict.py reads a file it is
+    given) and a missing file: the run command's error is predict.py's, word for word."""
+    from core.prediction import predict
+    from tests.conftest import compose_config
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("x")
+    with pytest.raises(DataFormatError) as err:
+        run(notes, checkpoint)
+    assert str(err.value) == f"{notes}: cannot decode image (cannot identify image file '{notes}')"
+    args = ["task=facemesh", f"ckpt_path={checkpoint}", "product.inputs.num_workers=0"]
+    with pytest.warns(UserWarning, match="skipping input"), pytest.raises(FileNotFoundError) as skipped:
+        predict(compose_config("predict", [*args, f"input={notes}"], tmp_path / "pred", tmp_path / "data"))
+    assert str(skipped.value).endswith(f"(1 skipped: {err.value})")  # predict.py's reason for skipping it
+    missing = tmp_path / "missing.mp4"
+    with pytest.raises(FileNotFoundError) as err:
+        run(missing, checkpoint)
+    with pytest.raises(FileNotFoundError) as predicted:
+        predict(compose_config("predict", [*args, f"input={missing}"], tmp_path / "pred2", tmp_path / "data"))
+    assert str(err.value) == str(predicted.value) == f"input={missing}: no such file or folder"
+
+
+def test_run_command_tracks_the_face_through_a_real_video(checkpoint, tmp_path):
+    """The camera move over the Grace Hopper photograph (an encoded MP4) through ``python -m tasks.facemesh.run
+    --threads 1``: the face tracked in every frame, the mesh video, and the pipeline's CPU budget set."""
+    from tasks.facemesh.run import main as run_main
+
+    frames, matrices = moving_video(photographs()["grace_hopper"])  # 48 frames, the first 10 read
+    video = write_video(tmp_path / "hopper.mp4", frames, fps=24)
+    torch.set_num_threads(2)
+    args = [str(video), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"), "--threads", "1"]
+    assert run_main([*args, "--max-frames", "10"]) == 0
+    assert torch.get_num_threads() == 1 and cv2.getNumThreads() == 1
+    data = np.load(tmp_path / "out" / "landmarks.npz")
+    assert data["points"].shape == (10, 1, 468, 3) and np.isfinite(data["points"]).all()
+    assert float(data["fps"]) == pytest.approx(24)
+    # the nose tip follows the camera move: where the affine of each frame carries the first frame's
+    nose = data["points"][:, 0, 1, :2]
+    m0 = np.vstack([matrices[0], [0, 0, 1]])
+    on_photo = np.linalg.solve(m0, np.append(nose[0], 1.0))[:2]
+    carried = np.stack([m[:, :2] @ on_photo + m[:, 2] for m in matrices[:10]])
+    side = float(np.ptp(data["points"][0, 0, :, 0]))
+    assert np.linalg.norm(nose - carried, axis=1).max() < 0.05 * side  # one-euro smoothed: a small lag
+    assert len(open_video(tmp_path / "out" / "hopper_mesh.mp4")) == 10
+    assert (tmp_path / "out" / "hopper_mesh.obj").exists()
 
 
 def test_tools_run_onnx_runtime_by_default_and_give_the_pytorch_answer(checkpoint, tmp_path):

@@ -220,6 +220,9 @@ def test_predict_without_masks_or_segmenter_says_how_to_get_one(idcm_ckpt, tmp_p
 
 
 def test_render_tool_on_a_user_video_uses_the_segmenter_masks(idcm_ckpt, segmenter_file, tmp_path):
+    """render_video --video is predict.py's writer on one video: its side-by-side video at --out, and beside
+    it the same masks and depth arrays as predict.py writes; a missing video is predict.py's error."""
+    from core.prediction import predict
     from core.video import open_video
     from tasks.people_depth.render_video import main as render_main
 
@@ -231,6 +234,25 @@ def test_render_tool_on_a_user_video_uses_the_segmenter_masks(idcm_ckpt, segment
     )
     reader = open_video(out)
     assert len(reader) == 3 and reader[0].shape[:2] == (48, 3 * 64)
+    args = [
+        "task=people_depth",
+        f"ckpt_path={idcm_ckpt}",
+        f"input={video}",
+        f"product.writer.segmenter={segmenter_file}",
+    ]
+    predict(compose_config("predict", args, tmp_path / "pred", tmp_path / "data"))
+
+    def files(folder: Path) -> list[Path]:
+        return sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
+
+    written = files(tmp_path / "bokeh")
+    assert written == files(tmp_path / "pred" / "walk")
+    assert len([p for p in written if p.parts[0] == "masks"]) == 3
+    for name in written:
+        if name.suffix in (".npy", ".png"):
+            assert (tmp_path / "bokeh" / name).read_bytes() == (tmp_path / "pred" / "walk" / name).read_bytes(), name
+    with pytest.raises(FileNotFoundError, match=rf"^input={tmp_path / 'gone.mp4'}: no such file or folder$"):
+        render_main(["--checkpoint", str(idcm_ckpt), "--video", str(tmp_path / "gone.mp4"), "--out", str(out)])
     missing = tmp_path / "none.pt"
     with pytest.raises(ValueError, match=rf"takes a human mask per frame.*segmenter={missing}"):
         render_main(
