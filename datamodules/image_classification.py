@@ -3,6 +3,7 @@ timm transforms, and the loaders. A subclass only says where its splits are."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import multiprocessing
 from collections.abc import Callable, Sequence
@@ -222,6 +223,17 @@ class ImageClassificationDataModule(pl.LightningDataModule):
             )
         # what the files hold, for core.guards.DataContractCheck
         self.data_facts = {"num_classes": len(self.class_names), "source": f"classes of {self.root}"}
+
+    def evaluation_dataset(self, split: str) -> Dataset:
+        """``split`` (after ``setup``) with the evaluation transform, read sample by sample, in either
+        format: what a tool that picks single samples reads (the activation atlas). A copy: the loaders'
+        data sets keep their transforms."""
+        if split not in self.datasets:
+            raise KeyError(f"split {split!r} not in the data set; it has {sorted(self.datasets)}")
+        dataset = copy.copy(self.datasets[split])
+        # LitData's StreamingDataset owns the name ``transform`` (it applies it to the raw sample dict)
+        setattr(dataset, "image_transform" if self.format == "shards" else "transform", self.transform(False))
+        return dataset
 
     def setup_shards(self) -> None:
         """The splits from packed shards: class names, targets and ids from their meta.json, samples

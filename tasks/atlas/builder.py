@@ -32,6 +32,8 @@ def atlas_dataset(datamodule: pl.LightningDataModule, split: str) -> Dataset:
     the atlas sees what the classifier sees at test time."""
     datamodule.prepare_data()
     datamodule.setup("fit")
+    if hasattr(datamodule, "evaluation_dataset"):  # image DataModules, from folders or shards
+        return datamodule.evaluation_dataset(split)
     datasets = getattr(datamodule, "datasets", None)
     if isinstance(datasets, dict):
         if split not in datasets:
