@@ -193,7 +193,11 @@ class ImageShards(StreamingDataset):
         with_index: bool = False,
         drop_last: bool | None = None,
     ) -> None:
-        super().__init__(location, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        # batch_decode=0: deserialize only the sample asked for. LitData's default for small byte
+        # samples deserializes aligned 256-sample windows; a worker whose share starts mid-chunk (its
+        # balancing of workers and ranks) has shuffle blocks straddling two windows and re-read one
+        # every few samples: ~40 % slower, and the epoch waits for it (docs/shards.md, "Measured").
+        super().__init__(location, shuffle=shuffle, seed=seed, drop_last=drop_last, batch_decode=0)
         self.location = location
         self.image_transform = transform
         self.with_index = with_index
