@@ -20,25 +20,35 @@ import torch.nn.functional as F
 DEFAULT_CROP_SCALE = 1.5
 
 
-def alignment_params(boxes: torch.Tensor, keypoints: torch.Tensor, scale: float = DEFAULT_CROP_SCALE):
+def array_namespace(x):
+    """``numpy`` for a NumPy array, else ``torch``: the geometry below is written once in the names both
+    share (NumPy 2's array-API aliases ``atan2``, ``concat``), so training batches stay tensors while the
+    per-frame inference path stays in NumPy, whose small-array calls cost a fraction of torch's."""
+    return np if isinstance(x, np.ndarray) else torch
+
+
+def alignment_params(boxes, keypoints, scale: float = DEFAULT_CROP_SCALE):
     """(centre (..., 2), side (...,), angle (...,) radians) of the crop for xyxy ``boxes`` (..., 4)
-    and keypoints (..., K>=2, 2) whose first two are the right and left eye."""
+    and keypoints (..., K>=2, 2) whose first two are the right and left eye (tensors or NumPy arrays)."""
+    xp = array_namespace(boxes)
     centre = (boxes[..., :2] + boxes[..., 2:]) / 2
-    side = (boxes[..., 2:] - boxes[..., :2]).amax(-1) * scale
+    size = boxes[..., 2:] - boxes[..., :2]
+    side = xp.maximum(size[..., 0], size[..., 1]) * scale
     eyes = keypoints[..., 1, :] - keypoints[..., 0, :]
-    angle = torch.atan2(eyes[..., 1], eyes[..., 0])
+    angle = xp.atan2(eyes[..., 1], eyes[..., 0])
     return centre, side, angle
 
 
-def crop_matrix(centre: torch.Tensor, side: torch.Tensor, angle: torch.Tensor, crop_size: int) -> torch.Tensor:
+def crop_matrix(centre, side, angle, crop_size: int):
     """Affine (..., 2, 3) taking image pixels to crop pixels: rotate by -angle about ``centre``,
-    scale by crop_size / side, move the centre to the crop's centre."""
+    scale by crop_size / side, move the centre to the crop's centre (tensors or NumPy arrays)."""
+    xp = array_namespace(centre)
     k = crop_size / side
-    c, s = torch.cos(angle) * k, torch.sin(angle) * k
+    c, s = xp.cos(angle) * k, xp.sin(angle) * k
     # [x'; y'] = k R(-angle) ([x; y] - centre) + crop_size / 2
-    row0 = torch.stack([c, s, -(c * centre[..., 0] + s * centre[..., 1]) + crop_size / 2], -1)
-    row1 = torch.stack([-s, c, -(-s * centre[..., 0] + c * centre[..., 1]) + crop_size / 2], -1)
-    return torch.stack([row0, row1], -2)
+    row0 = xp.stack([c, s, -(c * centre[..., 0] + s * centre[..., 1]) + crop_size / 2], -1)
+    row1 = xp.stack([-s, c, -(-s * centre[..., 0] + c * centre[..., 1]) + crop_size / 2], -1)
+    return xp.stack([row0, row1], -2)
 
 
 def invert_affine(m: torch.Tensor) -> torch.Tensor:
@@ -63,18 +73,18 @@ def transform_points(points: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     return torch.cat([xy, points[..., 2:] * affine_scale(m)[..., None, None]], -1)
 
 
-def index_to_continuous(m: torch.Tensor) -> torch.Tensor:
+def index_to_continuous(m):
     """An affine (..., 2, 3) between pixel-index coordinates (OpenCV's and MediaPipe's: a pixel's centre
     at integers) as the same map between continuous coordinates (centre at + 0.5)."""
     shift = 0.5 - 0.5 * m[..., :2].sum(-1)
-    return torch.cat([m[..., :2], (m[..., 2] + shift)[..., None]], -1)
+    return array_namespace(m).concat([m[..., :2], (m[..., 2] + shift)[..., None]], -1)
 
 
-def continuous_to_index(m: torch.Tensor) -> torch.Tensor:
+def continuous_to_index(m):
     """The inverse of :func:`index_to_continuous`: a map between continuous coordinates as the same map
     between pixel-index coordinates (what OpenCV's warp takes)."""
     shift = 0.5 - 0.5 * m[..., :2].sum(-1)
-    return torch.cat([m[..., :2], (m[..., 2] - shift)[..., None]], -1)
+    return array_namespace(m).concat([m[..., :2], (m[..., 2] - shift)[..., None]], -1)
 
 
 def warp_crop_uint8(image: np.ndarray, index_matrix: np.ndarray, crop_size: int, padding_mode: str = "zeros"):

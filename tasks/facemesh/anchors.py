@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from datamodules.face_alignment import array_namespace
+
 MIN_SCALE, MAX_SCALE = 0.1484375, 0.75
 STRIDES = (8, 16, 16, 16)
 # SSD's coding variances (Liu et al. 2016): centre offsets / (0.1 * anchor size), log sizes / 0.2.
@@ -85,21 +87,26 @@ def encode(
     return torch.cat([box, kp.flatten(-2)], -1)
 
 
-def decode(
-    regression: torch.Tensor, anchors: torch.Tensor, coding: str = "ssd", input_size: int = 128
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inverse of :func:`encode`: (boxes (..., 4) normalized xyxy, keypoints (..., K, 2))."""
+def decode(regression, anchors, coding: str = "ssd", input_size: int = 128):
+    """Inverse of :func:`encode`: (boxes (..., 4) normalized xyxy, keypoints (..., K, 2)); tensors, or NumPy
+    arrays (the detector's few candidates per frame)."""
     if coding == "mediapipe":
         return _decode_mediapipe(regression, anchors, input_size)
-    acx, acy, aw, ah = anchors.unbind(-1)
+    xp = array_namespace(regression)
+    acx, acy, aw, ah = (anchors[..., i] for i in range(4))
     cx = regression[..., 0] * CENTER_VARIANCE * aw + acx
     cy = regression[..., 1] * CENTER_VARIANCE * ah + acy
-    w = torch.exp(regression[..., 2] * SIZE_VARIANCE) * aw
-    h = torch.exp(regression[..., 3] * SIZE_VARIANCE) * ah
-    boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
-    kp = regression[..., 4:].unflatten(-1, (-1, 2))
+    w = xp.exp(regression[..., 2] * SIZE_VARIANCE) * aw
+    h = xp.exp(regression[..., 3] * SIZE_VARIANCE) * ah
+    boxes = xp.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
+    kp = _pairs(regression[..., 4:])
     keypoints = kp * CENTER_VARIANCE * anchors[..., None, 2:] + anchors[..., None, :2]
     return boxes, keypoints
+
+
+def _pairs(flat):
+    """(..., 2K) as (..., K, 2)."""
+    return flat.reshape(*flat.shape[:-1], flat.shape[-1] // 2, 2)
 
 
 # MediaPipe's coding (face_detection_short_range_common.pbtxt: TensorsToDetectionsCalculator with
@@ -107,12 +114,12 @@ def decode(
 # the keypoints as offsets from the anchor's centre, and the box size, all in input pixels.
 
 
-def _decode_mediapipe(regression: torch.Tensor, anchors: torch.Tensor, input_size: int):
+def _decode_mediapipe(regression, anchors, input_size: int):
     centre = anchors[..., None, :2]
-    xy = regression[..., 4:].unflatten(-1, (-1, 2)) / input_size + centre
+    xy = _pairs(regression[..., 4:]) / input_size + centre
     c = regression[..., :2] / input_size + anchors[..., :2]
     half = regression[..., 2:4] / input_size / 2
-    return torch.cat([c - half, c + half], -1), xy
+    return array_namespace(regression).concat([c - half, c + half], -1), xy
 
 
 def _encode_mediapipe(boxes: torch.Tensor, keypoints: torch.Tensor, anchors: torch.Tensor, input_size: int):

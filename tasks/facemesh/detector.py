@@ -149,14 +149,14 @@ def detect_faces(
     logits, reg = run_detector(model, x)
     # The rest in NumPy on the few candidates: torch's per-op overhead on such small arrays cost more than
     # the arithmetic.
-    logits, reg, anchors = logits.float().cpu().numpy(), reg.float().cpu(), anchors.cpu()
+    logits, reg, anchors = (t.float().cpu().numpy() for t in (logits, reg, anchors))
     threshold, size = logit(score_threshold), model.input_size
     out: Detections = []
     for b in range(len(x)):
         keep = np.flatnonzero(logits[b] >= threshold)
-        keep = torch.from_numpy(keep[np.argsort(-logits[b][keep], kind="stable")[:MAX_DETECTIONS]])
-        boxes, kps = (t.double().numpy() for t in decode(reg[b][keep], anchors[keep], coding, size))
-        scores = 1 / (1 + np.exp(-logits[b][keep.numpy()].astype(np.float64)))
+        keep = keep[np.argsort(-logits[b][keep], kind="stable")[:MAX_DETECTIONS]]
+        boxes, kps = (t.astype(np.float64) for t in decode(reg[b][keep], anchors[keep], coding, size))
+        scores = 1 / (1 + np.exp(-logits[b][keep].astype(np.float64)))
         boxes, kps, scores = blend_overlaps(boxes, kps, scores, iou_threshold)
         scale, shift = float(matrices[b][0, 0]), matrices[b][:, 2].double().numpy()
         boxes = (boxes * size - np.tile(shift, 2)) / scale + offset

@@ -66,6 +66,7 @@ class FaceMeshPipeline:
         self.detector.eval()
         self.mesh.eval()
         self.anchors = cached_anchors(self.detector.input_size)
+        self.mesh_param = next(self.mesh.parameters())  # its device and dtype (the same object after .to())
         if self.topology is None:
             self.topology = face_topology(self.mesh.num_points)
         uv = self.topology.uv
@@ -96,32 +97,35 @@ class FaceMeshPipeline:
         )
 
     @torch.no_grad()
-    def mesh_on_crops(self, image: np.ndarray | torch.Tensor, boxes: torch.Tensor, keypoints: torch.Tensor):
+    def mesh_on_crops(self, image: np.ndarray | torch.Tensor, boxes, keypoints):
         """Points (K, N, 3) in image px and face probabilities (K,) for crops aligned by ``boxes`` and
         ``keypoints`` on one image: RGB uint8 (H, W, 3), each crop one OpenCV warp of the 8-bit frame (as
-        MediaPipe's CPU graph), or float (3, H, W) in [0, 1] (``warp_crops``, as in training)."""
-        centre, side, angle = alignment_params(boxes.float(), keypoints.float(), self.crop_scale)
+        MediaPipe's CPU graph; the geometry in NumPy, whose small-array calls cost a fraction of torch's),
+        or float (3, H, W) in [0, 1] (``warp_crops``, as in training)."""
+        frame = isinstance(image, np.ndarray)
+        if frame:
+            boxes, keypoints = np.asarray(boxes, np.float32), np.asarray(keypoints, np.float32)
+        else:
+            boxes, keypoints = torch.as_tensor(boxes).float(), torch.as_tensor(keypoints).float()
+        centre, side, angle = (float64(a) for a in alignment_params(boxes, keypoints, self.crop_scale))
         index_coordinates = getattr(self.mesh, "index_coordinates", False)
         if index_coordinates:
             # MediaPipe (face_landmark_cpu.pbtxt): the rectangle in pixel-index coordinates, OpenCV's warp
             # with BORDER_REPLICATE, the network's points as index coordinates of the crop.
-            index = crop_matrix(centre.double() - 0.5, side.double(), angle.double(), self.crop_size)
-            matrix, offset, padding = index_to_continuous(index), 0.5, "border"
+            index = crop_matrix(centre - 0.5, side, angle, self.crop_size)
+            to_crop, offset, padding = index, 0.5, "border"
         else:
-            matrix = crop_matrix(centre.double(), side.double(), angle.double(), self.crop_size)
-            index, offset, padding = continuous_to_index(matrix), 0.0, "zeros"
-        to_crop = (index if index_coordinates else matrix).numpy()
-        if isinstance(image, np.ndarray):
-            crops = torch.from_numpy(
-                np.stack([warp_crop_uint8(image, m, self.crop_size, padding) for m in index.numpy()])
-            )
+            to_crop = crop_matrix(centre, side, angle, self.crop_size)
+            index, offset, padding = continuous_to_index(to_crop), 0.0, "zeros"
+        if frame:
+            crops = torch.from_numpy(np.stack([warp_crop_uint8(image, m, self.crop_size, padding) for m in index]))
         else:
+            matrix = index_to_continuous(index) if index_coordinates else to_crop
             crops = warp_crops(expand(image, len(boxes)), matrix.float(), self.crop_size, padding)
-        param = next(self.mesh.parameters())
-        points, logit = self.mesh(crops.to(param.device, param.dtype))
+        points, logit = self.mesh(crops.to(self.mesh_param.device, self.mesh_param.dtype))
         # crop px -> image px in NumPy (a few small products; torch's per-call overhead cost more)
         points = points.detach().cpu().double().numpy() * self.crop_size
-        back = np.stack([cv2.invertAffineTransform(m) for m in to_crop])
+        back = np.stack([cv2.invertAffineTransform(m) for m in np.asarray(to_crop)])
         xy = np.einsum("kij,knj->kni", back[..., :2], points[..., :2]) + back[:, None, :, 2] + offset
         z = points[..., 2:] * np.sqrt(np.abs(np.linalg.det(back[..., :2])))[:, None, None]
         points = torch.from_numpy(np.concatenate([xy, z], -1).astype(np.float32))
@@ -145,9 +149,7 @@ class FaceMeshPipeline:
             return []
         points, probs = self.mesh_on_crops(frame, boxes, kps)
         arrays = (t.numpy() for t in (points, boxes, kps, scores, probs))  # rows of arrays: cheaper than tensors
-        return [
-            FaceResult(p, b, k, float(s), float(f)) for p, b, k, s, f in zip(*arrays) if f >= self.face_threshold
-        ]
+        return [FaceResult(p, b, k, float(s), float(f)) for p, b, k, s, f in zip(*arrays) if f >= self.face_threshold]
 
     def track(self, frames: Iterable[np.ndarray]) -> list[FaceResult | None]:
         """One face through a video: detect, then follow the mesh; re-detect when the flag drops."""
@@ -158,7 +160,7 @@ class FaceMeshPipeline:
             result = None
             if previous is not None:
                 box, kp = self.crop_from_points(previous.points)
-                points, probs = self.mesh_on_crops(frame, torch.from_numpy(box)[None], torch.from_numpy(kp)[None])
+                points, probs = self.mesh_on_crops(frame, box[None], kp[None])
                 if probs[0] >= self.face_threshold:
                     result = FaceResult(points[0].numpy(), box, kp, previous.score, float(probs[0]), detected=False)
             if result is None:
@@ -175,6 +177,10 @@ def as_frame(image) -> np.ndarray | torch.Tensor:
     if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[-1] == 3:
         return image
     return to_batch(image)[0]
+
+
+def float64(a: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    return a.astype(np.float64) if isinstance(a, np.ndarray) else a.double()
 
 
 def expand(image: torch.Tensor, n: int) -> torch.Tensor:
