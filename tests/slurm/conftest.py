@@ -107,6 +107,18 @@ class LocalCluster:
     def wait_finished(self, job_id: str, timeout: float) -> dict[str, str]:
         return self.wait_for(job_id, FINISHED, timeout)
 
+    def preempt_and_finish(self, job_id: str, log: Path, timeout: float = 600) -> dict[str, str]:
+        """What a preemption does to a running job: SIGUSR1 (the launcher's ``--signal``), the job requeues
+        itself once, is released at once (SLURM would hold it ~2 minutes, its BeginTime) and runs to the
+        end. Returns its final info; asserts one restart and a clean end, with the end of ``log`` if not."""
+        self.run("scancel", "--signal=USR1", job_id)
+        pending = self.wait_for(job_id, {"PENDING"}, timeout=180)
+        assert pending["Restarts"] == "1"
+        self.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
+        info = self.wait_finished(job_id, timeout=timeout)
+        assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", log.read_text()[-3000:]
+        return info
+
 
 @pytest.fixture(scope="session")
 def slurm_cluster() -> LocalCluster:

@@ -133,15 +133,8 @@ def test_sigusr1_requeues_and_resumes_without_losing_an_epoch(slurm_cluster, tmp
             break
         assert slurm_cluster.job_info(job)["JobState"] == "RUNNING", (tmp_path / f"{job}.out").read_text()[-3000:]
         time.sleep(0.5)
-    slurm_cluster.run("scancel", "--signal=USR1", job)
-
-    # Requeued: SLURM holds it ~2 minutes (BeginTime); let it start at once.
-    pending = slurm_cluster.wait_for(job, {"PENDING"}, timeout=180)
-    assert pending["Restarts"] == "1"
-    slurm_cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")
-    info = slurm_cluster.wait_finished(job, timeout=600)
+    slurm_cluster.preempt_and_finish(job, tmp_path / f"{job}.out")
     log = (tmp_path / f"{job}.out").read_text()
-    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", log[-3000:]
 
     run_dir = next((tmp_path / "logs").glob(f"*/runs/slurm{job}"))
     assert "Requeued SLURM job" in log
