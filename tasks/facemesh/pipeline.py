@@ -66,7 +66,6 @@ class FaceMeshPipeline:
         self.detector.eval()
         self.mesh.eval()
         self.anchors = cached_anchors(self.detector.input_size)
-        self.mesh_param = next(self.mesh.parameters())  # its device and dtype (the same object after .to())
         if self.topology is None:
             self.topology = face_topology(self.mesh.num_points)
         uv = self.topology.uv
@@ -78,6 +77,15 @@ class FaceMeshPipeline:
         else:
             self.box_region = np.flatnonzero((np.abs(uv[:, 0]) <= 0.6) & (uv[:, 1] <= 0.6))
             self.eye_sets = tuple(np.array(self.topology.contours[k]) for k in ("right_eye", "left_eye"))
+
+    @property
+    def mesh_param(self) -> torch.nn.Parameter:
+        """A parameter of ``mesh`` (its device and dtype), looked up once per network, not per crop: walking
+        the modules cost more than the arithmetic around the network. Follows a reassigned ``mesh``; the
+        same object after ``.to()``, which moves parameters in place."""
+        if getattr(self, "_param_of", None) is not self.mesh:
+            self._param_of, self._mesh_param = self.mesh, next(self.mesh.parameters())
+        return self._mesh_param
 
     @classmethod
     def from_task(cls, task, runtime: str = "torch", **kwargs) -> FaceMeshPipeline:

@@ -121,5 +121,6 @@ def test_pipeline_through_onnx_runtime_gives_the_pytorch_points(facemesh_task):
     runtime.mesh = OnnxRuntimeModule(facemesh_task.mesh)
     want, got = reference.process_image(photo), runtime.process_image(photo)
     assert len(want) == len(got) == 1
+    assert runtime.mesh.sessions and runtime.mesh_param is next(facemesh_task.mesh.parameters())
     np.testing.assert_allclose(got[0].points, want[0].points, atol=1e-2)
     np.testing.assert_allclose(got[0].box, want[0].box, atol=1e-2)
