@@ -107,14 +107,27 @@ class LocalCluster:
     def wait_finished(self, job_id: str, timeout: float) -> dict[str, str]:
         return self.wait_for(job_id, FINISHED, timeout)
 
-    def preempt_and_finish(self, job_id: str, log: Path, timeout: float = 600) -> dict[str, str]:
-        """What a preemption does to a running job: SIGUSR1 (the launcher's ``--signal``), the job requeues
-        itself once, is released at once (SLURM would hold it ~2 minutes, its BeginTime) and runs to the
-        end. Returns its final info; asserts one restart and a clean end, with the end of ``log`` if not."""
-        self.run("scancel", "--signal=USR1", job_id)
-        pending = self.wait_for(job_id, {"PENDING"}, timeout=180)
-        assert pending["Restarts"] == "1"
+    def preempt(self, job_id: str) -> bool:
+        """What a preemption does to a running job: SIGUSR1 (the launcher's ``--signal``), and the job
+        requeues itself once; it is then released at once (SLURM would hold it ~2 minutes, its
+        BeginTime). False when the job ended before the signal could act (it was already past training)."""
+        for _ in range(30):  # "Job can not be altered now" while slurmctld is busy with it: ask again
+            if self.run("scancel", "--signal=USR1", job_id, check=False).returncode == 0:
+                break
+            if self.job_info(job_id).get("JobState") != "RUNNING":
+                break
+            time.sleep(1.0)
+        info = self.wait_for(job_id, {"PENDING", *FINISHED}, timeout=180)
+        if info["JobState"] != "PENDING":
+            return False
+        assert info["Restarts"] == "1", info
         self.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
+        return True
+
+    def preempt_and_finish(self, job_id: str, log: Path, timeout: float = 600) -> dict[str, str]:
+        """:meth:`preempt`, then the job runs to the end. Returns its final info; asserts one restart and a
+        clean end, with the end of ``log`` if not."""
+        assert self.preempt(job_id), f"job {job_id} ended before SIGUSR1 reached it:\n{log.read_text()[-3000:]}"
         info = self.wait_finished(job_id, timeout=timeout)
         assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", log.read_text()[-3000:]
         return info
